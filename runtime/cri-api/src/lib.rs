@@ -1,0 +1,18 @@
+//! The CRI `runtime.v1` contract as Rust types and tonic clients and servers.
+//!
+//! The `.proto` is skiff's own text with CRI's names and numbers, so the node agent can drive any
+//! CRI runtime and skiff's runtime can serve any CRI client. Depend on this crate, not on
+//! `runtime`, to speak CRI.
+
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("runtime.v1");
+}
+
+pub use v1::image_service_client::ImageServiceClient;
+pub use v1::image_service_server::{ImageService, ImageServiceServer};
+pub use v1::runtime_service_client::RuntimeServiceClient;
+pub use v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
+
+/// The CRI API version this crate speaks, as `Version` reports it.
+pub const API_VERSION: &str = "v1";
