@@ -1,0 +1,302 @@
+//! The raft log, hard state and conf state: raft-rs's `Storage` over an in-memory cache that is
+//! written through to a `Backend` (redb on disk, or nothing in unit tests).
+//!
+//! raft-rs reads the log through `Storage` and never writes it; the node loop writes it with
+//! `append`, `set_hard_state`, `apply_snapshot` and `compact`, each of which is durable when it
+//! returns (the disk backend commits with `Durability::Immediate`, i.e. fsync).
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use super::StoreError;
+
+/// Where the raft log is made durable. Each call is one atomic, durable write.
+pub trait Backend: Send + Sync + 'static {
+    /// Appends (or overwrites from `entries[0].index` on) log entries, dropping any later ones.
+    fn append(&self, entries: &[Entry], truncate_after: u64) -> Result<(), StoreError>;
+    /// Records the hard state (term, vote, commit).
+    fn set_hard_state(&self, hs: &HardState) -> Result<(), StoreError>;
+    /// Records the membership and the snapshot point after a snapshot or compaction, dropping
+    /// log entries up to and including `meta.index`.
+    fn set_snapshot_meta(&self, meta: &SnapshotMetadata) -> Result<(), StoreError>;
+}
+
+/// A backend that keeps nothing: for in-memory clusters in tests.
+#[derive(Debug, Default)]
+pub struct MemoryBackend;
+
+impl Backend for MemoryBackend {
+    fn append(&self, _: &[Entry], _: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn set_hard_state(&self, _: &HardState) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn set_snapshot_meta(&self, _: &SnapshotMetadata) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// What a member's log looks like when it starts: loaded from the backend.
+#[derive(Debug, Default, Clone)]
+pub struct LogState {
+    pub hard_state: HardState,
+    pub snapshot_meta: SnapshotMetadata,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Default)]
+struct Core {
+    hard_state: HardState,
+    snapshot_meta: SnapshotMetadata,
+    entries: Vec<Entry>,
+    /// The state machine's snapshot, made on demand for a lagging follower.
+    snapshot_data: Option<Snapshot>,
+}
+
+impl Core {
+    fn first_index(&self) -> u64 {
+        self.entries
+            .first()
+            .map_or(self.snapshot_meta.index + 1, |e| e.index)
+    }
+    fn last_index(&self) -> u64 {
+        self.entries
+            .last()
+            .map_or(self.snapshot_meta.index, |e| e.index)
+    }
+}
+
+/// raft-rs `Storage` for one member. Cheap to clone: the node loop and raft share it.
+#[derive(Clone)]
+pub struct LogStore {
+    core: Arc<RwLock<Core>>,
+    backend: Arc<dyn Backend>,
+}
+
+impl LogStore {
+    /// Opens a log from what the backend had stored.
+    pub fn new(state: LogState, backend: Arc<dyn Backend>) -> Self {
+        let core = Core {
+            hard_state: state.hard_state,
+            snapshot_meta: state.snapshot_meta,
+            entries: state.entries,
+            snapshot_data: None,
+        };
+        Self {
+            core: Arc::new(RwLock::new(core)),
+            backend,
+        }
+    }
+
+    fn rl(&self) -> RwLockReadGuard<'_, Core> {
+        self.core.read().unwrap_or_else(|e| e.into_inner())
+    }
+    fn wl(&self) -> RwLockWriteGuard<'_, Core> {
+        self.core.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True when this member has never been part of a cluster (no conf state yet).
+    pub fn is_empty(&self) -> bool {
+        let c = self.rl();
+        c.snapshot_meta.get_conf_state().voters.is_empty() && c.entries.is_empty()
+    }
+
+    /// Seeds a brand-new member with the initial membership, as a snapshot at index 0 would.
+    pub fn bootstrap(&self, voters: Vec<u64>) -> Result<(), StoreError> {
+        let mut meta = SnapshotMetadata::default();
+        meta.mut_conf_state().voters = voters;
+        self.backend.set_snapshot_meta(&meta)?;
+        self.wl().snapshot_meta = meta;
+        Ok(())
+    }
+
+    /// Appends entries from a `Ready`, replacing any conflicting suffix.
+    pub fn append(&self, entries: &[Entry]) -> Result<(), StoreError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let mut core = self.wl();
+        if first.index < core.first_index() {
+            return Err(StoreError::Raft(format!(
+                "append at index {} is below the first index {}",
+                first.index,
+                core.first_index()
+            )));
+        }
+        self.backend.append(entries, first.index)?;
+        let keep = (first.index - core.first_index()) as usize;
+        core.entries.truncate(keep);
+        core.entries.extend_from_slice(entries);
+        Ok(())
+    }
+
+    pub fn set_hard_state(&self, hs: &HardState) -> Result<(), StoreError> {
+        self.backend.set_hard_state(hs)?;
+        self.wl().hard_state = hs.clone();
+        Ok(())
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.rl().hard_state.clone()
+    }
+
+    pub fn set_conf_state(&self, cs: ConfState) -> Result<(), StoreError> {
+        let mut core = self.wl();
+        let mut meta = core.snapshot_meta.clone();
+        meta.set_conf_state(cs);
+        self.backend.set_snapshot_meta(&meta)?;
+        core.snapshot_meta = meta;
+        Ok(())
+    }
+
+    pub fn conf_state(&self) -> ConfState {
+        self.rl().snapshot_meta.get_conf_state().clone()
+    }
+
+    /// Installs a snapshot received from the leader: the log restarts after it.
+    pub fn apply_snapshot(&self, snap: &Snapshot) -> Result<(), StoreError> {
+        let meta = snap.get_metadata().clone();
+        let mut core = self.wl();
+        self.backend.set_snapshot_meta(&meta)?;
+        core.hard_state.term = core.hard_state.term.max(meta.term);
+        core.hard_state.commit = core.hard_state.commit.max(meta.index);
+        self.backend.set_hard_state(&core.hard_state)?;
+        core.entries.clear();
+        core.snapshot_meta = meta;
+        Ok(())
+    }
+
+    /// Drops the log up to and including `index`, which must already be applied.
+    pub fn compact(&self, index: u64) -> Result<(), StoreError> {
+        let mut core = self.wl();
+        if index < core.first_index() || index > core.last_index() {
+            return Ok(());
+        }
+        let term = core.entries[(index - core.first_index()) as usize].term;
+        let mut meta = core.snapshot_meta.clone();
+        meta.index = index;
+        meta.term = term;
+        self.backend.set_snapshot_meta(&meta)?;
+        let drop = (index + 1 - core.first_index()) as usize;
+        core.entries.drain(..drop);
+        core.snapshot_meta = meta;
+        Ok(())
+    }
+
+    /// Number of entries kept in the log.
+    pub fn len(&self) -> usize {
+        self.rl().entries.len()
+    }
+
+    /// Records the state machine image that `snapshot()` hands to lagging followers.
+    pub fn set_snapshot_data(&self, snap: Snapshot) {
+        self.wl().snapshot_data = Some(snap);
+    }
+}
+
+impl raft::Storage for LogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let c = self.rl();
+        Ok(RaftState::new(
+            c.hard_state.clone(),
+            c.snapshot_meta.get_conf_state().clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let c = self.rl();
+        if low < c.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > c.last_index() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let offset = c.first_index();
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        let max = max_size.into().unwrap_or(u64::MAX);
+        for e in &c.entries[(low - offset) as usize..(high - offset) as usize] {
+            size += u64::from(e.compute_size());
+            if !out.is_empty() && size > max {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let c = self.rl();
+        if idx == c.snapshot_meta.index {
+            return Ok(c.snapshot_meta.term);
+        }
+        if idx < c.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > c.last_index() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(c.entries[(idx - c.first_index()) as usize].term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.rl().first_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.rl().last_index())
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        match &self.rl().snapshot_data {
+            Some(s) if s.get_metadata().index >= request_index => Ok(s.clone()),
+            _ => Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage as _;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn append_replaces_conflicting_suffix_and_compact_keeps_term() {
+        let s = LogStore::new(LogState::default(), Arc::new(MemoryBackend));
+        s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]).unwrap();
+        s.append(&[entry(3, 2), entry(4, 2)]).unwrap();
+        assert_eq!(s.last_index().unwrap(), 4);
+        assert_eq!(s.term(3).unwrap(), 2);
+        s.compact(2).unwrap();
+        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(s.term(2).unwrap(), 1);
+        assert!(matches!(
+            s.entries(1, 3, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        let got = s
+            .entries(3, 5, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got.len(), 2);
+    }
+}
