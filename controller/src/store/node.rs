@@ -96,10 +96,10 @@ impl Node {
         cancel: CancellationToken,
     ) {
         // A lone voter need not wait an election timeout to lead.
-        if self.log.conf_state().voters == [self.id] {
-            if let Err(e) = self.raw.campaign() {
-                tracing::warn!(error = %e, "campaign failed");
-            }
+        if self.log.conf_state().voters == [self.id]
+            && let Err(e) = self.raw.campaign()
+        {
+            tracing::warn!(error = %e, "campaign failed");
         }
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -121,11 +121,11 @@ impl Node {
                     }
                 }
             }
-            if self.raw.has_ready() {
-                if let Err(e) = self.handle_ready() {
-                    tracing::error!(error = %e, "raft ready failed; the store stops");
-                    break;
-                }
+            if self.raw.has_ready()
+                && let Err(e) = self.handle_ready()
+            {
+                tracing::error!(error = %e, "raft ready failed; the store stops");
+                break;
             }
         }
         for (_, reply) in self.pending.drain() {

@@ -1,0 +1,277 @@
+//! `ApiError`: every way an API request fails, and the one place it becomes a Kubernetes
+//! `Status` object with the right HTTP code and reason.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::store::StoreError;
+
+/// One invalid field, as Kubernetes reports it in `details.causes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// `FieldValueRequired`, `FieldValueInvalid`, `FieldValueDuplicate`, `FieldValueNotSupported`, `FieldValueForbidden`.
+    pub reason: &'static str,
+    /// The field path, e.g. `spec.containers[0].image`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn required(field: impl Into<String>) -> Self {
+        Self {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: "Required value".into(),
+        }
+    }
+    pub fn invalid(
+        field: impl Into<String>,
+        value: &Value,
+        detail: impl std::fmt::Display,
+    ) -> Self {
+        Self {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: {value}: {detail}"),
+        }
+    }
+    pub fn duplicate(field: impl Into<String>, value: &Value) -> Self {
+        Self {
+            reason: "FieldValueDuplicate",
+            field: field.into(),
+            message: format!("Duplicate value: {value}"),
+        }
+    }
+    pub fn not_supported(field: impl Into<String>, value: &Value, supported: &[&str]) -> Self {
+        let list: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
+        Self {
+            reason: "FieldValueNotSupported",
+            field: field.into(),
+            message: format!(
+                "Unsupported value: {value}: supported values: {}",
+                list.join(", ")
+            ),
+        }
+    }
+    pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {}", detail.into()),
+        }
+    }
+}
+
+/// Errors of the API server.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{resource} \"{name}\" not found")]
+    NotFound { resource: String, name: String },
+    #[error("the server could not find the requested resource")]
+    NoSuchPath,
+    #[error("{resource} \"{name}\" already exists")]
+    AlreadyExists { resource: String, name: String },
+    #[error("Operation cannot be fulfilled on {resource} \"{name}\": {detail}")]
+    Conflict {
+        resource: String,
+        name: String,
+        detail: String,
+    },
+    #[error("{kind} \"{name}\" is invalid: {}", causes_text(.causes))]
+    Invalid {
+        kind: String,
+        name: String,
+        causes: Vec<FieldError>,
+    },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the server does not allow this method on the requested resource")]
+    MethodNotAllowed,
+    #[error("the body of the request was in an unknown format - accepted media types include: {0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("the request is too large: {0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    ServiceUnavailable(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn causes_text(causes: &[FieldError]) -> String {
+    let parts: Vec<String> = causes
+        .iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect();
+    if parts.len() == 1 {
+        parts[0].clone()
+    } else {
+        format!("[{}]", parts.join(", "))
+    }
+}
+
+impl ApiError {
+    pub fn code(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound { .. } | ApiError::NoSuchPath => StatusCode::NOT_FOUND,
+            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } | ApiError::NoSuchPath => "NotFound",
+            ApiError::AlreadyExists { .. } => "AlreadyExists",
+            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Invalid { .. } => "Invalid",
+            ApiError::BadRequest(_) => "BadRequest",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::MethodNotAllowed => "MethodNotAllowed",
+            ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            ApiError::Gone(_) => "Expired",
+            ApiError::TooLarge(_) => "RequestEntityTooLarge",
+            ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
+            ApiError::Timeout(_) => "Timeout",
+            ApiError::Internal(_) => "InternalError",
+        }
+    }
+
+    /// The Kubernetes `Status` object for this error.
+    pub fn status(&self) -> Value {
+        let mut details = serde_json::Map::new();
+        match self {
+            ApiError::NotFound { resource, name }
+            | ApiError::AlreadyExists { resource, name }
+            | ApiError::Conflict { resource, name, .. } => {
+                let (kind, group) = match resource.split_once('.') {
+                    Some((k, g)) => (k, g),
+                    None => (resource.as_str(), ""),
+                };
+                details.insert("name".into(), json!(name));
+                if !group.is_empty() {
+                    details.insert("group".into(), json!(group));
+                }
+                details.insert("kind".into(), json!(kind));
+            }
+            ApiError::Invalid { kind, name, causes } => {
+                details.insert("name".into(), json!(name));
+                details.insert("kind".into(), json!(kind));
+                let causes: Vec<Value> = causes
+                    .iter()
+                    .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                    .collect();
+                details.insert("causes".into(), Value::Array(causes));
+            }
+            _ => {}
+        }
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.to_string(),
+            "reason": self.reason(),
+            "code": self.code().as_u16(),
+        });
+        if !details.is_empty() {
+            status["details"] = Value::Object(details);
+        }
+        status
+    }
+
+    pub fn not_found(resource: &str, name: &str) -> Self {
+        ApiError::NotFound {
+            resource: resource.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    pub fn modified(resource: &str, name: &str) -> Self {
+        ApiError::Conflict {
+            resource: resource.to_string(),
+            name: name.to_string(),
+            detail: "the object has been modified; please apply your changes to the latest version and try again".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if matches!(self, ApiError::Internal(_)) {
+            tracing::error!(error = %self, "internal error");
+        }
+        let body = self.status().to_string();
+        (
+            self.code(),
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoLeader | StoreError::Stopped => ApiError::ServiceUnavailable(e.to_string()),
+            StoreError::TooOld { requested, oldest } => ApiError::Gone(format!(
+                "too old resource version: {requested} ({oldest})"
+            )),
+            StoreError::PreconditionFailed { key, .. } => ApiError::Conflict {
+                resource: "object".into(),
+                name: key,
+                detail: "the object has been modified; please apply your changes to the latest version and try again".into(),
+            },
+            StoreError::Disk(_) | StoreError::Raft(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_status_names_the_field() {
+        let e = ApiError::Invalid {
+            kind: "Pod".into(),
+            name: "web".into(),
+            causes: vec![FieldError::required("spec.containers[0].image")],
+        };
+        let s = e.status();
+        assert_eq!(s["code"], 422);
+        assert_eq!(
+            s["message"],
+            "Pod \"web\" is invalid: spec.containers[0].image: Required value"
+        );
+        assert_eq!(
+            s["details"]["causes"][0]["field"],
+            "spec.containers[0].image"
+        );
+    }
+
+    #[test]
+    fn not_found_status_has_kind_and_group() {
+        let s = ApiError::not_found("leases.coordination.k8s.io", "n1").status();
+        assert_eq!(s["reason"], "NotFound");
+        assert_eq!(s["details"]["group"], "coordination.k8s.io");
+        assert_eq!(s["details"]["kind"], "leases");
+        assert_eq!(s["message"], "leases.coordination.k8s.io \"n1\" not found");
+    }
+}

@@ -1,0 +1,650 @@
+//! The object layer between HTTP and the store: create, read, update, patch and delete of
+//! Kubernetes objects as JSON, with the API's metadata rules (uid, resourceVersion, generation,
+//! graceful deletion, finalizers) and admission. The handlers and the in-process controllers
+//! both go through here, so they obey the same rules.
+
+use serde_json::{Value, json};
+
+use super::admission;
+use super::error::ApiError;
+use super::patch::{self, PatchType};
+use super::resources::{self, Resource};
+use crate::store::{Precondition, Record, Store, StoreError};
+
+/// Kubernetes stores objects up to 1.5 MiB (etcd's default request limit).
+pub const MAX_OBJECT_BYTES: usize = 3 * 1024 * 1024 / 2;
+
+const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Which part of an object an update may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The main resource: everything but status.
+    Main,
+    /// The `/status` subresource: status only.
+    Status,
+    /// `pods/binding`: the main resource, where `spec.nodeName` may be set once.
+    Binding,
+}
+
+/// Options of a DELETE (DeleteOptions and query parameters).
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub dry_run: bool,
+}
+
+/// Now, as Kubernetes writes timestamps (RFC 3339, seconds).
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn after(seconds: i64) -> String {
+    let t = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(seconds))
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Decodes a stored record into the object clients see, with its resourceVersion.
+pub fn decode(rec: &Record) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(&rec.value)
+        .map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert(
+            "resourceVersion".into(),
+            json!(rec.mod_revision.to_string()),
+        );
+    }
+    Ok(v)
+}
+
+fn encode(obj: &Value) -> Result<Vec<u8>, ApiError> {
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    let bytes =
+        serde_json::to_vec(&o).map_err(|e| ApiError::Internal(format!("encode object: {e}")))?;
+    if bytes.len() > MAX_OBJECT_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "the object is {} bytes; the limit is {MAX_OBJECT_BYTES}",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+fn parse_rv(rv: &str) -> Result<u64, ApiError> {
+    rv.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "invalid resourceVersion {rv:?}: must be a decimal integer"
+        ))
+    })
+}
+
+fn random_suffix() -> String {
+    const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let id = uuid::Uuid::new_v4();
+    id.as_bytes()[..5]
+        .iter()
+        .map(|b| CHARS[*b as usize % CHARS.len()] as char)
+        .collect()
+}
+
+fn name_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn has_status_subresource(res: &Resource) -> bool {
+    res.subresources.contains(&"status")
+}
+
+fn validate(res: &Resource, obj: &Value, old: Option<&Value>, part: Part) -> Result<(), ApiError> {
+    admission::check_types(res, obj)?;
+    let mut errs = admission::validate_metadata(res, obj);
+    if res.kind == "Pod" {
+        errs.extend(admission::validate_pod(obj));
+        if let Some(old) = old {
+            let mut old = old.clone();
+            if part == Part::Binding {
+                old["spec"]["nodeName"] = obj["spec"]["nodeName"].clone();
+            }
+            errs.extend(admission::validate_pod_update(&old, obj));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid {
+            kind: res.kind.to_string(),
+            name: name_of(obj).to_string(),
+            causes: errs,
+        })
+    }
+}
+
+/// The object service.
+#[derive(Debug, Clone)]
+pub struct Objects {
+    pub store: Store,
+}
+
+fn map_store_err(res: &Resource, name: &str, e: StoreError) -> ApiError {
+    match e {
+        StoreError::PreconditionFailed { actual: None, .. } => {
+            ApiError::not_found(&res.qualified(), name)
+        }
+        StoreError::PreconditionFailed { .. } => ApiError::modified(&res.qualified(), name),
+        other => other.into(),
+    }
+}
+
+impl Objects {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    pub fn get(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        let rec = self
+            .store
+            .get(&res.key(ns, name))
+            .ok_or_else(|| ApiError::not_found(&res.qualified(), name))?;
+        decode(&rec)
+    }
+
+    /// Every object of `res` (in `ns`, or everywhere) and the revision of the listing.
+    pub fn list(&self, res: &Resource, ns: Option<&str>) -> Result<(Vec<Value>, u64), ApiError> {
+        let (items, rev) = self.store.list(&res.list_prefix(ns));
+        let items = items
+            .iter()
+            .map(|(_, r)| decode(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((items, rev))
+    }
+
+    fn check_namespace(&self, ns: &str) -> Result<(), ApiError> {
+        let nsres = resources::namespaces();
+        let Some(rec) = self.store.get(&nsres.key(None, ns)) else {
+            return Err(ApiError::not_found("namespaces", ns));
+        };
+        let obj = decode(&rec)?;
+        if obj.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::Forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates an object (POST).
+    pub async fn create(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::BadRequest(format!(
+                "the body of a {} must be a JSON object",
+                res.kind
+            )));
+        }
+        check_gvk(res, &obj)?;
+        obj["apiVersion"] = json!(res.api_version());
+        obj["kind"] = json!(res.kind);
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        let meta = obj["metadata"]
+            .as_object_mut()
+            .ok_or_else(|| ApiError::BadRequest("metadata must be an object".into()))?;
+        if meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+            && let Some(g) = meta.get("generateName").and_then(Value::as_str)
+        {
+            let n = format!("{g}{}", random_suffix());
+            meta.insert("name".into(), json!(n));
+        }
+        if res.namespaced {
+            let ns = ns.ok_or_else(|| {
+                ApiError::BadRequest(format!("{} must be created in a namespace", res.plural))
+            })?;
+            match meta.get("namespace").and_then(Value::as_str) {
+                Some(b) if !b.is_empty() && b != ns => {
+                    return Err(ApiError::BadRequest(format!(
+                        "the namespace of the provided object ({b}) does not match the namespace sent on the request ({ns})"
+                    )));
+                }
+                _ => {
+                    meta.insert("namespace".into(), json!(ns));
+                }
+            }
+        } else {
+            meta.remove("namespace");
+        }
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ] {
+            meta.remove(k);
+        }
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(now()));
+        meta.insert("generation".into(), json!(1));
+        match res.kind {
+            "Pod" => {
+                admission::check_types(res, &obj)?;
+                admission::default_pod(&mut obj);
+            }
+            "Namespace" => {
+                obj["spec"] = json!({"finalizers": ["kubernetes"]});
+                obj["status"] = json!({"phase": "Active"});
+            }
+            _ => {}
+        }
+        if let Some(m) = obj["metadata"].as_object_mut() {
+            let name = m
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if res.kind == "Namespace" {
+                m.entry("labels")
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut()
+                    .map(|l| l.insert("kubernetes.io/metadata.name".into(), json!(name)));
+            }
+        }
+        validate(res, &obj, None, Part::Main)?;
+        let name = name_of(&obj).to_string();
+        if let Some(ns) = ns.filter(|_| res.namespaced) {
+            self.check_namespace(ns)?;
+        }
+        let key = res.key(ns, &name);
+        let bytes = encode(&obj)?;
+        if dry_run {
+            if self.store.get(&key).is_some() {
+                return Err(ApiError::AlreadyExists {
+                    resource: res.qualified(),
+                    name,
+                });
+            }
+            return Ok(obj);
+        }
+        match self.store.put(&key, bytes, Precondition::Absent).await {
+            Ok((rec, _)) => decode(&rec),
+            Err(StoreError::PreconditionFailed { .. }) => Err(ApiError::AlreadyExists {
+                resource: res.qualified(),
+                name,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces an object (PUT), on the main resource or its status.
+    pub async fn update(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+        part: Part,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::BadRequest(format!(
+                "the body of a {} must be a JSON object",
+                res.kind
+            )));
+        }
+        check_gvk(res, &obj)?;
+        let body_name = name_of(&obj);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let key = res.key(ns, name);
+        let cur_rec = self
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(&res.qualified(), name))?;
+        let cur = decode(&cur_rec)?;
+        let expect = match obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            Some(rv) if !rv.is_empty() => parse_rv(rv)?,
+            _ => cur_rec.mod_revision,
+        };
+        if expect != cur_rec.mod_revision {
+            return Err(ApiError::modified(&res.qualified(), name));
+        }
+        obj["apiVersion"] = json!(res.api_version());
+        obj["kind"] = json!(res.kind);
+        let mut next = match part {
+            Part::Status => {
+                let mut n = cur.clone();
+                n["status"] = obj.get("status").cloned().unwrap_or(json!({}));
+                n
+            }
+            Part::Main | Part::Binding => {
+                if has_status_subresource(res) {
+                    match cur.get("status") {
+                        Some(s) => obj["status"] = s.clone(),
+                        None => {
+                            if let Some(m) = obj.as_object_mut() {
+                                m.remove("status");
+                            }
+                        }
+                    }
+                }
+                preserve_metadata(&cur, &mut obj);
+                let generation = cur
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                let spec_changed = cur.get("spec") != obj.get("spec");
+                obj["metadata"]["generation"] = json!(if spec_changed {
+                    generation + 1
+                } else {
+                    generation
+                });
+                obj
+            }
+        };
+        if res.kind == "Pod" && part != Part::Status {
+            // Defaulting again keeps fields a client left out (kubectl replace) as they were.
+            admission::default_pod(&mut next);
+            next["status"] = cur.get("status").cloned().unwrap_or(json!({}));
+        }
+        validate(res, &next, Some(&cur), part)?;
+        // An object that is being deleted goes once its last finalizer is removed.
+        let finalizers_done = next
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty());
+        if next.pointer("/metadata/deletionTimestamp").is_some()
+            && finalizers_done
+            && res.kind != "Pod"
+            && res.kind != "Namespace"
+        {
+            if dry_run {
+                return Ok(next);
+            }
+            self.store
+                .delete(&key, Precondition::ModRevision(expect))
+                .await
+                .map_err(|e| map_store_err(res, name, e))?;
+            return Ok(next);
+        }
+        let bytes = encode(&next)?;
+        if dry_run {
+            return Ok(next);
+        }
+        let (rec, _) = self
+            .store
+            .put(&key, bytes, Precondition::ModRevision(expect))
+            .await
+            .map_err(|e| map_store_err(res, name, e))?;
+        decode(&rec)
+    }
+
+    /// Applies a PATCH to the current object and stores the result, retrying on a concurrent
+    /// change unless the patch itself named a resourceVersion.
+    pub async fn patch(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        kind: PatchType,
+        body: &Value,
+        part: Part,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let pinned = body
+            .pointer("/metadata/resourceVersion")
+            .is_some_and(|v| !v.is_null());
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let cur = self.get(res, ns, name)?;
+            let mut next = cur.clone();
+            match kind {
+                PatchType::Json => patch::json_patch(&mut next, body)?,
+                PatchType::Merge => patch::merge_patch(&mut next, body),
+                PatchType::StrategicMerge => patch::strategic_merge_patch(&mut next, body),
+                PatchType::Apply => {
+                    return Err(ApiError::UnsupportedMediaType(
+                        "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json".into(),
+                    ));
+                }
+            }
+            if !pinned {
+                next["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
+            }
+            match self.update(res, ns, name, next, part, dry_run).await {
+                Err(ApiError::Conflict { .. }) if !pinned && attempts < 8 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads, changes and writes an object with compare-and-swap, retrying on conflicts: the way
+    /// controllers change objects.
+    pub async fn modify(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        part: Part,
+        f: impl Fn(&mut Value) -> Result<(), ApiError>,
+    ) -> Result<Value, ApiError> {
+        for _ in 0..16 {
+            let mut obj = self.get(res, ns, name)?;
+            f(&mut obj)?;
+            match self.update(res, ns, name, obj, part, false).await {
+                Err(ApiError::Conflict { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::modified(&res.qualified(), name))
+    }
+
+    /// Deletes an object (DELETE): graceful for scheduled pods, deferred while finalizers remain.
+    pub async fn delete(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let key = res.key(ns, name);
+        let rec = self
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(&res.qualified(), name))?;
+        let mut obj = decode(&rec)?;
+        if let Some(uid) = &opts.uid {
+            let actual = obj
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if uid != actual {
+                return Err(ApiError::Conflict {
+                    resource: res.qualified(),
+                    name: name.to_string(),
+                    detail: format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    ),
+                });
+            }
+        }
+        if let Some(rv) = &opts.resource_version
+            && parse_rv(rv)? != rec.mod_revision
+        {
+            return Err(ApiError::Conflict {
+                resource: res.qualified(),
+                name: name.to_string(),
+                detail: format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    rec.mod_revision
+                ),
+            });
+        }
+        let being_deleted = obj.pointer("/metadata/deletionTimestamp").is_some();
+        let has_finalizers = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        let graceful = match res.kind {
+            "Namespace" => {
+                if SYSTEM_NAMESPACES.contains(&name) {
+                    return Err(ApiError::Forbidden(format!(
+                        "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                    )));
+                }
+                if being_deleted {
+                    return Ok(obj);
+                }
+                obj["metadata"]["deletionTimestamp"] = json!(now());
+                obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                obj["status"]["phase"] = json!("Terminating");
+                true
+            }
+            "Pod" => {
+                let scheduled = obj
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty());
+                let grace = opts.grace_period_seconds.unwrap_or_else(|| {
+                    obj.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(30)
+                });
+                let current = obj
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64);
+                if !scheduled || grace <= 0 {
+                    has_finalizers
+                } else if being_deleted && current.is_some_and(|c| c <= grace) {
+                    return Ok(obj);
+                } else {
+                    obj["metadata"]["deletionTimestamp"] = json!(after(grace));
+                    obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                    true
+                }
+            }
+            _ => {
+                if has_finalizers {
+                    if being_deleted {
+                        return Ok(obj);
+                    }
+                    obj["metadata"]["deletionTimestamp"] = json!(now());
+                    obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                }
+                has_finalizers
+            }
+        };
+        if graceful {
+            if obj.pointer("/metadata/deletionTimestamp").is_none() {
+                obj["metadata"]["deletionTimestamp"] = json!(now());
+                obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            }
+            if opts.dry_run {
+                return Ok(obj);
+            }
+            let bytes = encode(&obj)?;
+            let (rec, _) = self
+                .store
+                .put(&key, bytes, Precondition::ModRevision(rec.mod_revision))
+                .await
+                .map_err(|e| map_store_err(res, name, e))?;
+            return decode(&rec);
+        }
+        if opts.dry_run {
+            return Ok(obj);
+        }
+        let (_, rev) = self
+            .store
+            .delete(&key, Precondition::ModRevision(rec.mod_revision))
+            .await
+            .map_err(|e| map_store_err(res, name, e))?;
+        obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+        Ok(obj)
+    }
+
+    /// Creates the namespaces every cluster has, if missing.
+    pub async fn ensure_system_namespaces(&self) -> Result<(), ApiError> {
+        for ns in SYSTEM_NAMESPACES {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            match self.create(resources::namespaces(), None, obj, false).await {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fields of metadata that only the server sets, kept from the stored object on update.
+fn preserve_metadata(cur: &Value, next: &mut Value) {
+    if !next.get("metadata").is_some_and(Value::is_object) {
+        next["metadata"] = json!({});
+    }
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generateName",
+    ] {
+        match cur.pointer(&format!("/metadata/{k}")) {
+            Some(v) => next["metadata"][k] = v.clone(),
+            None => {
+                if let Some(m) = next["metadata"].as_object_mut() {
+                    m.remove(k);
+                }
+            }
+        }
+    }
+}
+
+/// Rejects a body whose apiVersion or kind is not this resource's.
+fn check_gvk(res: &Resource, obj: &Value) -> Result<(), ApiError> {
+    if let Some(av) = obj.get("apiVersion").and_then(Value::as_str)
+        && !av.is_empty()
+        && av != res.api_version()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the API version in the data ({av}) does not match the expected API version ({})",
+            res.api_version()
+        )));
+    }
+    if let Some(k) = obj.get("kind").and_then(Value::as_str)
+        && !k.is_empty()
+        && k != res.kind
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the kind in the data ({k}) does not match the expected kind ({})",
+            res.kind
+        )));
+    }
+    Ok(())
+}
