@@ -1,1 +1,14 @@
-fn main() {}
+//! The `skiff` binary: parses the command line, sets up logging, and hands over to the CLI.
+//! Everything it runs lives in the library crates (`controller`, `node-agent`, `runtime`).
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // A container monitor is a tiny single-threaded process: no tokio, no CLI parsing.
+    if args.get(1).is_some_and(|a| a == "__monitor") {
+        let code = runtime::monitor_main(args[2..].to_vec());
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    cli::main()
+}

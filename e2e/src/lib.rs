@@ -1,1 +1,176 @@
-//! placeholder
+//! Helpers for the end-to-end tests: the real `skiff` binary, Debian's registry, a busybox image
+//! built and pushed for real, and polling with deadlines that say what they waited for.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The `skiff` binary: `$SKIFF_BIN`, or the one cargo built next to this test.
+pub fn skiff_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("SKIFF_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("cannot locate the target directory")?;
+    let bin = dir.join("skiff");
+    if !bin.exists() {
+        bail!(
+            "{} does not exist: build it first (cargo build --bin skiff) or set SKIFF_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Fails unless the test runs as root: e2e tests mount, make namespaces and write cgroups.
+pub fn require_root() -> Result<()> {
+    let uid = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default();
+    if uid != "0" {
+        bail!("the e2e tests need root (they mount overlays, create namespaces and cgroups)");
+    }
+    Ok(())
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Polls `f` until it returns `Some`, or fails after `timeout` saying what it waited for and
+/// what it saw last.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let start = Instant::now();
+    let mut last = String::from("nothing yet");
+    loop {
+        match f() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if start.elapsed() > timeout {
+            bail!("gave up after {timeout:?} waiting for {what}; last error: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Result<Self> {
+        let out = std::fs::File::create(log)?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        Ok(Self {
+            child,
+            name: name.to_string(),
+        })
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                bail!("{} did not exit within {timeout:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a command and returns its stdout, failing with its stderr when it fails.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Debian's docker-registry on a free loopback port, storing into `dir`.
+pub fn start_registry(dir: &Path) -> Result<(Proc, String)> {
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let data = dir.join("registry-data");
+    std::fs::create_dir_all(&data)?;
+    let cfg = dir.join("registry.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            data.display()
+        ),
+    )?;
+    let p = Proc::spawn(
+        "docker-registry",
+        Command::new("/usr/bin/docker-registry").arg("serve").arg(&cfg),
+        &dir.join("registry.log"),
+    )?;
+    wait_for("the registry to listen", Duration::from_secs(20), || {
+        Ok(std::net::TcpStream::connect(&addr).ok().map(|_| ()))
+    })?;
+    Ok((p, addr))
+}
+
+/// Builds the busybox-static test image and pushes it as `<registry>/<image>`.
+pub fn push_busybox(work: &Path, registry: &str, image: &str) -> Result<()> {
+    let script = workspace().join("e2e/scripts/make-busybox-image.sh");
+    run(Command::new("sh")
+        .arg(&script)
+        .arg(work)
+        .arg(registry)
+        .arg(image))?;
+    Ok(())
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test of skiff on a fresh Debian machine, as root: installs the system packages the
+# tests use, builds the binary, then runs the unit tests and the end-to-end tests (real registry,
+# real images, real containers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "run as root: the end-to-end tests mount overlays and create namespaces and cgroups" >&2
+    exit 1
+fi
+
+need=(pkg-config libseccomp-dev docker-registry busybox-static skopeo umoci curl iproute2)
+missing=()
+for p in "${need[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+# kubectl is on machines of this kind; the e2e test drives it as a real client.
+command -v kubectl >/dev/null || { echo "kubectl is not installed" >&2; exit 1; }
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/skiff-target}"
+cargo build --bin skiff
+cargo test --workspace -- --test-threads=1

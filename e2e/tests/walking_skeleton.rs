@@ -1,0 +1,279 @@
+//! The walking skeleton, end to end and only with real parts: Debian's registry, a busybox
+//! image pushed to it, `skiff up` as a child process, a pod applied with `skiff apply`, and the
+//! container checked from outside skiff (/proc namespaces, the memory cgroup), its log read with
+//! `skiff logs`, kubectl's view, deletion, bad input, and a restart that keeps every object.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use e2e::*;
+use serde_json::Value;
+
+struct Cluster {
+    bin: PathBuf,
+    data: PathBuf,
+    api_port: u16,
+    agent_port: u16,
+    proc: Option<Proc>,
+    log: PathBuf,
+}
+
+impl Cluster {
+    fn kubeconfig(&self) -> PathBuf {
+        self.data.join("kubeconfig")
+    }
+
+    fn start(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("up")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.api_port))
+            .arg("--agent-port")
+            .arg(self.agent_port.to_string())
+            .arg("--node-name")
+            .arg("e2e-node")
+            .env("RUST_LOG", "info");
+        self.proc = Some(Proc::spawn("skiff up", &mut cmd, &self.log)?);
+        wait_for("node e2e-node to be Ready", Duration::from_secs(60), || {
+            if let Some(p) = self.proc.as_mut() {
+                if let Some(st) = p.child.try_wait()? {
+                    bail!("skiff up exited with {st}: {}", tail(&self.log));
+                }
+            }
+            let out = self.skiff(&["get", "node", "e2e-node", "-o", "json"])?;
+            let node: Value = serde_json::from_str(&out)?;
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            Ok(ready.then_some(()))
+        })
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if let Some(mut p) = self.proc.take() {
+            let st = p.terminate(Duration::from_secs(30))?;
+            ensure!(st.success(), "skiff up exited with {st} on SIGTERM: {}", tail(&self.log));
+        }
+        Ok(())
+    }
+
+    fn skiff(&self, args: &[&str]) -> Result<String> {
+        run(Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args))
+    }
+
+    fn skiff_fails(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()?;
+        ensure!(!out.status.success(), "skiff {args:?} should have failed");
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    fn pod(&self, name: &str) -> Result<Value> {
+        Ok(serde_json::from_str(&self.skiff(&["get", "pod", name, "-o", "json"])?)?)
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let s = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// The processes whose cgroup path names this container.
+fn pids_of(container_id: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if cg.lines().any(|l| l.contains(container_id) && l.contains("/skiff/")) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn ns_of(pid: &str, ns: &str) -> Result<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).with_context(|| format!("ns {ns} of {pid}"))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf> {
+    let p = dir.join(name);
+    std::fs::write(&p, text)?;
+    Ok(p)
+}
+
+#[test]
+fn walking_skeleton() -> Result<()> {
+    require_root()?;
+    let tmp = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
+    let work = tmp.path();
+    let (_registry, reg) = start_registry(work)?;
+    push_busybox(&work.join("image"), &reg, "busybox:1.36")?;
+
+    let mut c = Cluster {
+        bin: skiff_bin()?,
+        data: work.join("data"),
+        api_port: free_port()?,
+        agent_port: free_port()?,
+        proc: None,
+        log: work.join("skiff-up.log"),
+    };
+    let result = scenario(&mut c, work, &reg);
+    if result.is_err() {
+        eprintln!("--- skiff up log (tail) ---\n{}", tail(&c.log));
+    }
+    let _ = c.stop();
+    result
+}
+
+fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
+    c.start()?;
+
+    // A pod from a real registry, with a memory limit.
+    let pod_yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hello\n  labels: {{app: hello}}\nspec:\n  containers:\n  - name: hello\n    image: {reg}/busybox:1.36\n    command: [\"sh\", \"-c\", \"echo hello from skiff; hostname; exec sleep 3600\"]\n    resources:\n      limits:\n        memory: 64Mi\n"
+    );
+    let pod_file = write(work, "pod.yaml", &pod_yaml)?;
+    let out = c.skiff(&["apply", "-f", pod_file.to_str().unwrap_or_default()])?;
+    ensure!(out.contains("pod/hello created"), "apply said: {out}");
+
+    let pod = wait_for("pod hello to be Running", Duration::from_secs(120), || {
+        let p = c.pod("hello")?;
+        Ok((p["status"]["phase"] == "Running").then_some(p))
+    })?;
+    let cs = &pod["status"]["containerStatuses"][0];
+    ensure!(cs["ready"] == true, "container not ready: {cs}");
+    ensure!(cs["state"]["running"]["startedAt"].is_string(), "no startedAt: {cs}");
+    ensure!(cs["imageID"].as_str().is_some_and(|s| !s.is_empty()), "no imageID: {cs}");
+    let cid = cs["containerID"]
+        .as_str()
+        .and_then(|s| s.split_once("://"))
+        .map(|(_, id)| id.to_string())
+        .context("no containerID")?;
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    for cond in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
+        let ok = pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|x| x["type"] == cond && x["status"] == "True");
+        ensure!(ok, "condition {cond} is not True: {}", pod["status"]);
+    }
+
+    // From outside skiff: the process, its namespaces, its memory cgroup.
+    let pids = wait_for("the container's process in /proc", Duration::from_secs(10), || {
+        let p = pids_of(&cid);
+        Ok((!p.is_empty()).then_some(p))
+    })?;
+    let pid = pids[0].to_string();
+    for ns in ["pid", "mnt", "uts", "ipc", "net"] {
+        ensure!(
+            ns_of(&pid, ns)? != ns_of("1", ns)?,
+            "the container shares the host's {ns} namespace"
+        );
+    }
+    let limit_file = format!("/sys/fs/cgroup/memory/skiff/{uid}/{cid}/memory.limit_in_bytes");
+    let limit = std::fs::read_to_string(&limit_file)
+        .with_context(|| format!("cannot read {limit_file}"))?;
+    ensure!(limit.trim() == "67108864", "memory limit is {limit}, want 64Mi");
+
+    // Its log, through the API and the node agent.
+    let logs = wait_for("the pod's log", Duration::from_secs(20), || {
+        let l = c.skiff(&["logs", "hello"])?;
+        Ok(l.contains("hello from skiff").then_some(l))
+    })?;
+    ensure!(logs.contains("hello"), "hostname line missing: {logs}");
+
+    // kubectl sees the same pod Running, with the Table skiff serves.
+    let kubectl = run(Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(["get", "pods"]))?;
+    ensure!(
+        kubectl.contains("hello") && kubectl.contains("Running") && kubectl.contains("1/1"),
+        "kubectl get pods said: {kubectl}"
+    );
+    let table = c.skiff(&["get", "pods"])?;
+    ensure!(table.contains("Running"), "skiff get pods said: {table}");
+
+    // Bad input: malformed YAML and a missing field fail and store nothing.
+    let bad = write(work, "bad.yaml", "apiVersion: v1\nkind: Pod\nmetadata: [oops\n")?;
+    let err = c.skiff_fails(&["apply", "-f", bad.to_str().unwrap_or_default()])?;
+    ensure!(err.contains("bad.yaml") && err.contains("invalid YAML"), "error was: {err}");
+    let noimage = write(
+        work,
+        "noimage.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: noimage\nspec:\n  containers:\n  - name: c\n",
+    )?;
+    let err = c.skiff_fails(&["apply", "-f", noimage.to_str().unwrap_or_default()])?;
+    ensure!(err.contains("spec.containers[0].image"), "error was: {err}");
+    let unknown = write(work, "unknown.yaml", "apiVersion: v1\nkind: Gizmo\nmetadata:\n  name: g\n")?;
+    let err = c.skiff_fails(&["apply", "-f", unknown.to_str().unwrap_or_default()])?;
+    ensure!(err.contains("Gizmo"), "error was: {err}");
+    ensure!(c.skiff_fails(&["get", "pod", "noimage"]).is_ok());
+
+    // An image that does not exist: ErrImagePull, then ImagePullBackOff.
+    let missing = write(
+        work,
+        "missing.yaml",
+        &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: missing\nspec:\n  containers:\n  - name: c\n    image: {reg}/nope:1\n"),
+    )?;
+    c.skiff(&["apply", "-f", missing.to_str().unwrap_or_default()])?;
+    let mut seen = Vec::new();
+    wait_for("ImagePullBackOff", Duration::from_secs(60), || {
+        let p = c.pod("missing")?;
+        let r = p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if !r.is_empty() && seen.last() != Some(&r) {
+            seen.push(r.clone());
+        }
+        Ok((r == "ImagePullBackOff").then_some(()))
+    })?;
+    ensure!(seen.first().map(String::as_str) == Some("ErrImagePull"), "reasons seen: {seen:?}");
+    c.skiff(&["delete", "pod", "missing"])?;
+
+    // Delete: the pod goes, and with it the process and its cgroups.
+    let out = c.skiff(&["delete", "-f", pod_file.to_str().unwrap_or_default()])?;
+    ensure!(out.contains("deleted"), "delete said: {out}");
+    wait_for("pod hello to be gone", Duration::from_secs(60), || {
+        Ok(c.skiff_fails(&["get", "pod", "hello"]).is_ok().then_some(()))
+    })?;
+    wait_for("the container's processes to end", Duration::from_secs(20), || {
+        Ok(pids_of(&cid).is_empty().then_some(()))
+    })?;
+    let pod_cg = format!("/sys/fs/cgroup/memory/skiff/{uid}");
+    ensure!(!Path::new(&pod_cg).exists(), "{pod_cg} is still there");
+
+    // Restart on the same data dir: everything stored is still there.
+    let cm = write(
+        work,
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keep\ndata:\n  a: b\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n",
+    )?;
+    c.skiff(&["apply", "-f", cm.to_str().unwrap_or_default()])?;
+    let before = c.skiff(&["get", "configmap", "keep", "-o", "json"])?;
+    c.stop()?;
+    c.start()?;
+    let after = c.skiff(&["get", "configmap", "keep", "-o", "json"])?;
+    let (b, a): (Value, Value) = (serde_json::from_str(&before)?, serde_json::from_str(&after)?);
+    ensure!(b == a, "configmap changed across restart:\n{before}\n{after}");
+    let nss = c.skiff(&["get", "namespaces"])?;
+    ensure!(nss.contains("team-a") && nss.contains("kube-node-lease"), "namespaces: {nss}");
+    Ok(())
+}

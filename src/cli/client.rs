@@ -1,0 +1,644 @@
+//! The client commands. They speak plain Kubernetes REST through kube-rs, so they work against
+//! skiff or any Kubernetes API server: discovery to map a type name to its resource, GET/POST/
+//! PATCH/DELETE for objects, Table responses for `get`, and streamed `pods/log`.
+
+use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use futures::{AsyncBufReadExt as _, StreamExt as _};
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::{Value, json};
+
+const DEFAULT_KUBECONFIG: &str = "/var/lib/skiff/kubeconfig";
+const TABLE_ACCEPT: &str =
+    "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+
+/// A client from the kubeconfig the user named, or the one `skiff up` wrote.
+pub async fn connect(kubeconfig: Option<PathBuf>) -> Result<(Client, String)> {
+    let path = kubeconfig.unwrap_or_else(|| PathBuf::from(DEFAULT_KUBECONFIG));
+    let kc = Kubeconfig::read_from(&path)
+        .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("invalid kubeconfig {}", path.display()))?;
+    let ns = config.default_namespace.clone();
+    let client = Client::try_from(config).context("cannot build the API client")?;
+    Ok((client, ns))
+}
+
+fn api_error(e: kube::Error) -> anyhow::Error {
+    match e {
+        kube::Error::Api(s) => anyhow!("{}", s.message),
+        other => anyhow!(other),
+    }
+}
+
+async fn request_json(client: &Client, req: http::Request<Vec<u8>>) -> Result<Value> {
+    client.request::<Value>(req).await.map_err(api_error)
+}
+
+/// A served resource, found by discovery.
+#[derive(Debug, Clone)]
+struct ApiResource {
+    /// `/api/v1` or `/apis/<group>/<version>`.
+    base: String,
+    api_version: String,
+    plural: String,
+    kind: String,
+    namespaced: bool,
+}
+
+impl ApiResource {
+    fn collection(&self, ns: Option<&str>) -> String {
+        match (self.namespaced, ns) {
+            (true, Some(ns)) => format!("{}/namespaces/{ns}/{}", self.base, self.plural),
+            _ => format!("{}/{}", self.base, self.plural),
+        }
+    }
+    fn item(&self, ns: Option<&str>, name: &str) -> String {
+        format!("{}/{name}", self.collection(ns))
+    }
+    fn display(&self) -> String {
+        let group = self.api_version.split_once('/').map_or("", |(g, _)| g);
+        let kind = self.kind.to_lowercase();
+        if group.is_empty() {
+            kind
+        } else {
+            format!("{kind}.{group}")
+        }
+    }
+}
+
+async fn discover(client: &Client) -> Result<Vec<ApiResource>> {
+    let mut out = Vec::new();
+    let mut lists = vec![("/api/v1".to_string(), "v1".to_string())];
+    let groups = request_json(client, http::Request::get("/apis").body(Vec::new())?).await?;
+    for g in groups["groups"].as_array().into_iter().flatten() {
+        if let Some(gv) = g["preferredVersion"]["groupVersion"].as_str() {
+            lists.push((format!("/apis/{gv}"), gv.to_string()));
+        }
+    }
+    for (base, gv) in lists {
+        let list = request_json(client, http::Request::get(&base).body(Vec::new())?).await?;
+        for r in list["resources"].as_array().into_iter().flatten() {
+            let plural = r["name"].as_str().unwrap_or("");
+            if plural.contains('/') {
+                continue;
+            }
+            let mut names = vec![
+                plural.to_string(),
+                r["singularName"].as_str().unwrap_or("").to_string(),
+                r["kind"].as_str().unwrap_or("").to_lowercase(),
+            ];
+            for s in r["shortNames"].as_array().into_iter().flatten() {
+                names.push(s.as_str().unwrap_or("").to_string());
+            }
+            out.push((
+                names,
+                ApiResource {
+                    base: base.clone(),
+                    api_version: gv.clone(),
+                    plural: plural.to_string(),
+                    kind: r["kind"].as_str().unwrap_or("").to_string(),
+                    namespaced: r["namespaced"].as_bool().unwrap_or(false),
+                },
+            ));
+        }
+    }
+    Ok(out.into_iter().map(|(_, r)| r).collect::<Vec<_>>()).and_then(|v| {
+        // names were only needed for lookup; keep the resources
+        Ok(v)
+    })
+}
+
+async fn find_by_name(client: &Client, name: &str) -> Result<ApiResource> {
+    let want = name.to_lowercase();
+    let (plain, group) = want.split_once('.').map_or((want.as_str(), None), |(a, b)| (a, Some(b)));
+    let all = discover(client).await?;
+    let lists = all.iter().filter(|r| {
+        group.is_none_or(|g| r.api_version.starts_with(&format!("{g}/")))
+    });
+    for r in lists {
+        let singular = r.kind.to_lowercase();
+        let short = short_names(&r.plural);
+        if r.plural == plain || singular == plain || short.contains(&plain) {
+            return Ok(r.clone());
+        }
+    }
+    bail!("the server doesn't have a resource type \"{name}\"")
+}
+
+fn short_names(plural: &str) -> &'static [&'static str] {
+    match plural {
+        "pods" => &["po"],
+        "nodes" => &["no"],
+        "namespaces" => &["ns"],
+        "services" => &["svc"],
+        "configmaps" => &["cm"],
+        "serviceaccounts" => &["sa"],
+        "events" => &["ev"],
+        "endpoints" => &["ep"],
+        "deployments" => &["deploy"],
+        "replicasets" => &["rs"],
+        "daemonsets" => &["ds"],
+        _ => &[],
+    }
+}
+
+async fn find_by_kind(client: &Client, api_version: &str, kind: &str) -> Result<ApiResource> {
+    discover(client)
+        .await?
+        .into_iter()
+        .find(|r| r.api_version == api_version && r.kind == kind)
+        .ok_or_else(|| anyhow!("no matches for kind \"{kind}\" in version \"{api_version}\""))
+}
+
+/// One YAML document from a file, with where it came from for error messages.
+struct Doc {
+    source: String,
+    index: usize,
+    value: Value,
+}
+
+fn read_source(f: &str) -> Result<Vec<(String, String)>> {
+    if f == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read standard input")?;
+        return Ok(vec![("<stdin>".into(), s)]);
+    }
+    let p = Path::new(f);
+    if p.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("cannot read directory {f}"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+            })
+            .collect();
+        entries.sort();
+        let mut out = Vec::new();
+        for e in entries {
+            let text = std::fs::read_to_string(&e)
+                .with_context(|| format!("cannot read {}", e.display()))?;
+            out.push((e.display().to_string(), text));
+        }
+        return Ok(out);
+    }
+    let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {f}"))?;
+    Ok(vec![(f.to_string(), text)])
+}
+
+/// Reads and checks every document before anything is sent, so bad input changes nothing.
+fn load_docs(files: &[String]) -> Result<Vec<Doc>> {
+    let mut docs = Vec::new();
+    for f in files {
+        for (source, text) in read_source(f)? {
+            let values: Vec<Value> = serde_saphyr::from_multiple(&text)
+                .map_err(|e| anyhow!("{source}: invalid YAML: {e}"))?;
+            for (i, value) in values.into_iter().enumerate() {
+                if value.is_null() {
+                    continue;
+                }
+                let index = i + 1;
+                let what = format!("{source}: document {index}");
+                if !value.is_object() {
+                    bail!("{what}: expected a Kubernetes object (a mapping), found {value}");
+                }
+                if let Some(items) = value.get("items").filter(|_| {
+                    value["kind"].as_str().is_some_and(|k| k.ends_with("List"))
+                }) {
+                    for (j, item) in items.as_array().into_iter().flatten().enumerate() {
+                        check_doc(&format!("{what}: items[{j}]"), item)?;
+                        docs.push(Doc {
+                            source: source.clone(),
+                            index,
+                            value: item.clone(),
+                        });
+                    }
+                    continue;
+                }
+                check_doc(&what, &value)?;
+                docs.push(Doc {
+                    source: source.clone(),
+                    index,
+                    value,
+                });
+            }
+        }
+    }
+    if docs.is_empty() {
+        bail!("no objects passed to apply");
+    }
+    Ok(docs)
+}
+
+fn check_doc(what: &str, v: &Value) -> Result<()> {
+    for field in ["apiVersion", "kind"] {
+        if v[field].as_str().is_none_or(str::is_empty) {
+            bail!("{what}: field \"{field}\" is missing");
+        }
+    }
+    if v.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+        && v.pointer("/metadata/generateName").is_none()
+    {
+        bail!(
+            "{what}: {} has no metadata.name",
+            v["kind"].as_str().unwrap_or("object")
+        );
+    }
+    Ok(())
+}
+
+pub async fn apply(kc: Option<PathBuf>, files: &[String], ns: Option<&str>) -> Result<()> {
+    let docs = load_docs(files)?;
+    let (client, default_ns) = connect(kc).await?;
+    let mut failed = 0;
+    for doc in docs {
+        let kind = doc.value["kind"].as_str().unwrap_or("").to_string();
+        let av = doc.value["apiVersion"].as_str().unwrap_or("").to_string();
+        let name = doc.value["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let what = format!("{}: document {} ({kind} {name})", doc.source, doc.index);
+        let res = match find_by_kind(&client, &av, &kind).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {what}: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        let ns = res.namespaced.then(|| {
+            doc.value["metadata"]["namespace"]
+                .as_str()
+                .or(ns)
+                .unwrap_or(&default_ns)
+                .to_string()
+        });
+        match apply_one(&client, &res, ns.as_deref(), &name, &doc.value).await {
+            Ok(verb) => println!("{}/{name} {verb}", res.display()),
+            Err(e) => {
+                eprintln!("error: {what}: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} object(s) could not be applied");
+    }
+    Ok(())
+}
+
+async fn apply_one(
+    client: &Client,
+    res: &ApiResource,
+    ns: Option<&str>,
+    name: &str,
+    obj: &Value,
+) -> Result<&'static str> {
+    let url = res.item(ns, name);
+    let current = client
+        .request::<Value>(http::Request::get(&url).body(Vec::new())?)
+        .await;
+    match current {
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            let body = serde_json::to_vec(obj)?;
+            let req = http::Request::post(res.collection(ns))
+                .header("content-type", "application/json")
+                .body(body)?;
+            request_json(client, req).await?;
+            Ok("created")
+        }
+        Err(e) => Err(api_error(e)),
+        Ok(cur) => {
+            let mut patch = obj.clone();
+            if let Some(m) = patch["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            let req = http::Request::patch(&url)
+                .header("content-type", "application/strategic-merge-patch+json")
+                .body(serde_json::to_vec(&patch)?)?;
+            let after = request_json(client, req).await?;
+            if after["metadata"]["resourceVersion"] == cur["metadata"]["resourceVersion"] {
+                Ok("unchanged")
+            } else {
+                Ok("configured")
+            }
+        }
+    }
+}
+
+/// Arguments of `skiff get`.
+#[derive(Debug)]
+pub struct GetArgs {
+    pub resource: String,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub all_namespaces: bool,
+    pub output: Option<String>,
+    pub watch: bool,
+    pub selector: Option<String>,
+}
+
+fn print_table(table: &Value, wide: bool, with_ns: bool, header: bool) {
+    let cols: Vec<(usize, &Value)> = table["columnDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, c)| wide || c["priority"].as_i64().unwrap_or(0) == 0)
+        .collect();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    if header {
+        let mut h: Vec<String> = cols
+            .iter()
+            .map(|(_, c)| c["name"].as_str().unwrap_or("").to_uppercase())
+            .collect();
+        if with_ns {
+            h.insert(0, "NAMESPACE".into());
+        }
+        rows.push(h);
+    }
+    for r in table["rows"].as_array().into_iter().flatten() {
+        let mut line: Vec<String> = cols
+            .iter()
+            .map(|(i, _)| match &r["cells"][*i] {
+                Value::String(s) => s.clone(),
+                Value::Null => "<none>".into(),
+                other => other.to_string(),
+            })
+            .collect();
+        if with_ns {
+            line.insert(
+                0,
+                r["object"]["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            );
+        }
+        rows.push(line);
+    }
+    if rows.len() == usize::from(header) && header {
+        return;
+    }
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+fn print_object(v: &Value, output: &str) -> Result<()> {
+    match output {
+        "json" => println!("{}", serde_json::to_string_pretty(v)?),
+        "yaml" => print!("{}", serde_saphyr::to_string(v)?),
+        "name" => println!("{}", v["metadata"]["name"].as_str().unwrap_or("")),
+        other => bail!("unknown output format {other:?}: use wide, yaml, json or name"),
+    }
+    Ok(())
+}
+
+pub async fn get(kc: Option<PathBuf>, a: GetArgs) -> Result<()> {
+    let (client, default_ns) = connect(kc).await?;
+    let res = find_by_name(&client, &a.resource).await?;
+    let ns = if a.all_namespaces {
+        None
+    } else {
+        Some(a.namespace.clone().unwrap_or(default_ns))
+    };
+    let with_ns = a.all_namespaces && res.namespaced;
+    let wide = a.output.as_deref() == Some("wide");
+    let structured = a.output.as_deref().filter(|o| *o != "wide");
+    let mut query = Vec::new();
+    if let Some(s) = &a.selector {
+        query.push(format!("labelSelector={}", urlencode(s)));
+    }
+    let base_url = match &a.name {
+        Some(n) if !a.watch => res.item(ns.as_deref(), n),
+        Some(n) => {
+            query.push(format!("fieldSelector=metadata.name%3D{}", urlencode(n)));
+            res.collection(ns.as_deref())
+        }
+        None => res.collection(ns.as_deref()),
+    };
+    let url = if query.is_empty() {
+        base_url.clone()
+    } else {
+        format!("{base_url}?{}", query.join("&"))
+    };
+    let accept = if structured.is_some() {
+        "application/json"
+    } else {
+        TABLE_ACCEPT
+    };
+    let req = http::Request::get(&url).header("accept", accept).body(Vec::new())?;
+    let v = request_json(&client, req).await?;
+    let mut rv = v["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+    match structured {
+        Some(o) => {
+            if v["kind"].as_str().is_some_and(|k| k.ends_with("List")) && a.name.is_some() {
+                for item in v["items"].as_array().into_iter().flatten() {
+                    print_object(item, o)?;
+                }
+            } else if v["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
+                let list = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": v["items"]});
+                print_object(&list, o)?;
+            } else {
+                print_object(&v, o)?;
+            }
+        }
+        None => {
+            if v["rows"].as_array().is_some_and(|r| r.is_empty()) && !a.watch {
+                match &ns {
+                    Some(ns) if res.namespaced => eprintln!("No resources found in {ns} namespace."),
+                    _ => eprintln!("No resources found"),
+                }
+            }
+            print_table(&v, wide, with_ns, true);
+        }
+    }
+    if !a.watch {
+        return Ok(());
+    }
+    loop {
+        let mut q = query.clone();
+        q.push("watch=true".into());
+        q.push(format!("resourceVersion={rv}"));
+        q.push("allowWatchBookmarks=true".into());
+        let url = format!("{}?{}", res.collection(ns.as_deref()), q.join("&"));
+        let req = http::Request::get(&url).header("accept", accept).body(Vec::new())?;
+        let mut lines = client.request_stream(req).await.map_err(api_error)?.lines();
+        while let Some(line) = lines.next().await {
+            let line = line.context("watch stream broke")?;
+            let ev: Value = serde_json::from_str(&line)
+                .with_context(|| format!("undecodable watch event: {line}"))?;
+            let obj = &ev["object"];
+            match ev["type"].as_str() {
+                Some("ERROR") => bail!("{}", obj["message"].as_str().unwrap_or("watch failed")),
+                Some("BOOKMARK") => {}
+                _ => match structured {
+                    Some(o) => print_object(obj, o)?,
+                    None => print_table(obj, wide, with_ns, false),
+                },
+            }
+            if let Some(r) = obj["metadata"]["resourceVersion"]
+                .as_str()
+                .or_else(|| obj["rows"][0]["object"]["metadata"]["resourceVersion"].as_str())
+            {
+                rv = r.to_string();
+            }
+            let _ = std::io::stdout().flush();
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn delete(
+    kc: Option<PathBuf>,
+    resource: Option<String>,
+    names: Vec<String>,
+    files: &[String],
+    ns: Option<&str>,
+    grace: Option<i64>,
+) -> Result<()> {
+    let mut targets: Vec<(Option<ApiResource>, Option<String>, String, Option<String>)> = Vec::new();
+    if !files.is_empty() {
+        for d in load_docs(files)? {
+            targets.push((
+                None,
+                Some(format!(
+                    "{}\u{0}{}",
+                    d.value["apiVersion"].as_str().unwrap_or(""),
+                    d.value["kind"].as_str().unwrap_or("")
+                )),
+                d.value["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                d.value["metadata"]["namespace"].as_str().map(str::to_string),
+            ));
+        }
+    }
+    let (client, default_ns) = connect(kc).await?;
+    match (&resource, names.is_empty(), files.is_empty()) {
+        (Some(_), false, true) => {}
+        (None, true, false) => {}
+        (Some(r), true, true) if r.contains('/') => {}
+        _ => bail!("give a type and names (skiff delete pod web) or files (skiff delete -f pod.yaml)"),
+    }
+    if let Some(r) = &resource {
+        let (ty, first) = match r.split_once('/') {
+            Some((t, n)) => (t.to_string(), Some(n.to_string())),
+            None => (r.clone(), None),
+        };
+        let res = find_by_name(&client, &ty).await?;
+        for n in first.into_iter().chain(names) {
+            targets.push((Some(res.clone()), None, n, None));
+        }
+    }
+    let mut failed = 0;
+    for (res, gvk, name, obj_ns) in targets {
+        let res = match (res, gvk) {
+            (Some(r), _) => r,
+            (None, Some(gvk)) => {
+                let (av, kind) = gvk.split_once('\u{0}').unwrap_or(("", ""));
+                match find_by_kind(&client, av, kind).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed += 1;
+                        continue;
+                    }
+                }
+            }
+            (None, None) => continue,
+        };
+        let ns = res
+            .namespaced
+            .then(|| obj_ns.as_deref().or(ns).unwrap_or(&default_ns).to_string());
+        let mut body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"});
+        if let Some(g) = grace {
+            body["gracePeriodSeconds"] = json!(g);
+        }
+        let req = http::Request::delete(res.item(ns.as_deref(), &name))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body)?)?;
+        match request_json(&client, req).await {
+            Ok(_) => println!("{} \"{name}\" deleted", res.display()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} object(s) could not be deleted");
+    }
+    Ok(())
+}
+
+pub async fn logs(
+    kc: Option<PathBuf>,
+    pod: &str,
+    container: Option<&str>,
+    ns: Option<&str>,
+    follow: bool,
+    tail: Option<i64>,
+    previous: bool,
+) -> Result<()> {
+    let (client, default_ns) = connect(kc).await?;
+    let ns = ns.unwrap_or(&default_ns);
+    let pod = pod.strip_prefix("pod/").unwrap_or(pod);
+    let mut q = Vec::new();
+    if let Some(c) = container {
+        q.push(format!("container={}", urlencode(c)));
+    }
+    if follow {
+        q.push("follow=true".into());
+    }
+    if previous {
+        q.push("previous=true".into());
+    }
+    if let Some(t) = tail {
+        q.push(format!("tailLines={t}"));
+    }
+    let url = format!("/api/v1/namespaces/{ns}/pods/{pod}/log?{}", q.join("&"));
+    let req = http::Request::get(&url).body(Vec::new())?;
+    let mut stream = client.request_stream(req).await.map_err(api_error)?;
+    let mut out = std::io::stdout();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = futures::AsyncReadExt::read(&mut stream, &mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        if out.is_terminal() || follow {
+            out.flush()?;
+        }
+    }
+    Ok(())
+}

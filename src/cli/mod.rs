@@ -1,0 +1,178 @@
+//! The command line: `skiff up` (the embedded single-node cluster), and the client commands
+//! `apply`, `get`, `delete` and `logs`, which talk to any Kubernetes API through kube-rs.
+
+mod client;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// skiff: a Kubernetes-compatible mini orchestrator in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about)]
+struct Cli {
+    /// Kubeconfig for the client commands (default: $KUBECONFIG, then /var/lib/skiff/kubeconfig).
+    #[arg(long, global = true, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a whole single-node cluster in this process: control plane, node agent, runtime.
+    Up(up::UpArgs),
+    /// Create or update the objects in YAML files (multi-document; a directory; `-` for stdin).
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Show objects: `skiff get pods`, `skiff get nodes`, `skiff get pod web -o yaml`.
+    Get {
+        /// Resource type: pods, nodes, namespaces, or any type the server serves (po, no, ns...).
+        resource: String,
+        name: Option<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// All namespaces.
+        #[arg(short = 'A', long = "all-namespaces")]
+        all_namespaces: bool,
+        /// wide, yaml or json.
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+        /// Keep watching for changes.
+        #[arg(short = 'w', long)]
+        watch: bool,
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+    },
+    /// Delete objects by file (`-f`) or by type and name.
+    Delete {
+        resource: Option<String>,
+        names: Vec<String>,
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Seconds the pod gets to stop (0 with --force deletes at once).
+        #[arg(long)]
+        grace_period: Option<i64>,
+        /// Do not wait for graceful termination.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a container's log.
+    Logs {
+        pod: String,
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Stream the log as it grows.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(long)]
+        tail: Option<i64>,
+        #[arg(short = 'p', long)]
+        previous: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbose = matches!(cli.command, Command::Up(_));
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                if verbose { "info" } else { "warn" }.into()
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // One TLS provider for the whole process (kube's and the registry client's rustls).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        let kc = cli.kubeconfig;
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Apply { files, namespace } => {
+                client::apply(kc, &files, namespace.as_deref()).await
+            }
+            Command::Get {
+                resource,
+                name,
+                namespace,
+                all_namespaces,
+                output,
+                watch,
+                selector,
+            } => {
+                client::get(
+                    kc,
+                    client::GetArgs {
+                        resource,
+                        name,
+                        namespace,
+                        all_namespaces,
+                        output,
+                        watch,
+                        selector,
+                    },
+                )
+                .await
+            }
+            Command::Delete {
+                resource,
+                names,
+                files,
+                namespace,
+                grace_period,
+                force,
+            } => {
+                let grace = if force {
+                    Some(grace_period.unwrap_or(0))
+                } else {
+                    grace_period
+                };
+                client::delete(kc, resource, names, &files, namespace.as_deref(), grace).await
+            }
+            Command::Logs {
+                pod,
+                container,
+                namespace,
+                follow,
+                tail,
+                previous,
+            } => {
+                client::logs(
+                    kc,
+                    &pod,
+                    container.as_deref(),
+                    namespace.as_deref(),
+                    follow,
+                    tail,
+                    previous,
+                )
+                .await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

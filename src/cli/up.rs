@@ -1,0 +1,177 @@
+//! `skiff up`: the embedded single-node cluster. One process runs the control plane, the
+//! embedded CRI runtime and the node agent, with one data dir and one cancellation token; the
+//! first SIGTERM or Ctrl-C drains everything, a second one exits at once.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use tokio_util::sync::CancellationToken;
+
+/// Options of `skiff up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Where the cluster keeps its state (store, images, containers, logs, kubeconfig).
+    #[arg(long, default_value = "/var/lib/skiff")]
+    data_dir: PathBuf,
+    /// Address of the Kubernetes API.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Name of this node (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's address, where the API server reaches the node agent.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: IpAddr,
+    /// Port of the node agent (the kubelet's 10250).
+    #[arg(long, default_value_t = 10250)]
+    agent_port: u16,
+    /// A registry (host[:port]) that may be reached over plain HTTP; repeatable. Loopback
+    /// registries always may.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "skiff-node".into())
+}
+
+/// The kubeconfig `skiff up` writes for kubectl and the client commands.
+pub fn kubeconfig_text(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\nusers:\n- name: skiff\n  user: {{}}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: skiff\n    namespace: default\ncurrent-context: skiff\n"
+    )
+}
+
+fn write_kubeconfig(path: &Path, addr: SocketAddr) -> Result<()> {
+    let host = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    let server = format!("http://{}", SocketAddr::new(host, addr.port()));
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, kubeconfig_text(&server))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+async fn wait_for_socket(path: &Path, cancel: &CancellationToken) -> Result<()> {
+    for _ in 0..200 {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Ok(());
+        }
+        if cancel.is_cancelled() {
+            anyhow::bail!("stopped before the runtime was ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the runtime did not open {} in 10 s", path.display())
+}
+
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("shutting down (signal again to force)");
+        cancel.cancel();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        std::process::exit(130);
+    });
+}
+
+pub async fn run(args: UpArgs) -> Result<()> {
+    let data = args.data_dir.clone();
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("cannot create data dir {}", data.display()))?;
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let ccfg = controller::ControllerConfig {
+        data_dir: data.join("controller"),
+        listen: args.listen,
+    };
+    let c = cancel.clone();
+    tasks.spawn(async move {
+        let r = controller::run(ccfg, c.clone(), Some(ready_tx)).await;
+        c.cancel();
+        r.context("control plane")
+    });
+    let addr = match ready_rx.await {
+        Ok(a) => a,
+        Err(_) => {
+            // The controller ended before serving: its error says why.
+            while let Some(r) = tasks.join_next().await {
+                r??;
+            }
+            anyhow::bail!("the control plane stopped before serving");
+        }
+    };
+    let kubeconfig = data.join("kubeconfig");
+    write_kubeconfig(&kubeconfig, addr)?;
+
+    let rcfg = runtime::RuntimeConfig {
+        root_dir: data.join("runtime"),
+        socket: data.join("runtime").join("cri.sock"),
+        insecure_registries: args.insecure_registries.clone(),
+    };
+    let socket = rcfg.socket.clone();
+    let c = cancel.clone();
+    tasks.spawn(async move {
+        let r = runtime::serve(rcfg, c.clone()).await;
+        c.cancel();
+        r.context("runtime")
+    });
+    wait_for_socket(&socket, &cancel).await?;
+
+    let (client, _) = super::client::connect(Some(kubeconfig.clone())).await?;
+    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    let acfg = node_agent::AgentConfig {
+        node_name: node_name.clone(),
+        cri_socket: socket,
+        pod_log_dir: data.join("pods"),
+        listen: SocketAddr::new(args.node_ip, args.agent_port),
+        node_ip: Some(args.node_ip),
+    };
+    let c = cancel.clone();
+    tasks.spawn(async move {
+        let r = node_agent::run(acfg, client, c.clone()).await;
+        c.cancel();
+        r.context("node agent")
+    });
+
+    println!(
+        "skiff is up: node {node_name}, API at http://{addr}\n\nUse it with kubectl or skiff:\n  export KUBECONFIG={}\n  kubectl get nodes\n  skiff apply -f manifests/pod.yaml\n  skiff get pods",
+        kubeconfig.display()
+    );
+
+    let mut first_err = None;
+    while let Some(r) = tasks.join_next().await {
+        let r = r.map_err(anyhow::Error::from).and_then(|x| x);
+        if let Err(e) = r {
+            if first_err.is_none() {
+                first_err = Some(e);
+            } else {
+                tracing::warn!(error = %format!("{e:#}"), "task ended with an error");
+            }
+            cancel.cancel();
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
