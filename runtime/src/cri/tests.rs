@@ -1,0 +1,1 @@
+//! CRI service tests against fakes.
