@@ -443,6 +443,8 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         )
     };
 
+    // No rlimits: the container inherits the node's. Raising a hard limit needs
+    // CAP_SYS_RESOURCE, which this kind of host lacks (DESIGN.md), and fails the start with EPERM.
     let mut process = json!({
         "terminal": false,
         "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
@@ -452,7 +454,6 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         "capabilities": {
             "bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": ambient,
         },
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
         "noNewPrivileges": !input.privileged,
     });
     // Never negative: this host lacks CAP_SYS_RESOURCE (see DESIGN.md).
