@@ -101,10 +101,12 @@ impl From<RuntimeError> for tonic::Status {
             RuntimeError::Pull { .. } => tonic::Status::unavailable(msg),
             RuntimeError::DigestMismatch { .. }
             | RuntimeError::UnsupportedImage { .. }
-            | RuntimeError::Unpack { .. } => tonic::Status::unknown(msg),
+            | RuntimeError::Unpack { .. }
+            // A container that cannot start (bad executable, bad mount) is what containerd
+            // reports as Unknown too.
+            | RuntimeError::Launch { .. } => tonic::Status::unknown(msg),
             RuntimeError::Io { .. }
             | RuntimeError::Sys { .. }
-            | RuntimeError::Launch { .. }
             | RuntimeError::State { .. }
             | RuntimeError::Serve { .. }
             | RuntimeError::Internal(_) => tonic::Status::internal(msg),

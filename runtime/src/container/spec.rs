@@ -85,10 +85,7 @@ pub struct UserRequest {
     pub image_user: String,
 }
 
-fn passwd_lookup<'a>(
-    passwd: &'a str,
-    pred: impl Fn(&str, u32) -> bool,
-) -> Option<(&'a str, u32, u32)> {
+fn passwd_lookup(passwd: &str, pred: impl Fn(&str, u32) -> bool) -> Option<(&str, u32, u32)> {
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         let (name, uid, gid) = (f.first()?, f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?);

@@ -40,14 +40,14 @@ impl CriLineWriter {
     pub fn feed(&mut self, data: &[u8], ts: &str, out: &mut impl Write) -> io::Result<()> {
         self.buf.extend_from_slice(data);
         loop {
-            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
-                if nl <= MAX_LINE {
-                    let rest = self.buf.split_off(nl + 1);
-                    let mut line = std::mem::replace(&mut self.buf, rest);
-                    line.pop();
-                    self.record(out, ts, "F", &line)?;
-                    continue;
-                }
+            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n')
+                && nl <= MAX_LINE
+            {
+                let rest = self.buf.split_off(nl + 1);
+                let mut line = std::mem::replace(&mut self.buf, rest);
+                line.pop();
+                self.record(out, ts, "F", &line)?;
+                continue;
             }
             if self.buf.len() > MAX_LINE {
                 let rest = self.buf.split_off(MAX_LINE);

@@ -167,7 +167,7 @@ pub fn primary_ipv4() -> String {
             continue;
         }
         if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
-            return std::net::Ipv4Addr::from(sin.ip()).to_string();
+            return sin.ip().to_string();
         }
     }
     String::new()
