@@ -202,7 +202,8 @@ async fn smoke() -> anyhow::Result<()> {
                 vec![
                     "sh",
                     "-c",
-                    "echo $GREETING; hostname; echo oops >&2; sleep 2",
+                    "echo $GREETING; hostname; echo oops >&2; \
+                     test -e /etc/removed-by-layer2 && echo WHITEOUT-BROKEN; ls /opq; sleep 2",
                 ],
             )),
             sandbox_config: Some(sandbox_config.clone()),
@@ -232,6 +233,18 @@ async fn smoke() -> anyhow::Result<()> {
         host_net != ctr_net,
         "container shares the host network namespace"
     );
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        root.join("containers").join(&id).join("state.json"),
+    )?)?;
+    let monitor_pid = state["monitor_pid"].as_i64().context("monitor pid")?;
+    let stat = std::fs::read_to_string(format!("/proc/{monitor_pid}/stat"))?;
+    let session: i64 = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().nth(3))
+        .context("sid")?
+        .parse()?;
+    println!("monitor {monitor_pid} session {session}");
+    ensure!(session == monitor_pid, "monitor is not a session leader");
     let limit_file = format!("/sys/fs/cgroup/memory/skiff/{pod_uid}/{id}/memory.limit_in_bytes");
     let limit = std::fs::read_to_string(&limit_file).with_context(|| limit_file.clone())?;
     println!("{limit_file} = {}", limit.trim());
@@ -263,6 +276,18 @@ async fn smoke() -> anyhow::Result<()> {
     ensure!(
         log.lines().any(|l| l.ends_with(" stderr F oops")),
         "stderr missing from log"
+    );
+    ensure!(
+        !log.contains("WHITEOUT-BROKEN"),
+        "a whiteout from layer 2 did not hide the file"
+    );
+    ensure!(
+        log.lines().any(|l| l.ends_with(" stdout F new")),
+        "opaque dir content missing"
+    );
+    ensure!(
+        !log.lines().any(|l| l.ends_with(" stdout F old")),
+        "opaque dir did not hide layer 1"
     );
 
     // A missing executable fails StartContainer with a clear error.
@@ -321,6 +346,66 @@ async fn smoke() -> anyhow::Result<()> {
         st.state == cri::ContainerState::ContainerExited as i32,
         "long still running"
     );
+
+    // A hostNetwork pod: the host's network and UTS namespaces, and the node IP as pod IP.
+    let mut host_config = sandbox_config.clone();
+    host_config.metadata.as_mut().context("metadata")?.name = "hostnet".into();
+    host_config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let host_sb = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(host_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let hs = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: host_sb.clone(),
+            verbose: false,
+        })
+        .await?
+        .into_inner()
+        .status
+        .context("status")?;
+    let host_ip = hs.network.map(|n| n.ip).unwrap_or_default();
+    println!("host network sandbox ip {host_ip:?}");
+    ensure!(!host_ip.is_empty(), "host network sandbox has no ip");
+    let hc = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: host_sb.clone(),
+            config: Some(container_config("hostnet", vec!["sleep", "30"])),
+            sandbox_config: Some(host_config),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: hc.clone(),
+    })
+    .await?;
+    let hpid: i32 = std::fs::read_to_string(root.join("containers").join(&hc).join("pid"))?
+        .trim()
+        .parse()?;
+    for ns in ["net", "uts"] {
+        let a = std::fs::read_link(format!("/proc/self/ns/{ns}"))?;
+        let b = std::fs::read_link(format!("/proc/{hpid}/ns/{ns}"))?;
+        ensure!(a == b, "host network container has its own {ns} namespace");
+    }
+    println!("host network container shares net and uts with the host");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: host_sb,
+    })
+    .await?;
 
     let list = rt
         .list_containers(cri::ListContainersRequest::default())

@@ -44,6 +44,17 @@ done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 chmod 1777 "$root/tmp"
+# Files the second layer deletes, so pulls exercise whiteouts and opaque directories.
+echo gone >"$root/etc/removed-by-layer2"
+mkdir -p "$root/opq"
+echo old >"$root/opq/old"
+umoci repack --image "$oci:img" "$work/bundle"
+rm -rf "$work/bundle"
+umoci unpack --image "$oci:img" "$work/bundle"
+rm "$root/etc/removed-by-layer2"
+rm -rf "$root/opq"
+mkdir "$root/opq"
+echo new >"$root/opq/new"
 umoci repack --image "$oci:img" "$work/bundle"
 umoci config --image "$oci:img" --config.cmd sh \
     --config.env PATH=/bin --config.workingdir / --architecture amd64 --os linux

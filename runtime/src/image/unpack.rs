@@ -501,3 +501,41 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("b")).expect("read"), b"new");
     }
 }
+
+/// The real overlay representation, checked on the file tree; needs root (mknod, trusted.*).
+#[cfg(test)]
+mod overlay_tests {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    use super::*;
+
+    #[test]
+    fn overlay_whiteouts_are_char_devices_and_opaque_xattrs() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root for mknod and trusted.* xattrs");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().join("d");
+        fs::create_dir(&d).expect("mkdir");
+        let w = OverlayWhiteouts;
+        w.whiteout(&dir.path().join("gone")).expect("whiteout");
+        w.opaque(&d).expect("opaque");
+        let m = fs::symlink_metadata(dir.path().join("gone")).expect("stat");
+        assert!(m.file_type().is_char_device());
+        assert_eq!(m.rdev(), 0);
+        let mut buf = [0u8; 4];
+        let path = CString::new(d.as_os_str().as_bytes()).expect("cstring");
+        // SAFETY: valid C strings and a live buffer of the length passed.
+        let n = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        assert_eq!(n, 1);
+        assert_eq!(buf[0], b'y');
+    }
+}
