@@ -203,7 +203,7 @@ async fn smoke() -> anyhow::Result<()> {
                     "sh",
                     "-c",
                     "echo $GREETING; hostname; echo oops >&2; \
-                     test -e /etc/removed-by-layer2 && echo WHITEOUT-BROKEN; ls /opq; sleep 2",
+                     test -e /etc/removed-by-layer2 && echo WHITEOUT-BROKEN; ls /opq; grep SigIgn /proc/self/status; sleep 2",
                 ],
             )),
             sandbox_config: Some(sandbox_config.clone()),
@@ -276,6 +276,17 @@ async fn smoke() -> anyhow::Result<()> {
     ensure!(
         log.lines().any(|l| l.ends_with(" stderr F oops")),
         "stderr missing from log"
+    );
+    // Standard signals (1..=31, SIGPIPE above all) must not arrive ignored; bits 31/32 are
+    // glibc's internal real-time signals and are left out.
+    let sig_ign = log
+        .lines()
+        .find_map(|l| l.split("SigIgn:\t").nth(1))
+        .context("SigIgn line in log")?;
+    let mask = u64::from_str_radix(sig_ign.trim(), 16)?;
+    ensure!(
+        mask & 0x7fff_ffff == 0,
+        "container inherited ignored signals {mask:#x}"
     );
     ensure!(
         !log.contains("WHITEOUT-BROKEN"),

@@ -1,6 +1,7 @@
 //! The monitor process itself (`skiff __monitor <container-dir>`). Single-threaded by design: it
 //! is the process that clones the container (through libcontainer), which is only safe without
 //! other threads holding locks.
+#![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -74,6 +75,9 @@ fn run(dir: &Path) -> Result<(), String> {
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let stdin = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
 
+    // Rust ignores SIGPIPE in every binary, and an ignored disposition survives clone and exec:
+    // the container must start with the default, as it would under containerd or runc.
+    set_sigpipe(nix::sys::signal::SigHandler::SigDfl);
     let built = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
         .with_root_path(&cfg.state_root)
         .map(|b| {
@@ -85,6 +89,8 @@ fn run(dir: &Path) -> Result<(), String> {
                 .with_detach(true)
                 .build()
         });
+    // Back to ignoring it: the runtime may have gone away and closed our readiness pipe.
+    set_sigpipe(nix::sys::signal::SigHandler::SigIgn);
     let mut container = match built {
         Ok(Ok(c)) => c,
         Ok(Err(e)) | Err(e) => return fail(format!("create container: {}", chain(&e))),
@@ -138,6 +144,12 @@ fn run(dir: &Path) -> Result<(), String> {
         Err(e) => eprintln!("load container state: {}", chain(&e)),
     }
     Ok(())
+}
+
+fn set_sigpipe(handler: nix::sys::signal::SigHandler) {
+    // SAFETY: SIG_DFL and SIG_IGN are not handler functions, so no code runs in signal context;
+    // the monitor is single-threaded, so nothing races with the change.
+    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, handler) };
 }
 
 fn fail(error: String) -> Result<(), String> {
