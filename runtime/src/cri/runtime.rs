@@ -41,6 +41,9 @@ pub struct Runtime {
     launcher: Arc<dyn Launcher>,
     sandboxes: Mutex<HashMap<String, SandboxRecord>>,
     containers: Mutex<HashMap<String, ContainerRecord>>,
+    /// One operation at a time per container: a StartContainer racing a RemoveContainer must
+    /// not launch a monitor for a rootfs that is being unmounted.
+    ops: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -135,7 +138,13 @@ impl Runtime {
             launcher,
             sandboxes: Mutex::new(sandboxes),
             containers: Mutex::new(containers),
+            ops: Mutex::default(),
         })
+    }
+
+    async fn op_lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = lock(&self.ops).entry(id.to_string()).or_default().clone();
+        m.lock_owned().await
     }
 
     fn sandbox_dir(&self, id: &str) -> PathBuf {
@@ -601,6 +610,7 @@ impl Runtime {
 
     /// StartContainer: returns once the process runs, or with why it could not.
     pub async fn start_container(&self, id: &str) -> Result<()> {
+        let _op = self.op_lock(id).await;
         let mut c = self.container(id)?;
         if self.live(&c) != Live::Created {
             return Err(RuntimeError::FailedPrecondition {
@@ -655,6 +665,11 @@ impl Runtime {
     /// StopContainer: SIGTERM, then SIGKILL after `timeout` seconds. Stopping a container that
     /// is not running is a no-op.
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let _op = self.op_lock(id).await;
+        self.stop_locked(id, timeout).await
+    }
+
+    async fn stop_locked(&self, id: &str, timeout: i64) -> Result<()> {
         let c = self.container(id)?;
         if self.live(&c) != Live::Running {
             return Ok(());
@@ -684,10 +699,11 @@ impl Runtime {
     /// RemoveContainer: kills it if needed, unmounts the rootfs, removes cgroups and state.
     /// Removing an unknown container is not an error (CRI semantics).
     pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let _op = self.op_lock(id).await;
         let Ok(c) = self.container(id) else {
             return Ok(());
         };
-        self.stop_container(id, 0).await?;
+        self.stop_locked(id, 0).await?;
         let host = self.host.clone();
         let dir = self.container_dir(id);
         let lc_state = self.root.join("libcontainer").join(id);
@@ -704,6 +720,7 @@ impl Runtime {
         })
         .await?;
         lock(&self.containers).remove(id);
+        lock(&self.ops).remove(id);
         tracing::info!(container = %id, "container removed");
         Ok(())
     }
