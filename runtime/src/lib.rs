@@ -1,1 +1,95 @@
-//! placeholder
+//! skiff's embedded container runtime: a CRI `runtime.v1` server (the role containerd plays for
+//! a kubelet) with an image store, pod sandboxes and containers run by youki's libcontainer.
+//!
+//! Public API, called by the `skiff` binary:
+//! - [`serve`]`(RuntimeConfig, CancellationToken)`: serve CRI on a unix socket until cancelled.
+//! - [`monitor_main`]`(args) -> i32`: the per-container monitor; the binary calls it when started
+//!   as `skiff __monitor <container-dir>` (pass the arguments after `__monitor`; a full argv is
+//!   accepted too) and exits with the returned code.
+//!
+//! On-disk layout under `root_dir`:
+//! - `content/sha256/<hex>`: blobs (manifests, configs, layers), verified before rename
+//! - `images/<config hex>.json`: the image index
+//! - `snapshots/<diff-id hex>/fs`: unpacked layers, shared by images, overlay lowerdirs
+//! - `sandboxes/<id>/{state.json,resolv.conf,ns/{net,ipc,uts}}`
+//! - `containers/<id>/{state.json,monitor.json,bundle/config.json,rootfs,upper,work,pid,exit.json,monitor.log}`
+//! - `libcontainer/<id>`: libcontainer's own state while a container runs
+
+pub mod container;
+pub mod cri;
+pub mod error;
+pub mod image;
+pub mod monitor;
+pub mod sandbox;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+pub use crate::error::RuntimeError;
+pub use crate::monitor::{MONITOR_ARG, monitor_main};
+
+/// How the runtime is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// State root, e.g. `<data-dir>/runtime`.
+    pub root_dir: PathBuf,
+    /// CRI unix socket to serve, e.g. `<data-dir>/runtime/cri.sock`.
+    pub socket: PathBuf,
+    /// Registry hosts (`host[:port]`) allowed over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
+}
+
+/// Builds the runtime with the real OS implementations. The monitor executable is the current
+/// one (the `skiff` binary, which dispatches `__monitor` to [`monitor_main`]).
+pub fn build_runtime(config: &RuntimeConfig) -> Result<Arc<cri::Runtime>, RuntimeError> {
+    let exe = std::env::current_exe().map_err(RuntimeError::io("current exe", "/proc/self/exe"))?;
+    let images = image::ImageStore::open(
+        &config.root_dir,
+        Arc::new(image::registry::OciRegistry::new(
+            config.insecure_registries.clone(),
+        )),
+        Arc::new(image::unpack::OverlayWhiteouts),
+    )?;
+    Ok(Arc::new(cri::Runtime::open(
+        &config.root_dir,
+        images,
+        Arc::new(sandbox::LinuxNamespaces),
+        Arc::new(container::LinuxHost),
+        Arc::new(monitor::ProcessLauncher::new(exe)),
+    )?))
+}
+
+/// Serves the CRI RuntimeService and ImageService on `config.socket` until `cancel` fires.
+pub async fn serve(config: RuntimeConfig, cancel: CancellationToken) -> Result<(), RuntimeError> {
+    let rt = build_runtime(&config)?;
+    let sock = &config.socket;
+    if let Some(parent) = sock.parent() {
+        std::fs::create_dir_all(parent).map_err(RuntimeError::io("create dir", parent))?;
+    }
+    match std::fs::remove_file(sock) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(RuntimeError::io("remove stale socket", sock)(e));
+        }
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(sock).map_err(RuntimeError::io("bind", sock))?;
+    tracing::info!(socket = %sock.display(), root = %config.root_dir.display(), "cri server listening");
+    let svc = cri::CriService::new(rt);
+    let result = tonic::transport::Server::builder()
+        .add_service(cri_api::RuntimeServiceServer::new(svc.clone()))
+        .add_service(cri_api::ImageServiceServer::new(svc))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            cancel.cancelled(),
+        )
+        .await
+        .map_err(|e| RuntimeError::Serve {
+            path: sock.clone(),
+            message: e.to_string(),
+        });
+    let _ = std::fs::remove_file(sock);
+    result
+}

@@ -1,0 +1,209 @@
+//! Containers: the persisted record (`<root>/containers/<id>/state.json`), the OCI bundle, the
+//! overlayfs rootfs (`<root>/containers/<id>/rootfs`, lowerdirs = image snapshots, per-container
+//! upper/work), and cgroup teardown. The OS side (mounts, cgroupfs) is the [`Host`] trait.
+
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RuntimeError};
+
+/// A container as persisted by the runtime. Whether it runs or exited is read live from the
+/// monitor's files (`exit.json`) and the pids, not stored here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub sandbox_id: String,
+    pub name: String,
+    pub attempt: u32,
+    /// The image as the caller named it.
+    pub image: String,
+    /// The image id (config digest).
+    pub image_id: String,
+    /// A repo digest of the image, or its id.
+    pub image_ref: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Absolute CRI log path, or empty for none.
+    pub log_path: String,
+    pub created_at: i64,
+    /// Set once StartContainer succeeded.
+    pub started_at: i64,
+    pub pid: i32,
+    pub monitor_pid: i32,
+    pub cgroup_path: String,
+    /// Diff ids of the snapshots its rootfs uses (kept from image removal).
+    pub snapshots: Vec<String>,
+    pub mounts: Vec<MountRecord>,
+    /// Start failed: why (reported as an exited container with this message).
+    #[serde(default)]
+    pub start_error: String,
+}
+
+/// A CRI mount as reported back in ContainerStatus.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub container_path: String,
+    pub host_path: String,
+    pub readonly: bool,
+}
+
+/// Mount and cgroup operations on the host.
+pub trait Host: Send + Sync {
+    /// Mounts an overlay at `target` with `lower` (top first), `upper` and `work`.
+    fn mount_overlay(
+        &self,
+        lower: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<()>;
+    /// Unmounts `target` if mounted.
+    fn unmount(&self, target: &Path) -> Result<()>;
+    /// Removes the container cgroup `path` and its empty parents up to the top, in every
+    /// hierarchy.
+    fn remove_cgroup(&self, path: &str) -> Result<()>;
+}
+
+/// The real host: mount(2) and cgroupfs.
+#[derive(Debug, Default)]
+pub struct LinuxHost;
+
+impl Host for LinuxHost {
+    fn mount_overlay(
+        &self,
+        lower: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<()> {
+        let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
+        for p in [upper, work, target] {
+            std::fs::create_dir_all(p).map_err(RuntimeError::io("create dir", p))?;
+        }
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowers.join(":"),
+            upper.display(),
+            work.display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(RuntimeError::sys(format!(
+            "mount overlay on {}",
+            target.display()
+        )))
+    }
+
+    fn unmount(&self, target: &Path) -> Result<()> {
+        match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+            Err(e) => Err(RuntimeError::sys(format!("unmount {}", target.display()))(
+                e,
+            )),
+        }
+    }
+
+    fn remove_cgroup(&self, path: &str) -> Result<()> {
+        for mount in cgroup_mounts() {
+            remove_cgroup_under(&mount, path);
+        }
+        Ok(())
+    }
+}
+
+/// Mount points of every cgroup (v1) and cgroup2 hierarchy.
+fn cgroup_mounts() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return vec![];
+    };
+    info.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let fstype = post.split_whitespace().next()?;
+            (fstype == "cgroup" || fstype == "cgroup2")
+                .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .collect()
+}
+
+/// rmdir `path` and then each parent while empty, stopping at the hierarchy root. Busy or
+/// non-empty directories are left alone (another container still uses the pod cgroup).
+fn remove_cgroup_under(mount: &Path, path: &str) {
+    let rel = Path::new(path.trim_start_matches('/'));
+    let mut cur = Some(rel);
+    while let Some(p) = cur {
+        if p.as_os_str().is_empty() {
+            break;
+        }
+        match std::fs::remove_dir(mount.join(p)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => break,
+        }
+        cur = p.parent();
+    }
+}
+
+/// Resolves a CRI log path: relative ones are joined to the sandbox's log directory.
+pub fn resolve_log_path(log_directory: &str, log_path: &str) -> Result<String> {
+    if log_path.is_empty() {
+        return Ok(String::new());
+    }
+    let p = Path::new(log_path);
+    if p.components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(RuntimeError::InvalidArgument(format!(
+            "log path {log_path:?} contains .."
+        )));
+    }
+    if p.is_absolute() {
+        return Ok(log_path.to_string());
+    }
+    if log_directory.is_empty() {
+        return Err(RuntimeError::InvalidArgument(format!(
+            "relative log path {log_path:?} without a sandbox log directory"
+        )));
+    }
+    Ok(Path::new(log_directory).join(p).display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths() {
+        assert_eq!(
+            resolve_log_path("/var/log/pods/x", "c/0.log").expect("ok"),
+            "/var/log/pods/x/c/0.log"
+        );
+        assert_eq!(resolve_log_path("", "/abs.log").expect("ok"), "/abs.log");
+        assert_eq!(resolve_log_path("", "").expect("ok"), "");
+        assert!(resolve_log_path("/d", "../x").is_err());
+        assert!(resolve_log_path("", "rel.log").is_err());
+    }
+
+    #[test]
+    fn cgroup_parents_removed_only_when_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = dir.path();
+        std::fs::create_dir_all(m.join("skiff/pod/a")).expect("mkdir");
+        std::fs::create_dir_all(m.join("skiff/pod/b")).expect("mkdir");
+        remove_cgroup_under(m, "/skiff/pod/a");
+        assert!(!m.join("skiff/pod/a").exists());
+        assert!(m.join("skiff/pod").exists(), "pod cgroup still holds b");
+        remove_cgroup_under(m, "/skiff/pod/b");
+        assert!(!m.join("skiff").exists());
+    }
+}

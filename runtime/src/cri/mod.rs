@@ -1,0 +1,299 @@
+//! The CRI `runtime.v1` gRPC services: thin adapters from tonic requests onto [`Runtime`]. All
+//! error mapping goes through `From<RuntimeError> for tonic::Status`.
+
+pub mod runtime;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use cri_api::v1 as cri;
+use tonic::{Request, Response, Status};
+
+pub use self::runtime::{Live, Runtime};
+use crate::error::RuntimeError;
+use crate::image::ImageRecord;
+use crate::image::registry::Credentials;
+
+/// Implements both CRI services over one shared [`Runtime`].
+#[derive(Clone)]
+pub struct CriService {
+    rt: Arc<Runtime>,
+}
+
+impl CriService {
+    pub fn new(rt: Arc<Runtime>) -> Self {
+        CriService { rt }
+    }
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl cri_api::RuntimeService for CriService {
+    async fn version(&self, _req: Request<cri::VersionRequest>) -> R<cri::VersionResponse> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "skiff".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: cri_api::API_VERSION.into(),
+        }))
+    }
+
+    async fn status(&self, _req: Request<cri::StatusRequest>) -> R<cri::StatusResponse> {
+        let cond = |t: &str| cri::RuntimeCondition {
+            r#type: t.into(),
+            status: true,
+            reason: String::new(),
+            message: String::new(),
+        };
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![cond("RuntimeReady"), cond("NetworkReady")],
+            }),
+            info: Default::default(),
+        }))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<cri::RunPodSandboxRequest>,
+    ) -> R<cri::RunPodSandboxResponse> {
+        let req = req.into_inner();
+        let config = req.config.ok_or_else(|| {
+            RuntimeError::InvalidArgument("run pod sandbox without config".into())
+        })?;
+        let id = self.rt.run_pod_sandbox(config, req.runtime_handler).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<cri::StopPodSandboxRequest>,
+    ) -> R<cri::StopPodSandboxResponse> {
+        self.rt
+            .stop_pod_sandbox(&req.into_inner().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> R<cri::RemovePodSandboxResponse> {
+        self.rt
+            .remove_pod_sandbox(&req.into_inner().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> R<cri::PodSandboxStatusResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        let status = self.rt.pod_sandbox_status(&id)?;
+        let containers_statuses = self
+            .rt
+            .list_containers(Some(cri::ContainerFilter {
+                pod_sandbox_id: id,
+                ..Default::default()
+            }))
+            .iter()
+            .filter_map(|c| self.rt.container_status(&c.id).ok())
+            .collect();
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(status),
+            info: Default::default(),
+            containers_statuses,
+            timestamp: crate::state::now_ns(),
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<cri::ListPodSandboxRequest>,
+    ) -> R<cri::ListPodSandboxResponse> {
+        Ok(Response::new(cri::ListPodSandboxResponse {
+            items: self.rt.list_pod_sandbox(req.into_inner().filter),
+        }))
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<cri::CreateContainerRequest>,
+    ) -> R<cri::CreateContainerResponse> {
+        let req = req.into_inner();
+        let config = req.config.ok_or_else(|| {
+            RuntimeError::InvalidArgument("create container without config".into())
+        })?;
+        let id = self
+            .rt
+            .create_container(&req.pod_sandbox_id, config)
+            .await?;
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<cri::StartContainerRequest>,
+    ) -> R<cri::StartContainerResponse> {
+        self.rt
+            .start_container(&req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<cri::StopContainerRequest>,
+    ) -> R<cri::StopContainerResponse> {
+        let req = req.into_inner();
+        self.rt
+            .stop_container(&req.container_id, req.timeout)
+            .await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<cri::RemoveContainerRequest>,
+    ) -> R<cri::RemoveContainerResponse> {
+        self.rt
+            .remove_container(&req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<cri::ListContainersRequest>,
+    ) -> R<cri::ListContainersResponse> {
+        Ok(Response::new(cri::ListContainersResponse {
+            containers: self.rt.list_containers(req.into_inner().filter),
+        }))
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<cri::ContainerStatusRequest>,
+    ) -> R<cri::ContainerStatusResponse> {
+        let status = self.rt.container_status(&req.into_inner().container_id)?;
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(status),
+            info: Default::default(),
+        }))
+    }
+}
+
+fn image_proto(r: &ImageRecord) -> cri::Image {
+    let user = r.config.user.split(':').next().unwrap_or_default();
+    let (uid, username) = match user.parse::<i64>() {
+        Ok(u) => (Some(cri::Int64Value { value: u }), String::new()),
+        Err(_) if user.is_empty() => (Some(cri::Int64Value { value: 0 }), String::new()),
+        Err(_) => (None, user.to_string()),
+    };
+    cri::Image {
+        id: r.id.clone(),
+        repo_tags: r.repo_tags.clone(),
+        repo_digests: r.repo_digests.clone(),
+        size: r.size,
+        uid,
+        username,
+        spec: Some(cri::ImageSpec {
+            image: r.id.clone(),
+            ..Default::default()
+        }),
+        pinned: false,
+    }
+}
+
+/// Credentials from a CRI AuthConfig: username/password, or `auth` = base64("user:pass").
+fn credentials(auth: Option<cri::AuthConfig>) -> Result<Option<Credentials>, RuntimeError> {
+    let Some(a) = auth else { return Ok(None) };
+    if !a.username.is_empty() {
+        return Ok(Some(Credentials {
+            username: a.username,
+            password: a.password,
+        }));
+    }
+    if !a.auth.is_empty() {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(a.auth.trim())
+            .map_err(|e| RuntimeError::InvalidArgument(format!("auth is not base64: {e}")))?;
+        let text = String::from_utf8(decoded)
+            .map_err(|_| RuntimeError::InvalidArgument("auth is not utf-8".into()))?;
+        let (u, p) = text
+            .split_once(':')
+            .ok_or_else(|| RuntimeError::InvalidArgument("auth is not user:password".into()))?;
+        return Ok(Some(Credentials {
+            username: u.into(),
+            password: p.into(),
+        }));
+    }
+    Ok(None)
+}
+
+fn image_name(spec: Option<cri::ImageSpec>) -> Result<String, RuntimeError> {
+    spec.map(|s| s.image)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| RuntimeError::InvalidArgument("no image specified".into()))
+}
+
+#[tonic::async_trait]
+impl cri_api::ImageService for CriService {
+    async fn list_images(
+        &self,
+        req: Request<cri::ListImagesRequest>,
+    ) -> R<cri::ListImagesResponse> {
+        let wanted = req
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|i| i.image)
+            .unwrap_or_default();
+        let images = if wanted.is_empty() {
+            self.rt.images.list()
+        } else {
+            self.rt.images.get(&wanted).into_iter().collect()
+        };
+        Ok(Response::new(cri::ListImagesResponse {
+            images: images.iter().map(image_proto).collect(),
+        }))
+    }
+
+    async fn image_status(
+        &self,
+        req: Request<cri::ImageStatusRequest>,
+    ) -> R<cri::ImageStatusResponse> {
+        let name = image_name(req.into_inner().image)?;
+        Ok(Response::new(cri::ImageStatusResponse {
+            image: self.rt.images.get(&name).as_ref().map(image_proto),
+            info: Default::default(),
+        }))
+    }
+
+    async fn pull_image(&self, req: Request<cri::PullImageRequest>) -> R<cri::PullImageResponse> {
+        let req = req.into_inner();
+        let name = image_name(req.image)?;
+        let creds = credentials(req.auth)?;
+        let id = self.rt.images.pull(&name, creds.as_ref()).await?;
+        Ok(Response::new(cri::PullImageResponse { image_ref: id }))
+    }
+
+    async fn remove_image(
+        &self,
+        req: Request<cri::RemoveImageRequest>,
+    ) -> R<cri::RemoveImageResponse> {
+        let name = image_name(req.into_inner().image)?;
+        let in_use = self.rt.snapshots_in_use();
+        self.rt.images.remove(&name, &in_use)?;
+        Ok(Response::new(cri::RemoveImageResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,842 @@
+//! The runtime's state and operations behind the CRI services: sandboxes and containers kept in
+//! memory and persisted under `<root>`, the image store, and the OS boundaries as traits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use cri_api::v1 as cri;
+use nix::sys::signal::Signal;
+
+use crate::container::spec::{self, BindMount, JoinNamespaces, Resources, SpecInput, UserRequest};
+use crate::container::{ContainerRecord, Host, MountRecord, resolve_log_path};
+use crate::error::{Result, RuntimeError};
+use crate::image::ImageStore;
+use crate::monitor::{EXIT_FILE, ExitRecord, Launcher, MONITOR_CONFIG, MonitorConfig};
+use crate::sandbox::{self, NamespaceHelper, NsRequest, SandboxPhase, SandboxRecord};
+use crate::state;
+
+/// A container's observed state, derived from its record, its monitor's files and its pids.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Live {
+    /// Created, StartContainer not called yet.
+    Created,
+    /// The monitor reported the process running and it has not exited.
+    Running,
+    /// It exited (or never could start); the record says how.
+    Exited(ExitRecord),
+}
+
+/// How long StopContainer waits after SIGKILL before giving up.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(100);
+
+/// The runtime: everything the CRI services act on.
+pub struct Runtime {
+    root: PathBuf,
+    pub(crate) images: ImageStore,
+    ns: Arc<dyn NamespaceHelper>,
+    host: Arc<dyn Host>,
+    launcher: Arc<dyn Launcher>,
+    sandboxes: Mutex<HashMap<String, SandboxRecord>>,
+    containers: Mutex<HashMap<String, ContainerRecord>>,
+    /// One operation at a time per container: a StartContainer racing a RemoveContainer must
+    /// not launch a monitor for a rootfs that is being unmounted.
+    ops: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Records are replaced whole under the lock, so a poisoned map is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn load_dir<T: serde::de::DeserializeOwned>(dir: &Path) -> Vec<T> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| match state::read_json::<T>(&e.path().join("state.json")) {
+            Ok(v) => v,
+            Err(err) => {
+                tracing::warn!(path = %e.path().display(), error = %err, "skipping unreadable state");
+                None
+            }
+        })
+        .collect()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RuntimeError::Internal(format!("blocking task: {e}")))?
+}
+
+fn new_id() -> String {
+    // 32 hex characters: unique enough, and short enough for unix socket paths under the
+    // libcontainer state dir (108-byte limit).
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn to_btree(m: &HashMap<String, String>) -> BTreeMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn to_hash(m: &BTreeMap<String, String>) -> HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn labels_match(selector: &HashMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A cgroup path component that cannot climb or nest.
+fn cgroup_component(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Runtime {
+    /// Opens the runtime state under `root`, loading persisted sandboxes and containers.
+    pub fn open(
+        root: &Path,
+        images: ImageStore,
+        ns: Arc<dyn NamespaceHelper>,
+        host: Arc<dyn Host>,
+        launcher: Arc<dyn Launcher>,
+    ) -> Result<Self> {
+        for d in ["sandboxes", "containers", "libcontainer"] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(RuntimeError::io("create dir", &p))?;
+        }
+        let sandboxes: HashMap<_, _> = load_dir::<SandboxRecord>(&root.join("sandboxes"))
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect();
+        let containers: HashMap<_, _> = load_dir::<ContainerRecord>(&root.join("containers"))
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
+        tracing::info!(
+            sandboxes = sandboxes.len(),
+            containers = containers.len(),
+            "runtime state loaded"
+        );
+        Ok(Runtime {
+            root: root.to_path_buf(),
+            images,
+            ns,
+            host,
+            launcher,
+            sandboxes: Mutex::new(sandboxes),
+            containers: Mutex::new(containers),
+            ops: Mutex::default(),
+        })
+    }
+
+    async fn op_lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = lock(&self.ops).entry(id.to_string()).or_default().clone();
+        m.lock_owned().await
+    }
+
+    fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.root.join("sandboxes").join(id)
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    fn save_sandbox(&self, s: &SandboxRecord) -> Result<()> {
+        state::write_json(&self.sandbox_dir(&s.id).join("state.json"), s)?;
+        lock(&self.sandboxes).insert(s.id.clone(), s.clone());
+        Ok(())
+    }
+
+    fn save_container(&self, c: &ContainerRecord) -> Result<()> {
+        state::write_json(&self.container_dir(&c.id).join("state.json"), c)?;
+        lock(&self.containers).insert(c.id.clone(), c.clone());
+        Ok(())
+    }
+
+    pub fn sandbox(&self, id: &str) -> Result<SandboxRecord> {
+        lock(&self.sandboxes)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::not_found("sandbox", id))
+    }
+
+    pub fn container(&self, id: &str) -> Result<ContainerRecord> {
+        lock(&self.containers)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::not_found("container", id))
+    }
+
+    // ---- sandboxes ----
+
+    /// RunPodSandbox.
+    pub async fn run_pod_sandbox(
+        &self,
+        config: cri::PodSandboxConfig,
+        runtime_handler: String,
+    ) -> Result<String> {
+        let meta = config.metadata.clone().ok_or_else(|| {
+            RuntimeError::InvalidArgument("sandbox config has no metadata".into())
+        })?;
+        if meta.name.is_empty() {
+            return Err(RuntimeError::InvalidArgument(
+                "sandbox metadata has no name".into(),
+            ));
+        }
+        let nsopts = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        let host_network = nsopts.network == cri::NamespaceMode::Node as i32;
+        let host_ipc = nsopts.ipc == cri::NamespaceMode::Node as i32;
+        let hostname = if host_network {
+            None
+        } else if config.hostname.is_empty() {
+            Some(meta.name.clone())
+        } else {
+            Some(config.hostname.clone())
+        };
+        let id = new_id();
+        let dir = self.sandbox_dir(&id);
+        std::fs::create_dir_all(&dir).map_err(RuntimeError::io("create dir", &dir))?;
+        let req = NsRequest {
+            private_net: !host_network,
+            private_ipc: !host_ipc,
+            hostname: hostname.clone(),
+        };
+        let ns = self.ns.clone();
+        let ns_dir = dir.join("ns");
+        let created = blocking(move || ns.create(&ns_dir, &req)).await;
+        let ns_paths = match created {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let dns = config.dns_config.clone().unwrap_or_default();
+        let resolv_conf =
+            sandbox::write_resolv_conf(&dir, &dns.servers, &dns.searches, &dns.options)?;
+        let record = SandboxRecord {
+            id: id.clone(),
+            name: meta.name,
+            uid: meta.uid,
+            namespace: meta.namespace,
+            attempt: meta.attempt,
+            hostname: hostname.unwrap_or_default(),
+            log_directory: config.log_directory.clone(),
+            labels: to_btree(&config.labels),
+            annotations: to_btree(&config.annotations),
+            runtime_handler,
+            host_network,
+            created_at: state::now_ns(),
+            phase: SandboxPhase::Ready,
+            ns: ns_paths,
+            resolv_conf,
+        };
+        if let Err(e) = self.save_sandbox(&record) {
+            let _ = self.ns.release(&record.ns);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        tracing::info!(sandbox = %id, pod = %record.name, namespace = %record.namespace, host_network, "sandbox ready");
+        Ok(id)
+    }
+
+    fn containers_of(&self, sandbox_id: &str) -> Vec<String> {
+        lock(&self.containers)
+            .values()
+            .filter(|c| c.sandbox_id == sandbox_id)
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    /// StopPodSandbox: stops every container (SIGKILL, as containerd does) and marks it not ready.
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        let mut sb = self.sandbox(id)?;
+        for c in self.containers_of(id) {
+            self.stop_container(&c, 0).await?;
+        }
+        if sb.phase != SandboxPhase::NotReady {
+            sb.phase = SandboxPhase::NotReady;
+            self.save_sandbox(&sb)?;
+        }
+        tracing::info!(sandbox = %id, "sandbox stopped");
+        Ok(())
+    }
+
+    /// RemovePodSandbox: removes its containers, releases its namespaces, deletes its state.
+    /// Removing an unknown sandbox is not an error (CRI semantics).
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
+        let Ok(sb) = self.sandbox(id) else {
+            return Ok(());
+        };
+        for c in self.containers_of(id) {
+            self.remove_container(&c).await?;
+        }
+        let ns = self.ns.clone();
+        let paths = sb.ns.clone();
+        blocking(move || ns.release(&paths)).await?;
+        let dir = self.sandbox_dir(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(RuntimeError::io("remove", &dir))?;
+        }
+        lock(&self.sandboxes).remove(id);
+        tracing::info!(sandbox = %id, "sandbox removed");
+        Ok(())
+    }
+
+    fn sandbox_state(s: &SandboxRecord) -> cri::PodSandboxState {
+        match s.phase {
+            SandboxPhase::Ready => cri::PodSandboxState::SandboxReady,
+            SandboxPhase::NotReady => cri::PodSandboxState::SandboxNotready,
+        }
+    }
+
+    fn sandbox_metadata(s: &SandboxRecord) -> cri::PodSandboxMetadata {
+        cri::PodSandboxMetadata {
+            name: s.name.clone(),
+            uid: s.uid.clone(),
+            namespace: s.namespace.clone(),
+            attempt: s.attempt,
+        }
+    }
+
+    /// PodSandboxStatus.
+    pub fn pod_sandbox_status(&self, id: &str) -> Result<cri::PodSandboxStatus> {
+        let s = self.sandbox(id)?;
+        let ip = if s.host_network {
+            sandbox::ns::primary_ipv4()
+        } else {
+            String::new()
+        };
+        let mode = |private: bool| {
+            if private {
+                cri::NamespaceMode::Pod as i32
+            } else {
+                cri::NamespaceMode::Node as i32
+            }
+        };
+        Ok(cri::PodSandboxStatus {
+            id: s.id.clone(),
+            metadata: Some(Self::sandbox_metadata(&s)),
+            state: Self::sandbox_state(&s) as i32,
+            created_at: s.created_at,
+            network: Some(cri::PodSandboxNetworkStatus {
+                ip,
+                additional_ips: vec![],
+            }),
+            linux: Some(cri::LinuxPodSandboxStatus {
+                namespaces: Some(cri::Namespace {
+                    options: Some(cri::NamespaceOption {
+                        network: mode(s.ns.net.is_some()),
+                        pid: cri::NamespaceMode::Container as i32,
+                        ipc: mode(s.ns.ipc.is_some()),
+                        target_id: String::new(),
+                    }),
+                }),
+            }),
+            labels: to_hash(&s.labels),
+            annotations: to_hash(&s.annotations),
+            runtime_handler: s.runtime_handler.clone(),
+        })
+    }
+
+    /// ListPodSandbox.
+    pub fn list_pod_sandbox(&self, filter: Option<cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
+        let filter = filter.unwrap_or_default();
+        let mut out: Vec<_> = lock(&self.sandboxes)
+            .values()
+            .filter(|s| filter.id.is_empty() || s.id.starts_with(&filter.id))
+            .filter(|s| {
+                filter
+                    .state
+                    .as_ref()
+                    .is_none_or(|st| st.state == Self::sandbox_state(s) as i32)
+            })
+            .filter(|s| labels_match(&filter.label_selector, &s.labels))
+            .map(|s| cri::PodSandbox {
+                id: s.id.clone(),
+                metadata: Some(Self::sandbox_metadata(s)),
+                state: Self::sandbox_state(s) as i32,
+                created_at: s.created_at,
+                labels: to_hash(&s.labels),
+                annotations: to_hash(&s.annotations),
+                runtime_handler: s.runtime_handler.clone(),
+            })
+            .collect();
+        out.sort_by_key(|s| s.created_at);
+        out
+    }
+
+    // ---- containers ----
+
+    /// CreateContainer: resolves the image, mounts the rootfs, writes the OCI bundle.
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: cri::ContainerConfig,
+    ) -> Result<String> {
+        let sb = self.sandbox(sandbox_id)?;
+        if sb.phase != SandboxPhase::Ready {
+            return Err(RuntimeError::FailedPrecondition {
+                kind: "sandbox",
+                name: sandbox_id.to_string(),
+                state: "not ready".into(),
+                action: "create containers",
+            });
+        }
+        let meta = config.metadata.clone().ok_or_else(|| {
+            RuntimeError::InvalidArgument("container config has no metadata".into())
+        })?;
+        if meta.name.is_empty() {
+            return Err(RuntimeError::InvalidArgument(
+                "container metadata has no name".into(),
+            ));
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(RuntimeError::InvalidArgument(
+                "container config has no image".into(),
+            ));
+        }
+        let image = self
+            .images
+            .get(&image_name)
+            .ok_or_else(|| RuntimeError::not_found("image", &image_name))?;
+        let lowerdirs = self.images.lowerdirs(&image)?;
+        let log_path = resolve_log_path(&sb.log_directory, &config.log_path)?;
+
+        let id = new_id();
+        let dir = self.container_dir(&id);
+        let rootfs = dir.join("rootfs");
+        let linux = config.linux.clone().unwrap_or_default();
+        let sc = linux.security_context.clone().unwrap_or_default();
+        let res = linux.resources.clone().unwrap_or_default();
+        let user_req = UserRequest {
+            run_as_user: sc.run_as_user.as_ref().map(|v| v.value),
+            run_as_group: sc.run_as_group.as_ref().map(|v| v.value),
+            run_as_username: sc.run_as_username.clone(),
+            supplemental_groups: sc.supplemental_groups.clone(),
+            image_user: image.config.user.clone(),
+        };
+        let passwd = spec::read_from_layers(&lowerdirs, Path::new("etc/passwd"));
+        let group = spec::read_from_layers(&lowerdirs, Path::new("etc/group"));
+        let user = spec::resolve_user(&user_req, &passwd, &group)?;
+        let mut mounts: Vec<BindMount> = config
+            .mounts
+            .iter()
+            .map(|m| BindMount {
+                host_path: PathBuf::from(&m.host_path),
+                container_path: PathBuf::from(&m.container_path),
+                readonly: m.readonly,
+            })
+            .collect();
+        if let Some(resolv) = &sb.resolv_conf
+            && !mounts
+                .iter()
+                .any(|m| m.container_path == Path::new("/etc/resolv.conf"))
+        {
+            mounts.push(BindMount {
+                host_path: resolv.clone(),
+                container_path: "/etc/resolv.conf".into(),
+                readonly: false,
+            });
+        }
+        let pod = if sb.uid.is_empty() {
+            sb.id.clone()
+        } else {
+            cgroup_component(&sb.uid)
+        };
+        let cgroup_path = format!("/skiff/{pod}/{id}");
+        let caps = sc.capabilities.clone().unwrap_or_default();
+        let input = SpecInput {
+            image: image.config.clone(),
+            command: config.command.clone(),
+            args: config.args.clone(),
+            envs: config
+                .envs
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.value.clone()))
+                .collect(),
+            working_dir: config.working_dir.clone(),
+            user: Some(user),
+            privileged: sc.privileged,
+            readonly_rootfs: sc.readonly_rootfs,
+            cap_add: caps.add_capabilities,
+            cap_drop: caps.drop_capabilities,
+            rootfs: rootfs.clone(),
+            namespaces: JoinNamespaces {
+                net: sb.ns.net.clone(),
+                ipc: sb.ns.ipc.clone(),
+                uts: sb.ns.uts.clone(),
+            },
+            mounts,
+            resources: Resources {
+                memory_limit: res.memory_limit_in_bytes,
+                cpu_shares: res.cpu_shares,
+                cpu_quota: res.cpu_quota,
+                cpu_period: res.cpu_period,
+                oom_score_adj: res.oom_score_adj,
+            },
+            cgroups_path: cgroup_path.clone(),
+            annotations: config
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        let oci = spec::build_spec(&input)?;
+
+        let record = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sandbox_id.to_string(),
+            name: meta.name,
+            attempt: meta.attempt,
+            image: image_name,
+            image_id: image.id.clone(),
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            labels: to_btree(&config.labels),
+            annotations: to_btree(&config.annotations),
+            log_path: log_path.clone(),
+            created_at: state::now_ns(),
+            started_at: 0,
+            pid: 0,
+            monitor_pid: 0,
+            cgroup_path: cgroup_path.clone(),
+            snapshots: image.layers.iter().map(|l| l.diff_id.clone()).collect(),
+            mounts: config
+                .mounts
+                .iter()
+                .map(|m| MountRecord {
+                    container_path: m.container_path.clone(),
+                    host_path: m.host_path.clone(),
+                    readonly: m.readonly,
+                })
+                .collect(),
+            start_error: String::new(),
+        };
+        let monitor = MonitorConfig {
+            id: id.clone(),
+            bundle: dir.join("bundle"),
+            state_root: self.root.join("libcontainer"),
+            log_path: (!log_path.is_empty()).then(|| PathBuf::from(&log_path)),
+            cgroup_path,
+        };
+        let host = self.host.clone();
+        let dir2 = dir.clone();
+        let result = blocking(move || {
+            std::fs::create_dir_all(dir2.join("bundle"))
+                .map_err(RuntimeError::io("create dir", dir2.join("bundle")))?;
+            host.mount_overlay(
+                &lowerdirs,
+                &dir2.join("upper"),
+                &dir2.join("work"),
+                &dir2.join("rootfs"),
+            )?;
+            state::write_json(&dir2.join("bundle").join("config.json"), &oci)?;
+            state::write_json(&dir2.join(MONITOR_CONFIG), &monitor)?;
+            Ok(())
+        })
+        .await
+        .and_then(|()| self.save_container(&record));
+        if let Err(e) = result {
+            let _ = self.host.unmount(&rootfs);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        tracing::info!(container = %id, sandbox = %sandbox_id, name = %record.name, "container created");
+        Ok(id)
+    }
+
+    /// The observed state of a container.
+    pub fn live(&self, c: &ContainerRecord) -> Live {
+        if !c.start_error.is_empty() {
+            return Live::Exited(ExitRecord {
+                exit_code: 128,
+                finished_at: c.started_at,
+                oom_killed: false,
+                message: c.start_error.clone(),
+            });
+        }
+        if c.started_at == 0 {
+            return Live::Created;
+        }
+        let exit_path = self.container_dir(&c.id).join(EXIT_FILE);
+        let read_exit = || state::read_json::<ExitRecord>(&exit_path).ok().flatten();
+        if let Some(e) = read_exit() {
+            return Live::Exited(e);
+        }
+        if self.launcher.alive(c.monitor_pid) || self.launcher.alive(c.pid) {
+            return Live::Running;
+        }
+        // The monitor may have written the record between the two checks.
+        read_exit().map_or_else(
+            || {
+                Live::Exited(ExitRecord {
+                    exit_code: 255,
+                    finished_at: state::now_ns(),
+                    oom_killed: false,
+                    message: "container monitor exited without recording the exit".into(),
+                })
+            },
+            Live::Exited,
+        )
+    }
+
+    /// StartContainer: returns once the process runs, or with why it could not.
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        let _op = self.op_lock(id).await;
+        let mut c = self.container(id)?;
+        if self.live(&c) != Live::Created {
+            return Err(RuntimeError::FailedPrecondition {
+                kind: "container",
+                name: id.to_string(),
+                state: "not in created state".into(),
+                action: "start",
+            });
+        }
+        let sb = self.sandbox(&c.sandbox_id)?;
+        if sb.phase != SandboxPhase::Ready {
+            return Err(RuntimeError::FailedPrecondition {
+                kind: "sandbox",
+                name: sb.id,
+                state: "not ready".into(),
+                action: "start containers",
+            });
+        }
+        let dir = self.container_dir(id);
+        match self.launcher.start(id, &dir).await {
+            Ok(started) => {
+                c.pid = started.pid;
+                c.monitor_pid = started.monitor_pid;
+                c.started_at = state::now_ns();
+                self.save_container(&c)?;
+                tracing::info!(container = %id, pid = started.pid, "container started");
+                Ok(())
+            }
+            Err(e) => {
+                c.started_at = state::now_ns();
+                c.start_error = e.to_string();
+                self.save_container(&c)?;
+                tracing::warn!(container = %id, error = %e, "container failed to start");
+                Err(e)
+            }
+        }
+    }
+
+    async fn wait_exit(&self, c: &ContainerRecord, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if matches!(self.live(c), Live::Exited(_)) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// StopContainer: SIGTERM, then SIGKILL after `timeout` seconds. Stopping a container that
+    /// is not running is a no-op.
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let _op = self.op_lock(id).await;
+        self.stop_locked(id, timeout).await
+    }
+
+    async fn stop_locked(&self, id: &str, timeout: i64) -> Result<()> {
+        let c = self.container(id)?;
+        if self.live(&c) != Live::Running {
+            return Ok(());
+        }
+        if timeout > 0 {
+            self.launcher.signal(c.pid, Signal::SIGTERM)?;
+            if self
+                .wait_exit(&c, Duration::from_secs(timeout.unsigned_abs()))
+                .await
+            {
+                tracing::info!(container = %id, "container stopped");
+                return Ok(());
+            }
+        }
+        self.launcher.signal(c.pid, Signal::SIGKILL)?;
+        if self.wait_exit(&c, KILL_WAIT).await {
+            tracing::info!(container = %id, "container killed");
+            Ok(())
+        } else {
+            Err(RuntimeError::Launch {
+                id: id.to_string(),
+                message: format!("still running {}s after SIGKILL", KILL_WAIT.as_secs()),
+            })
+        }
+    }
+
+    /// RemoveContainer: kills it if needed, unmounts the rootfs, removes cgroups and state.
+    /// Removing an unknown container is not an error (CRI semantics).
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let _op = self.op_lock(id).await;
+        let Ok(c) = self.container(id) else {
+            return Ok(());
+        };
+        self.stop_locked(id, 0).await?;
+        let host = self.host.clone();
+        let dir = self.container_dir(id);
+        let lc_state = self.root.join("libcontainer").join(id);
+        let cgroup = c.cgroup_path.clone();
+        blocking(move || {
+            host.unmount(&dir.join("rootfs"))?;
+            host.remove_cgroup(&cgroup)?;
+            for d in [&lc_state, &dir] {
+                if d.exists() {
+                    std::fs::remove_dir_all(d).map_err(RuntimeError::io("remove", d))?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        lock(&self.containers).remove(id);
+        lock(&self.ops).remove(id);
+        tracing::info!(container = %id, "container removed");
+        Ok(())
+    }
+
+    fn container_state(live: &Live) -> cri::ContainerState {
+        match live {
+            Live::Created => cri::ContainerState::ContainerCreated,
+            Live::Running => cri::ContainerState::ContainerRunning,
+            Live::Exited(_) => cri::ContainerState::ContainerExited,
+        }
+    }
+
+    /// ContainerStatus.
+    pub fn container_status(&self, id: &str) -> Result<cri::ContainerStatus> {
+        let c = self.container(id)?;
+        let live = self.live(&c);
+        let (finished_at, exit_code, reason, message) = match &live {
+            Live::Exited(e) => {
+                let reason = if !c.start_error.is_empty() {
+                    "StartError"
+                } else if e.oom_killed {
+                    "OOMKilled"
+                } else if e.exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                };
+                (
+                    e.finished_at,
+                    e.exit_code,
+                    reason.to_string(),
+                    e.message.clone(),
+                )
+            }
+            _ => (0, 0, String::new(), String::new()),
+        };
+        Ok(cri::ContainerStatus {
+            id: c.id.clone(),
+            metadata: Some(cri::ContainerMetadata {
+                name: c.name.clone(),
+                attempt: c.attempt,
+            }),
+            state: Self::container_state(&live) as i32,
+            created_at: c.created_at,
+            started_at: if c.start_error.is_empty() {
+                c.started_at
+            } else {
+                0
+            },
+            finished_at,
+            exit_code,
+            image: Some(cri::ImageSpec {
+                image: c.image.clone(),
+                ..Default::default()
+            }),
+            image_ref: c.image_ref.clone(),
+            reason,
+            message,
+            labels: to_hash(&c.labels),
+            annotations: to_hash(&c.annotations),
+            mounts: c
+                .mounts
+                .iter()
+                .map(|m| cri::Mount {
+                    container_path: m.container_path.clone(),
+                    host_path: m.host_path.clone(),
+                    readonly: m.readonly,
+                    ..Default::default()
+                })
+                .collect(),
+            log_path: c.log_path.clone(),
+            image_id: c.image_id.clone(),
+        })
+    }
+
+    /// ListContainers.
+    pub fn list_containers(&self, filter: Option<cri::ContainerFilter>) -> Vec<cri::Container> {
+        let filter = filter.unwrap_or_default();
+        let all: Vec<ContainerRecord> = lock(&self.containers).values().cloned().collect();
+        let mut out: Vec<_> = all
+            .iter()
+            .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
+            .filter(|c| {
+                filter.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&filter.pod_sandbox_id)
+            })
+            .filter(|c| labels_match(&filter.label_selector, &c.labels))
+            .map(|c| (c, Self::container_state(&self.live(c))))
+            .filter(|(_, st)| filter.state.as_ref().is_none_or(|f| f.state == *st as i32))
+            .map(|(c, st)| cri::Container {
+                id: c.id.clone(),
+                pod_sandbox_id: c.sandbox_id.clone(),
+                metadata: Some(cri::ContainerMetadata {
+                    name: c.name.clone(),
+                    attempt: c.attempt,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: c.image.clone(),
+                    ..Default::default()
+                }),
+                image_ref: c.image_ref.clone(),
+                state: st as i32,
+                created_at: c.created_at,
+                labels: to_hash(&c.labels),
+                annotations: to_hash(&c.annotations),
+                image_id: c.image_id.clone(),
+            })
+            .collect();
+        out.sort_by_key(|c| c.created_at);
+        out
+    }
+
+    /// Snapshot diff ids that containers' rootfs mounts use.
+    pub fn snapshots_in_use(&self) -> HashSet<String> {
+        lock(&self.containers)
+            .values()
+            .flat_map(|c| c.snapshots.iter().cloned())
+            .collect()
+    }
+}

@@ -1,0 +1,96 @@
+//! Pod sandboxes: the namespaces a pod's containers share (network with loopback up, IPC, UTS
+//! with the pod's hostname; the host's network and UTS for hostNetwork pods), the pod's
+//! resolv.conf, and the sandbox record persisted at `<root>/sandboxes/<id>/state.json`.
+
+pub mod ns;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use self::ns::{LinuxNamespaces, NamespaceHelper, NsPaths, NsRequest};
+use crate::error::{Result, RuntimeError};
+
+/// A sandbox's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxPhase {
+    /// Namespaces exist; containers may be created. Set by RunPodSandbox.
+    Ready,
+    /// Stopped: its containers were stopped; only RemovePodSandbox moves on from here.
+    NotReady,
+}
+
+/// A sandbox as persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub name: String,
+    pub uid: String,
+    pub namespace: String,
+    pub attempt: u32,
+    pub hostname: String,
+    pub log_directory: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub runtime_handler: String,
+    pub host_network: bool,
+    pub created_at: i64,
+    pub phase: SandboxPhase,
+    pub ns: NsPaths,
+    /// `<root>/sandboxes/<id>/resolv.conf`, bind-mounted into containers when present.
+    pub resolv_conf: Option<PathBuf>,
+}
+
+/// Writes a resolv.conf for the pod from CRI's DNS config. Without one, the host's is copied
+/// (containerd's behaviour for the default DNS policy).
+pub fn write_resolv_conf(
+    dir: &Path,
+    servers: &[String],
+    searches: &[String],
+    options: &[String],
+) -> Result<Option<PathBuf>> {
+    let path = dir.join("resolv.conf");
+    let content = if servers.is_empty() && searches.is_empty() && options.is_empty() {
+        match std::fs::read_to_string("/etc/resolv.conf") {
+            Ok(c) => c,
+            Err(_) => return Ok(None),
+        }
+    } else {
+        let mut c = String::new();
+        if !searches.is_empty() {
+            c.push_str(&format!("search {}\n", searches.join(" ")));
+        }
+        for s in servers {
+            c.push_str(&format!("nameserver {s}\n"));
+        }
+        if !options.is_empty() {
+            c.push_str(&format!("options {}\n", options.join(" ")));
+        }
+        c
+    };
+    std::fs::write(&path, content).map_err(RuntimeError::io("write", &path))?;
+    Ok(Some(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_from_dns_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = write_resolv_conf(
+            dir.path(),
+            &["10.96.0.10".into()],
+            &["default.svc.cluster.local".into()],
+            &["ndots:5".into()],
+        )
+        .expect("write")
+        .expect("path");
+        assert_eq!(
+            std::fs::read_to_string(p).expect("read"),
+            "search default.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! Namespace holders: a new network (loopback up), IPC and UTS (hostname set) namespace, created
+//! in a dedicated thread with unshare(2) and kept alive by bind-mounting the thread's namespace
+//! files onto `<sandbox-dir>/ns/{net,ipc,uts}`, so containers can join them by path.
+#![allow(unsafe_code)]
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+use crate::error::{Result, RuntimeError};
+
+/// Which namespaces a sandbox owns, and where their files are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NsPaths {
+    pub net: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+}
+
+/// What to create.
+#[derive(Debug, Clone, Default)]
+pub struct NsRequest {
+    pub private_net: bool,
+    pub private_ipc: bool,
+    /// A private UTS namespace with this hostname; `None` shares the host's (hostNetwork).
+    pub hostname: Option<String>,
+}
+
+/// Creates and releases sandbox namespaces.
+pub trait NamespaceHelper: Send + Sync {
+    /// Creates the requested namespaces with holders under `dir` (`<sandbox-dir>/ns`).
+    fn create(&self, dir: &Path, req: &NsRequest) -> Result<NsPaths>;
+    /// Unmounts and deletes the holders; missing ones are fine.
+    fn release(&self, ns: &NsPaths) -> Result<()>;
+}
+
+/// The real helper, for root on Linux.
+#[derive(Debug, Default)]
+pub struct LinuxNamespaces;
+
+impl NamespaceHelper for LinuxNamespaces {
+    fn create(&self, dir: &Path, req: &NsRequest) -> Result<NsPaths> {
+        std::fs::create_dir_all(dir).map_err(RuntimeError::io("create dir", dir))?;
+        let mut flags = CloneFlags::empty();
+        let mut paths = NsPaths::default();
+        let mut targets = Vec::new();
+        for (on, flag, name) in [
+            (req.private_net, CloneFlags::CLONE_NEWNET, "net"),
+            (req.private_ipc, CloneFlags::CLONE_NEWIPC, "ipc"),
+            (req.hostname.is_some(), CloneFlags::CLONE_NEWUTS, "uts"),
+        ] {
+            if !on {
+                continue;
+            }
+            flags |= flag;
+            let p = dir.join(name);
+            std::fs::File::create(&p).map_err(RuntimeError::io("create ns holder", &p))?;
+            match name {
+                "net" => paths.net = Some(p.clone()),
+                "ipc" => paths.ipc = Some(p.clone()),
+                _ => paths.uts = Some(p.clone()),
+            }
+            targets.push((name, p));
+        }
+        if flags.is_empty() {
+            return Ok(paths);
+        }
+        let hostname = req.hostname.clone();
+        let private_net = req.private_net;
+        // unshare(2) moves only the calling thread; a throwaway thread keeps the runtime's own
+        // threads in the host namespaces. The bind mounts keep the namespaces alive after it ends.
+        let result = std::thread::spawn(move || -> Result<()> {
+            nix::sched::unshare(flags).map_err(RuntimeError::sys("unshare sandbox namespaces"))?;
+            if let Some(h) = &hostname {
+                nix::unistd::sethostname(h)
+                    .map_err(RuntimeError::sys(format!("sethostname {h}")))?;
+            }
+            if private_net {
+                loopback_up()?;
+            }
+            for (name, target) in &targets {
+                let src = format!("/proc/thread-self/ns/{name}");
+                nix::mount::mount(
+                    Some(src.as_str()),
+                    target,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(RuntimeError::sys(format!(
+                    "bind {src} to {}",
+                    target.display()
+                )))?;
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| RuntimeError::Internal("namespace thread panicked".into()))?;
+        if let Err(e) = result {
+            let _ = self.release(&paths);
+            return Err(e);
+        }
+        Ok(paths)
+    }
+
+    fn release(&self, ns: &NsPaths) -> Result<()> {
+        for p in [&ns.net, &ns.ipc, &ns.uts].into_iter().flatten() {
+            match nix::mount::umount2(p, MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(RuntimeError::sys(format!("unmount {}", p.display()))(e)),
+            }
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(RuntimeError::io("remove ns holder", p)(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets IFF_UP on `lo` in the calling thread's network namespace.
+fn loopback_up() -> Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(RuntimeError::sys("socket for loopback"))?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: the socket fd is open for the duration of the call and `req` is a valid ifreq
+    // that SIOCGIFFLAGS fills in.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    if rc < 0 {
+        return Err(RuntimeError::sys("get lo flags")(nix::errno::Errno::last()));
+    }
+    // SAFETY: SIOCGIFFLAGS set the flags member of the union, which we read and update.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    }
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+    if rc < 0 {
+        return Err(RuntimeError::sys("set lo up")(nix::errno::Errno::last()));
+    }
+    Ok(())
+}
+
+/// The node's primary IPv4 address: the first non-loopback IPv4 on an interface that is up.
+pub fn primary_ipv4() -> String {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return String::new();
+    };
+    for a in addrs {
+        if !a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP)
+            || a.flags
+                .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+        {
+            continue;
+        }
+        if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
+            return sin.ip().to_string();
+        }
+    }
+    String::new()
+}
