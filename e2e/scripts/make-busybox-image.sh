@@ -2,12 +2,12 @@
 # Builds a busybox-static OCI image with umoci and pushes it with skopeo to a plain-HTTP
 # registry, starting Debian's docker-registry on that address first if nothing listens there.
 #
-# usage: make_test_image.sh <workdir> [registry-addr] [image:tag]
+# usage: make-busybox-image.sh <workdir> [registry-addr] [image:tag]
 #   defaults: registry 127.0.0.1:5055, image busybox:1
 # Needs root (umoci unpack), busybox-static, umoci, skopeo, docker-registry.
 # The registry's pid is written to <workdir>/registry.pid (kill it when done).
 set -eu
-work=${1:?usage: make_test_image.sh <workdir> [registry-addr] [image:tag]}
+work=${1:?usage: make-busybox-image.sh <workdir> [registry-addr] [image:tag]}
 addr=${2:-127.0.0.1:5055}
 image=${3:-busybox:1}
 mkdir -p "$work"

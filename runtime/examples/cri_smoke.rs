@@ -1,5 +1,5 @@
 //! End-to-end smoke test of the runtime against itself, as root: builds and pushes a busybox
-//! image to a local registry (make_test_image.sh), serves CRI on a temp socket, then pulls, runs a
+//! image to a local registry (e2e/scripts/make-busybox-image.sh), serves CRI on a temp socket, then pulls, runs a
 //! sandbox and a container, and checks the results through /proc and cgroupfs.
 //!
 //! Run: `cargo run -p runtime --example cri_smoke` (root). The binary doubles as the container
@@ -49,15 +49,15 @@ async fn smoke() -> anyhow::Result<()> {
     let work = PathBuf::from(format!("/tmp/skiff-smoke-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let registry = "127.0.0.1:5055";
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/make_test_image.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/scripts/make-busybox-image.sh");
     let st = std::process::Command::new("sh")
         .arg(&script)
         .arg(work.join("image"))
         .arg(registry)
         .arg("busybox:1")
         .status()
-        .context("run make_test_image.sh")?;
-    ensure!(st.success(), "make_test_image.sh failed: {st}");
+        .context("run make-busybox-image.sh")?;
+    ensure!(st.success(), "make-busybox-image.sh failed: {st}");
 
     let root = work.join("runtime");
     let socket = root.join("cri.sock");
