@@ -261,21 +261,24 @@ impl<C: Cri> PodWorker<C> {
             });
         }
         let now = Instant::now();
-        let state = std::mem::replace(&mut self.state, Lifecycle::Terminated);
-        let was_running = matches!(state, Lifecycle::Running(_));
-        self.state = match state {
-            Lifecycle::Adopting => self.adopt(&pod).await?,
-            Lifecycle::NeedsSandbox { attempt } => self.run_sandbox(&pod, attempt, now).await,
-            Lifecycle::Running(sb) => self.sync_running(&pod, sb, now).await?,
-            other => other,
-        };
-        // A sandbox that just came up gets its containers in the same pass.
-        if !was_running && let Lifecycle::Running(_) = &self.state {
+        // Step until a state has acted on the runtime: a fresh worker adopts, runs the
+        // sandbox and starts containers in one pass.
+        loop {
             let state = std::mem::replace(&mut self.state, Lifecycle::Terminated);
-            self.state = match state {
-                Lifecycle::Running(sb) => self.sync_running(&pod, sb, now).await?,
-                other => other,
+            let (next, step_again) = match state {
+                Lifecycle::Adopting => (self.adopt(&pod).await?, true),
+                Lifecycle::NeedsSandbox { attempt } => {
+                    let next = self.run_sandbox(&pod, attempt, now).await;
+                    let up = matches!(next, Lifecycle::Running(_));
+                    (next, up)
+                }
+                Lifecycle::Running(sb) => (self.sync_running(&pod, sb, now).await?, false),
+                other => (other, false),
             };
+            self.state = next;
+            if !step_again {
+                break;
+            }
         }
         let status = self.build_status(&pod);
         let requeue = match self.state {
@@ -920,3 +923,7 @@ async fn ensure_image<C: Cri>(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;
