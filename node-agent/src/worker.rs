@@ -79,7 +79,6 @@ enum Lifecycle {
 #[derive(Debug, Clone)]
 struct Attempt {
     id: String,
-    attempt: u32,
     status: Option<v1::ContainerStatus>,
     /// When the worker first saw this attempt exited; the crash back-off counts from here.
     exit_seen: Option<Instant>,
@@ -356,7 +355,6 @@ impl<C: Cri> PodWorker<C> {
             }
             slot.current = Some(Attempt {
                 id: c.id.clone(),
-                attempt: meta.attempt,
                 status: None,
                 exit_seen: None,
             });
@@ -394,6 +392,8 @@ impl<C: Cri> PodWorker<C> {
         let result = async {
             let config =
                 spec::sandbox_config(pod, &self.node.node_name, &self.node.pod_log_dir, attempt)?;
+            // The kubelet, not the runtime, makes the pod's log directory.
+            make_dir(&config.log_directory, &self.key).await;
             let id = self.cri.run_pod_sandbox(config.clone()).await?;
             let ips = self.sandbox_ips(&id).await?;
             Ok::<_, AgentError>(Sandbox {
@@ -603,6 +603,7 @@ impl<C: Cri> PodWorker<C> {
                 return;
             }
         };
+        make_dir(&format!("{}/{}", sb.config.log_directory, c.name), &key).await;
         let id = match cri
             .create_container(&sb.id, config, sb.config.clone())
             .await
@@ -636,7 +637,6 @@ impl<C: Cri> PodWorker<C> {
         }
         let mut attempt_rec = Attempt {
             id,
-            attempt,
             status: None,
             exit_seen: None,
         };
@@ -860,6 +860,16 @@ impl<C: Cri> PodWorker<C> {
             container_statuses: Some(containers),
             ..Default::default()
         })
+    }
+}
+
+/// Creates a log directory; a failure is the runtime's to report when it opens the log.
+async fn make_dir(path: &str, key: &str) {
+    if path.is_empty() {
+        return;
+    }
+    if let Err(e) = tokio::fs::create_dir_all(path).await {
+        tracing::warn!(pod = %key, path, error = %e, "create log directory failed");
     }
 }
 

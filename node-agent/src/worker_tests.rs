@@ -9,7 +9,7 @@ fn node() -> Arc<NodeContext> {
     Arc::new(NodeContext {
         node_name: "n1".to_owned(),
         node_ip: "192.168.1.10".parse().expect("ip"),
-        pod_log_dir: PathBuf::from("/var/log/pods"),
+        pod_log_dir: std::env::temp_dir().join("skiff-node-agent-tests"),
         runtime_name: "fake".to_owned(),
     })
 }
@@ -103,14 +103,19 @@ async fn pulls_runs_sandbox_creates_and_starts() {
     assert!(cs.ready);
 
     // The sandbox config carries what the kubelet sends.
-    let state = fake.state();
-    let sb = &state.sandboxes["sb1"].config;
-    assert_eq!(sb.hostname, "web");
-    assert_eq!(sb.log_directory, "/var/log/pods/default_web_u1");
-    assert_eq!(sb.labels[cri::LABEL_POD_UID], "u1");
-    let c = &state.containers["c2"].config;
-    assert_eq!(c.log_path, "app/0.log");
-    drop(state);
+    {
+        let state = fake.state();
+        let sb = &state.sandboxes["sb1"].config;
+        assert_eq!(sb.hostname, "web");
+        assert!(
+            sb.log_directory.ends_with("/default_web_u1"),
+            "{}",
+            sb.log_directory
+        );
+        assert_eq!(sb.labels[cri::LABEL_POD_UID], "u1");
+        let c = &state.containers["c2"].config;
+        assert_eq!(c.log_path, "app/0.log");
+    }
 
     // A second pass with nothing changed does nothing and reports the same.
     let again = sync(&mut w, &p).await;
