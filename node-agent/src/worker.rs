@@ -265,13 +265,26 @@ impl<C: Cri> PodWorker<C> {
         loop {
             let state = std::mem::replace(&mut self.state, Lifecycle::Terminated);
             let (next, step_again) = match state {
-                Lifecycle::Adopting => (self.adopt(&pod).await?, true),
+                // On an error the state is put back, so the next pass retries the same step.
+                Lifecycle::Adopting => match self.adopt(&pod).await {
+                    Ok(next) => (next, true),
+                    Err(e) => {
+                        self.state = Lifecycle::Adopting;
+                        return Err(e);
+                    }
+                },
                 Lifecycle::NeedsSandbox { attempt } => {
                     let next = self.run_sandbox(&pod, attempt, now).await;
                     let up = matches!(next, Lifecycle::Running(_));
                     (next, up)
                 }
-                Lifecycle::Running(sb) => (self.sync_running(&pod, sb, now).await?, false),
+                Lifecycle::Running(sb) => match self.sync_running(&pod, sb.clone(), now).await {
+                    Ok(next) => (next, false),
+                    Err(e) => {
+                        self.state = Lifecycle::Running(sb);
+                        return Err(e);
+                    }
+                },
                 other => (other, false),
             };
             self.state = next;

@@ -363,3 +363,20 @@ async fn host_network_pod_reports_the_node_ip() {
     assert_eq!(st.pod_ip.as_deref(), Some("192.168.1.10"));
     assert_eq!(fake.state().sandboxes["sb1"].config.hostname, "");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_runtime_error_is_retried_from_the_same_step() {
+    let fake = Arc::new(FakeCri::new());
+    let p = pod("Always", vec![container("app", "busybox:1.36")]);
+    let mut w = PodWorker::new(fake.clone(), node(), &p);
+    fake.state().fail_once.insert("ListPodSandbox".to_owned());
+    assert!(w.sync(&desired(&p)).await.is_err());
+    let st = sync(&mut w, &p).await;
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+
+    fake.state().fail_once.insert("PodSandboxStatus".to_owned());
+    assert!(w.sync(&desired(&p)).await.is_err());
+    let again = sync(&mut w, &p).await;
+    assert_eq!(again.phase.as_deref(), Some("Running"));
+    assert_eq!(fake.state().sandboxes.len(), 1, "no second sandbox");
+}

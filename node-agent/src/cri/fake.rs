@@ -40,6 +40,8 @@ pub struct FakeState {
     pub start_errors: BTreeSet<String>,
     /// The IP every sandbox gets.
     pub pod_ip: String,
+    /// Ops (`"ListPodSandbox"`, ...) whose next call fails with `Unavailable`, once each.
+    pub fail_once: BTreeSet<String>,
     next_id: u64,
 }
 
@@ -109,6 +111,20 @@ impl FakeCri {
     fn new_id(st: &mut FakeState, prefix: &str) -> String {
         st.next_id += 1;
         format!("{prefix}{}", st.next_id)
+    }
+}
+
+impl FakeCri {
+    fn injected(&self, op: &'static str) -> Result<(), AgentError> {
+        if self.state().fail_once.remove(op) {
+            return Err(AgentError::Cri {
+                op,
+                target: "fake".to_owned(),
+                code: tonic::Code::Unavailable,
+                message: "injected failure".to_owned(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -184,6 +200,7 @@ impl Cri for FakeCri {
     }
 
     async fn pod_sandbox_status(&self, id: &str) -> Result<v1::PodSandboxStatus, AgentError> {
+        self.injected("PodSandboxStatus")?;
         let st = self.state();
         let sb = st
             .sandboxes
@@ -206,6 +223,7 @@ impl Cri for FakeCri {
         &self,
         filter: v1::PodSandboxFilter,
     ) -> Result<Vec<v1::PodSandbox>, AgentError> {
+        self.injected("ListPodSandbox")?;
         let st = self.state();
         Ok(st
             .sandboxes
