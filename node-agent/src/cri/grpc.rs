@@ -272,3 +272,99 @@ impl Cri for GrpcCri {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cri_api::{RuntimeService, RuntimeServiceServer};
+    use tonic::{Request, Response, Status};
+
+    /// A runtime that answers `Version` and `ContainerStatus` (NotFound); nothing else.
+    struct TinyRuntime;
+
+    /// Writes the impl with every call but the two below answering `Unimplemented`; the whole
+    /// impl comes out of the macro so `async_trait` sees the expanded methods.
+    macro_rules! tiny_runtime {
+        ($($name:ident: $req:ident -> $resp:ident;)*) => {
+            #[tonic::async_trait]
+            impl RuntimeService for TinyRuntime {
+                async fn version(
+                    &self,
+                    _: Request<v1::VersionRequest>,
+                ) -> Result<Response<v1::VersionResponse>, Status> {
+                    Ok(Response::new(v1::VersionResponse {
+                        version: "0.1.0".to_owned(),
+                        runtime_name: "tiny".to_owned(),
+                        runtime_version: "9.9".to_owned(),
+                        runtime_api_version: "v1".to_owned(),
+                    }))
+                }
+
+                async fn container_status(
+                    &self,
+                    req: Request<v1::ContainerStatusRequest>,
+                ) -> Result<Response<v1::ContainerStatusResponse>, Status> {
+                    Err(Status::not_found(format!(
+                        "container {} not found",
+                        req.into_inner().container_id
+                    )))
+                }
+
+                $(async fn $name(&self, _: Request<v1::$req>) -> Result<Response<v1::$resp>, Status> {
+                    Err(Status::unimplemented(stringify!($name)))
+                })*
+            }
+        };
+    }
+
+    tiny_runtime! {
+        run_pod_sandbox: RunPodSandboxRequest -> RunPodSandboxResponse;
+        stop_pod_sandbox: StopPodSandboxRequest -> StopPodSandboxResponse;
+        remove_pod_sandbox: RemovePodSandboxRequest -> RemovePodSandboxResponse;
+        pod_sandbox_status: PodSandboxStatusRequest -> PodSandboxStatusResponse;
+        list_pod_sandbox: ListPodSandboxRequest -> ListPodSandboxResponse;
+        create_container: CreateContainerRequest -> CreateContainerResponse;
+        start_container: StartContainerRequest -> StartContainerResponse;
+        stop_container: StopContainerRequest -> StopContainerResponse;
+        remove_container: RemoveContainerRequest -> RemoveContainerResponse;
+        list_containers: ListContainersRequest -> ListContainersResponse;
+        status: StatusRequest -> StatusResponse;
+    }
+
+    #[tokio::test]
+    async fn talks_cri_over_a_unix_socket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("cri.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            let conn = l.accept().await.map(|(s, _)| s);
+            Some((conn, l))
+        });
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RuntimeServiceServer::new(TinyRuntime))
+                .serve_with_incoming(incoming),
+        );
+
+        let cri = GrpcCri::connect_lazy(&socket).expect("client");
+        let v = cri.version().await.expect("version");
+        assert_eq!(
+            (v.runtime_name.as_str(), v.runtime_version.as_str()),
+            ("tiny", "9.9")
+        );
+        let err = cri.container_status("c1").await.expect_err("not found");
+        assert!(err.is_not_found(), "{err}");
+        assert!(err.to_string().contains("container c1"), "{err}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_is_an_error_not_a_hang() {
+        let cri = GrpcCri::connect_lazy(Path::new("/nonexistent/cri.sock")).expect("lazy client");
+        let err = cri.version().await.expect_err("no runtime");
+        assert!(
+            matches!(err, AgentError::Cri { op: "Version", .. }),
+            "{err}"
+        );
+    }
+}
