@@ -1,1 +1,179 @@
-//! placeholder
+//! skiff's node agent (the kubelet's role): registers the Node, renews its Lease, watches the
+//! pods bound to it and drives a CRI runtime to run them, reports their status, and serves
+//! container logs over HTTP.
+//!
+//! The binary calls [`run`]; [`run_with`] takes any [`cri::Cri`] implementation.
+
+mod backoff;
+pub mod cri;
+mod error;
+mod lease;
+pub mod logs;
+mod node;
+mod pods;
+pub mod quantity;
+mod registry;
+mod server;
+mod spec;
+mod status;
+mod worker;
+
+pub use error::AgentError;
+pub use node::KUBELET_VERSION;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How the agent is set up; the `skiff` binary fills it from flags.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The Node's name (and the Lease's).
+    pub node_name: String,
+    /// The CRI runtime's unix socket (skiff's runtime, or containerd's).
+    pub cri_socket: PathBuf,
+    /// Root of the pod log directories, like `/var/log/pods`.
+    pub pod_log_dir: PathBuf,
+    /// The agent's HTTP server (the kubelet's port 10250 role).
+    pub listen: SocketAddr,
+    /// InternalIP; default: the host's primary IPv4 (or 127.0.0.1).
+    pub node_ip: Option<IpAddr>,
+}
+
+/// How long tasks get to finish after `cancel` before they are aborted.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the agent against the CRI runtime at `config.cri_socket` until `cancel`.
+pub async fn run(
+    config: AgentConfig,
+    client: kube::Client,
+    cancel: CancellationToken,
+) -> Result<(), AgentError> {
+    let cri = Arc::new(cri::GrpcCri::connect_lazy(&config.cri_socket)?);
+    run_with(config, client, cri, cancel).await
+}
+
+/// Retries `f` with back-off (1 s doubling to 30 s) until it succeeds; `None` if cancelled.
+async fn retry<T, F, Fut>(what: &str, cancel: &CancellationToken, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AgentError>>,
+{
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match f().await {
+            Ok(v) => return Some(v),
+            Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "{what} failed"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// [`run`] with any CRI implementation.
+pub async fn run_with<C: cri::Cri>(
+    config: AgentConfig,
+    client: kube::Client,
+    cri: Arc<C>,
+    cancel: CancellationToken,
+) -> Result<(), AgentError> {
+    let machine = node::Machine::read()?;
+    let node_ip = config.node_ip.unwrap_or_else(node::primary_ip);
+    let node_name = config.node_name.clone();
+    tracing::info!(node = %node_name, %node_ip, socket = %config.cri_socket.display(), "node agent starting");
+
+    // In `skiff up` the runtime and the API server start alongside the agent: wait for both.
+    let Some(version) = retry("cri version", &cancel, || cri.version()).await else {
+        return Ok(());
+    };
+    tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version, "cri runtime answered");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let Some(registered) = retry("register node", &cancel, || {
+        node::register(&nodes, &node_name)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    tracing::info!(node = %node_name, "node registered");
+
+    let registry = registry::PodRegistry::default();
+    let node_ctx = Arc::new(worker::NodeContext {
+        node_name: node_name.clone(),
+        node_ip,
+        pod_log_dir: config.pod_log_dir.clone(),
+        runtime_name: version.runtime_name.clone(),
+    });
+    // A task failing stops the others through this token without cancelling the caller's.
+    let inner = cancel.child_token();
+    let mut tasks: JoinSet<(&'static str, Result<(), AgentError>)> = JoinSet::new();
+    tasks.spawn(node::run_status_loop(
+        nodes,
+        cri.clone(),
+        node_name.clone(),
+        machine,
+        node_ip,
+        config.listen.port(),
+        inner.clone(),
+    ));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), lease::NAMESPACE);
+    let lease_task = lease::run(leases, node_name.clone(), Some(registered), inner.clone());
+    tasks.spawn(async move {
+        lease_task.await;
+        ("lease", Ok(()))
+    });
+    let pods_task = pods::run(client, cri, node_ctx, registry.clone(), inner.clone());
+    tasks.spawn(async move { ("pods", pods_task.await) });
+    let server_task = server::serve(
+        config.listen,
+        server::ServerState {
+            pod_log_dir: config.pod_log_dir,
+            registry,
+            cancel: inner.clone(),
+        },
+    );
+    tasks.spawn(async move { ("http", server_task.await) });
+
+    let mut result = Ok(());
+    tokio::select! {
+        _ = inner.cancelled() => {}
+        Some(done) = tasks.join_next() => {
+            result = match done {
+                Ok((task, Ok(()))) if !inner.is_cancelled() => Err(AgentError::Task {
+                    task,
+                    message: "stopped unexpectedly".to_owned(),
+                }),
+                Ok((_, r)) => r,
+                Err(e) => Err(AgentError::Task { task: "agent", message: e.to_string() }),
+            };
+            inner.cancel();
+        }
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(done) = tasks.join_next().await {
+            if let Ok((task, Err(e))) = done {
+                tracing::warn!(task, error = %e, "task failed during shutdown");
+            }
+        }
+    })
+    .await
+    .is_err()
+    {
+        tasks.abort_all();
+    }
+    if let Err(e) = &result {
+        tracing::error!(node = %node_name, error = %e, "node agent stopped");
+    } else {
+        tracing::info!(node = %node_name, "node agent stopped");
+    }
+    result
+}

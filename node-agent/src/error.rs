@@ -1,0 +1,107 @@
+//! The node agent's one error type: every fallible path in the crate returns [`AgentError`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// What went wrong in the node agent. Variants are what callers branch on (a CRI `NotFound` is
+/// success for a teardown; an image pull failure becomes `ErrImagePull` in the pod status).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A CRI call returned an error status.
+    #[error("cri {op} for {target}: {code:?}: {message}")]
+    Cri {
+        op: &'static str,
+        target: String,
+        code: tonic::Code,
+        message: String,
+    },
+    /// The image could not be pulled.
+    #[error("pull image {image:?}: {message}")]
+    ImagePull { image: String, message: String },
+    /// `imagePullPolicy: Never` and the image is not on the node.
+    #[error("container image {image:?} is not present with pull policy of Never")]
+    ImageNeverPull { image: String },
+    /// A Kubernetes resource quantity that does not parse or does not fit.
+    #[error("invalid quantity {value:?}: {reason}")]
+    InvalidQuantity { value: String, reason: &'static str },
+    /// The pod's spec cannot be turned into CRI requests.
+    #[error("pod {pod} is invalid: {reason}")]
+    InvalidPod { pod: String, reason: String },
+    /// A call to the Kubernetes API server failed.
+    #[error("kubernetes api {verb} {kind} {name:?}: {source}")]
+    Kube {
+        verb: &'static str,
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// The pod watch ended for good.
+    #[error("watch pods of node {node}: {message}")]
+    Watch { node: String, message: String },
+    /// Reading a local file (meminfo, os-release, a log file) failed.
+    #[error("read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent's HTTP server could not bind or serve.
+    #[error("serve http on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CRI endpoint is not a usable address.
+    #[error("cri endpoint for socket {path}: {message}")]
+    CriEndpoint { path: PathBuf, message: String },
+    /// A background task panicked or was aborted.
+    #[error("task {task} failed: {message}")]
+    Task { task: &'static str, message: String },
+}
+
+impl AgentError {
+    /// Builds a [`AgentError::Cri`] from a tonic status.
+    pub fn cri(op: &'static str, target: impl Into<String>, status: tonic::Status) -> Self {
+        AgentError::Cri {
+            op,
+            target: target.into(),
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+
+    /// Builds a [`AgentError::Kube`].
+    pub fn kube(
+        verb: &'static str,
+        kind: &'static str,
+        name: impl Into<String>,
+        source: kube::Error,
+    ) -> Self {
+        AgentError::Kube {
+            verb,
+            kind,
+            name: name.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// True when the runtime or the API server says the object does not exist; teardown paths
+    /// treat that as done.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            AgentError::Cri { code, .. } => *code == tonic::Code::NotFound,
+            AgentError::Kube { source, .. } => {
+                matches!(source.as_ref(), kube::Error::Api(s) if s.is_not_found())
+            }
+            _ => false,
+        }
+    }
+
+    /// True for a Kubernetes 409 (stale resourceVersion or failed precondition).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, AgentError::Kube { source, .. }
+            if matches!(source.as_ref(), kube::Error::Api(s) if s.is_conflict()))
+    }
+}

@@ -1,0 +1,478 @@
+//! Turns a Pod's spec into CRI requests: the sandbox config (`RunPodSandbox`) and each
+//! container's config (`CreateContainer`), the way the kubelet's kuberuntime does.
+
+use crate::AgentError;
+use crate::cri::{self, v1};
+use crate::quantity;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Grace period when neither the deletion nor the spec names one (the API default).
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+/// `<namespace>/<name>` for logs and errors.
+pub fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// The pod's log directory: `<root>/<namespace>_<name>_<uid>` (kubelet's layout).
+pub fn pod_log_dir(root: &Path, namespace: &str, name: &str, uid: &str) -> PathBuf {
+    root.join(format!("{namespace}_{name}_{uid}"))
+}
+
+/// A container's log file relative to the pod log dir: `<container>/<restartCount>.log`.
+pub fn container_log_path(container: &str, attempt: u32) -> String {
+    format!("{container}/{attempt}.log")
+}
+
+pub fn host_network(spec: &PodSpec) -> bool {
+    spec.host_network.unwrap_or(false)
+}
+
+/// Seconds the runtime waits between SIGTERM and SIGKILL when this pod is deleted.
+pub fn grace_seconds(pod: &Pod) -> i64 {
+    pod.metadata
+        .deletion_grace_period_seconds
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(DEFAULT_GRACE_SECONDS)
+        .max(0)
+}
+
+fn namespace_options(spec: &PodSpec) -> v1::NamespaceOption {
+    let mode = |host: Option<bool>, otherwise: v1::NamespaceMode| {
+        if host.unwrap_or(false) {
+            v1::NamespaceMode::Node
+        } else {
+            otherwise
+        }
+    };
+    let pid_default = if spec.share_process_namespace.unwrap_or(false) {
+        v1::NamespaceMode::Pod
+    } else {
+        v1::NamespaceMode::Container
+    };
+    v1::NamespaceOption {
+        network: mode(spec.host_network, v1::NamespaceMode::Pod).into(),
+        pid: mode(spec.host_pid, pid_default).into(),
+        ipc: mode(spec.host_ipc, v1::NamespaceMode::Pod).into(),
+        target_id: String::new(),
+    }
+}
+
+/// The identifying labels every sandbox and container carries.
+fn pod_labels(pod: &Pod, node: &str) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = pod
+        .metadata
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let meta = &pod.metadata;
+    labels.insert(
+        cri::LABEL_POD_NAME.to_owned(),
+        meta.name.clone().unwrap_or_default(),
+    );
+    labels.insert(
+        cri::LABEL_POD_NAMESPACE.to_owned(),
+        meta.namespace.clone().unwrap_or_default(),
+    );
+    labels.insert(
+        cri::LABEL_POD_UID.to_owned(),
+        meta.uid.clone().unwrap_or_default(),
+    );
+    labels.insert(cri::LABEL_NODE.to_owned(), node.to_owned());
+    labels
+}
+
+/// The `RunPodSandbox` config for attempt `attempt` of this pod.
+pub fn sandbox_config(
+    pod: &Pod,
+    node: &str,
+    log_root: &Path,
+    attempt: u32,
+) -> Result<v1::PodSandboxConfig, AgentError> {
+    let key = pod_key(pod);
+    let spec = pod.spec.as_ref().ok_or_else(|| AgentError::InvalidPod {
+        pod: key.clone(),
+        reason: "no spec".to_owned(),
+    })?;
+    let meta = &pod.metadata;
+    let name = meta.name.clone().unwrap_or_default();
+    let namespace = meta
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let uid = meta.uid.clone().ok_or_else(|| AgentError::InvalidPod {
+        pod: key,
+        reason: "no metadata.uid".to_owned(),
+    })?;
+    // Host-network pods share the node's UTS namespace: setting a hostname would rename the host.
+    let hostname = if host_network(spec) {
+        String::new()
+    } else {
+        spec.hostname.clone().unwrap_or_else(|| name.clone())
+    };
+    let port_mappings = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.is_some_and(|h| h > 0))
+        .map(|p| v1::PortMapping {
+            protocol: match p.protocol.as_deref() {
+                Some("UDP") => v1::Protocol::Udp,
+                Some("SCTP") => v1::Protocol::Sctp,
+                _ => v1::Protocol::Tcp,
+            }
+            .into(),
+            container_port: p.container_port,
+            host_port: p.host_port.unwrap_or_default(),
+            host_ip: p.host_ip.clone().unwrap_or_default(),
+        })
+        .collect();
+    let psc = spec.security_context.as_ref();
+    let privileged = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| {
+            c.security_context
+                .as_ref()
+                .and_then(|s| s.privileged)
+                .unwrap_or(false)
+        });
+    Ok(v1::PodSandboxConfig {
+        metadata: Some(v1::PodSandboxMetadata {
+            name: name.clone(),
+            uid: uid.clone(),
+            namespace: namespace.clone(),
+            attempt,
+        }),
+        hostname,
+        log_directory: pod_log_dir(log_root, &namespace, &name, &uid)
+            .to_string_lossy()
+            .into_owned(),
+        dns_config: None,
+        port_mappings,
+        labels: pod_labels(pod, node),
+        annotations: meta
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        linux: Some(v1::LinuxPodSandboxConfig {
+            // A cgroup prefix skiff owns (DESIGN.md): the runtime nests containers under it.
+            cgroup_parent: format!("/skiff/{uid}"),
+            security_context: Some(v1::LinuxSandboxSecurityContext {
+                namespace_options: Some(namespace_options(spec)),
+                run_as_user: psc
+                    .and_then(|s| s.run_as_user)
+                    .map(|value| v1::Int64Value { value }),
+                run_as_group: psc
+                    .and_then(|s| s.run_as_group)
+                    .map(|value| v1::Int64Value { value }),
+                supplemental_groups: psc
+                    .and_then(|s| s.supplemental_groups.clone())
+                    .unwrap_or_default(),
+                privileged,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    })
+}
+
+fn invalid(pod: &Pod, container: &str, e: AgentError) -> AgentError {
+    AgentError::InvalidPod {
+        pod: pod_key(pod),
+        reason: format!("container {container}: {e}"),
+    }
+}
+
+/// CRI Linux resources from the container's requests and limits.
+pub fn resources(
+    pod: &Pod,
+    container: &Container,
+) -> Result<v1::LinuxContainerResources, AgentError> {
+    let res = container.resources.as_ref();
+    let get = |which: Option<
+        &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+    >,
+               key: &str| which.and_then(|m| m.get(key)).map(|q| q.0.clone());
+    let limits = res.and_then(|r| r.limits.as_ref());
+    let requests = res.and_then(|r| r.requests.as_ref());
+    let err = |e| invalid(pod, &container.name, e);
+
+    let memory_limit = match get(limits, "memory") {
+        Some(q) => quantity::to_value(&q).map_err(err)?,
+        None => 0,
+    };
+    let cpu_limit_milli = match get(limits, "cpu") {
+        Some(q) => quantity::to_milli(&q).map_err(err)?,
+        None => 0,
+    };
+    // The API server defaults requests to limits; do the same for objects it did not default.
+    let cpu_request_milli = match get(requests, "cpu") {
+        Some(q) => quantity::to_milli(&q).map_err(err)?,
+        None => cpu_limit_milli,
+    };
+    let cpu_quota = quantity::milli_cpu_to_quota(cpu_limit_milli);
+    Ok(v1::LinuxContainerResources {
+        cpu_period: if cpu_quota > 0 {
+            quantity::CPU_PERIOD_US
+        } else {
+            0
+        },
+        cpu_quota,
+        cpu_shares: quantity::milli_cpu_to_shares(cpu_request_milli),
+        memory_limit_in_bytes: memory_limit,
+        ..Default::default()
+    })
+}
+
+/// The `CreateContainer` config for attempt `attempt` of `container`.
+pub fn container_config(
+    pod: &Pod,
+    container: &Container,
+    node: &str,
+    attempt: u32,
+) -> Result<v1::ContainerConfig, AgentError> {
+    let spec = pod.spec.as_ref().ok_or_else(|| AgentError::InvalidPod {
+        pod: pod_key(pod),
+        reason: "no spec".to_owned(),
+    })?;
+    let image = container.image.clone().unwrap_or_default();
+    let mut envs = Vec::new();
+    for e in container.env.iter().flatten() {
+        match (&e.value, &e.value_from) {
+            (_, Some(_)) => {
+                // valueFrom (secrets, config maps, downward API) is not implemented yet.
+                tracing::warn!(pod = %pod_key(pod), container = %container.name, env = %e.name,
+                    "env valueFrom is not supported; variable skipped");
+            }
+            (value, None) => envs.push(v1::KeyValue {
+                key: e.name.clone(),
+                value: value.clone().unwrap_or_default(),
+            }),
+        }
+    }
+    let mut labels = pod_labels(pod, node);
+    labels.retain(|k, _| k.starts_with("io.kubernetes.") || k == cri::LABEL_NODE);
+    labels.insert(cri::LABEL_CONTAINER_NAME.to_owned(), container.name.clone());
+    let csc = container.security_context.as_ref();
+    let psc = spec.security_context.as_ref();
+    let capabilities = csc
+        .and_then(|s| s.capabilities.as_ref())
+        .map(|c| v1::Capability {
+            add_capabilities: c.add.clone().unwrap_or_default(),
+            drop_capabilities: c.drop.clone().unwrap_or_default(),
+            add_ambient_capabilities: vec![],
+        });
+    Ok(v1::ContainerConfig {
+        metadata: Some(v1::ContainerMetadata {
+            name: container.name.clone(),
+            attempt,
+        }),
+        image: Some(v1::ImageSpec {
+            image: image.clone(),
+            user_specified_image: image,
+            ..Default::default()
+        }),
+        // Passed straight through: the runtime applies the image's entrypoint rule.
+        command: container.command.clone().unwrap_or_default(),
+        args: container.args.clone().unwrap_or_default(),
+        working_dir: container.working_dir.clone().unwrap_or_default(),
+        envs,
+        labels,
+        annotations: HashMap::from([(
+            "io.kubernetes.container.restartCount".to_owned(),
+            attempt.to_string(),
+        )]),
+        log_path: container_log_path(&container.name, attempt),
+        stdin: container.stdin.unwrap_or(false),
+        stdin_once: container.stdin_once.unwrap_or(false),
+        tty: container.tty.unwrap_or(false),
+        linux: Some(v1::LinuxContainerConfig {
+            resources: Some(resources(pod, container)?),
+            security_context: Some(v1::LinuxContainerSecurityContext {
+                capabilities,
+                privileged: csc.and_then(|s| s.privileged).unwrap_or(false),
+                namespace_options: Some(namespace_options(spec)),
+                run_as_user: csc
+                    .and_then(|s| s.run_as_user)
+                    .or_else(|| psc.and_then(|s| s.run_as_user))
+                    .map(|value| v1::Int64Value { value }),
+                run_as_group: csc
+                    .and_then(|s| s.run_as_group)
+                    .or_else(|| psc.and_then(|s| s.run_as_group))
+                    .map(|value| v1::Int64Value { value }),
+                readonly_rootfs: csc
+                    .and_then(|s| s.read_only_root_filesystem)
+                    .unwrap_or(false),
+                supplemental_groups: psc
+                    .and_then(|s| s.supplemental_groups.clone())
+                    .unwrap_or_default(),
+                no_new_privs: csc.and_then(|s| s.allow_privilege_escalation) == Some(false),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    })
+}
+
+/// `imagePullPolicy`, defaulted as the API server does: `Always` for `:latest` or untagged
+/// images, `IfNotPresent` otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+pub fn pull_policy(container: &Container) -> PullPolicy {
+    match container.image_pull_policy.as_deref() {
+        Some("Always") => PullPolicy::Always,
+        Some("Never") => PullPolicy::Never,
+        Some("IfNotPresent") => PullPolicy::IfNotPresent,
+        _ => {
+            let image = container.image.as_deref().unwrap_or("");
+            let last = image.rsplit('/').next().unwrap_or(image);
+            let tag = last.split_once(':').map(|(_, t)| t);
+            if image.contains('@') || tag.is_some_and(|t| t != "latest") {
+                PullPolicy::IfNotPresent
+            } else {
+                PullPolicy::Always
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use std::collections::BTreeMap;
+
+    fn pod_with(container: Container) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("web".to_owned());
+        pod.metadata.namespace = Some("default".to_owned());
+        pod.metadata.uid = Some("u1".to_owned());
+        pod.spec = Some(PodSpec {
+            containers: vec![container],
+            ..Default::default()
+        });
+        pod
+    }
+
+    fn q(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, Quantity>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn resources_from_requests_and_limits() {
+        let c = Container {
+            name: "app".to_owned(),
+            resources: Some(ResourceRequirements {
+                limits: q(&[("cpu", "1500m"), ("memory", "64Mi")]),
+                requests: q(&[("cpu", "250m")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = resources(&pod_with(c.clone()), &c).expect("resources");
+        assert_eq!(r.memory_limit_in_bytes, 64 * 1024 * 1024);
+        assert_eq!(r.cpu_shares, 256);
+        assert_eq!(r.cpu_quota, 150_000);
+        assert_eq!(r.cpu_period, 100_000);
+    }
+
+    #[test]
+    fn no_resources_is_best_effort() {
+        let c = Container {
+            name: "app".to_owned(),
+            ..Default::default()
+        };
+        let r = resources(&pod_with(c.clone()), &c).expect("resources");
+        assert_eq!(
+            (
+                r.cpu_shares,
+                r.cpu_quota,
+                r.cpu_period,
+                r.memory_limit_in_bytes
+            ),
+            (2, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn bad_quantity_names_the_container() {
+        let c = Container {
+            name: "app".to_owned(),
+            resources: Some(ResourceRequirements {
+                limits: q(&[("memory", "lots")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let e = resources(&pod_with(c.clone()), &c).expect_err("invalid");
+        assert!(e.to_string().contains("container app"), "{e}");
+    }
+
+    #[test]
+    fn pull_policy_defaults() {
+        let with = |image: &str| Container {
+            image: Some(image.to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(pull_policy(&with("busybox")), PullPolicy::Always);
+        assert_eq!(pull_policy(&with("busybox:latest")), PullPolicy::Always);
+        assert_eq!(pull_policy(&with("busybox:1.36")), PullPolicy::IfNotPresent);
+        assert_eq!(
+            pull_policy(&with("localhost:5000/busybox")),
+            PullPolicy::Always
+        );
+        assert_eq!(
+            pull_policy(&with("r/b@sha256:abc")),
+            PullPolicy::IfNotPresent
+        );
+    }
+
+    #[test]
+    fn host_network_sandbox_has_no_hostname() {
+        let mut pod = pod_with(Container::default());
+        let cfg = sandbox_config(&pod, "n1", Path::new("/var/log/pods"), 0).expect("config");
+        assert_eq!(cfg.hostname, "web");
+        assert_eq!(cfg.log_directory, "/var/log/pods/default_web_u1");
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.host_network = Some(true);
+        }
+        let cfg = sandbox_config(&pod, "n1", Path::new("/var/log/pods"), 0).expect("config");
+        assert_eq!(cfg.hostname, "");
+        let ns = cfg
+            .linux
+            .and_then(|l| l.security_context)
+            .and_then(|s| s.namespace_options)
+            .expect("ns options");
+        assert_eq!(ns.network(), v1::NamespaceMode::Node);
+    }
+}

@@ -1,0 +1,429 @@
+//! Pod status as the kubelet computes it: `phase` and `conditions` from the container
+//! statuses and the restart policy (kubelet `getPhase`, `GeneratePodReadyCondition`, ...).
+//! Pure functions, so the rules are tested table by table.
+
+use k8s_openapi::api::core::v1::{ContainerStatus, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+pub const PENDING: &str = "Pending";
+pub const RUNNING: &str = "Running";
+pub const SUCCEEDED: &str = "Succeeded";
+pub const FAILED: &str = "Failed";
+
+/// `spec.restartPolicy`, defaulted to `Always` as the API server does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    pub fn from_spec(value: Option<&str>) -> Self {
+        match value {
+            Some("Never") => RestartPolicy::Never,
+            Some("OnFailure") => RestartPolicy::OnFailure,
+            _ => RestartPolicy::Always,
+        }
+    }
+
+    /// Whether a container that exited with `exit_code` is started again.
+    pub fn restarts(self, exit_code: i32) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => exit_code != 0,
+            RestartPolicy::Never => false,
+        }
+    }
+}
+
+fn find<'a>(statuses: &'a [ContainerStatus], name: &str) -> Option<&'a ContainerStatus> {
+    statuses.iter().find(|s| s.name == name)
+}
+
+fn terminated_exit(s: &ContainerStatus) -> Option<i32> {
+    s.state
+        .as_ref()
+        .and_then(|st| st.terminated.as_ref())
+        .map(|t| t.exit_code)
+}
+
+fn last_terminated_exit(s: &ContainerStatus) -> Option<i32> {
+    s.last_state
+        .as_ref()
+        .and_then(|st| st.terminated.as_ref())
+        .map(|t| t.exit_code)
+}
+
+fn is_running(s: &ContainerStatus) -> bool {
+    s.state.as_ref().is_some_and(|st| st.running.is_some())
+}
+
+fn is_waiting(s: &ContainerStatus) -> bool {
+    s.state.as_ref().is_some_and(|st| st.waiting.is_some())
+}
+
+/// The pod phase (kubelet `getPhase`). `init_names`/`names` are the spec's containers in order;
+/// a container without a status counts as unknown.
+pub fn pod_phase(
+    policy: RestartPolicy,
+    init_names: &[String],
+    init: &[ContainerStatus],
+    names: &[String],
+    containers: &[ContainerStatus],
+) -> &'static str {
+    let mut pending_init = 0;
+    let mut failed_init = 0;
+    for name in init_names {
+        match find(init, name) {
+            None => pending_init += 1,
+            Some(s) if is_running(s) => pending_init += 1,
+            Some(s) => match terminated_exit(s) {
+                Some(0) => {}
+                Some(_) => failed_init += 1,
+                None if is_waiting(s) && last_terminated_exit(s) == Some(0) => {}
+                None => pending_init += 1,
+            },
+        }
+    }
+    if failed_init > 0 && policy == RestartPolicy::Never {
+        return FAILED;
+    }
+    if pending_init > 0 || failed_init > 0 {
+        return PENDING;
+    }
+
+    let (mut unknown, mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0, 0);
+    for name in names {
+        match find(containers, name) {
+            None => unknown += 1,
+            Some(s) if is_running(s) => running += 1,
+            Some(s) => match terminated_exit(s) {
+                Some(code) => {
+                    stopped += 1;
+                    if code == 0 {
+                        succeeded += 1;
+                    }
+                }
+                None if is_waiting(s) => {
+                    // A container waiting to restart has run before: it counts as stopped.
+                    if last_terminated_exit(s).is_some() {
+                        stopped += 1;
+                    } else {
+                        waiting += 1;
+                    }
+                }
+                None => unknown += 1,
+            },
+        }
+    }
+    if waiting > 0 {
+        PENDING
+    } else if running > 0 && unknown == 0 {
+        RUNNING
+    } else if running == 0 && stopped > 0 && unknown == 0 {
+        if policy == RestartPolicy::Always {
+            RUNNING
+        } else if stopped == succeeded {
+            SUCCEEDED
+        } else if policy == RestartPolicy::Never {
+            FAILED
+        } else {
+            RUNNING
+        }
+    } else {
+        PENDING
+    }
+}
+
+/// A condition as computed this pass, before transition times are carried over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+fn names_where(
+    names: &[String],
+    statuses: &[ContainerStatus],
+    bad: impl Fn(&ContainerStatus) -> bool,
+) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| find(statuses, n).is_none_or(&bad))
+        .cloned()
+        .collect()
+}
+
+/// The conditions the kubelet owns: PodReadyToStartContainers, Initialized, ContainersReady,
+/// Ready (no probes yet: ready means running). PodScheduled is the scheduler's and is kept.
+pub fn pod_conditions(
+    phase: &str,
+    sandbox_ready: bool,
+    init_names: &[String],
+    init: &[ContainerStatus],
+    names: &[String],
+    containers: &[ContainerStatus],
+) -> Vec<Condition> {
+    let cond = |type_, status, reason: Option<&str>, message: Option<String>| Condition {
+        type_,
+        status,
+        reason: reason.map(str::to_owned),
+        message,
+    };
+    let mut out = vec![cond("PodReadyToStartContainers", sandbox_ready, None, None)];
+
+    let not_initialized = names_where(init_names, init, |s| {
+        terminated_exit(s) != Some(0) && !(is_waiting(s) && last_terminated_exit(s) == Some(0))
+    });
+    out.push(if not_initialized.is_empty() {
+        cond("Initialized", true, None, None)
+    } else {
+        cond(
+            "Initialized",
+            false,
+            Some("ContainersNotInitialized"),
+            Some(format!(
+                "containers with incomplete status: [{}]",
+                not_initialized.join(" ")
+            )),
+        )
+    });
+
+    let completed = phase == SUCCEEDED || phase == FAILED;
+    let unready = names_where(names, containers, |s| !s.ready);
+    let ready = if completed {
+        (false, Some("PodCompleted"), None)
+    } else if unready.is_empty() {
+        (true, None, None)
+    } else {
+        (
+            false,
+            Some("ContainersNotReady"),
+            Some(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            )),
+        )
+    };
+    out.push(cond("ContainersReady", ready.0, ready.1, ready.2.clone()));
+    out.push(cond("Ready", ready.0, ready.1, ready.2));
+    out
+}
+
+/// Turns computed conditions into API conditions, keeping `lastTransitionTime` from `previous`
+/// while a condition's status is unchanged, and keeping PodScheduled (and any condition another
+/// component owns) as it was.
+pub fn merge_conditions(
+    computed: &[Condition],
+    previous: &[PodCondition],
+    now: &Time,
+) -> Vec<PodCondition> {
+    let mut out: Vec<PodCondition> = Vec::new();
+    let scheduled = previous
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .cloned()
+        .unwrap_or_else(|| PodCondition {
+            type_: "PodScheduled".to_owned(),
+            status: "True".to_owned(),
+            last_transition_time: Some(now.clone()),
+            ..Default::default()
+        });
+    out.push(scheduled);
+    for c in computed {
+        let status = if c.status { "True" } else { "False" };
+        let since = previous
+            .iter()
+            .find(|p| p.type_ == c.type_ && p.status == status)
+            .and_then(|p| p.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        out.push(PodCondition {
+            type_: c.type_.to_owned(),
+            status: status.to_owned(),
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+            last_transition_time: Some(since),
+            ..Default::default()
+        });
+    }
+    // Conditions owned by others (readiness gates, DisruptionTarget) survive our merge patch.
+    for p in previous {
+        if !out.iter().any(|c| c.type_ == p.type_) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    };
+
+    /// A container status shorthand: `R` running, `T<code>` terminated, `W` waiting (never
+    /// ran), `B<code>` waiting to restart after exiting with code.
+    fn cs(name: &str, what: &str) -> ContainerStatus {
+        let term = |code: i32| ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: code,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let waiting = ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("CrashLoopBackOff".to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (state, last) = match what.as_bytes()[0] {
+            b'R' => (
+                ContainerState {
+                    running: Some(ContainerStateRunning::default()),
+                    ..Default::default()
+                },
+                None,
+            ),
+            b'T' => (term(what[1..].parse().expect("code")), None),
+            b'W' => (waiting, None),
+            b'B' => (waiting, Some(term(what[1..].parse().expect("code")))),
+            _ => panic!("bad shorthand {what}"),
+        };
+        ContainerStatus {
+            name: name.to_owned(),
+            ready: what == "R",
+            state: Some(state),
+            last_state: last,
+            ..Default::default()
+        }
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("c{i}")).collect()
+    }
+
+    fn statuses(spec: &[&str]) -> Vec<ContainerStatus> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, w)| cs(&format!("c{i}"), w))
+            .collect()
+    }
+
+    #[test]
+    fn phase_by_policy_and_exit_codes() {
+        use RestartPolicy::*;
+        let cases: &[(RestartPolicy, &[&str], &str)] = &[
+            (Always, &["R"], RUNNING),
+            (Always, &["T0"], RUNNING),
+            (Always, &["T1"], RUNNING),
+            (Always, &["B1"], RUNNING),
+            (Always, &["W"], PENDING),
+            (Always, &["R", "W"], PENDING),
+            (OnFailure, &["T0"], SUCCEEDED),
+            (OnFailure, &["T1"], RUNNING),
+            (OnFailure, &["B1"], RUNNING),
+            (OnFailure, &["T0", "R"], RUNNING),
+            (OnFailure, &["T0", "T0"], SUCCEEDED),
+            (Never, &["T0"], SUCCEEDED),
+            (Never, &["T1"], FAILED),
+            (Never, &["T0", "T2"], FAILED),
+            (Never, &["T1", "R"], RUNNING),
+            (Never, &["R"], RUNNING),
+            (Never, &["W"], PENDING),
+        ];
+        for (policy, spec, want) in cases {
+            let got = pod_phase(*policy, &[], &[], &names(spec.len()), &statuses(spec));
+            assert_eq!(got, *want, "{policy:?} {spec:?}");
+        }
+    }
+
+    #[test]
+    fn missing_status_is_pending() {
+        let got = pod_phase(
+            RestartPolicy::Always,
+            &[],
+            &[],
+            &names(2),
+            &statuses(&["R"]),
+        );
+        assert_eq!(got, PENDING);
+    }
+
+    #[test]
+    fn init_containers_gate_the_phase() {
+        use RestartPolicy::*;
+        let init = vec!["i0".to_owned()];
+        let one = |w: &str| vec![cs("i0", w)];
+        let cases: &[(RestartPolicy, &str, &str)] = &[
+            (Always, "R", PENDING),
+            (Always, "T1", PENDING),
+            (Always, "B1", PENDING),
+            (Never, "T1", FAILED),
+            (OnFailure, "T1", PENDING),
+        ];
+        for (policy, init_state, want) in cases {
+            let got = pod_phase(
+                *policy,
+                &init,
+                &one(init_state),
+                &names(1),
+                &statuses(&["W"]),
+            );
+            assert_eq!(got, *want, "{policy:?} init {init_state}");
+        }
+        let got = pod_phase(Never, &init, &one("T0"), &names(1), &statuses(&["R"]));
+        assert_eq!(got, RUNNING);
+    }
+
+    #[test]
+    fn ready_when_all_running() {
+        let n = names(2);
+        let conds = pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["R", "R"]));
+        assert!(conds.iter().all(|c| c.status), "{conds:?}");
+
+        let conds = pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["R", "B1"]));
+        let ready = conds.iter().find(|c| c.type_ == "Ready").expect("ready");
+        assert!(!ready.status);
+        assert_eq!(ready.reason.as_deref(), Some("ContainersNotReady"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("containers with unready status: [c1]")
+        );
+
+        let conds = pod_conditions(SUCCEEDED, false, &[], &[], &n, &statuses(&["T0", "T0"]));
+        let ready = conds.iter().find(|c| c.type_ == "Ready").expect("ready");
+        assert_eq!(ready.reason.as_deref(), Some("PodCompleted"));
+    }
+
+    #[test]
+    fn transition_time_kept_while_status_unchanged() {
+        let t0 = Time(jiff::Timestamp::from_second(1_000).expect("ts"));
+        let t1 = Time(jiff::Timestamp::from_second(2_000).expect("ts"));
+        let n = names(1);
+        let first = merge_conditions(
+            &pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["R"])),
+            &[],
+            &t0,
+        );
+        let same = merge_conditions(
+            &pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["R"])),
+            &first,
+            &t1,
+        );
+        assert_eq!(first, same);
+        let changed = merge_conditions(
+            &pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["B1"])),
+            &same,
+            &t1,
+        );
+        let ready = changed.iter().find(|c| c.type_ == "Ready").expect("ready");
+        assert_eq!(ready.last_transition_time, Some(t1));
+        assert_eq!(changed[0].type_, "PodScheduled");
+    }
+}
