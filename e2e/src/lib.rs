@@ -127,7 +127,9 @@ impl Drop for Proc {
 
 /// Runs a command and returns its stdout, failing with its stderr when it fails.
 pub fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}{}",
@@ -155,7 +157,9 @@ pub fn start_registry(dir: &Path) -> Result<(Proc, String)> {
     )?;
     let p = Proc::spawn(
         "docker-registry",
-        Command::new("/usr/bin/docker-registry").arg("serve").arg(&cfg),
+        Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg),
         &dir.join("registry.log"),
     )?;
     wait_for("the registry to listen", Duration::from_secs(20), || {

@@ -39,10 +39,10 @@ impl Cluster {
             .env("RUST_LOG", "info");
         self.proc = Some(Proc::spawn("skiff up", &mut cmd, &self.log)?);
         wait_for("node e2e-node to be Ready", Duration::from_secs(60), || {
-            if let Some(p) = self.proc.as_mut() {
-                if let Some(st) = p.child.try_wait()? {
-                    bail!("skiff up exited with {st}: {}", tail(&self.log));
-                }
+            if let Some(p) = self.proc.as_mut()
+                && let Some(st) = p.child.try_wait()?
+            {
+                bail!("skiff up exited with {st}: {}", tail(&self.log));
             }
             let out = self.skiff(&["get", "node", "e2e-node", "-o", "json"])?;
             let node: Value = serde_json::from_str(&out)?;
@@ -58,7 +58,11 @@ impl Cluster {
     fn stop(&mut self) -> Result<()> {
         if let Some(mut p) = self.proc.take() {
             let st = p.terminate(Duration::from_secs(30))?;
-            ensure!(st.success(), "skiff up exited with {st} on SIGTERM: {}", tail(&self.log));
+            ensure!(
+                st.success(),
+                "skiff up exited with {st} on SIGTERM: {}",
+                tail(&self.log)
+            );
         }
         Ok(())
     }
@@ -81,7 +85,9 @@ impl Cluster {
     }
 
     fn pod(&self, name: &str) -> Result<Value> {
-        Ok(serde_json::from_str(&self.skiff(&["get", "pod", name, "-o", "json"])?)?)
+        Ok(serde_json::from_str(
+            &self.skiff(&["get", "pod", name, "-o", "json"])?,
+        )?)
     }
 }
 
@@ -99,7 +105,10 @@ fn pids_of(container_id: &str) -> Vec<u32> {
             continue;
         };
         let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        if cg.lines().any(|l| l.contains(container_id) && l.contains("/skiff/")) {
+        if cg
+            .lines()
+            .any(|l| l.contains(container_id) && l.contains("/skiff/"))
+        {
             out.push(pid);
         }
     }
@@ -157,14 +166,23 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     })?;
     let cs = &pod["status"]["containerStatuses"][0];
     ensure!(cs["ready"] == true, "container not ready: {cs}");
-    ensure!(cs["state"]["running"]["startedAt"].is_string(), "no startedAt: {cs}");
-    ensure!(cs["imageID"].as_str().is_some_and(|s| !s.is_empty()), "no imageID: {cs}");
+    ensure!(
+        cs["state"]["running"]["startedAt"].is_string(),
+        "no startedAt: {cs}"
+    );
+    ensure!(
+        cs["imageID"].as_str().is_some_and(|s| !s.is_empty()),
+        "no imageID: {cs}"
+    );
     let cid = cs["containerID"]
         .as_str()
         .and_then(|s| s.split_once("://"))
         .map(|(_, id)| id.to_string())
         .context("no containerID")?;
-    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    let uid = pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     for cond in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
         let ok = pod["status"]["conditions"]
             .as_array()
@@ -175,10 +193,14 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     }
 
     // From outside skiff: the process, its namespaces, its memory cgroup.
-    let pids = wait_for("the container's process in /proc", Duration::from_secs(10), || {
-        let p = pids_of(&cid);
-        Ok((!p.is_empty()).then_some(p))
-    })?;
+    let pids = wait_for(
+        "the container's process in /proc",
+        Duration::from_secs(10),
+        || {
+            let p = pids_of(&cid);
+            Ok((!p.is_empty()).then_some(p))
+        },
+    )?;
     let pid = pids[0].to_string();
     for ns in ["pid", "mnt", "uts", "ipc", "net"] {
         ensure!(
@@ -189,7 +211,10 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     let limit_file = format!("/sys/fs/cgroup/memory/skiff/{uid}/{cid}/memory.limit_in_bytes");
     let limit = std::fs::read_to_string(&limit_file)
         .with_context(|| format!("cannot read {limit_file}"))?;
-    ensure!(limit.trim() == "67108864", "memory limit is {limit}, want 64Mi");
+    ensure!(
+        limit.trim() == "67108864",
+        "memory limit is {limit}, want 64Mi"
+    );
 
     // Its log, through the API and the node agent.
     let logs = wait_for("the pod's log", Duration::from_secs(20), || {
@@ -211,9 +236,16 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     ensure!(table.contains("Running"), "skiff get pods said: {table}");
 
     // Bad input: malformed YAML and a missing field fail and store nothing.
-    let bad = write(work, "bad.yaml", "apiVersion: v1\nkind: Pod\nmetadata: [oops\n")?;
+    let bad = write(
+        work,
+        "bad.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: [oops\n",
+    )?;
     let err = c.skiff_fails(&["apply", "-f", bad.to_str().unwrap_or_default()])?;
-    ensure!(err.contains("bad.yaml") && err.contains("invalid YAML"), "error was: {err}");
+    ensure!(
+        err.contains("bad.yaml") && err.contains("invalid YAML"),
+        "error was: {err}"
+    );
     let noimage = write(
         work,
         "noimage.yaml",
@@ -221,7 +253,11 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     )?;
     let err = c.skiff_fails(&["apply", "-f", noimage.to_str().unwrap_or_default()])?;
     ensure!(err.contains("spec.containers[0].image"), "error was: {err}");
-    let unknown = write(work, "unknown.yaml", "apiVersion: v1\nkind: Gizmo\nmetadata:\n  name: g\n")?;
+    let unknown = write(
+        work,
+        "unknown.yaml",
+        "apiVersion: v1\nkind: Gizmo\nmetadata:\n  name: g\n",
+    )?;
     let err = c.skiff_fails(&["apply", "-f", unknown.to_str().unwrap_or_default()])?;
     ensure!(err.contains("Gizmo"), "error was: {err}");
     ensure!(c.skiff_fails(&["get", "pod", "noimage"]).is_ok());
@@ -230,7 +266,9 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     let missing = write(
         work,
         "missing.yaml",
-        &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: missing\nspec:\n  containers:\n  - name: c\n    image: {reg}/nope:1\n"),
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: missing\nspec:\n  containers:\n  - name: c\n    image: {reg}/nope:1\n"
+        ),
     )?;
     c.skiff(&["apply", "-f", missing.to_str().unwrap_or_default()])?;
     let mut seen = Vec::new();
@@ -245,18 +283,25 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
         }
         Ok((r == "ImagePullBackOff").then_some(()))
     })?;
-    ensure!(seen.first().map(String::as_str) == Some("ErrImagePull"), "reasons seen: {seen:?}");
+    ensure!(
+        seen.first().map(String::as_str) == Some("ErrImagePull"),
+        "reasons seen: {seen:?}"
+    );
     c.skiff(&["delete", "pod", "missing"])?;
 
     // Delete: the pod goes, and with it the process and its cgroups.
     let out = c.skiff(&["delete", "-f", pod_file.to_str().unwrap_or_default()])?;
     ensure!(out.contains("deleted"), "delete said: {out}");
     wait_for("pod hello to be gone", Duration::from_secs(60), || {
-        Ok(c.skiff_fails(&["get", "pod", "hello"]).is_ok().then_some(()))
+        Ok(c.skiff_fails(&["get", "pod", "hello"])
+            .is_ok()
+            .then_some(()))
     })?;
-    wait_for("the container's processes to end", Duration::from_secs(20), || {
-        Ok(pids_of(&cid).is_empty().then_some(()))
-    })?;
+    wait_for(
+        "the container's processes to end",
+        Duration::from_secs(20),
+        || Ok(pids_of(&cid).is_empty().then_some(())),
+    )?;
     let pod_cg = format!("/sys/fs/cgroup/memory/skiff/{uid}");
     ensure!(!Path::new(&pod_cg).exists(), "{pod_cg} is still there");
 
@@ -271,9 +316,18 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     c.stop()?;
     c.start()?;
     let after = c.skiff(&["get", "configmap", "keep", "-o", "json"])?;
-    let (b, a): (Value, Value) = (serde_json::from_str(&before)?, serde_json::from_str(&after)?);
-    ensure!(b == a, "configmap changed across restart:\n{before}\n{after}");
+    let (b, a): (Value, Value) = (
+        serde_json::from_str(&before)?,
+        serde_json::from_str(&after)?,
+    );
+    ensure!(
+        b == a,
+        "configmap changed across restart:\n{before}\n{after}"
+    );
     let nss = c.skiff(&["get", "namespaces"])?;
-    ensure!(nss.contains("team-a") && nss.contains("kube-node-lease"), "namespaces: {nss}");
+    ensure!(
+        nss.contains("team-a") && nss.contains("kube-node-lease"),
+        "namespaces: {nss}"
+    );
     Ok(())
 }

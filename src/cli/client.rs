@@ -12,8 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 
 const DEFAULT_KUBECONFIG: &str = "/var/lib/skiff/kubeconfig";
-const TABLE_ACCEPT: &str =
-    "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 
 /// A client from the kubeconfig the user named, or the one `skiff up` wrote.
 pub async fn connect(kubeconfig: Option<PathBuf>) -> Result<(Client, String)> {
@@ -107,19 +106,18 @@ async fn discover(client: &Client) -> Result<Vec<ApiResource>> {
             ));
         }
     }
-    Ok(out.into_iter().map(|(_, r)| r).collect::<Vec<_>>()).and_then(|v| {
-        // names were only needed for lookup; keep the resources
-        Ok(v)
-    })
+    Ok(out.into_iter().map(|(_, r)| r).collect::<Vec<_>>())
 }
 
 async fn find_by_name(client: &Client, name: &str) -> Result<ApiResource> {
     let want = name.to_lowercase();
-    let (plain, group) = want.split_once('.').map_or((want.as_str(), None), |(a, b)| (a, Some(b)));
+    let (plain, group) = want
+        .split_once('.')
+        .map_or((want.as_str(), None), |(a, b)| (a, Some(b)));
     let all = discover(client).await?;
-    let lists = all.iter().filter(|r| {
-        group.is_none_or(|g| r.api_version.starts_with(&format!("{g}/")))
-    });
+    let lists = all
+        .iter()
+        .filter(|r| group.is_none_or(|g| r.api_version.starts_with(&format!("{g}/"))));
     for r in lists {
         let singular = r.kind.to_lowercase();
         let short = short_names(&r.plural);
@@ -209,9 +207,10 @@ fn load_docs(files: &[String]) -> Result<Vec<Doc>> {
                 if !value.is_object() {
                     bail!("{what}: expected a Kubernetes object (a mapping), found {value}");
                 }
-                if let Some(items) = value.get("items").filter(|_| {
-                    value["kind"].as_str().is_some_and(|k| k.ends_with("List"))
-                }) {
+                if let Some(items) = value
+                    .get("items")
+                    .filter(|_| value["kind"].as_str().is_some_and(|k| k.ends_with("List")))
+                {
                     for (j, item) in items.as_array().into_iter().flatten().enumerate() {
                         check_doc(&format!("{what}: items[{j}]"), item)?;
                         docs.push(Doc {
@@ -263,7 +262,10 @@ pub async fn apply(kc: Option<PathBuf>, files: &[String], ns: Option<&str>) -> R
     for doc in docs {
         let kind = doc.value["kind"].as_str().unwrap_or("").to_string();
         let av = doc.value["apiVersion"].as_str().unwrap_or("").to_string();
-        let name = doc.value["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let name = doc.value["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let what = format!("{}: document {} ({kind} {name})", doc.source, doc.index);
         let res = match find_by_kind(&client, &av, &kind).await {
             Ok(r) => r,
@@ -447,9 +449,14 @@ pub async fn get(kc: Option<PathBuf>, a: GetArgs) -> Result<()> {
     } else {
         TABLE_ACCEPT
     };
-    let req = http::Request::get(&url).header("accept", accept).body(Vec::new())?;
+    let req = http::Request::get(&url)
+        .header("accept", accept)
+        .body(Vec::new())?;
     let v = request_json(&client, req).await?;
-    let mut rv = v["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+    let mut rv = v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     match structured {
         Some(o) => {
             if v["kind"].as_str().is_some_and(|k| k.ends_with("List")) && a.name.is_some() {
@@ -466,7 +473,9 @@ pub async fn get(kc: Option<PathBuf>, a: GetArgs) -> Result<()> {
         None => {
             if v["rows"].as_array().is_some_and(|r| r.is_empty()) && !a.watch {
                 match &ns {
-                    Some(ns) if res.namespaced => eprintln!("No resources found in {ns} namespace."),
+                    Some(ns) if res.namespaced => {
+                        eprintln!("No resources found in {ns} namespace.")
+                    }
                     _ => eprintln!("No resources found"),
                 }
             }
@@ -482,7 +491,9 @@ pub async fn get(kc: Option<PathBuf>, a: GetArgs) -> Result<()> {
         q.push(format!("resourceVersion={rv}"));
         q.push("allowWatchBookmarks=true".into());
         let url = format!("{}?{}", res.collection(ns.as_deref()), q.join("&"));
-        let req = http::Request::get(&url).header("accept", accept).body(Vec::new())?;
+        let req = http::Request::get(&url)
+            .header("accept", accept)
+            .body(Vec::new())?;
         let mut lines = client.request_stream(req).await.map_err(api_error)?.lines();
         while let Some(line) = lines.next().await {
             let line = line.context("watch stream broke")?;
@@ -527,7 +538,8 @@ pub async fn delete(
     ns: Option<&str>,
     grace: Option<i64>,
 ) -> Result<()> {
-    let mut targets: Vec<(Option<ApiResource>, Option<String>, String, Option<String>)> = Vec::new();
+    let mut targets: Vec<(Option<ApiResource>, Option<String>, String, Option<String>)> =
+        Vec::new();
     if !files.is_empty() {
         for d in load_docs(files)? {
             targets.push((
@@ -537,8 +549,13 @@ pub async fn delete(
                     d.value["apiVersion"].as_str().unwrap_or(""),
                     d.value["kind"].as_str().unwrap_or("")
                 )),
-                d.value["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                d.value["metadata"]["namespace"].as_str().map(str::to_string),
+                d.value["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                d.value["metadata"]["namespace"]
+                    .as_str()
+                    .map(str::to_string),
             ));
         }
     }
@@ -547,7 +564,9 @@ pub async fn delete(
         (Some(_), false, true) => {}
         (None, true, false) => {}
         (Some(r), true, true) if r.contains('/') => {}
-        _ => bail!("give a type and names (skiff delete pod web) or files (skiff delete -f pod.yaml)"),
+        _ => bail!(
+            "give a type and names (skiff delete pod web) or files (skiff delete -f pod.yaml)"
+        ),
     }
     if let Some(r) = &resource {
         let (ty, first) = match r.split_once('/') {
@@ -579,7 +598,8 @@ pub async fn delete(
         let ns = res
             .namespaced
             .then(|| obj_ns.as_deref().or(ns).unwrap_or(&default_ns).to_string());
-        let mut body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"});
+        let mut body =
+            json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"});
         if let Some(g) = grace {
             body["gracePeriodSeconds"] = json!(g);
         }

@@ -87,15 +87,17 @@ pub fn main() -> ExitCode {
     let verbose = matches!(cli.command, Command::Up(_));
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                if verbose { "info" } else { "warn" }.into()
-            }),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| if verbose { "info" } else { "warn" }.into()),
         )
         .with_writer(std::io::stderr)
         .init();
     // One TLS provider for the whole process (kube's and the registry client's rustls).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

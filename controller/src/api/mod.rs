@@ -55,10 +55,7 @@ pub fn router(state: ApiState) -> Router {
             "/openapi/v2",
             get(|| async {
                 (
-                    [(
-                        header::CONTENT_TYPE,
-                        "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
-                    )],
+                    [(header::CONTENT_TYPE, "application/octet-stream")],
                     Bytes::new(),
                 )
             }),
