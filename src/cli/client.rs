@@ -47,6 +47,8 @@ struct ApiResource {
     plural: String,
     kind: String,
     namespaced: bool,
+    /// Every name a user may type for it: plural, singular, kind, short names.
+    names: Vec<String>,
 }
 
 impl ApiResource {
@@ -94,19 +96,17 @@ async fn discover(client: &Client) -> Result<Vec<ApiResource>> {
             for s in r["shortNames"].as_array().into_iter().flatten() {
                 names.push(s.as_str().unwrap_or("").to_string());
             }
-            out.push((
+            out.push(ApiResource {
+                base: base.clone(),
+                api_version: gv.clone(),
+                plural: plural.to_string(),
+                kind: r["kind"].as_str().unwrap_or("").to_string(),
+                namespaced: r["namespaced"].as_bool().unwrap_or(false),
                 names,
-                ApiResource {
-                    base: base.clone(),
-                    api_version: gv.clone(),
-                    plural: plural.to_string(),
-                    kind: r["kind"].as_str().unwrap_or("").to_string(),
-                    namespaced: r["namespaced"].as_bool().unwrap_or(false),
-                },
-            ));
+            });
         }
     }
-    Ok(out.into_iter().map(|(_, r)| r).collect::<Vec<_>>())
+    Ok(out)
 }
 
 async fn find_by_name(client: &Client, name: &str) -> Result<ApiResource> {
@@ -119,30 +119,11 @@ async fn find_by_name(client: &Client, name: &str) -> Result<ApiResource> {
         .iter()
         .filter(|r| group.is_none_or(|g| r.api_version.starts_with(&format!("{g}/"))));
     for r in lists {
-        let singular = r.kind.to_lowercase();
-        let short = short_names(&r.plural);
-        if r.plural == plain || singular == plain || short.contains(&plain) {
+        if r.names.iter().any(|n| n == plain) {
             return Ok(r.clone());
         }
     }
     bail!("the server doesn't have a resource type \"{name}\"")
-}
-
-fn short_names(plural: &str) -> &'static [&'static str] {
-    match plural {
-        "pods" => &["po"],
-        "nodes" => &["no"],
-        "namespaces" => &["ns"],
-        "services" => &["svc"],
-        "configmaps" => &["cm"],
-        "serviceaccounts" => &["sa"],
-        "events" => &["ev"],
-        "endpoints" => &["ep"],
-        "deployments" => &["deploy"],
-        "replicasets" => &["rs"],
-        "daemonsets" => &["ds"],
-        _ => &[],
-    }
 }
 
 async fn find_by_kind(client: &Client, api_version: &str, kind: &str) -> Result<ApiResource> {
@@ -530,6 +511,15 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// One object to delete: named by type, or by the apiVersion and kind of a file's document.
+struct DeleteTarget {
+    res: Option<ApiResource>,
+    api_version: String,
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+}
+
 pub async fn delete(
     kc: Option<PathBuf>,
     resource: Option<String>,
@@ -538,76 +528,74 @@ pub async fn delete(
     ns: Option<&str>,
     grace: Option<i64>,
 ) -> Result<()> {
-    let mut targets: Vec<(Option<ApiResource>, Option<String>, String, Option<String>)> =
-        Vec::new();
-    if !files.is_empty() {
-        for d in load_docs(files)? {
-            targets.push((
-                None,
-                Some(format!(
-                    "{}\u{0}{}",
-                    d.value["apiVersion"].as_str().unwrap_or(""),
-                    d.value["kind"].as_str().unwrap_or("")
-                )),
-                d.value["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-                d.value["metadata"]["namespace"]
-                    .as_str()
-                    .map(str::to_string),
-            ));
-        }
+    let by_type = resource
+        .as_ref()
+        .is_some_and(|r| !names.is_empty() || r.contains('/'));
+    if by_type == !files.is_empty() {
+        bail!("give a type and names (skiff delete pod web) or files (skiff delete -f pod.yaml)");
+    }
+    let mut targets = Vec::new();
+    for d in load_docs(files)?.into_iter().filter(|_| !files.is_empty()) {
+        targets.push(DeleteTarget {
+            res: None,
+            api_version: d.value["apiVersion"].as_str().unwrap_or("").to_string(),
+            kind: d.value["kind"].as_str().unwrap_or("").to_string(),
+            name: d.value["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            namespace: d.value["metadata"]["namespace"]
+                .as_str()
+                .map(str::to_string),
+        });
     }
     let (client, default_ns) = connect(kc).await?;
-    match (&resource, names.is_empty(), files.is_empty()) {
-        (Some(_), false, true) => {}
-        (None, true, false) => {}
-        (Some(r), true, true) if r.contains('/') => {}
-        _ => bail!(
-            "give a type and names (skiff delete pod web) or files (skiff delete -f pod.yaml)"
-        ),
-    }
-    if let Some(r) = &resource {
+    if let Some(r) = resource.filter(|_| by_type) {
         let (ty, first) = match r.split_once('/') {
             Some((t, n)) => (t.to_string(), Some(n.to_string())),
             None => (r.clone(), None),
         };
         let res = find_by_name(&client, &ty).await?;
-        for n in first.into_iter().chain(names) {
-            targets.push((Some(res.clone()), None, n, None));
+        for name in first.into_iter().chain(names) {
+            targets.push(DeleteTarget {
+                res: Some(res.clone()),
+                api_version: String::new(),
+                kind: String::new(),
+                name,
+                namespace: None,
+            });
         }
     }
     let mut failed = 0;
-    for (res, gvk, name, obj_ns) in targets {
-        let res = match (res, gvk) {
-            (Some(r), _) => r,
-            (None, Some(gvk)) => {
-                let (av, kind) = gvk.split_once('\u{0}').unwrap_or(("", ""));
-                match find_by_kind(&client, av, kind).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        failed += 1;
-                        continue;
-                    }
+    for t in targets {
+        let res = match t.res {
+            Some(r) => r,
+            None => match find_by_kind(&client, &t.api_version, &t.kind).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    failed += 1;
+                    continue;
                 }
-            }
-            (None, None) => continue,
+            },
         };
-        let ns = res
-            .namespaced
-            .then(|| obj_ns.as_deref().or(ns).unwrap_or(&default_ns).to_string());
+        let ns = res.namespaced.then(|| {
+            t.namespace
+                .as_deref()
+                .or(ns)
+                .unwrap_or(&default_ns)
+                .to_string()
+        });
         let mut body =
             json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"});
         if let Some(g) = grace {
             body["gracePeriodSeconds"] = json!(g);
         }
-        let req = http::Request::delete(res.item(ns.as_deref(), &name))
+        let req = http::Request::delete(res.item(ns.as_deref(), &t.name))
             .header("content-type", "application/json")
             .body(serde_json::to_vec(&body)?)?;
         match request_json(&client, req).await {
-            Ok(_) => println!("{} \"{name}\" deleted", res.display()),
+            Ok(_) => println!("{} \"{}\" deleted", res.display(), t.name),
             Err(e) => {
                 eprintln!("error: {e}");
                 failed += 1;
