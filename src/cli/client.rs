@@ -531,7 +531,7 @@ pub async fn delete(
     let by_type = resource
         .as_ref()
         .is_some_and(|r| !names.is_empty() || r.contains('/'));
-    if by_type == !files.is_empty() {
+    if by_type != files.is_empty() {
         bail!("give a type and names (skiff delete pod web) or files (skiff delete -f pod.yaml)");
     }
     let mut targets = Vec::new();
