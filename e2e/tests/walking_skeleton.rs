@@ -204,7 +204,7 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     let pid = pids[0].to_string();
     for ns in ["pid", "mnt", "uts", "ipc", "net"] {
         ensure!(
-            ns_of(&pid, ns)? != ns_of("1", ns)?,
+            ns_of(&pid, ns)? != ns_of("self", ns)?,
             "the container shares the host's {ns} namespace"
         );
     }

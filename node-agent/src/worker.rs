@@ -29,6 +29,8 @@ use tokio::time::Instant;
 pub const ACTIVE_RESYNC: Duration = Duration::from_secs(1);
 /// Re-sync period once nothing will change on its own (the pod finished).
 pub const IDLE_RESYNC: Duration = Duration::from_secs(10);
+/// How long a failed pull shows as `ErrImagePull` before `ImagePullBackOff`.
+const ERR_IMAGE_PULL_SHOWN: Duration = Duration::from_secs(3);
 
 /// What the node knows that every pod worker needs.
 #[derive(Debug, Clone)]
@@ -114,6 +116,9 @@ struct Slot {
     last_terminated: Option<ContainerStateTerminated>,
     crash_backoff: Backoff,
     pull_backoff: Backoff,
+    /// When the last pull failed and why: the kubelet keeps showing `ErrImagePull` until a
+    /// later pass, and only then `ImagePullBackOff`.
+    pull_error: Option<(Instant, String)>,
     image_ref: String,
 }
 
@@ -598,7 +603,11 @@ impl<C: Cri> PodWorker<C> {
         match ensure_image(&*cri, slot, c, &sb.config, now).await {
             Ok(image_ref) => slot.image_ref = image_ref,
             Err((reason, message)) => {
-                tracing::warn!(pod = %key, container = %c.name, %image, reason, "image not ready");
+                if reason == "ImagePullBackOff" {
+                    tracing::debug!(pod = %key, container = %c.name, %image, reason, "image not ready");
+                } else {
+                    tracing::warn!(pod = %key, container = %c.name, %image, reason, %message, "image not ready");
+                }
                 slot.waiting = waiting(reason, Some(message));
                 return;
             }
@@ -933,15 +942,24 @@ async fn ensure_image<C: Cri>(
         }
     }
     if slot.pull_backoff.remaining(now).is_some() {
+        if let Some((at, msg)) = &slot.pull_error {
+            if now.duration_since(*at) < ERR_IMAGE_PULL_SHOWN {
+                return Err(("ErrImagePull", msg.clone()));
+            }
+        }
         return Err((
             "ImagePullBackOff",
             format!("Back-off pulling image {image:?}"),
         ));
     }
     match cri.pull_image(&image, Some(sandbox_config.clone())).await {
-        Ok(image_ref) => Ok(image_ref),
+        Ok(image_ref) => {
+            slot.pull_error = None;
+            Ok(image_ref)
+        }
         Err(e) => {
             slot.pull_backoff.next(now);
+            slot.pull_error = Some((now, e.to_string()));
             Err(("ErrImagePull", e.to_string()))
         }
     }

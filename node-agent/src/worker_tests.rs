@@ -143,7 +143,11 @@ async fn image_pull_failure_backs_off() {
     assert!(msg.contains("manifest unknown"), "{msg}");
     assert_eq!(st.phase.as_deref(), Some("Pending"));
 
+    // The failure stays visible as ErrImagePull for a moment, then it is a back-off.
     tokio::time::advance(Duration::from_secs(1)).await;
+    let st = sync(&mut w, &p).await;
+    assert_eq!(waiting_reason(&st, 0).as_deref(), Some("ErrImagePull"));
+    tokio::time::advance(Duration::from_secs(2)).await;
     let st = sync(&mut w, &p).await;
     assert_eq!(waiting_reason(&st, 0).as_deref(), Some("ImagePullBackOff"));
     let pulls = |f: &FakeCri| {
@@ -154,7 +158,7 @@ async fn image_pull_failure_backs_off() {
     };
     assert_eq!(pulls(&fake), 1, "no pull while backing off");
 
-    tokio::time::advance(Duration::from_secs(10)).await;
+    tokio::time::advance(Duration::from_secs(8)).await;
     let st = sync(&mut w, &p).await;
     assert_eq!(pulls(&fake), 2, "retried after 10s");
     assert_eq!(waiting_reason(&st, 0).as_deref(), Some("ErrImagePull"));
