@@ -212,7 +212,7 @@ fn load_docs(files: &[String]) -> Result<Vec<Doc>> {
         }
     }
     if docs.is_empty() {
-        bail!("no objects passed to apply");
+        bail!("no objects found in {}", files.join(", "));
     }
     Ok(docs)
 }
@@ -535,7 +535,12 @@ pub async fn delete(
         bail!("give a type and names (skiff delete pod web) or files (skiff delete -f pod.yaml)");
     }
     let mut targets = Vec::new();
-    for d in load_docs(files)?.into_iter().filter(|_| !files.is_empty()) {
+    let docs = if files.is_empty() {
+        Vec::new()
+    } else {
+        load_docs(files)?
+    };
+    for d in docs {
         targets.push(DeleteTarget {
             res: None,
             api_version: d.value["apiVersion"].as_str().unwrap_or("").to_string(),
