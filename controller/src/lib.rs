@@ -2,6 +2,7 @@
 //! and the controllers. `run` starts them all for one member.
 
 pub mod api;
+pub mod controllers;
 pub mod quantity;
 pub mod scheduler;
 pub mod store;
@@ -74,6 +75,7 @@ pub async fn run(
     let addr = listener.local_addr().map_err(ControllerError::Serve)?;
     tracing::info!(%addr, "API server listening");
     let sched = tokio::spawn(scheduler::run(objects.clone(), cancel.clone()));
+    let namespaces = tokio::spawn(controllers::namespace::run(objects.clone(), cancel.clone()));
     let app = api::router(ApiState {
         objects,
         cancel: cancel.clone(),
@@ -87,6 +89,7 @@ pub async fn run(
         .await;
     cancel.cancel();
     let _ = sched.await;
+    let _ = namespaces.await;
     let _ = started.task.await;
     served.map_err(ControllerError::Serve)
 }

@@ -942,10 +942,10 @@ async fn ensure_image<C: Cri>(
         }
     }
     if slot.pull_backoff.remaining(now).is_some() {
-        if let Some((at, msg)) = &slot.pull_error {
-            if now.duration_since(*at) < ERR_IMAGE_PULL_SHOWN {
-                return Err(("ErrImagePull", msg.clone()));
-            }
+        if let Some((at, msg)) = &slot.pull_error
+            && now.duration_since(*at) < ERR_IMAGE_PULL_SHOWN
+        {
+            return Err(("ErrImagePull", msg.clone()));
         }
         return Err((
             "ImagePullBackOff",

@@ -231,28 +231,15 @@ pub async fn schedule_once(objects: &Objects) -> Result<usize, ApiError> {
 
 /// Runs the scheduler until cancelled: a pass on every pod or node change, and every few seconds.
 pub async fn run(objects: Objects, cancel: CancellationToken) {
-    let mut after = objects.store.revision();
     loop {
+        let after = objects.store.revision();
         if let Err(e) = schedule_once(&objects).await {
             tracing::warn!(error = %e, "scheduling pass failed");
         }
-        let sub = objects.store.watch(after);
-        let wait = async {
-            match sub {
-                Ok(mut s) if s.backlog.is_empty() => {
-                    let _ = s.live.recv().await;
-                }
-                _ => {}
-            }
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = wait => {}
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        let period = Duration::from_secs(5);
+        if !crate::controllers::wait_for_change(&objects.store, after, period, &cancel).await {
+            return;
         }
-        // Let a burst of changes settle into one pass.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        after = objects.store.revision();
     }
 }
 
