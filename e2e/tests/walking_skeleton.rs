@@ -289,6 +289,40 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     );
     c.skiff(&["delete", "pod", "missing"])?;
 
+    // restartPolicy: Never leaves a failed container failed; OnFailure restarts it.
+    let policies = write(
+        work,
+        "policies.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: once\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {reg}/busybox:1.36\n    command: [\"sh\", \"-c\", \"exit 3\"]\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: retry\nspec:\n  restartPolicy: OnFailure\n  containers:\n  - name: c\n    image: {reg}/busybox:1.36\n    command: [\"sh\", \"-c\", \"exit 1\"]\n"
+        ),
+    )?;
+    c.skiff(&["apply", "-f", policies.to_str().unwrap_or_default()])?;
+    let once = wait_for("pod once to fail", Duration::from_secs(60), || {
+        let p = c.pod("once")?;
+        Ok((p["status"]["phase"] == "Failed").then_some(p))
+    })?;
+    let term = &once["status"]["containerStatuses"][0]["state"]["terminated"];
+    ensure!(
+        term["exitCode"] == 3 && term["reason"] == "Error",
+        "once: {term}"
+    );
+    wait_for("pod retry to be restarted", Duration::from_secs(60), || {
+        let p = c.pod("retry")?;
+        let restarts = p["status"]["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .unwrap_or(0);
+        Ok((restarts >= 1 && p["status"]["phase"] != "Failed").then_some(()))
+    })?;
+    ensure!(c.pod("once")?["status"]["containerStatuses"][0]["restartCount"] == 0);
+    c.skiff(&[
+        "delete",
+        "-f",
+        policies.to_str().unwrap_or_default(),
+        "--grace-period",
+        "1",
+    ])?;
+
     // Delete: the pod goes, and with it the process and its cgroups.
     let out = c.skiff(&["delete", "-f", pod_file.to_str().unwrap_or_default()])?;
     ensure!(out.contains("deleted"), "delete said: {out}");
