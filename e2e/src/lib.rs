@@ -178,3 +178,67 @@ pub fn push_busybox(work: &Path, registry: &str, image: &str) -> Result<()> {
         .arg(image))?;
     Ok(())
 }
+
+/// Removes what a test's cluster left on the host: container processes and their monitors,
+/// mounts under `work`, and the containers' cgroups. Containers outlive `skiff up` by design, so
+/// a test that stops half-way must clear them itself.
+pub fn cleanup_host(work: &Path) {
+    let containers = work.join("data/runtime/containers");
+    let ids: Vec<String> = std::fs::read_dir(&containers)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let work_s = work.to_string_lossy().into_owned();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if pid.parse::<u32>().is_err() {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let monitor = String::from_utf8_lossy(&cmdline).contains(&work_s);
+        let contained = ids.iter().any(|id| cgroup.contains(id.as_str()));
+        if monitor || contained {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|m| m.starts_with(&work_s))
+        .collect();
+    points.reverse();
+    for m in points {
+        let _ = Command::new("umount").args(["-l", m]).status();
+    }
+    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let skiff = ctrl.path().join("skiff");
+        for pod in std::fs::read_dir(&skiff).into_iter().flatten().flatten() {
+            let mut emptied = true;
+            for c in std::fs::read_dir(pod.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if c.path().is_dir() {
+                    if ids.contains(&c.file_name().to_string_lossy().into_owned()) {
+                        let _ = std::fs::remove_dir(c.path());
+                    } else {
+                        emptied = false;
+                    }
+                }
+            }
+            if emptied {
+                let _ = std::fs::remove_dir(pod.path());
+            }
+        }
+    }
+}

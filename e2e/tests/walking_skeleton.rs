@@ -146,6 +146,7 @@ fn walking_skeleton() -> Result<()> {
         eprintln!("--- skiff up log (tail) ---\n{}", tail(&c.log));
     }
     let _ = c.stop();
+    cleanup_host(work);
     result
 }
 

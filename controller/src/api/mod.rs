@@ -178,10 +178,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     if !is_yaml {
         match serde_json::from_slice::<Value>(body) {
             Ok(v) => return Ok(v),
-            Err(e)
-                if ct.contains("json")
-                    || !body.starts_with(b"\n") && body.trim_ascii_start().starts_with(b"{") =>
-            {
+            Err(e) if ct.contains("json") || body.trim_ascii_start().starts_with(b"{") => {
                 return Err(ApiError::BadRequest(format!(
                     "error decoding the JSON body: {e}"
                 )));
@@ -191,11 +188,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::BadRequest("the YAML body is not UTF-8".into()))?;
-    serde_saphyr_like(text)
-}
-
-/// YAML bodies (`application/yaml`, `application/apply-patch+yaml`) decoded to JSON values.
-fn serde_saphyr_like(text: &str) -> Result<Value, ApiError> {
+    // YAML bodies (`application/yaml`, `application/apply-patch+yaml`) become JSON values.
     serde_saphyr::from_str::<Value>(text)
         .map_err(|e| ApiError::BadRequest(format!("error decoding the YAML body: {e}")))
 }
