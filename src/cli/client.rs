@@ -17,19 +17,31 @@ const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,applica
 /// A client from the kubeconfig the user named, or the one `skiff up` wrote.
 pub async fn connect(kubeconfig: Option<PathBuf>) -> Result<(Client, String)> {
     let path = kubeconfig.unwrap_or_else(|| PathBuf::from(DEFAULT_KUBECONFIG));
-    let kc = Kubeconfig::read_from(&path)
-        .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+    let kc = Kubeconfig::read_from(&path).with_context(|| {
+        format!(
+            "cannot read kubeconfig {} (is `skiff up` running? --kubeconfig or KUBECONFIG name another)",
+            path.display()
+        )
+    })?;
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("invalid kubeconfig {}", path.display()))?;
     let ns = config.default_namespace.clone();
+    SERVER.get_or_init(|| config.cluster_url.to_string());
     let client = Client::try_from(config).context("cannot build the API client")?;
     Ok((client, ns))
 }
 
+/// The API server the client talks to, for messages.
+static SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn api_error(e: kube::Error) -> anyhow::Error {
     match e {
         kube::Error::Api(s) => anyhow!("{}", s.message),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => anyhow!(
+            "cannot reach the API server at {}: {e}",
+            SERVER.get().map_or("?", String::as_str)
+        ),
         other => anyhow!(other),
     }
 }

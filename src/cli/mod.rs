@@ -84,11 +84,16 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbose = matches!(cli.command, Command::Up(_));
+    // `up` logs what it does; client commands report errors themselves (kube's client would
+    // also log each failed connection).
+    let default_filter = match cli.command {
+        Command::Up(_) => "info",
+        _ => "warn,kube_client=off",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| if verbose { "info" } else { "warn" }.into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
