@@ -22,6 +22,14 @@ fi
 # kubectl is on machines of this kind; the e2e test drives it as a real client.
 command -v kubectl >/dev/null || { echo "kubectl is not installed" >&2; exit 1; }
 
+# The Python `kubernetes` client from PyPI, in a venv of its own, for the client e2e test.
+venv="$HOME/.cache/skiff-pyenv"
+if ! "$venv/bin/python" -c "import kubernetes" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q kubernetes
+fi
+export SKIFF_PYTHON="$venv/bin/python"
+
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/skiff-target}"
 cargo build --bin skiff
 log=$(mktemp)

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::Value;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -241,4 +242,104 @@ pub fn cleanup_host(work: &Path) {
             }
         }
     }
+}
+
+/// A `skiff up` cluster on a temporary data dir, driven through the `skiff` CLI.
+pub struct Cluster {
+    pub bin: PathBuf,
+    pub data: PathBuf,
+    pub api_port: u16,
+    pub agent_port: u16,
+    pub proc: Option<Proc>,
+    pub log: PathBuf,
+}
+
+impl Cluster {
+    /// A cluster whose state lives under `work/data`, on free loopback ports; not started.
+    pub fn new(work: &Path) -> Result<Self> {
+        Ok(Self {
+            bin: skiff_bin()?,
+            data: work.join("data"),
+            api_port: free_port()?,
+            agent_port: free_port()?,
+            proc: None,
+            log: work.join("skiff-up.log"),
+        })
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data.join("kubeconfig")
+    }
+
+    pub fn start(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("up")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.api_port))
+            .arg("--agent-port")
+            .arg(self.agent_port.to_string())
+            .arg("--node-name")
+            .arg("e2e-node")
+            .env("RUST_LOG", "info");
+        self.proc = Some(Proc::spawn("skiff up", &mut cmd, &self.log)?);
+        wait_for("node e2e-node to be Ready", Duration::from_secs(60), || {
+            if let Some(p) = self.proc.as_mut()
+                && let Some(st) = p.child.try_wait()?
+            {
+                bail!("skiff up exited with {st}: {}", tail(&self.log));
+            }
+            let out = self.skiff(&["get", "node", "e2e-node", "-o", "json"])?;
+            let node: Value = serde_json::from_str(&out)?;
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            Ok(ready.then_some(()))
+        })
+    }
+
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut p) = self.proc.take() {
+            let st = p.terminate(Duration::from_secs(30))?;
+            ensure!(
+                st.success(),
+                "skiff up exited with {st} on SIGTERM: {}",
+                tail(&self.log)
+            );
+        }
+        Ok(())
+    }
+
+    pub fn skiff(&self, args: &[&str]) -> Result<String> {
+        run(Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args))
+    }
+
+    pub fn skiff_fails(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()?;
+        ensure!(!out.status.success(), "skiff {args:?} should have failed");
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    pub fn pod(&self, name: &str) -> Result<Value> {
+        Ok(serde_json::from_str(
+            &self.skiff(&["get", "pod", name, "-o", "json"])?,
+        )?)
+    }
+}
+
+/// The last lines of a log file, for failure messages.
+pub fn tail(log: &Path) -> String {
+    let s = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }

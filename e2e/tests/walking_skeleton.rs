@@ -4,98 +4,13 @@
 //! `skiff logs`, kubectl's view, deletion, bad input, and a restart that keeps every object.
 
 use std::path::{Path, PathBuf};
+
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use e2e::*;
 use serde_json::Value;
-
-struct Cluster {
-    bin: PathBuf,
-    data: PathBuf,
-    api_port: u16,
-    agent_port: u16,
-    proc: Option<Proc>,
-    log: PathBuf,
-}
-
-impl Cluster {
-    fn kubeconfig(&self) -> PathBuf {
-        self.data.join("kubeconfig")
-    }
-
-    fn start(&mut self) -> Result<()> {
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("up")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.api_port))
-            .arg("--agent-port")
-            .arg(self.agent_port.to_string())
-            .arg("--node-name")
-            .arg("e2e-node")
-            .env("RUST_LOG", "info");
-        self.proc = Some(Proc::spawn("skiff up", &mut cmd, &self.log)?);
-        wait_for("node e2e-node to be Ready", Duration::from_secs(60), || {
-            if let Some(p) = self.proc.as_mut()
-                && let Some(st) = p.child.try_wait()?
-            {
-                bail!("skiff up exited with {st}: {}", tail(&self.log));
-            }
-            let out = self.skiff(&["get", "node", "e2e-node", "-o", "json"])?;
-            let node: Value = serde_json::from_str(&out)?;
-            let ready = node["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            Ok(ready.then_some(()))
-        })
-    }
-
-    fn stop(&mut self) -> Result<()> {
-        if let Some(mut p) = self.proc.take() {
-            let st = p.terminate(Duration::from_secs(30))?;
-            ensure!(
-                st.success(),
-                "skiff up exited with {st} on SIGTERM: {}",
-                tail(&self.log)
-            );
-        }
-        Ok(())
-    }
-
-    fn skiff(&self, args: &[&str]) -> Result<String> {
-        run(Command::new(&self.bin)
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args))
-    }
-
-    fn skiff_fails(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(&self.bin)
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .output()?;
-        ensure!(!out.status.success(), "skiff {args:?} should have failed");
-        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-
-    fn pod(&self, name: &str) -> Result<Value> {
-        Ok(serde_json::from_str(
-            &self.skiff(&["get", "pod", name, "-o", "json"])?,
-        )?)
-    }
-}
-
-fn tail(log: &Path) -> String {
-    let s = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
 
 /// The processes whose cgroup path names this container.
 fn pids_of(container_id: &str) -> Vec<u32> {
@@ -133,14 +48,7 @@ fn walking_skeleton() -> Result<()> {
     let (_registry, reg) = start_registry(work)?;
     push_busybox(&work.join("image"), &reg, "busybox:1.36")?;
 
-    let mut c = Cluster {
-        bin: skiff_bin()?,
-        data: work.join("data"),
-        api_port: free_port()?,
-        agent_port: free_port()?,
-        proc: None,
-        log: work.join("skiff-up.log"),
-    };
+    let mut c = Cluster::new(work)?;
     let result = scenario(&mut c, work, &reg);
     if result.is_err() {
         eprintln!("--- skiff up log (tail) ---\n{}", tail(&c.log));

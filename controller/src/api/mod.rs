@@ -174,6 +174,13 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    // Protobuf and CBOR bodies are answered 415, on which clients (kubectl 1.33 among them)
+    // fall back to JSON.
+    if ct.contains("protobuf") || ct.contains("cbor") {
+        return Err(ApiError::UnsupportedMediaType(
+            "application/json, application/yaml".into(),
+        ));
+    }
     let is_yaml = ct.contains("yaml") && !ct.contains("apply-patch+json");
     if !is_yaml {
         match serde_json::from_slice::<Value>(body) {
