@@ -1,0 +1,131 @@
+//! A write load generator for the store benchmark: N concurrent clients each send sequential
+//! writes of a fixed-size value over HTTP/1.1 keep-alive, and the run prints throughput and
+//! latency percentiles. Two targets speak the same way so they can be compared in one run:
+//! skiff's Kubernetes API (POST a ConfigMap) and etcd's v3 JSON gateway (`POST /v3/kv/put`).
+//!
+//! usage: loadgen (k8s|etcd) URL[,URL...] CLIENTS TOTAL VALUE_BYTES
+//! Clients are spread over the URLs round-robin. Prints one line:
+//! `target=.. clients=.. writes=.. errors=.. seconds=.. throughput=../s p50_ms=.. p99_ms=..`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use base64::Engine as _;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    K8s,
+    Etcd,
+}
+
+fn body(target: Target, key: &str, value: &str) -> (String, String) {
+    match target {
+        Target::K8s => (
+            "/api/v1/namespaces/default/configmaps".to_string(),
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": key},
+                "data": {"v": value},
+            })
+            .to_string(),
+        ),
+        Target::Etcd => {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            (
+                "/v3/kv/put".to_string(),
+                serde_json::json!({"key": b64.encode(format!("/bench/{key}")), "value": b64.encode(value)})
+                    .to_string(),
+            )
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 6 {
+        bail!("usage: loadgen (k8s|etcd) URL[,URL...] CLIENTS TOTAL VALUE_BYTES");
+    }
+    let target = match args[1].as_str() {
+        "k8s" => Target::K8s,
+        "etcd" => Target::Etcd,
+        other => bail!("unknown target {other:?}: k8s or etcd"),
+    };
+    let urls: Vec<String> = args[2]
+        .split(',')
+        .map(|u| u.trim_end_matches('/').to_string())
+        .collect();
+    let clients: usize = args[3].parse().context("CLIENTS")?;
+    let total: u64 = args[4].parse().context("TOTAL")?;
+    let size: usize = args[5].parse().context("VALUE_BYTES")?;
+    let value = "x".repeat(size);
+    let run_id = std::process::id();
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let url = urls[c % urls.len()].clone();
+        let (next, errors, value) = (next.clone(), errors.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            let client: Client<_, Full<bytes::Bytes>> =
+                Client::builder(TokioExecutor::new()).build_http();
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let key = format!("bench-{run_id}-{i}");
+                let (path, json) = body(target, &key, &value);
+                let req = http::Request::post(format!("{url}{path}"))
+                    .header("content-type", "application/json")
+                    .body(Full::new(bytes::Bytes::from(json)));
+                let Ok(req) = req else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let t = Instant::now();
+                let ok = match client.request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let _ = resp.into_body().collect().await;
+                        status.is_success()
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    lat.push(t.elapsed());
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            lat
+        }));
+    }
+    let mut all: Vec<Duration> = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "target={} clients={clients} writes={} errors={} seconds={secs:.2} throughput={:.0}/s p50_ms={:.2} p99_ms={:.2}",
+        args[1],
+        all.len(),
+        errors.load(Ordering::Relaxed),
+        all.len() as f64 / secs,
+        pct(0.50),
+        pct(0.99)
+    );
+    Ok(())
+}
