@@ -1,7 +1,10 @@
 //! skiff's control plane: the raft-replicated store, the Kubernetes API server, the scheduler
-//! and the controllers. `run` starts them all for one member.
+//! and the controllers. `run` starts them all for one member: the store (with the peer service
+//! when the member is one of several), the API server on every member, and the scheduler and
+//! controllers only while this member leads.
 
 pub mod api;
+pub mod cluster;
 pub mod controllers;
 pub mod quantity;
 pub mod scheduler;
@@ -12,10 +15,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 
 use api::{ApiState, Objects};
-use store::{Store, StoreConfig, StoreError};
+use cluster::{ClusterConfig, ClusterError, GrpcTransport, PeerService};
+use store::{Store, StoreConfig, StoreError, member_id};
 
 /// Errors of starting or running the control plane.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +37,8 @@ pub enum ControllerError {
     Serve(std::io::Error),
     #[error("bootstrap: {0}")]
     Bootstrap(String),
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 /// How to run one control-plane member.
@@ -38,6 +46,19 @@ pub enum ControllerError {
 pub struct ControllerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// `None`: a lone member with no peer service (`skiff up`).
+    pub cluster: Option<ClusterConfig>,
+}
+
+impl ControllerConfig {
+    /// A lone member, as `skiff up` runs it.
+    pub fn single(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            data_dir,
+            listen,
+            cluster: None,
+        }
+    }
 }
 
 /// Starts the store, bootstraps the cluster's namespaces, and serves the API until cancelled.
@@ -47,18 +68,56 @@ pub async fn run(
     cancel: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), ControllerError> {
-    let started = Store::start(
-        StoreConfig::single(Some(config.data_dir.join("store"))),
-        Arc::new(store::transport::LocalOnly),
-        cancel.clone(),
-    )?;
-    let objects = Objects::new(started.store.clone());
-    // The lone member leads within a tick or two; writes before then answer NoLeader.
+    let store_dir = Some(config.data_dir.join("store"));
+    let mut peer_task = None;
+    let (started, name) = match &config.cluster {
+        None => (
+            Store::start(
+                StoreConfig::single(store_dir),
+                Arc::new(store::transport::LocalOnly),
+                cancel.clone(),
+            )?,
+            None,
+        ),
+        Some(cc) => {
+            let members = cc.members();
+            let id = member_id(&cc.name);
+            if !cc.join && !members.iter().any(|m| m.id == id) {
+                return Err(ClusterError::NotInMembers {
+                    name: cc.name.clone(),
+                }
+                .into());
+            }
+            let transport = GrpcTransport::new(id, &members, cancel.clone());
+            let mut scfg =
+                StoreConfig::member(id, members.iter().map(|m| m.id).collect(), store_dir);
+            scfg.join = cc.join;
+            let started = Store::start(scfg, transport, cancel.clone())?;
+            let listener = tokio::net::TcpListener::bind(cc.peer_listen)
+                .await
+                .map_err(|source| ControllerError::Listen {
+                    addr: cc.peer_listen,
+                    source,
+                })?;
+            let svc = PeerService::new(started.store.clone(), started.inbox.clone(), members);
+            peer_task = Some(tokio::spawn(cluster::serve(svc, listener, cancel.clone())));
+            tracing::info!(member = %cc.name, id, join = cc.join, "control-plane member starting");
+            (started, Some(cc.name.clone()))
+        }
+    };
+    let store = started.store.clone();
+    let objects = Objects::new(store.clone());
+    // A lone member leads within a tick or two; a cluster needs an election first, and a
+    // joining member already has the namespaces from the snapshot it is sent.
+    let joining = config.cluster.as_ref().is_some_and(|c| c.join);
     let mut tries = 0;
     loop {
+        if joining {
+            break;
+        }
         match objects.ensure_system_namespaces().await {
             Ok(()) => break,
-            Err(e) if tries < 100 => {
+            Err(e) if tries < 100 || (config.cluster.is_some() && !cancel.is_cancelled()) => {
                 tries += 1;
                 tracing::debug!(error = %e, "waiting for the store to accept writes");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -74,12 +133,23 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().map_err(ControllerError::Serve)?;
     tracing::info!(%addr, "API server listening");
-    let sched = tokio::spawn(scheduler::run(objects.clone(), cancel.clone()));
-    let namespaces = tokio::spawn(controllers::namespace::run(objects.clone(), cancel.clone()));
-    let app = api::router(ApiState {
+    let loops = tokio::spawn(leader_loops(objects.clone(), store.clone(), cancel.clone()));
+    let mut app = api::router(ApiState {
         objects,
         cancel: cancel.clone(),
     });
+    if config.cluster.is_some() {
+        // Reads are served from this member's state: make them linearizable (see `read_barrier`).
+        app = app.layer(axum::middleware::from_fn_with_state(
+            store.clone(),
+            read_barrier_layer,
+        ));
+    }
+    let app = app.merge(
+        axum::Router::new()
+            .route("/skiff/raft", axum::routing::get(raft_status))
+            .with_state((store.clone(), name)),
+    );
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
@@ -88,8 +158,69 @@ pub async fn run(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
     cancel.cancel();
-    let _ = sched.await;
-    let _ = namespaces.await;
+    let _ = loops.await;
+    if let Some(t) = peer_task
+        && let Ok(Err(e)) = t.await
+    {
+        tracing::warn!(error = %e, "peer service ended with an error");
+    }
     let _ = started.task.await;
     served.map_err(ControllerError::Serve)
+}
+
+/// Runs the scheduler and the controllers while this member leads, and stops them (waiting for
+/// them to finish) as soon as it does not: only one member's loops act on the cluster at a time.
+async fn leader_loops(objects: Objects, store: Store, cancel: CancellationToken) {
+    let mut leading = store.leadership();
+    loop {
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = leading.changed() => if r.is_err() { return },
+            }
+        }
+        tracing::info!("leading: starting the scheduler and controllers");
+        let term = cancel.child_token();
+        let sched = tokio::spawn(scheduler::run(objects.clone(), term.clone()));
+        let namespaces = tokio::spawn(controllers::namespace::run(objects.clone(), term.clone()));
+        while *leading.borrow_and_update() {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = leading.changed() => if r.is_err() { break },
+            }
+        }
+        term.cancel();
+        let _ = sched.await;
+        let _ = namespaces.await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        tracing::info!("no longer leading: stopped the scheduler and controllers");
+    }
+}
+
+/// Holds GETs of API objects until this member has applied what the leader had committed.
+async fn read_barrier_layer(
+    State(store): State<Store>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    if req.method() == axum::http::Method::GET
+        && (path.starts_with("/api/") || path.starts_with("/apis/"))
+        && let Err(e) = store.read_barrier().await
+    {
+        return api::ApiError::from(e).into_response();
+    }
+    next.run(req).await
+}
+
+/// `GET /skiff/raft`: this member's raft view (who leads, term, applied index, members).
+async fn raft_status(State((store, name)): State<(Store, Option<String>)>) -> Response {
+    let st = store.status();
+    let mut v = serde_json::to_value(&st).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("name".into(), serde_json::Value::from(name));
+    }
+    axum::Json(v).into_response()
 }

@@ -2,6 +2,7 @@
 //! `apply`, `get`, `delete` and `logs`, which talk to any Kubernetes API through kube-rs.
 
 mod client;
+mod controller;
 mod up;
 
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run a whole single-node cluster in this process: control plane, node agent, runtime.
     Up(up::UpArgs),
+    /// Run one member of a replicated control plane, or manage the members (`member ...`).
+    Controller(controller::ControllerArgs),
     /// Create or update the objects in YAML files (multi-document; a directory; `-` for stdin).
     Apply {
         #[arg(short = 'f', long = "filename", required = true)]
@@ -88,6 +91,7 @@ pub fn main() -> ExitCode {
     // also log each failed connection).
     let default_filter = match cli.command {
         Command::Up(_) => "info",
+        Command::Controller(ref a) if controller::is_server(a) => "info",
         _ => "warn,kube_client=off",
     };
     tracing_subscriber::fmt()
@@ -113,6 +117,7 @@ pub fn main() -> ExitCode {
         let kc = cli.kubeconfig;
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Controller(args) => controller::run(args).await,
             Command::Apply { files, namespace } => {
                 client::apply(kc, &files, namespace.as_deref()).await
             }

@@ -101,10 +101,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
 
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let ccfg = controller::ControllerConfig {
-        data_dir: data.join("controller"),
-        listen: args.listen,
-    };
+    let ccfg = controller::ControllerConfig::single(data.join("controller"), args.listen);
     let c = cancel.clone();
     tasks.spawn(async move {
         let r = controller::run(ccfg, c.clone(), Some(ready_tx)).await;

@@ -229,7 +229,12 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoLeader | StoreError::Stopped => ApiError::ServiceUnavailable(e.to_string()),
+            StoreError::NoLeader
+            | StoreError::Stopped
+            | StoreError::NotLeader { .. }
+            | StoreError::ProposalDropped
+            | StoreError::Unreachable { .. }
+            | StoreError::Timeout => ApiError::ServiceUnavailable(e.to_string()),
             StoreError::TooOld { requested, oldest } => ApiError::Gone(format!(
                 "too old resource version: {requested} ({oldest})"
             )),

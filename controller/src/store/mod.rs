@@ -1,5 +1,10 @@
 //! The store: raft-replicated, revisioned key-value state with watches. `Store` is the handle
 //! the API server and controllers use; the node loop (`node`) owns raft and applies writes.
+//!
+//! Any member accepts writes: a member that is not the leader forwards the proposal to the
+//! leader (`Transport::forward`) and answers once it has applied the entry itself, so a caller
+//! always reads its own write on the member it wrote through. `read_barrier` makes a read
+//! linearizable (raft's ReadIndex), and `leadership` tells leader-only loops when to run.
 
 mod disk;
 mod node;
@@ -8,18 +13,32 @@ pub mod storage;
 pub mod transport;
 pub mod watch;
 
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+#[cfg(test)]
+mod sim;
 
-use tokio::sync::{mpsc, oneshot};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch as twatch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use state::{Applied, Command, Event, KvState, Precondition, Record};
+pub use transport::{Forward, Forwarded};
 pub use watch::{Subscription, TooOld};
 
 use storage::{LogState, LogStore, MemoryBackend};
 use transport::Transport;
 use watch::WatchHub;
+
+/// How long a proposal may wait for a leader to be known before it fails with `NoLeader`.
+const LEADER_WAIT: Duration = Duration::from_secs(3);
+/// How long a proposal (or a read barrier) may take in all before it fails with `Timeout`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +49,18 @@ pub enum StoreError {
     Raft(String),
     #[error("no leader is known yet; retry")]
     NoLeader,
+    /// Only the leader proposes; `leader` is who this member believes leads (forward there).
+    #[error("this member is not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    /// The leader lost its term before the entry committed; it was not applied: safe to retry.
+    #[error("the proposal was dropped by a change of leader; retry")]
+    ProposalDropped,
+    /// A forwarded proposal could not reach the leader; it may or may not have been applied.
+    #[error("member {id} cannot be reached")]
+    Unreachable { id: u64 },
+    /// No answer in time; a write may or may not have been applied.
+    #[error("timed out waiting for the cluster; the write may or may not have been applied")]
+    Timeout,
     #[error("the store is shutting down")]
     Stopped,
     #[error("precondition failed for key {key}")]
@@ -45,6 +76,9 @@ pub struct StoreConfig {
     pub id: u64,
     /// Every voter of the initial cluster, this member included.
     pub voters: Vec<u64>,
+    /// True for a member added to a running cluster: it starts with an empty log and no
+    /// membership, and waits for the leader's snapshot instead of bootstrapping `voters`.
+    pub join: bool,
     /// Where the redb file lives; `None` keeps everything in memory (tests).
     pub data_dir: Option<PathBuf>,
     /// How many events the watch cache keeps.
@@ -55,14 +89,66 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     pub fn single(data_dir: Option<PathBuf>) -> Self {
+        Self::member(1, vec![1], data_dir)
+    }
+
+    /// A member of a cluster whose initial voters are `voters`.
+    pub fn member(id: u64, voters: Vec<u64>, data_dir: Option<PathBuf>) -> Self {
         Self {
-            id: 1,
-            voters: vec![1],
+            id,
+            voters,
+            join: false,
             data_dir,
             watch_history: 20_000,
             log_keep: 10_000,
         }
     }
+}
+
+/// Where a member listens for its peers, as recorded in the store when it is added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    pub peer_addr: String,
+}
+
+/// The store keys under which added members are recorded (not visible through the API, whose
+/// keys all start with `/registry/`).
+pub const MEMBERS_PREFIX: &str = "/skiff/members/";
+
+/// A member's raft id, derived from its name (FNV-1a, 64 bits, never 0): every member computes
+/// the same ids from the same names, whatever order they are listed in.
+pub fn member_id(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if h == 0 { 1 } else { h }
+}
+
+/// Who leads, as this member last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Leadership {
+    /// The leader's id, if one is known.
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// True while this member is the leader.
+    pub is_leader: bool,
+}
+
+/// A member's view of raft, for status endpoints and tests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RaftStatus {
+    pub id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub is_leader: bool,
+    pub applied: u64,
+    pub revision: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
 }
 
 /// A started member: its handle, the inbox for raft messages from peers, and the node loop task
@@ -73,15 +159,32 @@ pub struct Started {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-pub(crate) struct Proposal {
-    cmd: Command,
-    reply: oneshot::Sender<Result<Applied, StoreError>>,
+type ProposeReply = oneshot::Sender<Result<Forwarded, StoreError>>;
+
+/// What callers ask of the node loop.
+pub(crate) enum Request {
+    /// Propose on this member, which must be the leader.
+    Propose { req: Forward, reply: ProposeReply },
+    /// Answer once this member has applied everything committed when the request was made.
+    Read {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 struct Inner {
+    id: u64,
     state: RwLock<KvState>,
     hub: WatchHub,
-    proposals: mpsc::Sender<Proposal>,
+    requests: mpsc::Sender<Request>,
+    transport: Arc<dyn Transport>,
+    /// The applied index, for callers waiting to see a forwarded write.
+    applied: twatch::Sender<u64>,
+    leadership: twatch::Sender<Leadership>,
+    is_leader: twatch::Sender<bool>,
+    /// Voters and learners as of the last applied membership change.
+    conf: Mutex<(Vec<u64>, Vec<u64>)>,
+    /// How many snapshots from the leader this member installed since it started.
+    snapshots: AtomicU64,
 }
 
 /// A cheap, cloneable handle to the store.
@@ -92,7 +195,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -104,7 +209,7 @@ impl Store {
         transport: Arc<dyn Transport>,
         cancel: CancellationToken,
     ) -> Result<Started, StoreError> {
-        let (log, state, disk) = match &config.data_dir {
+        let (log, mut state, disk) = match &config.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Disk(format!("cannot create {}: {e}", dir.display()))
@@ -119,16 +224,47 @@ impl Store {
                 None,
             ),
         };
-        if log.is_empty() {
+        if log.is_empty() && !config.join {
             log.bootstrap(config.voters.clone())?;
         }
+        // What the log starts after was applied (a snapshot or the bootstrap point).
+        if state.applied_index() < log.snapshot_index() {
+            state.set_applied_index(log.snapshot_index());
+        }
+        let cs = log.conf_state();
         let (ptx, prx) = mpsc::channel(4096);
         let (mtx, mrx) = mpsc::channel(4096);
         let inner = Arc::new(Inner {
+            id: config.id,
             hub: WatchHub::new(state.revision(), config.watch_history),
+            applied: twatch::Sender::new(state.applied_index()),
             state: RwLock::new(state),
-            proposals: ptx,
+            requests: ptx,
+            transport: transport.clone(),
+            leadership: twatch::Sender::new(Leadership::default()),
+            is_leader: twatch::Sender::new(false),
+            conf: Mutex::new((cs.voters.clone(), cs.learners.clone())),
+            snapshots: AtomicU64::new(0),
         });
+        // Peers added while this member was down are recorded in the state machine.
+        for (_, rec) in inner
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .range_prefix(MEMBERS_PREFIX)
+        {
+            if let Ok(m) = serde_json::from_slice::<MemberInfo>(&rec.value) {
+                transport.set_peer(m.id, Some(m.peer_addr));
+            }
+        }
+        let weak = Arc::downgrade(&inner);
+        log.set_snapshot_source(Arc::new(move || match weak.upgrade() {
+            Some(inner) => {
+                let s = inner.state.read().unwrap_or_else(|e| e.into_inner());
+                (s.to_snapshot_bytes(), s.applied_index())
+            }
+            None => (Vec::new(), 0),
+        }));
         let node = node::Node::new(&config, log, disk, inner.clone(), transport)?;
         let task = tokio::spawn(node.run(prx, mrx, cancel));
         Ok(Started {
@@ -142,9 +278,19 @@ impl Store {
         self.inner.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// This member's raft id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
     /// The store's current revision.
     pub fn revision(&self) -> u64 {
         self.state().revision()
+    }
+
+    /// The last log index this member applied.
+    pub fn applied_index(&self) -> u64 {
+        *self.inner.applied.borrow()
     }
 
     pub fn get(&self, key: &str) -> Option<Record> {
@@ -166,15 +312,171 @@ impl Store {
         self.state().range_prefix(prefix).count()
     }
 
-    /// Proposes a command and waits until it is applied on this member.
+    /// True while this member leads. Leader-only loops should follow `leadership()` instead of
+    /// polling this.
+    pub fn is_leader(&self) -> bool {
+        *self.inner.is_leader.borrow()
+    }
+
+    /// Changes to whether this member leads: the scheduler and controllers run while it is
+    /// `true` and stop when it turns `false` (a deposed leader's own writes no longer commit,
+    /// and its loops must not act on a state that others may have moved on).
+    pub fn leadership(&self) -> twatch::Receiver<bool> {
+        self.inner.is_leader.subscribe()
+    }
+
+    /// Who leads, and in which term, as this member last saw it.
+    pub fn leader(&self) -> Leadership {
+        *self.inner.leadership.borrow()
+    }
+
+    /// How many snapshots from the leader this member installed since it started.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.inner.snapshots.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of this member's raft view.
+    pub fn status(&self) -> RaftStatus {
+        let l = self.leader();
+        let (voters, learners) = self
+            .inner
+            .conf
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        RaftStatus {
+            id: self.inner.id,
+            leader: l.leader,
+            term: l.term,
+            is_leader: l.is_leader,
+            applied: self.applied_index(),
+            revision: self.revision(),
+            voters,
+            learners,
+        }
+    }
+
+    /// Proposes a command and waits until it is applied on this member. A member that is not
+    /// the leader forwards it to the leader and then waits to apply the entry itself.
     pub async fn propose(&self, cmd: Command) -> Result<Applied, StoreError> {
+        Ok(self.submit(Forward::Write(cmd)).await?.applied)
+    }
+
+    /// Proposes on this member only, which must be the leader: what a peer's forwarded
+    /// proposal calls. Answers with the outcome and the log index once applied here.
+    pub async fn propose_here(&self, req: Forward) -> Result<Forwarded, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.inner
-            .proposals
-            .send(Proposal { cmd, reply: tx })
+            .requests
+            .send(Request::Propose { req, reply: tx })
             .await
             .map_err(|_| StoreError::Stopped)?;
-        rx.await.map_err(|_| StoreError::Stopped)?
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(r) => r.map_err(|_| StoreError::Stopped)?,
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// Proposes here if this member leads, else forwards to the leader; retries while no leader
+    /// is known (an election takes a second or two) and only when nothing was proposed.
+    async fn submit(&self, req: Forward) -> Result<Forwarded, StoreError> {
+        let start = Instant::now();
+        loop {
+            let r = match self.propose_here(req.clone()).await {
+                Err(StoreError::NotLeader {
+                    leader: Some(leader),
+                }) if leader != self.inner.id => self.forward(leader, req.clone()).await,
+                r => r,
+            };
+            match r {
+                Err(
+                    StoreError::NotLeader { .. }
+                    | StoreError::NoLeader
+                    | StoreError::ProposalDropped,
+                ) if start.elapsed() < LEADER_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(StoreError::NotLeader { .. }) => return Err(StoreError::NoLeader),
+                r => return r,
+            }
+        }
+    }
+
+    async fn forward(&self, leader: u64, req: Forward) -> Result<Forwarded, StoreError> {
+        let f =
+            match tokio::time::timeout(REQUEST_TIMEOUT, self.inner.transport.forward(leader, req))
+                .await
+            {
+                Ok(r) => r?,
+                Err(_) => return Err(StoreError::Timeout),
+            };
+        self.wait_applied(f.index).await?;
+        Ok(f)
+    }
+
+    /// Waits until this member has applied log index `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), StoreError> {
+        let mut rx = self.inner.applied.subscribe();
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx.wait_for(|a| *a >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// Returns once this member has applied everything the leader had committed when it was
+    /// called (raft's ReadIndex): a read after it sees every write acknowledged before it, on
+    /// any member. Call it before a get or list that must be current (no resourceVersion).
+    pub async fn read_barrier(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .requests
+            .send(Request::Read { reply: tx })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(r) => r.map_err(|_| StoreError::Stopped)?,
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// Adds a voting member through a raft membership change; it should then start with
+    /// `join` set and is caught up by a snapshot. Any member may be asked: it forwards.
+    pub async fn add_member(&self, member: MemberInfo) -> Result<(), StoreError> {
+        let context = serde_json::to_vec(&member).map_err(|e| StoreError::Raft(e.to_string()))?;
+        self.change_members(member.id, ConfChangeType::AddNode, context)
+            .await
+    }
+
+    /// Removes a member through a raft membership change.
+    pub async fn remove_member(&self, id: u64) -> Result<(), StoreError> {
+        self.change_members(id, ConfChangeType::RemoveNode, Vec::new())
+            .await
+    }
+
+    async fn change_members(
+        &self,
+        id: u64,
+        ty: ConfChangeType,
+        context: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let mut single = ConfChangeSingle {
+            node_id: id,
+            ..Default::default()
+        };
+        single.set_change_type(ty);
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        cc.context = context.into();
+        self.submit(Forward::Conf(cc)).await.map(|_| ())
+    }
+
+    /// Members recorded by `add_member` (initial members are known from configuration).
+    pub fn added_members(&self) -> Vec<MemberInfo> {
+        self.state()
+            .range_prefix(MEMBERS_PREFIX)
+            .filter_map(|(_, r)| serde_json::from_slice(&r.value).ok())
+            .collect()
     }
 
     /// Writes `value` at `key` if `precondition` holds; returns the stored record and the previous one.

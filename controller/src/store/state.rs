@@ -160,6 +160,74 @@ pub enum Applied {
     PreconditionFailed { actual: Option<Record> },
 }
 
+impl Applied {
+    /// A binary form for a forwarded proposal's answer (the peer service carries it as bytes).
+    pub fn encode(&self) -> Vec<u8> {
+        fn opt(out: &mut Vec<u8>, r: &Option<Record>) {
+            match r {
+                None => out.push(0),
+                Some(r) => {
+                    out.push(1);
+                    let b = r.encode();
+                    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                    out.extend_from_slice(&b);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        match self {
+            Applied::Done {
+                revision,
+                record,
+                prev,
+            } => {
+                out.push(0);
+                out.extend_from_slice(&revision.to_le_bytes());
+                opt(&mut out, record);
+                opt(&mut out, prev);
+            }
+            Applied::PreconditionFailed { actual } => {
+                out.push(1);
+                opt(&mut out, actual);
+            }
+        }
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        fn opt(b: &[u8], at: &mut usize) -> Option<Option<Record>> {
+            let flag = *b.get(*at)?;
+            *at += 1;
+            if flag == 0 {
+                return Some(None);
+            }
+            let len = u32::from_le_bytes(b.get(*at..*at + 4)?.try_into().ok()?) as usize;
+            *at += 4;
+            let r = Record::decode(b.get(*at..*at + len)?)?;
+            *at += len;
+            Some(Some(r))
+        }
+        let mut at = 1;
+        match *b.first()? {
+            0 => {
+                let revision = u64::from_le_bytes(b.get(1..9)?.try_into().ok()?);
+                at = 9;
+                let record = opt(b, &mut at)?;
+                let prev = opt(b, &mut at)?;
+                Some(Applied::Done {
+                    revision,
+                    record,
+                    prev,
+                })
+            }
+            1 => Some(Applied::PreconditionFailed {
+                actual: opt(b, &mut at)?,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// One change, as watchers see it.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -419,6 +487,32 @@ mod tests {
         }
         assert!(Command::decode(&[9, 9]).is_none());
         assert!(Command::decode(&[]).is_none());
+    }
+
+    #[test]
+    fn applied_encoding_round_trips() {
+        let rec = Record {
+            value: Arc::from(&b"v"[..]),
+            create_revision: 3,
+            mod_revision: 7,
+        };
+        for a in [
+            Applied::Done {
+                revision: 7,
+                record: Some(rec.clone()),
+                prev: None,
+            },
+            Applied::Done {
+                revision: 8,
+                record: None,
+                prev: Some(rec.clone()),
+            },
+            Applied::PreconditionFailed { actual: Some(rec) },
+            Applied::PreconditionFailed { actual: None },
+        ] {
+            assert_eq!(Applied::decode(&a.encode()), Some(a));
+        }
+        assert_eq!(Applied::decode(&[0, 1]), None);
     }
 
     #[test]

@@ -48,13 +48,17 @@ pub struct LogState {
     pub entries: Vec<Entry>,
 }
 
+/// Makes the state machine's image for a snapshot: its bytes and the index it reflects.
+pub type SnapshotSource = Arc<dyn Fn() -> (Vec<u8>, u64) + Send + Sync>;
+
 #[derive(Default)]
 struct Core {
     hard_state: HardState,
     snapshot_meta: SnapshotMetadata,
     entries: Vec<Entry>,
-    /// The state machine's snapshot, made on demand for a lagging follower.
-    snapshot_data: Option<Snapshot>,
+    /// Where a snapshot for a lagging or new member comes from: made on demand, at the applied
+    /// index, so it always carries the current membership.
+    snapshot_source: Option<SnapshotSource>,
 }
 
 impl Core {
@@ -84,7 +88,7 @@ impl LogStore {
             hard_state: state.hard_state,
             snapshot_meta: state.snapshot_meta,
             entries: state.entries,
-            snapshot_data: None,
+            snapshot_source: None,
         };
         Self {
             core: Arc::new(RwLock::new(core)),
@@ -105,13 +109,38 @@ impl LogStore {
         c.snapshot_meta.get_conf_state().voters.is_empty() && c.entries.is_empty()
     }
 
-    /// Seeds a brand-new member with the initial membership, as a snapshot at index 0 would.
+    /// Seeds a brand-new member of a brand-new cluster with the initial membership, as a
+    /// snapshot at index 1, term 1 would (every initial member does the same, so they agree).
+    /// The log then starts at index 2: a member that joins later with an empty log is always
+    /// sent a snapshot, which carries the membership, rather than entries that do not.
     pub fn bootstrap(&self, voters: Vec<u64>) -> Result<(), StoreError> {
-        let mut meta = SnapshotMetadata::default();
+        let mut meta = SnapshotMetadata {
+            index: 1,
+            term: 1,
+            ..Default::default()
+        };
         meta.mut_conf_state().voters = voters;
+        let hs = HardState {
+            term: 1,
+            commit: 1,
+            ..Default::default()
+        };
         self.backend.set_snapshot_meta(&meta)?;
-        self.wl().snapshot_meta = meta;
+        self.backend.set_hard_state(&hs)?;
+        let mut core = self.wl();
+        core.snapshot_meta = meta;
+        core.hard_state = hs;
         Ok(())
+    }
+
+    /// Sets where snapshots for other members come from.
+    pub fn set_snapshot_source(&self, source: SnapshotSource) {
+        self.wl().snapshot_source = Some(source);
+    }
+
+    /// The index the log starts after (the last snapshot or compaction point).
+    pub fn snapshot_index(&self) -> u64 {
+        self.rl().snapshot_meta.index
     }
 
     /// Appends entries from a `Ready`, replacing any conflicting suffix.
@@ -191,11 +220,6 @@ impl LogStore {
     pub fn len(&self) -> usize {
         self.rl().entries.len()
     }
-
-    /// Records the state machine image that `snapshot()` hands to lagging followers.
-    pub fn set_snapshot_data(&self, snap: Snapshot) {
-        self.wl().snapshot_data = Some(snap);
-    }
 }
 
 impl raft::Storage for LogStore {
@@ -258,12 +282,21 @@ impl raft::Storage for LogStore {
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        match &self.rl().snapshot_data {
-            Some(s) if s.get_metadata().index >= request_index => Ok(s.clone()),
-            _ => Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            )),
+        let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        // The source takes the state machine's lock: call it without holding ours.
+        let source = self.rl().snapshot_source.clone().ok_or_else(unavailable)?;
+        let (data, index) = source();
+        if index < request_index {
+            return Err(unavailable());
         }
+        let term = self.term(index)?;
+        let mut snap = Snapshot::default();
+        snap.set_data(data.into());
+        let meta = snap.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state());
+        Ok(snap)
     }
 }
 

@@ -1,0 +1,551 @@
+//! Control-plane members talking to each other over gRPC: the `Peer` service (raft messages in
+//! batches, forwarded proposals, membership management), the outgoing `GrpcTransport` (one task
+//! per peer with a bounded queue, reconnecting with back-off, dropping on overflow: raft
+//! retries), and how `--initial-members` is parsed into raft ids.
+//!
+//! Raft ids are derived from member names (`store::member_id`, FNV-1a), so every member computes
+//! the same ids from the same list in any order, and a member added later by name gets its id
+//! the same way.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::prelude::{ConfChangeV2, Message};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Request, Response, Status};
+
+use crate::store::transport::{BoxFuture, Forward, Forwarded, Transport};
+use crate::store::{Applied, Command, MemberInfo, Store, StoreError, member_id};
+
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("skiff.peer.v1");
+}
+
+use proto::forward_error::Kind;
+use proto::peer_client::PeerClient;
+use proto::peer_server::{Peer, PeerServer};
+
+/// How many raft messages wait for one peer before new ones are dropped.
+const PEER_QUEUE: usize = 4096;
+/// Raft messages sent to a peer in one `Step` call, at most.
+const BATCH: usize = 256;
+
+/// Errors of the peer service and the member commands.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("invalid member list entry {entry:?}: want name=host:port")]
+    BadMember { entry: String },
+    #[error("this member's name {name:?} is not in --initial-members")]
+    NotInMembers { name: String },
+    #[error("invalid peer address {addr}: {reason}")]
+    BadAddress { addr: String, reason: String },
+    #[error("cannot reach member at {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("member at {addr} refused: {status}")]
+    Rpc { addr: String, status: String },
+    #[error("peer server on {addr}: {reason}")]
+    Serve { addr: SocketAddr, reason: String },
+}
+
+/// How a member of a multi-member control plane runs.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This member's name; its raft id is `member_id(name)`.
+    pub name: String,
+    /// Where the peer gRPC service listens.
+    pub peer_listen: SocketAddr,
+    /// The initial members, this one included, as (name, peer address).
+    pub initial_members: Vec<(String, String)>,
+    /// True for a member added with `skiff controller member add`: it starts empty and is
+    /// caught up by a snapshot from the leader.
+    pub join: bool,
+}
+
+impl ClusterConfig {
+    /// The initial members with their raft ids.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.initial_members
+            .iter()
+            .map(|(name, addr)| MemberInfo {
+                id: member_id(name),
+                name: name.clone(),
+                peer_addr: addr.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Parses `name1=host:port,name2=host:port`.
+pub fn parse_members(list: &str) -> Result<Vec<(String, String)>, ClusterError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| match entry.split_once('=') {
+            Some((n, a)) if !n.is_empty() && a.contains(':') => {
+                Ok((n.trim().to_string(), a.trim().to_string()))
+            }
+            _ => Err(ClusterError::BadMember {
+                entry: entry.to_string(),
+            }),
+        })
+        .collect()
+}
+
+fn endpoint(addr: &str) -> Result<Endpoint, ClusterError> {
+    let url = if addr.starts_with("http://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(url)
+        .map_err(|e| ClusterError::BadAddress {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true))
+}
+
+struct PeerHandle {
+    addr: String,
+    queue: mpsc::Sender<Message>,
+    client: PeerClient<Channel>,
+}
+
+/// The transport between member processes.
+pub struct GrpcTransport {
+    me: u64,
+    peers: RwLock<HashMap<u64, PeerHandle>>,
+    cancel: CancellationToken,
+}
+
+impl GrpcTransport {
+    /// A transport knowing `members` (this member, `me`, is skipped). Must be called within a
+    /// tokio runtime: each peer gets a sending task, stopped by `cancel`.
+    pub fn new(me: u64, members: &[MemberInfo], cancel: CancellationToken) -> Arc<Self> {
+        let t = Arc::new(Self {
+            me,
+            peers: RwLock::new(HashMap::new()),
+            cancel,
+        });
+        for m in members {
+            t.set_peer(m.id, Some(m.peer_addr.clone()));
+        }
+        t
+    }
+
+    fn client(&self, id: u64) -> Option<PeerClient<Channel>> {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        peers.get(&id).map(|p| p.client.clone())
+    }
+}
+
+/// Sends one peer's queue in batches; on failure waits (doubling up to 2 s) and drops what
+/// failed: raft resends what matters.
+async fn peer_loop(
+    id: u64,
+    addr: String,
+    mut client: PeerClient<Channel>,
+    mut rx: mpsc::Receiver<Message>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return,
+            m = rx.recv() => match m { Some(m) => m, None => return },
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH
+            && let Ok(m) = rx.try_recv()
+        {
+            batch.push(m);
+        }
+        let messages = batch
+            .iter()
+            .filter_map(|m| m.write_to_bytes().ok())
+            .collect();
+        match client.step(proto::StepRequest { messages }).await {
+            Ok(_) => backoff = Duration::from_millis(100),
+            Err(status) => {
+                tracing::debug!(peer = id, %addr, error = %status.message(), "cannot send raft messages");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                // What queued up meanwhile is stale; raft will resend.
+                while rx.try_recv().is_ok() {}
+            }
+        }
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&self, messages: Vec<Message>) {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        for m in messages {
+            match peers.get(&m.to) {
+                Some(p) => {
+                    if p.queue.try_send(m).is_err() {
+                        tracing::debug!(peer = p.addr, "peer queue full; dropping a raft message");
+                    }
+                }
+                None => tracing::debug!(to = m.to, "no address for raft peer"),
+            }
+        }
+    }
+
+    fn forward(&self, to: u64, req: Forward) -> BoxFuture<Result<Forwarded, StoreError>> {
+        let client = self.client(to);
+        Box::pin(async move {
+            let mut client = client.ok_or(StoreError::Unreachable { id: to })?;
+            let request = match req {
+                Forward::Write(cmd) => proto::forward_request::Request::Write(cmd.encode()),
+                Forward::Conf(cc) => proto::forward_request::Request::ConfChange(
+                    cc.write_to_bytes()
+                        .map_err(|e| StoreError::Raft(e.to_string()))?,
+                ),
+            };
+            let resp = client
+                .forward(proto::ForwardRequest {
+                    request: Some(request),
+                })
+                .await
+                .map_err(|status| {
+                    tracing::debug!(to, error = %status.message(), "forward failed");
+                    StoreError::Unreachable { id: to }
+                })?
+                .into_inner();
+            if let Some(e) = resp.error {
+                return Err(error_from_wire(&e));
+            }
+            let applied = Applied::decode(&resp.applied)
+                .ok_or_else(|| StoreError::Raft("undecodable forwarded answer".into()))?;
+            Ok(Forwarded {
+                index: resp.index,
+                applied,
+            })
+        })
+    }
+
+    fn set_peer(&self, id: u64, addr: Option<String>) {
+        if id == self.me {
+            return;
+        }
+        let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
+        let Some(addr) = addr else {
+            peers.remove(&id);
+            return;
+        };
+        if peers.get(&id).is_some_and(|p| p.addr == addr) {
+            return;
+        }
+        let client = match endpoint(&addr) {
+            Ok(ep) => PeerClient::new(ep.connect_lazy()),
+            Err(e) => {
+                tracing::warn!(peer = id, error = %e, "ignoring a peer with a bad address");
+                return;
+            }
+        };
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        tokio::spawn(peer_loop(
+            id,
+            addr.clone(),
+            client.clone(),
+            rx,
+            self.cancel.clone(),
+        ));
+        tracing::info!(peer = id, %addr, "raft peer");
+        peers.insert(
+            id,
+            PeerHandle {
+                addr,
+                queue: tx,
+                client,
+            },
+        );
+    }
+}
+
+fn error_to_wire(e: &StoreError) -> proto::ForwardError {
+    let (kind, leader) = match e {
+        StoreError::NotLeader { leader } => (Kind::NotLeader, leader.unwrap_or(0)),
+        StoreError::NoLeader => (Kind::NoLeader, 0),
+        StoreError::ProposalDropped => (Kind::ProposalDropped, 0),
+        StoreError::Timeout => (Kind::Timeout, 0),
+        StoreError::Stopped => (Kind::Stopped, 0),
+        _ => (Kind::Other, 0),
+    };
+    proto::ForwardError {
+        kind: kind as i32,
+        message: e.to_string(),
+        leader,
+    }
+}
+
+fn error_from_wire(e: &proto::ForwardError) -> StoreError {
+    match Kind::try_from(e.kind).unwrap_or(Kind::Other) {
+        Kind::NotLeader => StoreError::NotLeader {
+            leader: Some(e.leader).filter(|l| *l != 0),
+        },
+        Kind::NoLeader => StoreError::NoLeader,
+        Kind::ProposalDropped => StoreError::ProposalDropped,
+        Kind::Timeout => StoreError::Timeout,
+        // The leader is going away: to the caller, as good as no leader.
+        Kind::Stopped => StoreError::NoLeader,
+        Kind::Other => StoreError::Raft(e.message.clone()),
+    }
+}
+
+fn status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotLeader { .. } | StoreError::NoLeader | StoreError::Stopped => {
+            Status::unavailable(e.to_string())
+        }
+        StoreError::Timeout => Status::deadline_exceeded(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+/// The `Peer` service of one member.
+pub struct PeerService {
+    store: Store,
+    inbox: mpsc::Sender<Message>,
+    initial: Vec<MemberInfo>,
+}
+
+impl PeerService {
+    pub fn new(store: Store, inbox: mpsc::Sender<Message>, initial: Vec<MemberInfo>) -> Self {
+        Self {
+            store,
+            inbox,
+            initial,
+        }
+    }
+
+    /// Initial and added members, by id.
+    fn known(&self) -> HashMap<u64, MemberInfo> {
+        self.initial
+            .iter()
+            .cloned()
+            .chain(self.store.added_members())
+            .map(|m| (m.id, m))
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn step(
+        &self,
+        req: Request<proto::StepRequest>,
+    ) -> Result<Response<proto::StepResponse>, Status> {
+        for b in req.into_inner().messages {
+            // Peers are other skiff members; a message that does not decode is dropped.
+            match Message::parse_from_bytes(&b) {
+                Ok(m) => {
+                    if self.inbox.try_send(m).is_err() {
+                        tracing::debug!("raft inbox full; dropping a message");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "undecodable raft message"),
+            }
+        }
+        Ok(Response::new(proto::StepResponse {}))
+    }
+
+    async fn forward(
+        &self,
+        req: Request<proto::ForwardRequest>,
+    ) -> Result<Response<proto::ForwardResponse>, Status> {
+        let fwd = match req.into_inner().request {
+            Some(proto::forward_request::Request::Write(b)) => Forward::Write(
+                Command::decode(&b).ok_or_else(|| Status::invalid_argument("bad command"))?,
+            ),
+            Some(proto::forward_request::Request::ConfChange(b)) => Forward::Conf(
+                ConfChangeV2::parse_from_bytes(&b)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            ),
+            None => return Err(Status::invalid_argument("empty forward request")),
+        };
+        let resp = match self.store.propose_here(fwd).await {
+            Ok(f) => proto::ForwardResponse {
+                index: f.index,
+                applied: f.applied.encode(),
+                error: None,
+            },
+            Err(e) => proto::ForwardResponse {
+                index: 0,
+                applied: Vec::new(),
+                error: Some(error_to_wire(&e)),
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn add_member(
+        &self,
+        req: Request<proto::AddMemberRequest>,
+    ) -> Result<Response<proto::MemberResponse>, Status> {
+        let r = req.into_inner();
+        if r.name.is_empty() || !r.peer_addr.contains(':') {
+            return Err(Status::invalid_argument("want a name and a host:port"));
+        }
+        let id = member_id(&r.name);
+        self.store
+            .add_member(MemberInfo {
+                id,
+                name: r.name,
+                peer_addr: r.peer_addr,
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::MemberResponse { id }))
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<proto::RemoveMemberRequest>,
+    ) -> Result<Response<proto::MemberResponse>, Status> {
+        let id = member_id(&req.into_inner().name);
+        self.store.remove_member(id).await.map_err(status)?;
+        Ok(Response::new(proto::MemberResponse { id }))
+    }
+
+    async fn list_members(
+        &self,
+        _: Request<proto::ListMembersRequest>,
+    ) -> Result<Response<proto::ListMembersResponse>, Status> {
+        let st = self.store.status();
+        let known = self.known();
+        let members = st
+            .voters
+            .iter()
+            .map(|id| (*id, true))
+            .chain(st.learners.iter().map(|id| (*id, false)))
+            .map(|(id, voter)| {
+                let m = known.get(&id);
+                proto::Member {
+                    id,
+                    name: m.map(|m| m.name.clone()).unwrap_or_default(),
+                    peer_addr: m.map(|m| m.peer_addr.clone()).unwrap_or_default(),
+                    is_leader: st.leader == Some(id),
+                    voter,
+                }
+            })
+            .collect();
+        Ok(Response::new(proto::ListMembersResponse { members }))
+    }
+}
+
+/// Serves the peer service on `listener` until `cancel` fires.
+pub async fn serve(
+    service: PeerService,
+    listener: tokio::net::TcpListener,
+    cancel: CancellationToken,
+) -> Result<(), ClusterError> {
+    let addr = listener.local_addr().map_err(|e| ClusterError::Serve {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        reason: e.to_string(),
+    })?;
+    tracing::info!(%addr, "peer service listening");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    Server::builder()
+        .add_service(PeerServer::new(service))
+        .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+        .await
+        .map_err(|e| ClusterError::Serve {
+            addr,
+            reason: e.to_string(),
+        })
+}
+
+async fn connect(addr: &str) -> Result<PeerClient<Channel>, ClusterError> {
+    let ch = endpoint(addr)?
+        .connect()
+        .await
+        .map_err(|e| ClusterError::Connect {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok(PeerClient::new(ch))
+}
+
+fn rpc_err(addr: &str) -> impl Fn(Status) -> ClusterError + '_ {
+    move |s| ClusterError::Rpc {
+        addr: addr.to_string(),
+        status: s.message().to_string(),
+    }
+}
+
+/// `skiff controller member add`: asks the member at `via` to add `name` at `peer_addr`.
+pub async fn member_add(via: &str, name: &str, peer_addr: &str) -> Result<u64, ClusterError> {
+    let r = connect(via)
+        .await?
+        .add_member(proto::AddMemberRequest {
+            name: name.to_string(),
+            peer_addr: peer_addr.to_string(),
+        })
+        .await
+        .map_err(rpc_err(via))?;
+    Ok(r.into_inner().id)
+}
+
+/// `skiff controller member remove`.
+pub async fn member_remove(via: &str, name: &str) -> Result<u64, ClusterError> {
+    let r = connect(via)
+        .await?
+        .remove_member(proto::RemoveMemberRequest {
+            name: name.to_string(),
+        })
+        .await
+        .map_err(rpc_err(via))?;
+    Ok(r.into_inner().id)
+}
+
+/// `skiff controller member list`.
+pub async fn member_list(via: &str) -> Result<Vec<proto::Member>, ClusterError> {
+    let r = connect(via)
+        .await?
+        .list_members(proto::ListMembersRequest {})
+        .await
+        .map_err(rpc_err(via))?;
+    Ok(r.into_inner().members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_lists_parse_and_ids_do_not_depend_on_order() {
+        let a = parse_members("a=127.0.0.1:7001, b=127.0.0.1:7002").unwrap();
+        assert_eq!(a[1], ("b".to_string(), "127.0.0.1:7002".to_string()));
+        assert!(parse_members("a=127.0.0.1:7001,b").is_err());
+        assert!(parse_members("=x:1").is_err());
+        assert_ne!(member_id("a"), member_id("b"));
+        assert_eq!(member_id("a"), member_id("a"));
+        assert_ne!(member_id(""), 0);
+    }
+
+    #[test]
+    fn forward_errors_cross_the_wire() {
+        for e in [
+            StoreError::NotLeader { leader: Some(7) },
+            StoreError::NotLeader { leader: None },
+            StoreError::NoLeader,
+            StoreError::ProposalDropped,
+            StoreError::Timeout,
+        ] {
+            let back = error_from_wire(&error_to_wire(&e));
+            assert_eq!(format!("{back:?}"), format!("{e:?}"));
+        }
+    }
+}
