@@ -27,6 +27,37 @@ impl PatchType {
     }
 }
 
+/// Applies a JSON, merge or strategic merge patch to `target` (apply patches go through
+/// `api::apply`, which needs field ownership).
+pub fn apply_patch(kind: PatchType, target: &mut Value, patch: &Value) -> Result<(), ApiError> {
+    match kind {
+        PatchType::Json => json_patch(target, patch),
+        PatchType::Merge => {
+            require_object(patch)?;
+            merge_patch(target, patch);
+            Ok(())
+        }
+        PatchType::StrategicMerge => {
+            require_object(patch)?;
+            strategic_merge_patch(target, patch);
+            Ok(())
+        }
+        PatchType::Apply => Err(ApiError::UnsupportedMediaType(
+            "application/apply-patch+yaml is served by server-side apply".into(),
+        )),
+    }
+}
+
+fn require_object(patch: &Value) -> Result<(), ApiError> {
+    if patch.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "the patch must be a JSON object".into(),
+        ))
+    }
+}
+
 /// RFC 7386: objects merge recursively, `null` deletes, anything else replaces.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {
