@@ -478,7 +478,11 @@ async fn services_get_cluster_ips_and_keep_them() {
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let ip = v["spec"]["clusterIP"].as_str().unwrap().to_string();
-    assert!(ip.starts_with("10.9"), "{ip}");
+    let octets: Vec<u8> = ip.split('.').map(|o| o.parse().unwrap()).collect();
+    assert!(
+        octets[0] == 10 && (96..112).contains(&octets[1]),
+        "{ip} is in 10.96.0.0/12"
+    );
     assert_eq!(v["spec"]["clusterIPs"], json!([ip]));
     assert_eq!(v["spec"]["ports"][0]["targetPort"], 80);
     assert_eq!(v["spec"]["type"], "ClusterIP");
