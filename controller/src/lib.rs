@@ -76,6 +76,7 @@ pub async fn run(
     tracing::info!(%addr, "API server listening");
     let sched = tokio::spawn(scheduler::run(objects.clone(), cancel.clone()));
     let namespaces = tokio::spawn(controllers::namespace::run(objects.clone(), cancel.clone()));
+    let workloads = tokio::spawn(controllers::run(objects.clone(), cancel.clone()));
     let app = api::router(ApiState {
         objects,
         cancel: cancel.clone(),
@@ -90,6 +91,7 @@ pub async fn run(
     cancel.cancel();
     let _ = sched.await;
     let _ = namespaces.await;
+    let _ = workloads.await;
     let _ = started.task.await;
     served.map_err(ControllerError::Serve)
 }
