@@ -723,4 +723,6 @@ pub async fn bind_pod(
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
