@@ -67,11 +67,11 @@ async fn send(app: &Router, method: &str, uri: &str, ct: &str, body: Vec<u8>) ->
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::from(n)),
-        any::<f64>()
+        prop::arbitrary::any::<bool>().prop_map(Value::Bool),
+        prop::arbitrary::any::<i64>().prop_map(Value::from),
+        prop::arbitrary::any::<f64>()
             .prop_filter("finite", |f| f.is_finite())
-            .prop_map(|f| Value::from(f)),
+            .prop_map(Value::from),
         "[a-z$/~0-9.-]{0,8}".prop_map(Value::String),
     ];
     leaf.prop_recursive(6, 48, 6, |inner| {
@@ -134,7 +134,7 @@ proptest! {
     fn arbitrary_bodies_never_fail_the_server(
         v in prop_oneof![json_value(), object_like()],
         target in prop::sample::select(TARGETS),
-        strict in any::<bool>(),
+        strict in prop::arbitrary::any::<bool>(),
     ) {
         let rt = runtime();
         rt.block_on(async {
@@ -147,7 +147,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_and_yaml_never_fail_the_server(
-        bytes in prop::collection::vec(any::<u8>(), 0..256),
+        bytes in prop::collection::vec(prop::arbitrary::any::<u8>(), 0..256),
         text in "[-:{}\\[\\] a-z0-9\n&*!|>'\"]{0,200}",
     ) {
         let rt = runtime();
