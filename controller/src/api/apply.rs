@@ -21,23 +21,6 @@ use super::resources::Resource;
 /// A field path: object keys and list items by merge key (`k:{"name":"c"}`).
 type FieldPath = Vec<String>;
 
-/// The merge key of list `field` (the same table as strategic merge patch).
-fn merge_key(field: &str) -> Option<&'static str> {
-    Some(match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets" => "name",
-        "volumeMounts" => "mountPath",
-        "ports" => "containerPort",
-        "conditions" => "type",
-        "ownerReferences" => "uid",
-        _ => return None,
-    })
-}
-
 /// The leaf paths a configuration sets (metadata bookkeeping excluded).
 fn leaf_paths(v: &Value, prefix: &mut FieldPath, parent_key: &str, out: &mut Vec<FieldPath>) {
     match v {
@@ -60,17 +43,19 @@ fn leaf_paths(v: &Value, prefix: &mut FieldPath, parent_key: &str, out: &mut Vec
                 prefix.pop();
             }
         }
-        Value::Array(items) if !items.is_empty() => match merge_key(parent_key) {
-            Some(key) if items.iter().all(|i| i.get(key).is_some()) => {
-                for item in items {
-                    let id = json!({key: item[key]}).to_string();
-                    prefix.push(format!("k:{id}"));
-                    leaf_paths(item, prefix, "", out);
-                    prefix.pop();
+        Value::Array(items) if !items.is_empty() => {
+            match super::patch::list_merge_key(parent_key, v) {
+                Some(key) if items.iter().all(|i| i.get(key).is_some()) => {
+                    for item in items {
+                        let id = json!({key: item[key]}).to_string();
+                        prefix.push(format!("k:{id}"));
+                        leaf_paths(item, prefix, "", out);
+                        prefix.pop();
+                    }
                 }
+                _ => out.push(prefix.clone()),
             }
-            _ => out.push(prefix.clone()),
-        },
+        }
         _ => out.push(prefix.clone()),
     }
 }

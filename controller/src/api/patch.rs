@@ -232,6 +232,18 @@ fn merge_key(field: &str) -> Option<&'static str> {
     })
 }
 
+/// The merge key of list `field` given its items: `ports` of a container merge by
+/// `containerPort`, `ports` of a service (items with `port` and no `containerPort`) by `port`.
+pub fn list_merge_key(field: &str, items: &Value) -> Option<&'static str> {
+    let key = merge_key(field)?;
+    let is_service_ports = field == "ports"
+        && items.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|i| i.get("port").is_some() && i.get("containerPort").is_none())
+        });
+    Some(if is_service_ports { "port" } else { key })
+}
+
 /// Kubernetes strategic merge patch over JSON, with the merge keys of the built-in types and the
 /// `$patch` directives `delete`, `replace` and `merge`. Lists without a merge key are replaced.
 pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
@@ -261,7 +273,7 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
             t.remove(k);
             continue;
         }
-        match (v, merge_key(k)) {
+        match (v, list_merge_key(k, v)) {
             (Value::Array(items), Some(key)) if t.get(k).is_some_and(Value::is_array) => {
                 let Some(Value::Array(existing)) = t.get_mut(k) else {
                     continue;
@@ -375,6 +387,20 @@ mod tests {
                 {"name": "a", "image": "x:2", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
                 {"name": "c", "image": "z:1"}
             ], "tolerations": [{"key": "j"}]}})
+        );
+    }
+
+    #[test]
+    fn service_ports_merge_by_port() {
+        let mut svc =
+            json!({"spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 80}]}});
+        strategic_merge_patch(
+            &mut svc,
+            &json!({"spec": {"ports": [{"port": 80, "name": "http"}]}}),
+        );
+        assert_eq!(
+            svc,
+            json!({"spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 80, "name": "http"}]}})
         );
     }
 }
