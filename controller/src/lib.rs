@@ -183,6 +183,7 @@ async fn leader_loops(objects: Objects, store: Store, cancel: CancellationToken)
         let term = cancel.child_token();
         let sched = tokio::spawn(scheduler::run(objects.clone(), term.clone()));
         let namespaces = tokio::spawn(controllers::namespace::run(objects.clone(), term.clone()));
+        let workloads = tokio::spawn(controllers::run(objects.clone(), term.clone()));
         while *leading.borrow_and_update() {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -192,6 +193,7 @@ async fn leader_loops(objects: Objects, store: Store, cancel: CancellationToken)
         term.cancel();
         let _ = sched.await;
         let _ = namespaces.await;
+        let _ = workloads.await;
         if cancel.is_cancelled() {
             return;
         }

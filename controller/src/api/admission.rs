@@ -36,33 +36,131 @@ fn dns_subdomain_problem(s: &str) -> Option<String> {
     })
 }
 
-/// Checks the object against the Kubernetes schema of its kind: wrong types are a 400 that names
-/// the field, as the Kubernetes decoder reports them.
-fn type_check<T: DeserializeOwned>(obj: &Value, kind: &str) -> Result<(), ApiError> {
+/// Decodes the object as the Kubernetes type of its kind and encodes it again: wrong types are a
+/// 400 that names the field, as the Kubernetes decoder reports them, and the round trip is what
+/// strict field validation compares the body with.
+fn round_trip<T: DeserializeOwned + serde::Serialize>(
+    obj: &Value,
+    kind: &str,
+    version: &str,
+) -> Result<Value, ApiError> {
     let de = obj.clone();
-    serde_path_to_error::deserialize::<_, T>(de)
-        .map(|_| ())
-        .map_err(|e| {
-            ApiError::BadRequest(format!(
-                "{kind} in version \"v1\" cannot be handled as a {kind}: {}: {}",
-                e.path(),
-                e.inner()
-            ))
-        })
+    let typed = serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {}: {}",
+            e.path(),
+            e.inner()
+        ))
+    })?;
+    serde_json::to_value(&typed).map_err(|e| ApiError::Internal(format!("re-encode {kind}: {e}")))
+}
+
+/// The object as its Kubernetes type sees it (`None` for kinds without a schema here).
+fn typed(res: &Resource, obj: &Value) -> Result<Option<Value>, ApiError> {
+    use k8s_openapi::api::{
+        apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
+        discovery::v1 as disc,
+    };
+    let v = res.version;
+    let k = res.kind;
+    Ok(Some(match k {
+        "Pod" => round_trip::<core::Pod>(obj, k, v)?,
+        "Node" => round_trip::<core::Node>(obj, k, v)?,
+        "Namespace" => round_trip::<core::Namespace>(obj, k, v)?,
+        "ConfigMap" => round_trip::<core::ConfigMap>(obj, k, v)?,
+        "Secret" => round_trip::<core::Secret>(obj, k, v)?,
+        "ServiceAccount" => round_trip::<core::ServiceAccount>(obj, k, v)?,
+        "Event" => round_trip::<core::Event>(obj, k, v)?,
+        "Service" => round_trip::<core::Service>(obj, k, v)?,
+        "Endpoints" => round_trip::<core::Endpoints>(obj, k, v)?,
+        "Lease" => round_trip::<coord::Lease>(obj, k, v)?,
+        "Deployment" => round_trip::<apps::Deployment>(obj, k, v)?,
+        "ReplicaSet" => round_trip::<apps::ReplicaSet>(obj, k, v)?,
+        "DaemonSet" => round_trip::<apps::DaemonSet>(obj, k, v)?,
+        "Job" => round_trip::<batch::Job>(obj, k, v)?,
+        "EndpointSlice" => round_trip::<disc::EndpointSlice>(obj, k, v)?,
+        _ => return Ok(None),
+    }))
 }
 
 pub fn check_types(res: &Resource, obj: &Value) -> Result<(), ApiError> {
-    use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core};
-    match res.kind {
-        "Pod" => type_check::<core::Pod>(obj, "Pod"),
-        "Node" => type_check::<core::Node>(obj, "Node"),
-        "Namespace" => type_check::<core::Namespace>(obj, "Namespace"),
-        "ConfigMap" => type_check::<core::ConfigMap>(obj, "ConfigMap"),
-        "Secret" => type_check::<core::Secret>(obj, "Secret"),
-        "ServiceAccount" => type_check::<core::ServiceAccount>(obj, "ServiceAccount"),
-        "Event" => type_check::<core::Event>(obj, "Event"),
-        "Lease" => type_check::<coord::Lease>(obj, "Lease"),
-        _ => Ok(()),
+    typed(res, obj).map(|_| ())
+}
+
+/// The paths of fields in `obj` that its Kubernetes type does not know (`spec.foo`,
+/// `spec.containers[0].bar`), as strict field validation reports them.
+pub fn unknown_fields(res: &Resource, obj: &Value) -> Result<Vec<String>, ApiError> {
+    let Some(known) = typed(res, obj)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    diff_unknown(obj, &known, "", &mut out);
+    Ok(out)
+}
+
+/// Removes the fields `unknown_fields` reports: Kubernetes drops them when it decodes a body, so
+/// they are never stored.
+pub fn prune_unknown(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    let Some(known) = typed(res, obj)? else {
+        return Ok(());
+    };
+    prune(obj, &known);
+    Ok(())
+}
+
+fn prune(body: &mut Value, known: &Value) {
+    match (body, known) {
+        (Value::Object(b), Value::Object(k)) => {
+            b.retain(|key, v| {
+                k.contains_key(key)
+                    || v.is_null()
+                    || v.as_object().is_some_and(|m| m.is_empty())
+                    || v.as_array().is_some_and(|a| a.is_empty())
+            });
+            for (key, v) in b.iter_mut() {
+                if let Some(kv) = k.get(key) {
+                    prune(v, kv);
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(k)) => {
+            for (bv, kv) in b.iter_mut().zip(k) {
+                prune(bv, kv);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn diff_unknown(body: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
+    match (body, known) {
+        (Value::Object(b), Value::Object(k)) => {
+            for (key, v) in b {
+                let p = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match k.get(key) {
+                    Some(kv) => diff_unknown(v, kv, &p, out),
+                    // A null or empty value of a known field may be dropped by the round trip.
+                    None if v.is_null() => {}
+                    None if v.as_object().is_some_and(|m| m.is_empty())
+                        || v.as_array().is_some_and(|a| a.is_empty()) =>
+                    {
+                        // Empty containers of known optional fields are dropped as well; an
+                        // unknown field holding `{}` is the one case this misses.
+                    }
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(k)) => {
+            for (i, (bv, kv)) in b.iter().zip(k).enumerate() {
+                diff_unknown(bv, kv, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -135,7 +233,15 @@ fn set_default(m: &mut Map<String, Value>, key: &str, value: Value) {
 
 /// Kubernetes' defaulting of a new pod (SetDefaults_Pod and friends).
 pub fn default_pod(pod: &mut Value) {
-    let spec = obj_mut(pod, "spec");
+    default_pod_spec(obj_mut(pod, "spec"));
+    let qos = qos_class(pod);
+    let status = obj_mut(pod, "status");
+    set_default(status, "phase", json!("Pending"));
+    status.insert("qosClass".into(), json!(qos));
+}
+
+/// Defaults of a pod spec, in a pod or in a workload's pod template.
+pub fn default_pod_spec(spec: &mut Map<String, Value>) {
     set_default(spec, "restartPolicy", json!("Always"));
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
@@ -150,10 +256,6 @@ pub fn default_pod(pod: &mut Value) {
             }
         }
     }
-    let qos = qos_class(pod);
-    let status = obj_mut(pod, "status");
-    set_default(status, "phase", json!("Pending"));
-    status.insert("qosClass".into(), json!(qos));
 }
 
 fn default_container(c: &mut Map<String, Value>) {

@@ -40,18 +40,29 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "categories": r.categories,
         }));
         for sub in r.subresources {
-            let (kind, verbs): (&str, &[&str]) = match *sub {
-                "binding" => ("Binding", &["create"]),
-                "log" => ("Pod", &["get"]),
-                _ => (r.kind, &["get", "patch", "update"]),
+            let (kind, verbs, gv): (&str, &[&str], Option<(&str, &str)>) = match *sub {
+                "binding" => ("Binding", &["create"], None),
+                "log" => ("Pod", &["get"], None),
+                "eviction" => ("Eviction", &["create"], Some(("policy", "v1"))),
+                "scale" => (
+                    "Scale",
+                    &["get", "patch", "update"],
+                    Some(("autoscaling", "v1")),
+                ),
+                _ => (r.kind, &["get", "patch", "update"], None),
             };
-            out.push(json!({
+            let mut entry = json!({
                 "name": format!("{}/{sub}", r.plural),
                 "singularName": "",
                 "namespaced": r.namespaced,
                 "kind": kind,
                 "verbs": verbs,
-            }));
+            });
+            if let Some((g, v)) = gv {
+                entry["group"] = json!(g);
+                entry["version"] = json!(v);
+            }
+            out.push(entry);
         }
     }
     if out.is_empty() {

@@ -78,6 +78,15 @@ pub enum ApiError {
         name: String,
         detail: String,
     },
+    /// Server-side apply found fields owned by other managers with other values.
+    #[error("Apply failed with {} conflict{}: {}", .conflicts.len(), if .conflicts.len() == 1 { "" } else { "s" }, conflicts_text(.conflicts, .api_version))]
+    ApplyConflict {
+        resource: String,
+        name: String,
+        /// (manager, field path such as `.spec.replicas`)
+        conflicts: Vec<(String, String)>,
+        api_version: String,
+    },
     #[error("{kind} \"{name}\" is invalid: {}", causes_text(.causes))]
     Invalid {
         kind: String,
@@ -104,6 +113,14 @@ pub enum ApiError {
     Internal(String),
 }
 
+fn conflicts_text(conflicts: &[(String, String)], api_version: &str) -> String {
+    conflicts
+        .iter()
+        .map(|(m, f)| format!("conflict with \"{m}\" using {api_version}: {f}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn causes_text(causes: &[FieldError]) -> String {
     let parts: Vec<String> = causes
         .iter()
@@ -120,7 +137,9 @@ impl ApiError {
     pub fn code(&self) -> StatusCode {
         match self {
             ApiError::NotFound { .. } | ApiError::NoSuchPath => StatusCode::NOT_FOUND,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ApplyConflict { .. } => StatusCode::CONFLICT,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -138,7 +157,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::NoSuchPath => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Forbidden(_) => "Forbidden",
@@ -168,6 +187,24 @@ impl ApiError {
                     details.insert("group".into(), json!(group));
                 }
                 details.insert("kind".into(), json!(kind));
+            }
+            ApiError::ApplyConflict {
+                resource,
+                name,
+                conflicts,
+                api_version,
+            } => {
+                let (kind, group) = resource.split_once('.').unwrap_or((resource.as_str(), ""));
+                details.insert("name".into(), json!(name));
+                if !group.is_empty() {
+                    details.insert("group".into(), json!(group));
+                }
+                details.insert("kind".into(), json!(kind));
+                let causes: Vec<Value> = conflicts
+                    .iter()
+                    .map(|(m, f)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\" using {api_version}"), "field": f}))
+                    .collect();
+                details.insert("causes".into(), Value::Array(causes));
             }
             ApiError::Invalid { kind, name, causes } => {
                 details.insert("name".into(), json!(name));

@@ -2,15 +2,19 @@
 //! bodies, Table for kubectl), watches, and the pod subresources (status, binding, log).
 
 pub mod admission;
+pub mod apply;
 pub mod discovery;
 pub mod error;
+pub mod list;
 mod logs;
 pub mod objects;
 pub mod patch;
 pub mod resources;
 pub mod selectors;
+pub mod subresources;
 pub mod table;
 pub mod watch;
+pub mod workloads;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,7 +29,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub use error::{ApiError, FieldError};
-pub use objects::{DeleteOptions, Objects, Part};
+pub use objects::{DeleteOptions, Objects, Part, Propagation};
 
 use patch::PatchType;
 use resources::Resource;
@@ -182,6 +186,11 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         ));
     }
     let is_yaml = ct.contains("yaml") && !ct.contains("apply-patch+json");
+    if !is_yaml && json_depth(body) > MAX_DEPTH {
+        return Err(ApiError::BadRequest(format!(
+            "the JSON body is nested more than {MAX_DEPTH} levels deep"
+        )));
+    }
     if !is_yaml {
         match serde_json::from_slice::<Value>(body) {
             Ok(v) => return Ok(v),
@@ -198,6 +207,38 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     // YAML bodies (`application/yaml`, `application/apply-patch+yaml`) become JSON values.
     serde_saphyr::from_str::<Value>(text)
         .map_err(|e| ApiError::BadRequest(format!("error decoding the YAML body: {e}")))
+}
+
+/// How deep a body may nest. Kubernetes objects need a few dozen levels at most; the limit stops
+/// hostile bodies before any recursive decoder or patch walks them (YAML is bounded by the
+/// decoder's own budget of 64).
+pub const MAX_DEPTH: usize = 100;
+
+/// The deepest nesting of arrays and objects in a JSON text, ignoring brackets inside strings.
+/// Malformed text gets some number; the decoder reports what is wrong with it.
+pub fn json_depth(body: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for &b in body {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 fn q_bool(q: &HashMap<String, String>, k: &str) -> bool {
@@ -222,6 +263,163 @@ fn accept(headers: &HeaderMap) -> String {
         .to_string()
 }
 
+/// `fieldValidation`: what to do with fields the schema does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and say so in `Warning` headers (the default).
+    Warn,
+    /// Reject the request with 400, naming each field.
+    Strict,
+}
+
+fn field_validation(q: &HashMap<String, String>) -> Result<FieldValidation, ApiError> {
+    match q.get("fieldValidation").map(String::as_str) {
+        None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+        Some("Ignore") => Ok(FieldValidation::Ignore),
+        Some("Strict") => Ok(FieldValidation::Strict),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "fieldValidation: unsupported value {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+        ))),
+    }
+}
+
+/// Checks `obj` for unknown fields: an error under Strict, warnings under Warn. (Unknown fields
+/// are pruned before storing whatever the mode.)
+fn check_fields(
+    mode: FieldValidation,
+    res: &Resource,
+    obj: &Value,
+) -> Result<Vec<String>, ApiError> {
+    if mode == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
+    let unknown = admission::unknown_fields(res, obj)?;
+    let msgs: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    if mode == FieldValidation::Strict && !msgs.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "strict decoding error: {}",
+            msgs.join(", ")
+        )));
+    }
+    Ok(msgs)
+}
+
+/// A response with `Warning` headers (RFC 7234 code 299), as kubectl prints them.
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::Value::String(w.clone()));
+        if let Ok(v) = header::HeaderValue::from_str(&text) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+    resp
+}
+
+fn part_of(sub: Option<&str>) -> Part {
+    if sub.is_some() {
+        Part::Status
+    } else {
+        Part::Main
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
+    PatchType::from_content_type(content_type(headers)).ok_or_else(|| {
+        ApiError::UnsupportedMediaType(
+            "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml".into(),
+        )
+    })
+}
+
+/// DeleteOptions from the query and the body (the body wins, as in Kubernetes).
+fn delete_options(
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<DeleteOptions, ApiError> {
+    let mut opts = DeleteOptions {
+        dry_run: dry_run(q)?,
+        ..Default::default()
+    };
+    if let Some(g) = q.get("gracePeriodSeconds") {
+        opts.grace_period_seconds = Some(
+            g.parse()
+                .map_err(|_| ApiError::BadRequest(format!("invalid gracePeriodSeconds {g:?}")))?,
+        );
+    }
+    if let Some(p) = q.get("propagationPolicy") {
+        opts.propagation = Some(Propagation::parse(p)?);
+    }
+    if q_bool(q, "orphanDependents") {
+        opts.propagation = Some(Propagation::Orphan);
+    }
+    if !body.is_empty() {
+        let b = parse_body(headers, body)?;
+        apply_delete_body(&mut opts, &b)?;
+    }
+    Ok(opts)
+}
+
+fn apply_delete_body(opts: &mut DeleteOptions, b: &Value) -> Result<(), ApiError> {
+    if let Some(g) = b.get("gracePeriodSeconds").and_then(Value::as_i64) {
+        opts.grace_period_seconds = Some(g);
+    }
+    if let Some(u) = b.pointer("/preconditions/uid").and_then(Value::as_str) {
+        opts.uid = Some(u.to_string());
+    }
+    if let Some(r) = b
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+    {
+        opts.resource_version = Some(r.to_string());
+    }
+    if b.get("dryRun")
+        .and_then(Value::as_array)
+        .is_some_and(|d| !d.is_empty())
+    {
+        opts.dry_run = true;
+    }
+    if let Some(p) = b.get("propagationPolicy").and_then(Value::as_str) {
+        opts.propagation = Some(Propagation::parse(p)?);
+    }
+    if b.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+        opts.propagation = Some(Propagation::Orphan);
+    }
+    Ok(())
+}
+
+fn list_options(
+    q: &HashMap<String, String>,
+    res: &Resource,
+) -> Result<list::ListOptions, ApiError> {
+    Ok(list::ListOptions {
+        labels: LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))?,
+        fields: FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), res.kind)?,
+        limit: match q.get("limit").filter(|l| !l.is_empty()) {
+            Some(l) => Some(
+                l.parse()
+                    .map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
+            ),
+            None => None,
+        },
+        continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
+        resource_version: q.get("resourceVersion").cloned(),
+        resource_version_match: q.get("resourceVersionMatch").cloned(),
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn handle(
     state: ApiState,
@@ -240,45 +438,47 @@ async fn handle(
     let as_table = table::wants_table(&accept(&headers));
     match (&method, t.name.as_deref(), t.sub.as_deref()) {
         (&Method::GET, None, None) => {
-            let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))?;
-            let fields =
-                FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), res.kind)?;
+            let opts = list_options(&q, res)?;
             if q_bool(&q, "watch") {
-                return watch_response(&state, res, ns, labels, fields, &q, as_table);
+                return watch_response(&state, res, ns, opts.labels, opts.fields, &q, as_table);
             }
-            let (items, rev) = objects.list(res, ns)?;
-            if let Some(rv) = q
-                .get("resourceVersion")
-                .filter(|v| !v.is_empty() && *v != "0")
-            {
-                let want: u64 = rv
-                    .parse()
-                    .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?;
-                if want > rev {
-                    return Err(ApiError::Timeout(format!(
-                        "Too large resource version: {want}, current: {rev}"
-                    )));
-                }
+            let page = list::list(objects, res, ns, &opts)?;
+            let rev = page.revision.to_string();
+            let mut meta = json!({"resourceVersion": rev});
+            if let Some(c) = &page.continue_token {
+                meta["continue"] = json!(c);
             }
-            let items: Vec<Value> = items
-                .into_iter()
-                .filter(|o| labels.matches(o) && fields.matches(res.kind, o))
-                .collect();
+            if let Some(n) = page.remaining {
+                meta["remainingItemCount"] = json!(n);
+            }
             if as_table {
                 let incl = q.get("includeObject").map(String::as_str) == Some("Object");
-                return Ok(json_ok(&table::table(res, &items, &rev.to_string(), incl)));
+                let mut t = table::table(res, &page.items, &rev, incl);
+                t["metadata"] = meta;
+                return Ok(json_ok(&t));
             }
             Ok(json_ok(&json!({
                 "kind": format!("{}List", res.kind),
                 "apiVersion": res.api_version(),
-                "metadata": {"resourceVersion": rev.to_string()},
-                "items": items,
+                "metadata": meta,
+                "items": page.items,
             })))
         }
+        (&Method::DELETE, None, None) => {
+            let opts = list_options(&q, res)?;
+            let del = delete_options(&q, &headers, &body)?;
+            let out = delete_collection(objects, res, ns, &opts, &del).await?;
+            Ok(json_ok(&out))
+        }
         (&Method::POST, None, None) => {
+            let mode = field_validation(&q)?;
             let obj = parse_body(&headers, &body)?;
+            let warnings = check_fields(mode, res, &obj)?;
             let created = objects.create(res, ns, obj, dry_run(&q)?).await?;
-            Ok(json_status(StatusCode::CREATED, &created))
+            Ok(with_warnings(
+                json_status(StatusCode::CREATED, &created),
+                &warnings,
+            ))
         }
         (&Method::GET, Some(name), None | Some("status")) => {
             let obj = objects.get(res, ns, name)?;
@@ -287,76 +487,73 @@ async fn handle(
                     .as_str()
                     .unwrap_or("")
                     .to_string();
-                return Ok(json_ok(&table::table(res, &[obj], &rv, false)));
+                let incl = q.get("includeObject").map(String::as_str) == Some("Object");
+                return Ok(json_ok(&table::table(res, &[obj], &rv, incl)));
             }
             Ok(json_ok(&obj))
         }
         (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
+            let mode = field_validation(&q)?;
             let obj = parse_body(&headers, &body)?;
-            let part = if sub.is_some() {
-                Part::Status
-            } else {
-                Part::Main
-            };
+            let warnings = check_fields(mode, res, &obj)?;
             let out = objects
-                .update(res, ns, name, obj, part, dry_run(&q)?)
+                .update(res, ns, name, obj, part_of(sub), dry_run(&q)?)
                 .await?;
-            Ok(json_ok(&out))
+            Ok(with_warnings(json_ok(&out), &warnings))
         }
         (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let kind = PatchType::from_content_type(ct).ok_or_else(|| {
-                ApiError::UnsupportedMediaType(
-                    "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json".into(),
-                )
-            })?;
+            let kind = patch_type(&headers)?;
+            let mode = field_validation(&q)?;
             let patch = parse_body(&headers, &body)?;
-            let part = if sub.is_some() {
-                Part::Status
+            if kind == PatchType::Apply {
+                let manager = q
+                    .get("fieldManager")
+                    .filter(|m| !m.is_empty())
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(
+                            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
+                        )
+                    })?;
+                let warnings = check_fields(mode, res, &patch)?;
+                let (out, created) = apply::apply(
+                    objects,
+                    res,
+                    ns,
+                    name,
+                    &patch,
+                    manager,
+                    q_bool(&q, "force"),
+                    part_of(sub),
+                    dry_run(&q)?,
+                )
+                .await?;
+                let code = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                return Ok(with_warnings(json_status(code, &out), &warnings));
+            }
+            let warnings = if mode == FieldValidation::Ignore {
+                Vec::new()
             } else {
-                Part::Main
+                // Stored objects hold no unknown fields, so any in the result came from the patch.
+                let mut preview = objects.get(res, ns, name)?;
+                patch::apply_patch(kind, &mut preview, &patch)?;
+                check_fields(mode, res, &preview)?
             };
             let out = objects
-                .patch(res, ns, name, kind, &patch, part, dry_run(&q)?)
+                .patch(res, ns, name, kind, &patch, part_of(sub), dry_run(&q)?)
                 .await?;
-            Ok(json_ok(&out))
+            Ok(with_warnings(json_ok(&out), &warnings))
         }
         (&Method::DELETE, Some(name), None) => {
-            let mut opts = DeleteOptions {
-                dry_run: dry_run(&q)?,
-                ..Default::default()
-            };
-            if let Some(g) = q.get("gracePeriodSeconds") {
-                opts.grace_period_seconds = Some(g.parse().map_err(|_| {
-                    ApiError::BadRequest(format!("invalid gracePeriodSeconds {g:?}"))
-                })?);
-            }
-            if !body.is_empty() {
-                let b = parse_body(&headers, &body)?;
-                if let Some(g) = b.get("gracePeriodSeconds").and_then(Value::as_i64) {
-                    opts.grace_period_seconds = Some(g);
-                }
-                if let Some(u) = b.pointer("/preconditions/uid").and_then(Value::as_str) {
-                    opts.uid = Some(u.to_string());
-                }
-                if let Some(r) = b
-                    .pointer("/preconditions/resourceVersion")
-                    .and_then(Value::as_str)
-                {
-                    opts.resource_version = Some(r.to_string());
-                }
-                if b.get("dryRun")
-                    .and_then(Value::as_array)
-                    .is_some_and(|d| !d.is_empty())
-                {
-                    opts.dry_run = true;
-                }
-            }
+            let opts = delete_options(&q, &headers, &body)?;
+            let warn = (res.kind == "Job" && opts.propagation.is_none()).then(|| {
+                "child pods are preserved by default when jobs are deleted; set propagationPolicy=Background to remove them or set propagationPolicy=Orphan to suppress this warning".to_string()
+            });
             let out = objects.delete(res, ns, name, &opts).await?;
-            Ok(json_ok(&out))
+            Ok(with_warnings(json_ok(&out), warn.as_slice()))
         }
         (&Method::POST, Some(name), Some("binding")) => {
             let b = parse_body(&headers, &body)?;
@@ -366,12 +563,70 @@ async fn handle(
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
         }
+        (&Method::POST, Some(name), Some("eviction")) => {
+            let b = if body.is_empty() {
+                json!({})
+            } else {
+                parse_body(&headers, &body)?
+            };
+            subresources::evict(objects, ns, name, &b, dry_run(&q)?).await?;
+            Ok(json_status(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
+        }
+        (&Method::GET, Some(name), Some("scale")) => {
+            Ok(json_ok(&subresources::get_scale(objects, res, ns, name)?))
+        }
+        (&Method::PUT, Some(name), Some("scale")) => {
+            let b = parse_body(&headers, &body)?;
+            let out = subresources::put_scale(objects, res, ns, name, &b, dry_run(&q)?).await?;
+            Ok(json_ok(&out))
+        }
+        (&Method::PATCH, Some(name), Some("scale")) => {
+            let kind = patch_type(&headers)?;
+            let p = parse_body(&headers, &body)?;
+            let out =
+                subresources::patch_scale(objects, res, ns, name, kind, &p, dry_run(&q)?).await?;
+            Ok(json_ok(&out))
+        }
         (&Method::GET, Some(name), Some("log")) => {
             let pod = objects.get(res, ns, name)?;
             logs::proxy(objects, &pod, &q).await
         }
         _ => Err(ApiError::MethodNotAllowed),
     }
+}
+
+/// DELETE on a collection: deletes every selected object as a DELETE of each would, and answers
+/// with the list of what was deleted (or is now being deleted).
+async fn delete_collection(
+    objects: &Objects,
+    res: &'static Resource,
+    ns: Option<&str>,
+    opts: &list::ListOptions,
+    del: &DeleteOptions,
+) -> Result<Value, ApiError> {
+    if res.kind == "Namespace" {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let page = list::list(objects, res, ns, opts)?;
+    let mut out = Vec::new();
+    for item in page.items {
+        let name = item["metadata"]["name"].as_str().unwrap_or("");
+        let item_ns = item["metadata"]["namespace"].as_str();
+        match objects.delete(res, item_ns, name, del).await {
+            Ok(v) => out.push(v),
+            Err(ApiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json!({
+        "kind": format!("{}List", res.kind),
+        "apiVersion": res.api_version(),
+        "metadata": {"resourceVersion": objects.store.revision().to_string()},
+        "items": out,
+    }))
 }
 
 fn watch_response(
@@ -474,5 +729,7 @@ pub async fn bind_pod(
     Ok(())
 }
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ use super::admission;
 use super::error::ApiError;
 use super::patch::{self, PatchType};
 use super::resources::{self, Resource};
+use super::workloads;
 use crate::store::{Precondition, Record, Store, StoreError};
 
 /// Kubernetes stores objects up to 1.5 MiB (etcd's default request limit).
@@ -34,6 +35,52 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub dry_run: bool,
+    /// `None`: the resource's default (Orphan for batch/v1 jobs, Background otherwise).
+    pub propagation: Option<Propagation>,
+}
+
+/// `propagationPolicy`: what happens to an object's dependents when it is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Dependents lose their ownerReference to the object and stay.
+    Orphan,
+    /// The object goes at once; the garbage collector deletes its dependents afterwards.
+    Background,
+    /// The object gets the `foregroundDeletion` finalizer and stays (with a
+    /// deletionTimestamp) until the garbage collector has deleted its dependents.
+    Foreground,
+}
+
+impl Propagation {
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        match s {
+            "Orphan" => Ok(Self::Orphan),
+            "Background" => Ok(Self::Background),
+            "Foreground" => Ok(Self::Foreground),
+            other => Err(ApiError::BadRequest(format!(
+                "propagationPolicy: unsupported value {other:?}: supported values: \"Background\", \"Foreground\", \"Orphan\""
+            ))),
+        }
+    }
+
+    /// The default of a resource, as its REST strategy in Kubernetes 1.35 has it.
+    pub fn default_for(kind: &str) -> Self {
+        if kind == "Job" {
+            Self::Orphan
+        } else {
+            Self::Background
+        }
+    }
+}
+
+/// The finalizer of a foreground deletion.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+/// Whether `obj` has an ownerReference to `uid`.
+pub fn owned_by(obj: &Value, uid: &str) -> bool {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
 }
 
 /// Now, as Kubernetes writes timestamps (RFC 3339, seconds).
@@ -109,6 +156,7 @@ fn has_status_subresource(res: &Resource) -> bool {
 fn validate(res: &Resource, obj: &Value, old: Option<&Value>, part: Part) -> Result<(), ApiError> {
     admission::check_types(res, obj)?;
     let mut errs = admission::validate_metadata(res, obj);
+    errs.extend(workloads::validate_object(res.kind, obj, old));
     if res.kind == "Pod" {
         errs.extend(admission::validate_pod(obj));
         if let Some(old) = old {
@@ -237,7 +285,6 @@ impl Objects {
             "resourceVersion",
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
-            "managedFields",
             "selfLink",
         ] {
             meta.remove(k);
@@ -245,9 +292,10 @@ impl Objects {
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now()));
         meta.insert("generation".into(), json!(1));
+        admission::check_types(res, &obj)?;
+        workloads::default_object(res.kind, &mut obj);
         match res.kind {
             "Pod" => {
-                admission::check_types(res, &obj)?;
                 admission::default_pod(&mut obj);
             }
             "Namespace" => {
@@ -269,13 +317,14 @@ impl Objects {
                     .map(|l| l.insert("kubernetes.io/metadata.name".into(), json!(name)));
             }
         }
+        admission::prune_unknown(res, &mut obj)?;
         validate(res, &obj, None, Part::Main)?;
         let name = name_of(&obj).to_string();
         if let Some(ns) = ns.filter(|_| res.namespaced) {
             self.check_namespace(ns)?;
         }
         let key = res.key(ns, &name);
-        let bytes = encode(&obj)?;
+        encode(&obj)?;
         if dry_run {
             if self.store.get(&key).is_some() {
                 return Err(ApiError::AlreadyExists {
@@ -285,13 +334,122 @@ impl Objects {
             }
             return Ok(obj);
         }
-        match self.store.put(&key, bytes, Precondition::Absent).await {
+        let reserved = if res.kind == "Service" {
+            self.allocate_cluster_ip(&mut obj, &key).await?
+        } else {
+            None
+        };
+        let bytes = encode(&obj)?;
+        let out = match self.store.put(&key, bytes, Precondition::Absent).await {
             Ok((rec, _)) => decode(&rec),
             Err(StoreError::PreconditionFailed { .. }) => Err(ApiError::AlreadyExists {
                 resource: res.qualified(),
                 name,
             }),
             Err(e) => Err(e.into()),
+        };
+        if out.is_err()
+            && let Some(ip) = reserved
+        {
+            self.release_cluster_ip(&ip).await;
+        }
+        out
+    }
+
+    /// Gives a new service its cluster IP from the service CIDR (10.96.0.0/12), reserving it
+    /// under its own store key with a create-if-absent write, so two services racing for one IP
+    /// cannot both get it. Returns the reserved IP, to release if the service is not stored.
+    async fn allocate_cluster_ip(
+        &self,
+        svc: &mut Value,
+        key: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let ty = svc.pointer("/spec/type").and_then(Value::as_str);
+        if ty == Some("ExternalName") {
+            return Ok(None);
+        }
+        let name = name_of(svc).to_string();
+        let asked = svc
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        if asked.as_deref() == Some("None") {
+            svc["spec"]["clusterIPs"] = json!(["None"]);
+            return Ok(None);
+        }
+        let invalid = |ip: &str, why: &str| ApiError::Invalid {
+            kind: "Service".into(),
+            name: name.clone(),
+            causes: vec![super::FieldError::invalid(
+                "spec.clusterIPs",
+                &json!([ip]),
+                why,
+            )],
+        };
+        if let Some(ip) = asked {
+            let Some(n) = service_ip_offset(&ip) else {
+                return Err(invalid(
+                    &ip,
+                    "failed to allocate IP: the provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12",
+                ));
+            };
+            let _ = n;
+            if !self.reserve_ip(&ip, key).await? {
+                return Err(invalid(
+                    &ip,
+                    "failed to allocate IP: provided IP is already allocated",
+                ));
+            }
+            svc["spec"]["clusterIPs"] = json!([ip]);
+            return Ok(Some(ip));
+        }
+        // Start at a random offset and probe upwards: few collisions, no central counter.
+        let size: u32 = 1 << 20;
+        let start = u32::from_le_bytes(
+            uuid::Uuid::new_v4().as_bytes()[..4]
+                .try_into()
+                .unwrap_or([0; 4]),
+        ) % size;
+        for i in 0..size {
+            let off = (start + i) % size;
+            // .0 is the network, .1 the `kubernetes` service, the last the broadcast.
+            if off < 10 || off == size - 1 {
+                continue;
+            }
+            let ip = service_ip(off);
+            if self.reserve_ip(&ip, key).await? {
+                svc["spec"]["clusterIP"] = json!(ip);
+                svc["spec"]["clusterIPs"] = json!([ip]);
+                return Ok(Some(ip));
+            }
+        }
+        Err(ApiError::Internal("the service IP range is full".into()))
+    }
+
+    async fn reserve_ip(&self, ip: &str, owner: &str) -> Result<bool, ApiError> {
+        match self
+            .store
+            .put(
+                &format!("{SERVICE_IP_PREFIX}{ip}"),
+                owner.as_bytes().to_vec(),
+                Precondition::Absent,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(StoreError::PreconditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn release_cluster_ip(&self, ip: &str) {
+        if let Err(e) = self
+            .store
+            .delete(&format!("{SERVICE_IP_PREFIX}{ip}"), Precondition::None)
+            .await
+        {
+            tracing::debug!(ip, error = %e, "cluster IP was not reserved");
         }
     }
 
@@ -354,6 +512,15 @@ impl Objects {
                     }
                 }
                 preserve_metadata(&cur, &mut obj);
+                // Defaulting before comparing specs: a replacement that leaves defaults out
+                // does not change the spec, so it does not bump the generation.
+                if workloads::has_defaults(res.kind) {
+                    if res.kind == "Service" {
+                        workloads::keep_allocations(&cur, &mut obj);
+                    }
+                    admission::check_types(res, &obj)?;
+                    workloads::default_object(res.kind, &mut obj);
+                }
                 let generation = cur
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64)
@@ -372,6 +539,7 @@ impl Objects {
             admission::default_pod(&mut next);
             next["status"] = cur.get("status").cloned().unwrap_or(json!({}));
         }
+        admission::prune_unknown(res, &mut next)?;
         validate(res, &next, Some(&cur), part)?;
         // An object that is being deleted goes once its last finalizer is removed.
         let finalizers_done = next
@@ -424,16 +592,7 @@ impl Objects {
             attempts += 1;
             let cur = self.get(res, ns, name)?;
             let mut next = cur.clone();
-            match kind {
-                PatchType::Json => patch::json_patch(&mut next, body)?,
-                PatchType::Merge => patch::merge_patch(&mut next, body),
-                PatchType::StrategicMerge => patch::strategic_merge_patch(&mut next, body),
-                PatchType::Apply => {
-                    return Err(ApiError::UnsupportedMediaType(
-                        "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json".into(),
-                    ));
-                }
-            }
+            patch::apply_patch(kind, &mut next, body)?;
             if !pinned {
                 next["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
             }
@@ -505,6 +664,46 @@ impl Objects {
                     rec.mod_revision
                 ),
             });
+        }
+        let policy = opts
+            .propagation
+            .unwrap_or_else(|| Propagation::default_for(res.kind));
+        let uid = obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if policy == Propagation::Foreground
+            && !matches!(res.kind, "Pod" | "Namespace")
+            && obj.pointer("/metadata/deletionTimestamp").is_none()
+        {
+            obj["metadata"]["deletionTimestamp"] = json!(now());
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            let fins = obj["metadata"]
+                .as_object_mut()
+                .map(|m| m.entry("finalizers").or_insert_with(|| json!([])));
+            if let Some(Value::Array(f)) = fins
+                && !f.iter().any(|x| x == FOREGROUND_FINALIZER)
+            {
+                f.push(json!(FOREGROUND_FINALIZER));
+            }
+            if opts.dry_run {
+                return Ok(obj);
+            }
+            let (rec, _) = self
+                .store
+                .put(
+                    &key,
+                    encode(&obj)?,
+                    Precondition::ModRevision(rec.mod_revision),
+                )
+                .await
+                .map_err(|e| map_store_err(res, name, e))?;
+            return decode(&rec);
+        }
+        if policy == Propagation::Orphan && !opts.dry_run {
+            self.orphan_dependents(&uid, obj["metadata"]["namespace"].as_str())
+                .await?;
         }
         let being_deleted = obj.pointer("/metadata/deletionTimestamp").is_some();
         let has_finalizers = obj
@@ -584,8 +783,58 @@ impl Objects {
             .delete(&key, Precondition::ModRevision(rec.mod_revision))
             .await
             .map_err(|e| map_store_err(res, name, e))?;
+        if res.kind == "Service"
+            && let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str)
+            && service_ip_offset(ip).is_some()
+        {
+            self.release_cluster_ip(ip).await;
+        }
         obj["metadata"]["resourceVersion"] = json!(rev.to_string());
         Ok(obj)
+    }
+
+    /// Every object owned by `uid`: in `ns` for a namespaced owner, anywhere for a
+    /// cluster-scoped one.
+    pub fn dependents(
+        &self,
+        uid: &str,
+        ns: Option<&str>,
+    ) -> Result<Vec<(&'static Resource, Value)>, ApiError> {
+        let mut out = Vec::new();
+        if uid.is_empty() {
+            return Ok(out);
+        }
+        for r in resources::RESOURCES {
+            let (items, _) = self.list(r, if r.namespaced { ns } else { None })?;
+            out.extend(
+                items
+                    .into_iter()
+                    .filter(|o| owned_by(o, uid))
+                    .map(|o| (r, o)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Removes the ownerReferences to `uid` from its dependents (Orphan propagation).
+    async fn orphan_dependents(&self, uid: &str, ns: Option<&str>) -> Result<(), ApiError> {
+        for (r, dep) in self.dependents(uid, ns)? {
+            let name = name_of(&dep).to_string();
+            let dep_ns = dep.pointer("/metadata/namespace").and_then(Value::as_str);
+            let res = self
+                .modify(r, dep_ns, &name, Part::Main, |o| {
+                    if let Some(Value::Array(refs)) = o.pointer_mut("/metadata/ownerReferences") {
+                        refs.retain(|x| x["uid"] != uid);
+                    }
+                    Ok(())
+                })
+                .await;
+            match res {
+                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Creates the namespaces every cluster has, if missing.
@@ -601,10 +850,33 @@ impl Objects {
     }
 }
 
+/// Where reserved service cluster IPs live in the store (not a served resource).
+const SERVICE_IP_PREFIX: &str = "/registry/skiff/serviceips/";
+
+/// The `n`th address of the service CIDR 10.96.0.0/12.
+fn service_ip(n: u32) -> String {
+    let a = (10u32 << 24) | (96 << 16) | n;
+    std::net::Ipv4Addr::from(a).to_string()
+}
+
+/// The offset of `ip` in the service CIDR, if it is in it.
+fn service_ip_offset(ip: &str) -> Option<u32> {
+    let a: std::net::Ipv4Addr = ip.parse().ok()?;
+    let a = u32::from(a);
+    let base = (10u32 << 24) | (96 << 16);
+    (a & 0xFFF0_0000 == base).then_some(a - base)
+}
+
 /// Fields of metadata that only the server sets, kept from the stored object on update.
 fn preserve_metadata(cur: &Value, next: &mut Value) {
     if !next.get("metadata").is_some_and(Value::is_object) {
         next["metadata"] = json!({});
+    }
+    // An update that leaves managedFields out keeps them (an explicit `[]` clears them).
+    if next.pointer("/metadata/managedFields").is_none()
+        && let Some(mf) = cur.pointer("/metadata/managedFields")
+    {
+        next["metadata"]["managedFields"] = mf.clone();
     }
     for k in [
         "name",

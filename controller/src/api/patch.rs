@@ -27,6 +27,37 @@ impl PatchType {
     }
 }
 
+/// Applies a JSON, merge or strategic merge patch to `target` (apply patches go through
+/// `api::apply`, which needs field ownership).
+pub fn apply_patch(kind: PatchType, target: &mut Value, patch: &Value) -> Result<(), ApiError> {
+    match kind {
+        PatchType::Json => json_patch(target, patch),
+        PatchType::Merge => {
+            require_object(patch)?;
+            merge_patch(target, patch);
+            Ok(())
+        }
+        PatchType::StrategicMerge => {
+            require_object(patch)?;
+            strategic_merge_patch(target, patch);
+            Ok(())
+        }
+        PatchType::Apply => Err(ApiError::UnsupportedMediaType(
+            "application/apply-patch+yaml is served by server-side apply".into(),
+        )),
+    }
+}
+
+fn require_object(patch: &Value) -> Result<(), ApiError> {
+    if patch.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "the patch must be a JSON object".into(),
+        ))
+    }
+}
+
 /// RFC 7386: objects merge recursively, `null` deletes, anything else replaces.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {
@@ -201,6 +232,18 @@ fn merge_key(field: &str) -> Option<&'static str> {
     })
 }
 
+/// The merge key of list `field` given its items: `ports` of a container merge by
+/// `containerPort`, `ports` of a service (items with `port` and no `containerPort`) by `port`.
+pub fn list_merge_key(field: &str, items: &Value) -> Option<&'static str> {
+    let key = merge_key(field)?;
+    let is_service_ports = field == "ports"
+        && items.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|i| i.get("port").is_some() && i.get("containerPort").is_none())
+        });
+    Some(if is_service_ports { "port" } else { key })
+}
+
 /// Kubernetes strategic merge patch over JSON, with the merge keys of the built-in types and the
 /// `$patch` directives `delete`, `replace` and `merge`. Lists without a merge key are replaced.
 pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
@@ -230,7 +273,7 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
             t.remove(k);
             continue;
         }
-        match (v, merge_key(k)) {
+        match (v, list_merge_key(k, v)) {
             (Value::Array(items), Some(key)) if t.get(k).is_some_and(Value::is_array) => {
                 let Some(Value::Array(existing)) = t.get_mut(k) else {
                     continue;
@@ -344,6 +387,20 @@ mod tests {
                 {"name": "a", "image": "x:2", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
                 {"name": "c", "image": "z:1"}
             ], "tolerations": [{"key": "j"}]}})
+        );
+    }
+
+    #[test]
+    fn service_ports_merge_by_port() {
+        let mut svc =
+            json!({"spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 80}]}});
+        strategic_merge_patch(
+            &mut svc,
+            &json!({"spec": {"ports": [{"port": 80, "name": "http"}]}}),
+        );
+        assert_eq!(
+            svc,
+            json!({"spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 80, "name": "http"}]}})
         );
     }
 }

@@ -18,7 +18,14 @@ pub struct Resource {
 }
 
 const VERBS: &[&str] = &[
-    "create", "delete", "get", "list", "patch", "update", "watch",
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
 ];
 
 impl Resource {
@@ -124,7 +131,7 @@ pub static RESOURCES: &[Resource] = &[
         true,
         &["po"],
         &["all"],
-        &["status", "binding", "log"],
+        &["status", "binding", "log", "eviction"],
     ),
     res(
         "",
@@ -148,6 +155,76 @@ pub static RESOURCES: &[Resource] = &[
         &[],
     ),
     res("", "events", "event", "Event", true, &["ev"], &[], &[]),
+    res(
+        "",
+        "services",
+        "service",
+        "Service",
+        true,
+        &["svc"],
+        &["all"],
+        &["status"],
+    ),
+    res(
+        "",
+        "endpoints",
+        "endpoints",
+        "Endpoints",
+        true,
+        &["ep"],
+        &[],
+        &[],
+    ),
+    res(
+        "apps",
+        "deployments",
+        "deployment",
+        "Deployment",
+        true,
+        &["deploy"],
+        &["all"],
+        &["status", "scale"],
+    ),
+    res(
+        "apps",
+        "replicasets",
+        "replicaset",
+        "ReplicaSet",
+        true,
+        &["rs"],
+        &["all"],
+        &["status", "scale"],
+    ),
+    res(
+        "apps",
+        "daemonsets",
+        "daemonset",
+        "DaemonSet",
+        true,
+        &["ds"],
+        &["all"],
+        &["status"],
+    ),
+    res(
+        "batch",
+        "jobs",
+        "job",
+        "Job",
+        true,
+        &[],
+        &["all"],
+        &["status"],
+    ),
+    res(
+        "discovery.k8s.io",
+        "endpointslices",
+        "endpointslice",
+        "EndpointSlice",
+        true,
+        &[],
+        &[],
+        &[],
+    ),
     res(
         "coordination.k8s.io",
         "leases",
@@ -193,4 +270,61 @@ pub fn nodes() -> &'static Resource {
 }
 pub fn pods() -> &'static Resource {
     &RESOURCES[2]
+}
+
+fn must(group: &str, plural: &str) -> &'static Resource {
+    match find(group, "v1", plural) {
+        Some(r) => r,
+        // The table above is static; a missing row is a programming error caught by tests.
+        None => unreachable!("resource {plural} is not in RESOURCES"),
+    }
+}
+
+pub fn events() -> &'static Resource {
+    must("", "events")
+}
+pub fn services() -> &'static Resource {
+    must("", "services")
+}
+pub fn endpoints() -> &'static Resource {
+    must("", "endpoints")
+}
+pub fn endpoint_slices() -> &'static Resource {
+    must("discovery.k8s.io", "endpointslices")
+}
+pub fn deployments() -> &'static Resource {
+    must("apps", "deployments")
+}
+pub fn replica_sets() -> &'static Resource {
+    must("apps", "replicasets")
+}
+pub fn daemon_sets() -> &'static Resource {
+    must("apps", "daemonsets")
+}
+pub fn jobs() -> &'static Resource {
+    must("batch", "jobs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_named_resource_is_served() {
+        for r in [
+            events(),
+            services(),
+            endpoints(),
+            endpoint_slices(),
+            deployments(),
+            replica_sets(),
+            daemon_sets(),
+            jobs(),
+        ] {
+            assert!(by_kind(r.group, r.kind).is_some());
+        }
+        assert_eq!(namespaces().kind, "Namespace");
+        assert_eq!(nodes().kind, "Node");
+        assert_eq!(pods().kind, "Pod");
+    }
 }

@@ -150,6 +150,8 @@ fn field_pointer(kind: &str, field: &str) -> Option<&'static str> {
         ("Event", "reason") => "/reason",
         ("Event", "type") => "/type",
         ("Secret", "type") => "/type",
+        ("ReplicaSet", "status.replicas") => "/status/replicas",
+        ("Job", "status.successful") => "/status/succeeded",
         _ => return None,
     })
 }
@@ -200,6 +202,76 @@ impl FieldSelector {
     }
 }
 
+/// Whether `labels` (an object's `metadata.labels`, or null) satisfy a `metav1.LabelSelector`
+/// (`matchLabels` and `matchExpressions`). A null selector selects nothing and an empty one
+/// selects everything, as `metav1.LabelSelectorAsSelector` has it.
+pub fn selector_matches(sel: &Value, labels: &Value) -> bool {
+    if sel.is_null() {
+        return false;
+    }
+    let get = |k: &str| labels.get(k).and_then(Value::as_str);
+    let by_labels = sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .is_none_or(|m| m.iter().all(|(k, v)| get(k) == v.as_str()));
+    let by_exprs = sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .is_none_or(|es| {
+            es.iter().all(|e| {
+                let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+                let values: Vec<&str> = e
+                    .get("values")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                match e.get("operator").and_then(Value::as_str) {
+                    Some("In") => get(key).is_some_and(|v| values.contains(&v)),
+                    Some("NotIn") => get(key).is_none_or(|v| !values.contains(&v)),
+                    Some("Exists") => get(key).is_some(),
+                    Some("DoesNotExist") => get(key).is_none(),
+                    _ => false,
+                }
+            })
+        });
+    by_labels && by_exprs
+}
+
+/// A `metav1.LabelSelector` as the string form (`app=web,tier in (fe)`), for `Scale.status.selector`.
+pub fn selector_string(sel: &Value) -> String {
+    let mut parts: Vec<String> = sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+        let values: Vec<&str> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        parts.push(match e.get("operator").and_then(Value::as_str) {
+            Some("In") => format!("{key} in ({})", values.join(",")),
+            Some("NotIn") => format!("{key} notin ({})", values.join(",")),
+            Some("DoesNotExist") => format!("!{key}"),
+            _ => key.to_string(),
+        });
+    }
+    parts.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +315,21 @@ mod tests {
         assert!(f.matches("Pod", &json!({"spec": {}})));
         assert!(FieldSelector::parse("spec.bogus=1", "Pod").is_err());
         assert!(FieldSelector::parse("spec.nodeName=x", "Node").is_err());
+    }
+
+    #[test]
+    fn label_selector_objects() {
+        let labels = json!({"app": "web", "tier": "fe"});
+        let sel = json!({"matchLabels": {"app": "web"}, "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["fe", "be"]},
+            {"key": "gone", "operator": "DoesNotExist"}]});
+        assert!(selector_matches(&sel, &labels));
+        assert!(!selector_matches(
+            &json!({"matchLabels": {"app": "db"}}),
+            &labels
+        ));
+        assert!(selector_matches(&json!({}), &labels));
+        assert!(!selector_matches(&Value::Null, &labels));
+        assert_eq!(selector_string(&sel), "app=web,tier in (fe,be),!gone");
     }
 }

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::resources::Resource;
+use super::selectors::selector_string;
 
 fn col(name: &str, ty: &str, priority: i32, description: &str) -> Value {
     let format = if name == "Name" { "name" } else { "" };
@@ -316,8 +317,346 @@ fn columns(res: &Resource) -> Vec<Value> {
             age,
         ],
         "ServiceAccount" => vec![name, col("Secrets", "string", 0, "Number of secrets."), age],
+        "Service" => vec![
+            name,
+            col("Type", "string", 0, "The type of the service."),
+            col("Cluster-IP", "string", 0, "The cluster IP of the service."),
+            col("External-IP", "string", 0, "External IPs of the service."),
+            col("Port(s)", "string", 0, "The ports of the service."),
+            age,
+            col(
+                "Selector",
+                "string",
+                1,
+                "The label selector of the service.",
+            ),
+        ],
+        "Endpoints" => vec![
+            name,
+            col("Endpoints", "string", 0, "The addresses of the endpoints."),
+            age,
+        ],
+        "EndpointSlice" => vec![
+            name,
+            col("AddressType", "string", 0, "The type of the addresses."),
+            col("Ports", "string", 0, "The ports of the slice."),
+            col("Endpoints", "string", 0, "The addresses in the slice."),
+            age,
+        ],
+        "Deployment" => {
+            let mut v = vec![
+                name,
+                col("Ready", "string", 0, "Number of ready pods out of desired."),
+                col("Up-to-date", "integer", 0, "Number of updated replicas."),
+                col("Available", "integer", 0, "Number of available replicas."),
+                age,
+            ];
+            v.extend(workload_wide_columns());
+            v
+        }
+        "ReplicaSet" => {
+            let mut v = vec![
+                name,
+                col("Desired", "integer", 0, "Number of desired replicas."),
+                col("Current", "integer", 0, "Number of current replicas."),
+                col("Ready", "integer", 0, "Number of ready replicas."),
+                age,
+            ];
+            v.extend(workload_wide_columns());
+            v
+        }
+        "DaemonSet" => {
+            let mut v = vec![
+                name,
+                col(
+                    "Desired",
+                    "integer",
+                    0,
+                    "Number of nodes that should run the pod.",
+                ),
+                col("Current", "integer", 0, "Number of nodes running the pod."),
+                col("Ready", "integer", 0, "Number of ready pods."),
+                col("Up-to-date", "integer", 0, "Number of updated pods."),
+                col("Available", "integer", 0, "Number of available pods."),
+                col(
+                    "Node Selector",
+                    "string",
+                    0,
+                    "The node selector of the pods.",
+                ),
+                age,
+            ];
+            v.extend(workload_wide_columns());
+            v
+        }
+        "Job" => {
+            let mut v = vec![
+                name,
+                col("Status", "string", 0, "Status of the job."),
+                col(
+                    "Completions",
+                    "string",
+                    0,
+                    "Desired and successful completions.",
+                ),
+                col("Duration", "string", 0, "Time the job took to finish."),
+                age,
+            ];
+            v.extend(workload_wide_columns());
+            v
+        }
+        "Event" => vec![
+            col(
+                "Last Seen",
+                "string",
+                0,
+                "Time since the event was last seen.",
+            ),
+            col("Type", "string", 0, "Type of the event."),
+            col("Reason", "string", 0, "Why the event happened."),
+            col("Object", "string", 0, "The object the event is about."),
+            col("Subobject", "string", 1, "The part of the object."),
+            col("Source", "string", 1, "Who reported the event."),
+            col("Message", "string", 0, "What happened."),
+            col(
+                "First Seen",
+                "string",
+                1,
+                "Time since the event was first seen.",
+            ),
+            col("Count", "string", 1, "How often it happened."),
+            col("Name", "string", 1, "Name of the event."),
+        ],
         _ => vec![name, age],
     }
+}
+
+fn workload_wide_columns() -> Vec<Value> {
+    vec![
+        col("Containers", "string", 1, "Names of the containers."),
+        col("Images", "string", 1, "Images of the containers."),
+        col("Selector", "string", 1, "The label selector of the pods."),
+    ]
+}
+
+fn workload_wide_cells(obj: &Value) -> Vec<Value> {
+    let cs = obj
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<&str> = cs.iter().map(|c| s(c, "/name")).collect();
+    let images: Vec<&str> = cs.iter().map(|c| s(c, "/image")).collect();
+    let sel = obj
+        .pointer("/spec/selector")
+        .cloned()
+        .unwrap_or(Value::Null);
+    vec![
+        json!(names.join(",")),
+        json!(images.join(",")),
+        json!(none_if_empty(selector_string(&sel))),
+    ]
+}
+
+fn none_if_empty(s: String) -> String {
+    if s.is_empty() { "<none>".into() } else { s }
+}
+
+fn int(obj: &Value, ptr: &str) -> i64 {
+    obj.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn service_cells(obj: &Value) -> Vec<Value> {
+    let ty = s(obj, "/spec/type");
+    let mut external: Vec<String> = obj
+        .pointer("/spec/externalIPs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    if ty == "LoadBalancer" {
+        for i in obj
+            .pointer("/status/loadBalancer/ingress")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let a = if s(i, "/ip").is_empty() {
+                s(i, "/hostname")
+            } else {
+                s(i, "/ip")
+            };
+            external.push(a.to_string());
+        }
+    }
+    let external = match ty {
+        "ExternalName" => s(obj, "/spec/externalName").to_string(),
+        "LoadBalancer" if external.is_empty() => "<pending>".into(),
+        _ => none_if_empty(external.join(",")),
+    };
+    let ports: Vec<String> = obj
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+            match p.get("nodePort").and_then(Value::as_i64) {
+                Some(np) => format!("{}:{np}/{proto}", int(p, "/port")),
+                None => format!("{}/{proto}", int(p, "/port")),
+            }
+        })
+        .collect();
+    let mut sel: Vec<String> = obj
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    sel.sort();
+    let cip = match s(obj, "/spec/clusterIP") {
+        "" => "<none>",
+        ip => ip,
+    };
+    vec![
+        json!(s(obj, "/metadata/name")),
+        json!(ty),
+        json!(cip),
+        json!(external),
+        json!(none_if_empty(ports.join(","))),
+        json!(age(s(obj, "/metadata/creationTimestamp"))),
+        json!(none_if_empty(sel.join(","))),
+    ]
+}
+
+/// At most three entries and a count of the rest, as kubectl's `formatEndpoints` prints.
+fn first_three(all: Vec<String>) -> String {
+    if all.is_empty() {
+        return "<none>".into();
+    }
+    let mut out = all.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+    if all.len() > 3 {
+        out.push_str(&format!(" + {} more...", all.len() - 3));
+    }
+    out
+}
+
+fn endpoints_cell(obj: &Value) -> String {
+    let mut all = Vec::new();
+    for subset in obj
+        .get("subsets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let ports: Vec<i64> = subset
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|p| int(p, "/port"))
+            .collect();
+        for a in subset
+            .get("addresses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if ports.is_empty() {
+                all.push(s(a, "/ip").to_string());
+            }
+            for p in &ports {
+                all.push(format!("{}:{p}", s(a, "/ip")));
+            }
+        }
+    }
+    first_three(all)
+}
+
+fn job_cells(obj: &Value) -> Vec<Value> {
+    let conds = obj
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let has = |t: &str| {
+        conds
+            .iter()
+            .any(|c| c["type"] == t && c["status"] == "True")
+    };
+    let status = if has("Complete") {
+        "Complete"
+    } else if has("Failed") {
+        "Failed"
+    } else if has("FailureTarget") {
+        "FailureTarget"
+    } else if obj.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true) {
+        "Suspended"
+    } else {
+        "Running"
+    };
+    let completions = match obj.pointer("/spec/completions").and_then(Value::as_i64) {
+        Some(c) => format!("{}/{c}", int(obj, "/status/succeeded")),
+        None => format!(
+            "{}/1 of {}",
+            int(obj, "/status/succeeded"),
+            int(obj, "/spec/parallelism")
+        ),
+    };
+    let start = s(obj, "/status/startTime").parse::<jiff::Timestamp>().ok();
+    let end = s(obj, "/status/completionTime")
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .unwrap_or_else(jiff::Timestamp::now);
+    let duration = match start {
+        Some(st) => human_duration(end.duration_since(st).as_secs().max(0)),
+        None => String::new(),
+    };
+    vec![
+        json!(s(obj, "/metadata/name")),
+        json!(status),
+        json!(completions),
+        json!(duration),
+        json!(age(s(obj, "/metadata/creationTimestamp"))),
+    ]
+}
+
+fn event_cells(obj: &Value) -> Vec<Value> {
+    let last = [
+        s(obj, "/lastTimestamp"),
+        s(obj, "/eventTime"),
+        s(obj, "/metadata/creationTimestamp"),
+    ]
+    .into_iter()
+    .find(|t| !t.is_empty())
+    .unwrap_or("");
+    let first = match s(obj, "/firstTimestamp") {
+        "" => last,
+        f => f,
+    };
+    let kind = s(obj, "/involvedObject/kind").to_lowercase();
+    let source = [s(obj, "/source/component"), s(obj, "/reportingComponent")]
+        .into_iter()
+        .find(|t| !t.is_empty())
+        .unwrap_or("");
+    let mut source = source.to_string();
+    if !s(obj, "/source/host").is_empty() {
+        source = format!("{source}, {}", s(obj, "/source/host"));
+    }
+    vec![
+        json!(age(last)),
+        json!(s(obj, "/type")),
+        json!(s(obj, "/reason")),
+        json!(format!("{kind}/{}", s(obj, "/involvedObject/name"))),
+        json!(s(obj, "/involvedObject/fieldPath")),
+        json!(source),
+        json!(s(obj, "/message").trim()),
+        json!(age(first)),
+        json!(obj.get("count").and_then(Value::as_i64).unwrap_or(1)),
+        json!(s(obj, "/metadata/name")),
+    ]
 }
 
 fn row_cells(res: &Resource, obj: &Value) -> Vec<Value> {
@@ -351,6 +690,91 @@ fn row_cells(res: &Resource, obj: &Value) -> Vec<Value> {
             ),
             age,
         ],
+        "Service" => service_cells(obj),
+        "Endpoints" => vec![name, json!(endpoints_cell(obj)), age],
+        "EndpointSlice" => {
+            let ports: Vec<String> = obj
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| int(p, "/port").to_string())
+                .collect();
+            let addrs: Vec<String> = obj
+                .get("endpoints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|e| {
+                    e.get("addresses")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect();
+            vec![
+                name,
+                json!(s(obj, "/addressType")),
+                json!(none_if_empty(ports.join(","))),
+                json!(first_three(addrs)),
+                age,
+            ]
+        }
+        "Deployment" => {
+            let mut v = vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    int(obj, "/status/readyReplicas"),
+                    int(obj, "/spec/replicas")
+                )),
+                json!(int(obj, "/status/updatedReplicas")),
+                json!(int(obj, "/status/availableReplicas")),
+                age,
+            ];
+            v.extend(workload_wide_cells(obj));
+            v
+        }
+        "ReplicaSet" => {
+            let mut v = vec![
+                name,
+                json!(int(obj, "/spec/replicas")),
+                json!(int(obj, "/status/replicas")),
+                json!(int(obj, "/status/readyReplicas")),
+                age,
+            ];
+            v.extend(workload_wide_cells(obj));
+            v
+        }
+        "DaemonSet" => {
+            let mut ns: Vec<String> = obj
+                .pointer("/spec/template/spec/nodeSelector")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect();
+            ns.sort();
+            let mut v = vec![
+                name,
+                json!(int(obj, "/status/desiredNumberScheduled")),
+                json!(int(obj, "/status/currentNumberScheduled")),
+                json!(int(obj, "/status/numberReady")),
+                json!(int(obj, "/status/updatedNumberScheduled")),
+                json!(int(obj, "/status/numberAvailable")),
+                json!(none_if_empty(ns.join(","))),
+                age,
+            ];
+            v.extend(workload_wide_cells(obj));
+            v
+        }
+        "Job" => {
+            let mut v = job_cells(obj);
+            v.extend(workload_wide_cells(obj));
+            v
+        }
+        "Event" => event_cells(obj),
         _ => vec![name, age],
     }
 }
@@ -431,5 +855,36 @@ mod tests {
             "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
         ));
         assert!(!wants_table("application/json"));
+    }
+
+    #[test]
+    fn service_and_deployment_rows() {
+        let svc = json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort", "clusterIP": "10.96.0.20",
+            "selector": {"app": "web"}, "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}});
+        let cells = service_cells(&svc);
+        assert_eq!(cells[1], "NodePort");
+        assert_eq!(cells[2], "10.96.0.20");
+        assert_eq!(cells[3], "<none>");
+        assert_eq!(cells[4], "80:30080/TCP");
+        assert_eq!(cells[6], "app=web");
+        let res = super::super::resources::deployments();
+        let d = json!({"metadata": {"name": "d"}, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "w"}},
+            "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+            "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
+        let t = table(res, &[d], "1", false);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "d",
+                "2/3",
+                3,
+                2,
+                t["rows"][0]["cells"][4],
+                "c",
+                "busybox",
+                "app=w"
+            ])
+        );
+        assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), 8);
     }
 }

@@ -185,7 +185,15 @@ async fn discovery_and_tables() {
         assert!(names.contains(&n), "{n} missing");
     }
     let (_, v) = call(&app, "GET", "/apis", "", "").await;
-    assert_eq!(v["groups"][0]["name"], "coordination.k8s.io");
+    let groups: Vec<&str> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    for g in ["apps", "batch", "coordination.k8s.io", "discovery.k8s.io"] {
+        assert!(groups.contains(&g), "{g} missing");
+    }
     let (s, _) = call(&app, "GET", "/apis/coordination.k8s.io/v1", "", "").await;
     assert_eq!(s, StatusCode::OK);
     call(
@@ -376,4 +384,336 @@ async fn unknown_paths_and_methods() {
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+const DEPLOY: &str = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},"spec":{"selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"c","image":"busybox:1.36"}]}}}}"#;
+
+#[tokio::test]
+async fn workloads_default_validate_and_scale() {
+    let (app, _) = app().await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        "application/json",
+        DEPLOY,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["spec"]["replicas"], 1);
+    assert_eq!(
+        v["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        "25%"
+    );
+    assert_eq!(v["spec"]["template"]["spec"]["dnsPolicy"], "ClusterFirst");
+    let bad = DEPLOY.replace(r#""labels":{"app":"web"}"#, r#""labels":{"app":"db"}"#);
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        "application/json",
+        &bad.replace("\"web\"}", "\"web2\"}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(
+        v["details"]["causes"][0]["field"],
+        "spec.template.metadata.labels"
+    );
+    let (s, v) = call(
+        &app,
+        "PATCH",
+        "/apis/apps/v1/namespaces/default/deployments/web/scale",
+        "application/merge-patch+json",
+        r#"{"spec":{"replicas":3}}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["kind"], "Scale");
+    assert_eq!(v["spec"]["replicas"], 3);
+    assert_eq!(v["status"]["selector"], "app=web");
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/apis/apps/v1/namespaces/default/deployments/web",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(v["spec"]["replicas"], 3);
+    assert_eq!(v["metadata"]["generation"], 2);
+    // A status write does not bump the generation.
+    let (_, v) = call(
+        &app,
+        "PATCH",
+        "/apis/apps/v1/namespaces/default/deployments/web/status",
+        "application/merge-patch+json",
+        r#"{"status":{"replicas":3}}"#,
+    )
+    .await;
+    assert_eq!(v["metadata"]["generation"], 2);
+    let (_, v) = call(&app, "GET", "/apis/apps/v1", "", "").await;
+    let deploy = v["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "deployments")
+        .unwrap()
+        .clone();
+    assert_eq!(deploy["shortNames"], json!(["deploy"]));
+    assert_eq!(deploy["categories"], json!(["all"]));
+}
+
+#[tokio::test]
+async fn services_get_cluster_ips_and_keep_them() {
+    let (app, _) = app().await;
+    let svc = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"},"spec":{"selector":{"app":"web"},"ports":[{"port":80}]}}"#;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        "application/json",
+        svc,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let ip = v["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let octets: Vec<u8> = ip.split('.').map(|o| o.parse().unwrap()).collect();
+    assert!(
+        octets[0] == 10 && (96..112).contains(&octets[1]),
+        "{ip} is in 10.96.0.0/12"
+    );
+    assert_eq!(v["spec"]["clusterIPs"], json!([ip]));
+    assert_eq!(v["spec"]["ports"][0]["targetPort"], 80);
+    assert_eq!(v["spec"]["type"], "ClusterIP");
+    // A replacement without the IP keeps it; changing it is refused.
+    let (s, v) = call(
+        &app,
+        "PUT",
+        "/api/v1/namespaces/default/services/web",
+        "application/json",
+        svc,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["spec"]["clusterIP"], ip.as_str());
+    let (s, _) = call(
+        &app,
+        "PATCH",
+        "/api/v1/namespaces/default/services/web",
+        "application/merge-patch+json",
+        r#"{"spec":{"clusterIP":"10.96.0.99","clusterIPs":["10.96.0.99"]}}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let headless = svc.replace(
+        "\"web\"},\"spec\":{",
+        "\"hl\"},\"spec\":{\"clusterIP\":\"None\",",
+    );
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        "application/json",
+        &headless,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["spec"]["clusterIP"], "None");
+    let taken = svc.replace(
+        "\"web\"},\"spec\":{",
+        &format!("\"dup\"}},\"spec\":{{\"clusterIP\":\"{ip}\","),
+    );
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        "application/json",
+        &taken,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+}
+
+#[tokio::test]
+async fn pagination_deletecollection_and_eviction() {
+    let (app, objects) = app().await;
+    for i in 0..5 {
+        let body = format!(
+            r#"{{"metadata":{{"name":"c{i}","labels":{{"n":"{}"}}}},"data":{{}}}}"#,
+            i % 2
+        );
+        let (s, _) = call(
+            &app,
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            &body,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let mut names = Vec::new();
+    let mut cont = String::new();
+    let mut first_rv = None;
+    loop {
+        let uri = format!("/api/v1/namespaces/default/configmaps?limit=2&continue={cont}");
+        let (s, v) = call(&app, "GET", &uri, "", "").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        first_rv.get_or_insert(v["metadata"]["resourceVersion"].clone());
+        assert_eq!(
+            v["metadata"]["resourceVersion"],
+            *first_rv.as_ref().unwrap()
+        );
+        names.extend(
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        match v["metadata"]["continue"].as_str() {
+            Some(c) => cont = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+    let (s, _) = call(
+        &app,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?limit=2&continue=garbage",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = call(
+        &app,
+        "DELETE",
+        "/api/v1/namespaces/default/configmaps?labelSelector=n%3D0",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["items"].as_array().unwrap().len(), 3);
+    let cm = resources::find("", "v1", "configmaps").unwrap();
+    assert_eq!(objects.list(cm, None).unwrap().0.len(), 2);
+
+    call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        "application/json",
+        POD,
+    )
+    .await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/pods/web/eviction",
+        "application/json",
+        r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"web"}}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, _) = call(&app, "GET", "/api/v1/namespaces/default/pods/web", "", "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "an unscheduled pod goes at once");
+}
+
+#[tokio::test]
+async fn field_validation_strict_warn_and_prune() {
+    let (app, _) = app().await;
+    let body = r#"{"metadata":{"name":"c","bogus":1},"data":{"a":"b"},"extra":{"x":1}}"#;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/configmaps?fieldValidation=Strict",
+        "application/json",
+        body,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("unknown field \"metadata.bogus\""), "{msg}");
+    assert!(msg.contains("unknown field \"extra\""), "{msg}");
+    let req = Request::post("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let warnings: Vec<_> = resp.headers().get_all("warning").iter().collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(v.get("extra").is_none(), "unknown fields are dropped: {v}");
+    let (s, v) = call(
+        &app,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/c?fieldValidation=Strict",
+        "application/merge-patch+json",
+        r#"{"spec":{"x":1}}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        &deep,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_owns_and_conflicts() {
+    let (app, _) = app().await;
+    let cfg = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cfg
+data:
+  a: "1"
+  b: "2"
+"#;
+    let uri = "/api/v1/namespaces/default/configmaps/cfg?fieldManager=alice";
+    let (s, v) = call(&app, "PATCH", uri, "application/apply-patch+yaml", cfg).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["metadata"]["managedFields"][0]["manager"], "alice");
+    assert_eq!(v["metadata"]["managedFields"][0]["operation"], "Apply");
+    assert!(v["metadata"]["managedFields"][0]["fieldsV1"]["f:data"]["f:a"].is_object());
+    let (s, v) = call(
+        &app,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/cfg",
+        "application/apply-patch+yaml",
+        cfg,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "fieldManager is required: {v}");
+    let bob = cfg.replace("a: \"1\"\n  b: \"2\"", "a: \"9\"");
+    let bob_uri = "/api/v1/namespaces/default/configmaps/cfg?fieldManager=bob";
+    let (s, v) = call(&app, "PATCH", bob_uri, "application/apply-patch+yaml", &bob).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["details"]["causes"][0]["field"], ".data.a");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("conflict with \"alice\"")
+    );
+    let forced = format!("{bob_uri}&force=true");
+    let (s, v) = call(&app, "PATCH", &forced, "application/apply-patch+yaml", &bob).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["a"], "9");
+    // Alice re-applies without `a`: she no longer owns it, so it stays; dropping `b` removes it.
+    let alice2 = cfg.replace("  a: \"1\"\n  b: \"2\"\n", "  c: \"3\"\n");
+    let (s, v) = call(&app, "PATCH", uri, "application/apply-patch+yaml", &alice2).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["data"], json!({"a": "9", "c": "3"}));
 }

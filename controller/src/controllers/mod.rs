@@ -1,13 +1,200 @@
 //! Controllers: level-triggered loops that move the cluster towards what its objects ask for.
 //! Each pass looks at the whole state; store events only wake a loop early.
 
+pub mod daemonset;
+pub mod deployment;
+pub mod endpoints;
+pub mod events;
+pub mod gc;
+pub mod job;
 pub mod namespace;
+pub mod replicaset;
 
 use std::time::Duration;
 
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{ApiError, Objects, resources};
 use crate::store::Store;
+
+/// Runs the workload controllers (deployments, replicasets, daemonsets, jobs, endpoints) and the
+/// garbage collector until cancelled: one pass of each on every store change, and every few
+/// seconds. One loop keeps their writes ordered and a chain (deployment → replicaset → pods →
+/// endpoints) converges within a few passes.
+pub async fn run(objects: Objects, cancel: CancellationToken) {
+    loop {
+        let after = objects.store.revision();
+        for (name, pass) in [
+            ("garbage collector", 0),
+            ("deployment", 1),
+            ("replicaset", 2),
+            ("daemonset", 3),
+            ("job", 4),
+            ("endpoints", 5),
+        ] {
+            let r = match pass {
+                0 => gc::reconcile(&objects).await,
+                1 => deployment::reconcile(&objects).await,
+                2 => replicaset::reconcile(&objects).await,
+                3 => daemonset::reconcile(&objects).await,
+                4 => job::reconcile(&objects).await,
+                _ => endpoints::reconcile(&objects).await,
+            };
+            if let Err(e) = r {
+                tracing::warn!(controller = name, error = %e, "pass failed");
+            }
+        }
+        if !wait_for_change(&objects.store, after, Duration::from_secs(5), &cancel).await {
+            return;
+        }
+    }
+}
+
+/// The `metadata.uid` of an object.
+pub(crate) fn uid(obj: &Value) -> &str {
+    obj.pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+pub(crate) fn name(obj: &Value) -> &str {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+pub(crate) fn namespace(obj: &Value) -> &str {
+    obj.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+pub(crate) fn deleting(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+/// Whether `obj`'s controller ownerReference is the object with `owner_uid`.
+pub(crate) fn controlled_by(obj: &Value, owner_uid: &str) -> bool {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r["uid"] == owner_uid && r["controller"].as_bool() == Some(true))
+        })
+}
+
+/// The ownerReference a controller puts on what it creates.
+pub(crate) fn controller_ref(owner: &Value) -> Value {
+    json!({
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": name(owner),
+        "uid": uid(owner),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
+/// Whether the pod is Ready (its Ready condition is True).
+pub(crate) fn pod_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+/// Whether the pod has finished (Succeeded or Failed).
+pub(crate) fn pod_terminal(pod: &Value) -> bool {
+    matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Whether the pod counts as one of its controller's replicas: not finished, not being deleted.
+pub(crate) fn pod_active(pod: &Value) -> bool {
+    !pod_terminal(pod) && !deleting(pod)
+}
+
+/// A new pod from a workload's template, owned by `owner`.
+pub(crate) fn pod_from_template(owner: &Value, template: &Value, prefix: &str) -> Value {
+    let mut meta = template.get("metadata").cloned().unwrap_or(json!({}));
+    if !meta.is_object() {
+        meta = json!({});
+    }
+    meta["generateName"] = json!(format!("{prefix}-"));
+    meta["namespace"] = json!(namespace(owner));
+    meta["ownerReferences"] = json!([controller_ref(owner)]);
+    if let Some(m) = meta.as_object_mut() {
+        m.remove("name");
+        m.remove("creationTimestamp");
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": template.get("spec").cloned().unwrap_or(json!({})),
+    })
+}
+
+/// Writes `status` as the object's status if it differs; no write when nothing changed, so a
+/// pass over a settled cluster writes nothing (and does not wake itself up).
+pub(crate) async fn write_status(
+    objects: &Objects,
+    res: &resources::Resource,
+    obj: &Value,
+    status: Value,
+) -> Result<(), ApiError> {
+    if obj.get("status") == Some(&status) {
+        return Ok(());
+    }
+    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
+    match objects
+        .modify(res, ns, name(obj), crate::api::Part::Status, |o| {
+            o["status"] = status.clone();
+            Ok(())
+        })
+        .await
+    {
+        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A condition as Kubernetes writes it, keeping `lastTransitionTime` (and `lastUpdateTime`)
+/// from the previous one when its status (and reason and message) did not change.
+pub(crate) fn condition(
+    old: &Value,
+    ty: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    with_update_time: bool,
+) -> Value {
+    let prev = old
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == ty));
+    let st = if status { "True" } else { "False" };
+    let now = crate::api::objects::now();
+    let transition = match prev {
+        Some(p) if p["status"] == st => p["lastTransitionTime"].clone(),
+        _ => json!(now),
+    };
+    let mut c = json!({"type": ty, "status": st, "reason": reason, "message": message, "lastTransitionTime": transition});
+    if with_update_time {
+        c["lastUpdateTime"] = match prev {
+            Some(p) if p["status"] == st && p["reason"] == reason && p["message"] == message => {
+                p["lastUpdateTime"].clone()
+            }
+            _ => json!(now),
+        };
+    }
+    c
+}
 
 /// Waits until the store changes after `after`, `period` passes, or `cancel` fires; returns
 /// false when cancelled.
@@ -35,3 +222,6 @@ pub(crate) async fn wait_for_change(
     tokio::time::sleep(Duration::from_millis(20)).await;
     !cancel.is_cancelled()
 }
+
+#[cfg(test)]
+mod tests;

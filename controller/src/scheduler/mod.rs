@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError, Objects, Part, resources};
+use crate::controllers::events::{self, EventType};
 use crate::quantity;
 
 /// cpu in millicores, memory in bytes, and a pod count.
@@ -187,6 +188,16 @@ pub async fn schedule_once(objects: &Objects) -> Result<usize, ApiError> {
                 match api::bind_pod(objects, Some(&ns), &name, &binding).await {
                     Ok(()) => {
                         tracing::info!(pod = %format!("{ns}/{name}"), node = %node, "bound");
+                        let msg = format!("Successfully assigned {ns}/{name} to {node}");
+                        events::record(
+                            objects,
+                            &pod,
+                            EventType::Normal,
+                            "Scheduled",
+                            &msg,
+                            "default-scheduler",
+                        )
+                        .await;
                         let r = pod_requests(&pod);
                         let e = bound.entry(node).or_default();
                         e.cpu_milli += r.cpu_milli;
@@ -220,8 +231,21 @@ pub async fn schedule_once(objects: &Objects) -> Result<usize, ApiError> {
                         Ok(())
                     })
                     .await;
-                if let Err(e) = r {
-                    tracing::debug!(pod = %name, error = %e, "cannot record Unschedulable");
+                match r {
+                    Ok(p) => {
+                        events::record(
+                            objects,
+                            &p,
+                            EventType::Warning,
+                            "FailedScheduling",
+                            &msg,
+                            "default-scheduler",
+                        )
+                        .await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(pod = %name, error = %e, "cannot record Unschedulable")
+                    }
                 }
             }
         }

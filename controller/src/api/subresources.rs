@@ -1,0 +1,167 @@
+//! The `scale` subresource of deployments and replicasets (an `autoscaling/v1` Scale) and the
+//! `eviction` subresource of pods (a graceful delete; no PodDisruptionBudgets are served, so an
+//! eviction is never refused for one).
+
+use serde_json::{Value, json};
+
+use super::error::{ApiError, FieldError};
+use super::objects::{DeleteOptions, Objects, Part};
+use super::patch::{self, PatchType};
+use super::resources::{self, Resource};
+use super::selectors::selector_string;
+
+/// The Scale of a deployment or replicaset.
+pub fn scale_of(obj: &Value) -> Value {
+    let m = &obj["metadata"];
+    let mut meta = json!({});
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
+        if let Some(v) = m.get(k) {
+            meta[k] = v.clone();
+        }
+    }
+    let sel = obj
+        .pointer("/spec/selector")
+        .cloned()
+        .unwrap_or(Value::Null);
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": meta,
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector_string(&sel),
+        },
+    })
+}
+
+pub fn get_scale(
+    objects: &Objects,
+    res: &Resource,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Value, ApiError> {
+    Ok(scale_of(&objects.get(res, ns, name)?))
+}
+
+/// PUT of a Scale: sets `spec.replicas`, honouring the Scale's resourceVersion if it has one.
+pub async fn put_scale(
+    objects: &Objects,
+    res: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    scale: &Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    let replicas = scale
+        .pointer("/spec/replicas")
+        .unwrap_or(&Value::Null)
+        .clone();
+    let Some(n) = replicas.as_i64().filter(|n| *n >= 0) else {
+        return Err(ApiError::Invalid {
+            kind: "Scale".into(),
+            name: name.to_string(),
+            causes: vec![FieldError::invalid(
+                "spec.replicas",
+                &replicas,
+                "must be greater than or equal to 0",
+            )],
+        });
+    };
+    let mut obj = objects.get(res, ns, name)?;
+    if let Some(rv) = scale
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+    {
+        obj["metadata"]["resourceVersion"] = json!(rv);
+    }
+    obj["spec"]["replicas"] = json!(n);
+    let out = objects
+        .update(res, ns, name, obj, Part::Main, dry_run)
+        .await?;
+    Ok(scale_of(&out))
+}
+
+/// PATCH of a Scale: the patch applies to the Scale object, then as a PUT.
+pub async fn patch_scale(
+    objects: &Objects,
+    res: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    kind: PatchType,
+    body: &Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    for _ in 0..8 {
+        let mut scale = get_scale(objects, res, ns, name)?;
+        let kind = if kind == PatchType::Apply {
+            PatchType::Merge
+        } else {
+            kind
+        };
+        patch::apply_patch(kind, &mut scale, body)?;
+        match put_scale(objects, res, ns, name, &scale, dry_run).await {
+            Err(ApiError::Conflict { .. })
+                if body.pointer("/metadata/resourceVersion").is_none() =>
+            {
+                continue;
+            }
+            other => return other,
+        }
+    }
+    Err(ApiError::modified(&res.qualified(), name))
+}
+
+/// POST `pods/{name}/eviction`: deletes the pod gracefully with the Eviction's deleteOptions.
+pub async fn evict(
+    objects: &Objects,
+    ns: Option<&str>,
+    name: &str,
+    eviction: &Value,
+    dry_run: bool,
+) -> Result<(), ApiError> {
+    let body_name = eviction
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or(name);
+    if body_name != name {
+        return Err(ApiError::BadRequest(format!(
+            "name in URL does not match name in Eviction object: {name} != {body_name}"
+        )));
+    }
+    let mut opts = DeleteOptions {
+        dry_run,
+        ..Default::default()
+    };
+    if let Some(d) = eviction.get("deleteOptions") {
+        if let Some(g) = d.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            opts.grace_period_seconds = Some(g);
+        }
+        if let Some(u) = d.pointer("/preconditions/uid").and_then(Value::as_str) {
+            opts.uid = Some(u.to_string());
+        }
+        if let Some(r) = d
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            opts.resource_version = Some(r.to_string());
+        }
+        if d.get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|x| !x.is_empty())
+        {
+            opts.dry_run = true;
+        }
+    }
+    objects
+        .delete(resources::pods(), ns, name, &opts)
+        .await
+        .map(|_| ())
+}
