@@ -172,6 +172,54 @@ fn kubectl_suite(k: &Kubectl, version: &str, image: &str) -> Result<()> {
     let text = String::from_utf8_lossy(&out.stdout);
     ensure!(text.contains(&watched), "get -w printed: {text}");
 
+    // Workloads: a Deployment rolls out, scales, shows in `get all`, and its pods go with it.
+    let deploy = format!("web-{name}");
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {deploy}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {deploy}}}\n  template:\n    metadata:\n      labels: {{app: {deploy}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: web\n        image: {image}\n        command: [\"sleep\", \"3600\"]\n"
+    );
+    let out = k.run_stdin(&["apply", "-f", "-"], &manifest)?;
+    ensure!(
+        out.contains(&format!("deployment.apps/{deploy} created")),
+        "apply deployment: {out}"
+    );
+    let out = k.run(&["scale", &format!("deployment/{deploy}"), "--replicas=2"])?;
+    ensure!(out.contains("scaled"), "scale: {out}");
+    let out = k.run(&[
+        "rollout",
+        "status",
+        &format!("deployment/{deploy}"),
+        "--timeout=120s",
+    ])?;
+    ensure!(
+        out.contains("successfully rolled out"),
+        "rollout status: {out}"
+    );
+    let out = k.run(&["get", "pods", "-l", &format!("app={deploy}"), "-o", "name"])?;
+    ensure!(out.lines().count() == 2, "two replicas expected: {out}");
+    let out = k.run(&["get", "all"])?;
+    ensure!(
+        out.contains(&format!("deployment.apps/{deploy}")) && out.contains("replicaset.apps/"),
+        "get all: {out}"
+    );
+    let ssa = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa-{name}\ndata:\n  a: \"1\"\n"
+    );
+    let out = k.run_stdin(&["apply", "--server-side", "-f", "-"], &ssa)?;
+    ensure!(
+        out.contains("serverside-applied"),
+        "apply --server-side: {out}"
+    );
+    k.run(&["delete", "configmap", &format!("ssa-{name}")])?;
+    k.run(&["delete", "deployment", &deploy])?;
+    wait_for(
+        "the deployment's pods to be gone",
+        Duration::from_secs(60),
+        || {
+            let out = k.run(&["get", "pods", "-l", &format!("app={deploy}"), "-o", "name"])?;
+            Ok(out.trim().is_empty().then_some(()))
+        },
+    )?;
+
     let out = k.run(&["delete", "pod", &name, "--grace-period=1"])?;
     ensure!(out.contains("deleted"), "delete: {out}");
     let out = k.run(&["delete", "configmap", &cm, &watched])?;
