@@ -3,8 +3,8 @@
 //! `skiff controller member add|remove|list`, which change or show the membership through any
 //! member's peer service. The first SIGTERM or Ctrl-C drains, a second one exits at once.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use tokio_util::sync::CancellationToken;
@@ -79,37 +79,6 @@ pub fn is_server(args: &ControllerArgs) -> bool {
     args.command.is_none()
 }
 
-fn write_kubeconfig(path: &Path, addr: SocketAddr) -> Result<()> {
-    let host = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        ip => ip,
-    };
-    let server = format!("http://{}", SocketAddr::new(host, addr.port()));
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, super::up::kubeconfig_text(&server))
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
-fn spawn_signal_handler(cancel: CancellationToken) {
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::info!("shutting down (signal again to force)");
-        cancel.cancel();
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        std::process::exit(130);
-    });
-}
-
 pub async fn run(args: ControllerArgs) -> Result<()> {
     match args.command {
         Some(ControllerCommand::Member(m)) => member(m).await,
@@ -165,7 +134,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         None => vec![(name.clone(), args.peer_listen.to_string())],
     };
     let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
+    super::up::spawn_signal_handler(cancel.clone());
     let cfg = controller::ControllerConfig {
         data_dir: data.join("controller"),
         listen: args.listen,
@@ -185,7 +154,7 @@ async fn serve(args: RunArgs) -> Result<()> {
     });
     if let Ok(addr) = ready_rx.await {
         let kubeconfig = data.join("kubeconfig");
-        write_kubeconfig(&kubeconfig, addr)?;
+        super::up::write_kubeconfig(&kubeconfig, addr)?;
         println!(
             "skiff controller {name} is up: API at http://{addr}, peers at {}\n  export KUBECONFIG={}",
             args.peer_listen,

@@ -48,7 +48,7 @@ pub fn kubeconfig_text(server: &str) -> String {
     )
 }
 
-fn write_kubeconfig(path: &Path, addr: SocketAddr) -> Result<()> {
+pub fn write_kubeconfig(path: &Path, addr: SocketAddr) -> Result<()> {
     let host = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
@@ -74,7 +74,7 @@ async fn wait_for_socket(path: &Path, cancel: &CancellationToken) -> Result<()> 
     anyhow::bail!("the runtime did not open {} in 10 s", path.display())
 }
 
-fn spawn_signal_handler(cancel: CancellationToken) {
+pub fn spawn_signal_handler(cancel: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (
