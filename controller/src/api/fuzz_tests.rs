@@ -2,7 +2,6 @@
 //! bytes as bodies, and random patches of every type, never answer 500, never panic and never
 //! hang; deep nesting is a 400.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,7 +12,6 @@ use serde_json::Value;
 use tower::ServiceExt as _;
 
 use super::*;
-use crate::store::{Store, StoreConfig, transport::LocalOnly};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -23,27 +21,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn app() -> Router {
-    let cancel = CancellationToken::new();
-    let store = Store::start(
-        StoreConfig::single(None),
-        Arc::new(LocalOnly),
-        cancel.clone(),
-    )
-    .unwrap()
-    .store;
-    let objects = Objects::new(store);
-    for _ in 0..100 {
-        if objects.ensure_system_namespaces().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (app, objects) = super::tests::app().await;
     let pod = serde_json::json!({"metadata": {"name": "p", "labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
     objects
         .create(resources::pods(), Some("default"), pod, false)
         .await
         .unwrap();
-    router(ApiState { objects, cancel })
+    app
 }
 
 async fn send(app: &Router, method: &str, uri: &str, ct: &str, body: Vec<u8>) -> StatusCode {

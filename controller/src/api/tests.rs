@@ -11,7 +11,7 @@ use tower::ServiceExt as _;
 use super::*;
 use crate::store::{Store, StoreConfig, transport::LocalOnly};
 
-async fn app() -> (Router, Objects) {
+pub(super) async fn app() -> (Router, Objects) {
     let cancel = CancellationToken::new();
     let store = Store::start(
         StoreConfig::single(None),

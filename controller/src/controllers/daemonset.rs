@@ -11,7 +11,7 @@ use super::{
     controlled_by, deleting, name, namespace, pod_active, pod_from_template, pod_ready, uid,
     write_status,
 };
-use crate::api::{ApiError, DeleteOptions, Objects, resources};
+use crate::api::{ApiError, Objects, resources};
 
 const HASH_LABEL: &str = "controller-revision-hash";
 
@@ -55,21 +55,6 @@ fn node_of(pod: &Value) -> &str {
         .unwrap_or("")
 }
 
-async fn delete_pod(objects: &Objects, pod: &Value) -> Result<(), ApiError> {
-    match objects
-        .delete(
-            resources::pods(),
-            Some(namespace(pod)),
-            name(pod),
-            &DeleteOptions::default(),
-        )
-        .await
-    {
-        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 async fn sync(
     objects: &Objects,
     ds: &Value,
@@ -103,7 +88,7 @@ async fn sync(
         // A failed daemon pod is deleted and replaced.
         for p in here.iter().filter(|p| !pod_active(p)) {
             if active {
-                delete_pod(objects, p).await?;
+                super::delete_pod(objects, p).await?;
             }
         }
         here.retain(|p| pod_active(p));
@@ -115,7 +100,7 @@ async fn sync(
         });
         if here.len() > 1 && active {
             for p in &here[1..] {
-                delete_pod(objects, p).await?;
+                super::delete_pod(objects, p).await?;
             }
         }
         match here.first() {
@@ -168,7 +153,7 @@ async fn sync(
         if !targets.iter().any(|n| name(n) == node_of(p)) {
             misscheduled += 1;
             if active {
-                delete_pod(objects, p).await?;
+                super::delete_pod(objects, p).await?;
             }
         }
     }
@@ -190,10 +175,10 @@ async fn sync(
         outdated.sort_by_key(|p| pod_ready(p));
         for p in outdated {
             if !pod_ready(p) {
-                delete_pod(objects, p).await?;
+                super::delete_pod(objects, p).await?;
             } else if room > 0 {
                 room -= 1;
-                delete_pod(objects, p).await?;
+                super::delete_pod(objects, p).await?;
             }
         }
     }

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::{deleting, name, namespace, uid};
+use super::{deleting, ignore_missing, name, namespace, uid};
 use crate::api::objects::{FOREGROUND_FINALIZER, owned_by};
 use crate::api::resources::{self, RESOURCES, Resource};
 use crate::api::{ApiError, DeleteOptions, Objects, Part, Propagation};
@@ -82,13 +82,6 @@ pub async fn reconcile(objects: &Objects) -> Result<(), ApiError> {
 
 fn ns_of(obj: &Value) -> Option<&str> {
     Some(namespace(obj)).filter(|n| !n.is_empty())
-}
-
-fn ignore_missing<T>(r: Result<T, ApiError>) -> Result<(), ApiError> {
-    match r {
-        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// Whether the owner named by `rf` is really gone (a fresh read); an owner of a kind this server

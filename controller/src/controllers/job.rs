@@ -11,7 +11,7 @@ use super::{
     condition, controlled_by, deleting, name, namespace, pod_active, pod_from_template, pod_ready,
     uid, write_status,
 };
-use crate::api::{ApiError, DeleteOptions, Objects, objects::now, resources};
+use crate::api::{ApiError, Objects, objects::now, resources};
 
 /// One pass over every job.
 pub async fn reconcile(objects: &Objects) -> Result<(), ApiError> {
@@ -97,7 +97,7 @@ async fn sync(objects: &Objects, job: &Value, pods: &[Value]) -> Result<(), ApiE
             .unwrap_or_default();
         if complete {
             for p in &active {
-                delete_active(objects, p).await?;
+                super::delete_pod(objects, p).await?;
             }
             conds.push(condition(
                 job,
@@ -127,7 +127,7 @@ async fn sync(objects: &Objects, job: &Value, pods: &[Value]) -> Result<(), ApiE
             .await;
         } else if over_backoff {
             for p in &active {
-                delete_active(objects, p).await?;
+                super::delete_pod(objects, p).await?;
             }
             let msg = "Job has reached the specified backoff limit";
             conds.push(condition(
@@ -190,7 +190,7 @@ async fn sync(objects: &Objects, job: &Value, pods: &[Value]) -> Result<(), ApiE
             }
         } else {
             for p in &active {
-                delete_active(objects, p).await?;
+                super::delete_pod(objects, p).await?;
             }
         }
         if !conds.is_empty() {
@@ -211,19 +211,4 @@ async fn sync(objects: &Objects, job: &Value, pods: &[Value]) -> Result<(), ApiE
         status["uncountedTerminatedPods"] = json!({});
     }
     write_status(objects, resources::jobs(), job, status).await
-}
-
-async fn delete_active(objects: &Objects, pod: &Value) -> Result<(), ApiError> {
-    match objects
-        .delete(
-            resources::pods(),
-            Some(namespace(pod)),
-            name(pod),
-            &DeleteOptions::default(),
-        )
-        .await
-    {
-        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
 }

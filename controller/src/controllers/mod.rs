@@ -152,16 +152,32 @@ pub(crate) async fn write_status(
         return Ok(());
     }
     let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
-    match objects
-        .modify(res, ns, name(obj), crate::api::Part::Status, |o| {
-            o["status"] = status.clone();
-            Ok(())
-        })
-        .await
-    {
+    ignore_missing(
+        objects
+            .modify(res, ns, name(obj), crate::api::Part::Status, |o| {
+                o["status"] = status.clone();
+                Ok(())
+            })
+            .await,
+    )
+}
+
+/// An object that is already gone is what a delete or status write wanted anyway.
+pub(crate) fn ignore_missing<T>(r: Result<T, ApiError>) -> Result<(), ApiError> {
+    match r {
         Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Deletes a pod gracefully; one already gone counts as deleted.
+pub(crate) async fn delete_pod(objects: &Objects, pod: &Value) -> Result<(), ApiError> {
+    let opts = crate::api::DeleteOptions::default();
+    ignore_missing(
+        objects
+            .delete(resources::pods(), Some(namespace(pod)), name(pod), &opts)
+            .await,
+    )
 }
 
 /// A condition as Kubernetes writes it, keeping `lastTransitionTime` (and `lastUpdateTime`)
