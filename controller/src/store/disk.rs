@@ -1,8 +1,17 @@
-//! The on-disk half of a member: one redb file holding the raft log, hard state, snapshot point
-//! and the applied state machine, so a restarted member resumes from its last applied index.
+//! The on-disk half of a member: the raft log and hard state in a write-ahead log (`wal.rs`),
+//! and a redb file holding the snapshot point, the membership and the applied state machine.
+//!
+//! The state machine is checkpointed by a background thread that commits what was applied in
+//! batches, durably, at most every `CHECKPOINT_EVERY`: the log already holds every applied entry
+//! durably, so the hot path never waits for redb. A restarted member loads the last checkpoint
+//! and replays the log after it; the log is never compacted past the checkpoint.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
 use raft::prelude::{Entry, HardState, SnapshotMetadata};
@@ -11,7 +20,9 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use super::StoreError;
 use super::state::{KvState, Record};
 use super::storage::{Backend, LogState};
+use super::wal::{SEGMENT_SIZE, Wal};
 
+/// Where versions before the write-ahead log kept the raft log; moved to the WAL on open.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -21,6 +32,11 @@ const SNAPSHOT_META: &str = "snapshot_meta";
 const APPLIED: &str = "applied_index";
 const REVISION: &str = "revision";
 const COMPACTED: &str = "compacted_revision";
+
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// redb's page cache; the state machine itself lives in memory, so redb is written far more
+/// than it is read.
+const REDB_CACHE: usize = 8 << 20;
 
 impl From<redb::Error> for StoreError {
     fn from(e: redb::Error) -> Self {
@@ -47,9 +63,31 @@ redb_errors!(
     protobuf::ProtobufError
 );
 
-/// A member's redb file.
+/// Work for the checkpoint thread, in apply order.
+enum Checkpoint {
+    Applied {
+        changes: Vec<(String, Option<Record>)>,
+        applied: u64,
+        revision: u64,
+        compacted: u64,
+    },
+    /// A snapshot replaced the state machine; answered once it is durable.
+    Replace {
+        records: Vec<(String, Record)>,
+        applied: u64,
+        revision: u64,
+        compacted: u64,
+        done: SyncSender<Result<(), StoreError>>,
+    },
+}
+
+/// A member's files.
 pub struct DiskStore {
-    db: Database,
+    db: Arc<Database>,
+    wal: Mutex<Wal>,
+    checkpoint: Mutex<Option<(Sender<Checkpoint>, JoinHandle<()>)>>,
+    /// The applied index of the last durable checkpoint.
+    durable_applied: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for DiskStore {
@@ -70,9 +108,11 @@ fn bytes_u64(b: &[u8]) -> u64 {
 }
 
 impl DiskStore {
-    /// Opens (or creates) the store and loads the log and the state machine from it.
-    pub fn open(path: &Path) -> Result<(Arc<Self>, LogState, KvState), StoreError> {
-        let db = Database::create(path)?;
+    /// Opens (or creates) a member's files in `dir` and loads the log and the state machine.
+    pub fn open(dir: &Path) -> Result<(Arc<Self>, LogState, KvState), StoreError> {
+        let db = Database::builder()
+            .set_cache_size(REDB_CACHE)
+            .create(dir.join("store.redb"))?;
         {
             let txn = db.begin_write()?;
             txn.open_table(LOG)?;
@@ -80,11 +120,14 @@ impl DiskStore {
             txn.open_table(KV)?;
             txn.commit()?;
         }
+        let wal_dir = dir.join("wal");
+        let fresh_wal = !wal_dir.exists();
         let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let mut log = LogState::default();
+        let mut old_hard_state = None;
         if let Some(v) = meta.get(HARD_STATE)? {
-            log.hard_state = HardState::parse_from_bytes(v.value())?;
+            old_hard_state = Some(HardState::parse_from_bytes(v.value())?);
         }
         if let Some(v) = meta.get(SNAPSHOT_META)? {
             log.snapshot_meta = SnapshotMetadata::parse_from_bytes(v.value())?;
@@ -95,10 +138,13 @@ impl DiskStore {
         let applied = get_u64(APPLIED)?;
         let revision = get_u64(REVISION)?;
         let compacted = get_u64(COMPACTED)?;
-        let table = txn.open_table(LOG)?;
-        for row in table.range((log.snapshot_meta.index + 1)..)? {
-            let (_, v) = row?;
-            log.entries.push(Entry::parse_from_bytes(v.value())?);
+        let mut old_entries = Vec::new();
+        if fresh_wal {
+            let table = txn.open_table(LOG)?;
+            for row in table.range((log.snapshot_meta.index + 1)..)? {
+                let (_, v) = row?;
+                old_entries.push(Entry::parse_from_bytes(v.value())?);
+            }
         }
         let kv = txn.open_table(KV)?;
         let mut state = KvState::new(applied, revision, compacted);
@@ -108,101 +154,216 @@ impl DiskStore {
                 .ok_or_else(|| StoreError::Disk(format!("corrupt record for key {}", k.value())))?;
             state.load(k.value().to_string(), rec);
         }
-        drop((meta, table, kv, txn));
-        Ok((Arc::new(Self { db }), log, state))
+        drop((meta, kv, txn));
+        let (mut wal, replayed) = Wal::open(&wal_dir, SEGMENT_SIZE, log.snapshot_meta.index)?;
+        if fresh_wal && (old_hard_state.is_some() || !old_entries.is_empty()) {
+            // A data dir from before the write-ahead log: move its log over, then drop it.
+            wal.write(&old_entries, old_hard_state.as_ref(), true)?;
+            log.entries = old_entries;
+            log.hard_state = old_hard_state.unwrap_or_default();
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.delete_table(LOG)?;
+            txn.open_table(META)?.remove(HARD_STATE)?;
+            txn.commit()?;
+        } else {
+            log.entries = replayed.entries;
+            log.hard_state = replayed.hard_state.unwrap_or_default();
+        }
+        let db = Arc::new(db);
+        let durable_applied = Arc::new(AtomicU64::new(applied));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = {
+            let (db, durable) = (db.clone(), durable_applied.clone());
+            std::thread::Builder::new()
+                .name("skiff-checkpoint".into())
+                .spawn(move || checkpointer(&db, &rx, &durable))
+                .map_err(|e| StoreError::Disk(format!("cannot start the checkpoint thread: {e}")))?
+        };
+        let disk = Self {
+            db,
+            wal: Mutex::new(wal),
+            checkpoint: Mutex::new(Some((tx, thread))),
+            durable_applied,
+        };
+        Ok((Arc::new(disk), log, state))
     }
 
-    /// Writes the effect of applied entries: changed keys, applied index and revision, in one
-    /// transaction. Not fsynced by itself: the next durable log write makes it durable, and until
-    /// then a restart replays the same entries from the durable applied index.
+    fn wal(&self) -> std::sync::MutexGuard<'_, Wal> {
+        self.wal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, c: Checkpoint) -> Result<(), StoreError> {
+        let guard = self.checkpoint.lock().unwrap_or_else(|e| e.into_inner());
+        let (tx, _) = guard.as_ref().ok_or(StoreError::Stopped)?;
+        tx.send(c)
+            .map_err(|_| StoreError::Disk("the checkpoint thread stopped".into()))
+    }
+
+    /// Queues the effect of applied entries for the next checkpoint.
     pub fn save_applied(
         &self,
-        changes: &[(String, Option<Record>)],
+        changes: Vec<(String, Option<Record>)>,
         applied: u64,
         revision: u64,
         compacted: u64,
     ) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
-        {
-            let mut kv = txn.open_table(KV)?;
-            for (k, rec) in changes {
-                match rec {
-                    Some(r) => {
-                        kv.insert(k.as_str(), r.encode().as_slice())?;
-                    }
-                    None => {
-                        kv.remove(k.as_str())?;
-                    }
-                }
-            }
-            let mut meta = txn.open_table(META)?;
-            meta.insert(APPLIED, u64_bytes(applied).as_slice())?;
-            meta.insert(REVISION, u64_bytes(revision).as_slice())?;
-            meta.insert(COMPACTED, u64_bytes(compacted).as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
+        self.send(Checkpoint::Applied {
+            changes,
+            applied,
+            revision,
+            compacted,
+        })
     }
 
-    /// Replaces the whole state machine with a snapshot's.
+    /// Replaces the whole state machine with a snapshot's; durable when it returns, since the
+    /// log that follows starts after the snapshot.
     pub fn save_snapshot_state(&self, state: &KvState) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        {
-            txn.delete_table(KV)?;
-            let mut kv = txn.open_table(KV)?;
-            for (k, r) in state.iter() {
-                kv.insert(k.as_str(), r.encode().as_slice())?;
-            }
-            let mut meta = txn.open_table(META)?;
-            meta.insert(APPLIED, u64_bytes(state.applied_index()).as_slice())?;
-            meta.insert(REVISION, u64_bytes(state.revision()).as_slice())?;
-            meta.insert(COMPACTED, u64_bytes(state.compacted()).as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
+        let (done, answer) = std::sync::mpsc::sync_channel(1);
+        self.send(Checkpoint::Replace {
+            records: state.iter().map(|(k, r)| (k.clone(), r.clone())).collect(),
+            applied: state.applied_index(),
+            revision: state.revision(),
+            compacted: state.compacted(),
+            done,
+        })?;
+        answer
+            .recv()
+            .map_err(|_| StoreError::Disk("the checkpoint thread stopped".into()))?
     }
 
-    fn durable_write(
-        &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        f(&txn)?;
-        txn.commit()?;
-        Ok(())
+    /// The applied index of the last durable checkpoint: the log must be kept after it.
+    pub fn durable_applied(&self) -> u64 {
+        self.durable_applied.load(Ordering::Acquire)
+    }
+
+    /// The same index, shared, for status reports.
+    pub fn durable_applied_handle(&self) -> Arc<AtomicU64> {
+        self.durable_applied.clone()
+    }
+
+    /// Writes the last checkpoint and stops its thread (the node loop ends).
+    pub fn close(&self) {
+        let taken = self
+            .checkpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((tx, thread)) = taken {
+            drop(tx);
+            let _ = thread.join();
+        }
     }
 }
 
-impl Backend for DiskStore {
-    fn append(&self, entries: &[Entry], truncate_after: u64) -> Result<(), StoreError> {
-        self.durable_write(|txn| {
-            let mut log = txn.open_table(LOG)?;
-            log.retain_in(truncate_after.., |_, _| false)?;
-            for e in entries {
-                log.insert(e.index, e.write_to_bytes()?.as_slice())?;
+impl Drop for DiskStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn checkpointer(db: &Database, rx: &Receiver<Checkpoint>, durable: &AtomicU64) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        let deadline = Instant::now() + CHECKPOINT_EVERY;
+        while !matches!(batch.last(), Some(Checkpoint::Replace { .. })) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(c) => batch.push(c),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
-            Ok(())
-        })
+        }
+        let result = commit_batch(db, &batch);
+        match &result {
+            Ok(applied) => durable.store(*applied, Ordering::Release),
+            // The log keeps everything after the last good checkpoint; nothing is lost.
+            Err(e) => tracing::error!(error = %e, "state machine checkpoint failed"),
+        }
+        for c in batch {
+            if let Checkpoint::Replace { done, .. } = c {
+                let _ = done.send(
+                    result
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| StoreError::Disk(e.to_string())),
+                );
+            }
+        }
+    }
+}
+
+/// Writes a batch in one durable transaction; returns the applied index it reflects.
+fn commit_batch(db: &Database, batch: &[Checkpoint]) -> Result<u64, StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    let mut last = (0, 0, 0);
+    for c in batch {
+        match c {
+            Checkpoint::Applied {
+                changes,
+                applied,
+                revision,
+                compacted,
+            } => {
+                let mut kv = txn.open_table(KV)?;
+                for (k, rec) in changes {
+                    match rec {
+                        Some(r) => {
+                            kv.insert(k.as_str(), r.encode().as_slice())?;
+                        }
+                        None => {
+                            kv.remove(k.as_str())?;
+                        }
+                    }
+                }
+                last = (*applied, *revision, *compacted);
+            }
+            Checkpoint::Replace {
+                records,
+                applied,
+                revision,
+                compacted,
+                ..
+            } => {
+                txn.delete_table(KV)?;
+                let mut kv = txn.open_table(KV)?;
+                for (k, r) in records {
+                    kv.insert(k.as_str(), r.encode().as_slice())?;
+                }
+                last = (*applied, *revision, *compacted);
+            }
+        }
+    }
+    {
+        let mut meta = txn.open_table(META)?;
+        meta.insert(APPLIED, u64_bytes(last.0).as_slice())?;
+        meta.insert(REVISION, u64_bytes(last.1).as_slice())?;
+        meta.insert(COMPACTED, u64_bytes(last.2).as_slice())?;
+    }
+    txn.commit()?;
+    Ok(last.0)
+}
+
+impl Backend for DiskStore {
+    fn persist(
+        &self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+        sync: bool,
+    ) -> Result<(), StoreError> {
+        self.wal().write(entries, hs, sync)
     }
 
-    fn set_hard_state(&self, hs: &HardState) -> Result<(), StoreError> {
-        self.durable_write(|txn| {
-            txn.open_table(META)?
-                .insert(HARD_STATE, hs.write_to_bytes()?.as_slice())?;
-            Ok(())
-        })
+    fn reset_log(&self, hs: &HardState) -> Result<(), StoreError> {
+        self.wal().reset(hs)
     }
 
     fn set_snapshot_meta(&self, meta: &SnapshotMetadata) -> Result<(), StoreError> {
-        self.durable_write(|txn| {
-            txn.open_table(META)?
-                .insert(SNAPSHOT_META, meta.write_to_bytes()?.as_slice())?;
-            txn.open_table(LOG)?
-                .retain_in(..=meta.index, |_, _| false)?;
-            Ok(())
-        })
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.open_table(META)?
+            .insert(SNAPSHOT_META, meta.write_to_bytes()?.as_slice())?;
+        txn.commit()?;
+        self.wal().purge(meta.index)
     }
 }

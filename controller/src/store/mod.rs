@@ -11,6 +11,7 @@ mod node;
 pub mod state;
 pub mod storage;
 pub mod transport;
+mod wal;
 pub mod watch;
 
 #[cfg(test)]
@@ -146,6 +147,9 @@ pub struct RaftStatus {
     pub term: u64,
     pub is_leader: bool,
     pub applied: u64,
+    /// Applied entries up to here are in the on-disk state machine; a restart replays the log
+    /// after it.
+    pub checkpointed: u64,
     pub revision: u64,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
@@ -185,6 +189,8 @@ struct Inner {
     conf: Mutex<(Vec<u64>, Vec<u64>)>,
     /// How many snapshots from the leader this member installed since it started.
     snapshots: AtomicU64,
+    /// The applied index of the last durable state machine checkpoint (`None`: in memory).
+    checkpointed: Option<Arc<AtomicU64>>,
 }
 
 /// A cheap, cloneable handle to the store.
@@ -214,7 +220,7 @@ impl Store {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Disk(format!("cannot create {}: {e}", dir.display()))
                 })?;
-                let (disk, log_state, kv) = disk::DiskStore::open(&dir.join("store.redb"))?;
+                let (disk, log_state, kv) = disk::DiskStore::open(dir)?;
                 let backend: Arc<dyn storage::Backend> = disk.clone();
                 (LogStore::new(log_state, backend), kv, Some(disk))
             }
@@ -245,6 +251,7 @@ impl Store {
             is_leader: twatch::Sender::new(false),
             conf: Mutex::new((cs.voters.clone(), cs.learners.clone())),
             snapshots: AtomicU64::new(0),
+            checkpointed: disk.as_ref().map(|d| d.durable_applied_handle()),
         });
         // Peers added while this member was down are recorded in the state machine.
         for (_, rec) in inner
@@ -350,6 +357,10 @@ impl Store {
             term: l.term,
             is_leader: l.is_leader,
             applied: self.applied_index(),
+            checkpointed: self.inner.checkpointed.as_ref().map_or_else(
+                || self.applied_index(),
+                |c| c.load(std::sync::atomic::Ordering::Acquire),
+            ),
             revision: self.revision(),
             voters,
             learners,

@@ -97,7 +97,7 @@ impl Node {
         let mut hs = log.hard_state();
         if hs.commit < applied {
             hs.commit = applied;
-            log.set_hard_state(&hs)?;
+            log.persist(&[], Some(&hs))?;
         }
         let cfg = raft::Config {
             id: config.id,
@@ -175,6 +175,9 @@ impl Node {
         }
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(StoreError::Stopped));
+        }
+        if let Some(disk) = &self.disk {
+            disk.close();
         }
         for (_, r) in self.reads.drain() {
             let _ = r.reply.send(Err(StoreError::Stopped));
@@ -321,12 +324,7 @@ impl Node {
             self.read_state(rs);
         }
         self.apply(rd.take_committed_entries())?;
-        if !rd.entries().is_empty() {
-            self.log.append(rd.entries())?;
-        }
-        if let Some(hs) = rd.hs() {
-            self.log.set_hard_state(hs)?;
-        }
+        self.log.persist(rd.entries(), rd.hs())?;
         self.send(rd.take_persisted_messages(), &mut snapshots_to);
         let mut light = self.raw.advance(rd);
         self.send(light.take_messages(), &mut snapshots_to);
@@ -517,7 +515,7 @@ impl Node {
             (state.applied_index(), state.revision(), state.compacted())
         };
         if let Some(disk) = &self.disk {
-            disk.save_applied(&changes, applied, revision, compacted)?;
+            disk.save_applied(changes, applied, revision, compacted)?;
         }
         self.inner.hub.publish(events);
         self.inner.applied.send_replace(applied);
@@ -540,7 +538,11 @@ impl Node {
         if self.log.len() as u64 <= self.log_keep * 2 {
             return Ok(());
         }
-        let applied = *self.inner.applied.borrow();
+        let mut applied = *self.inner.applied.borrow();
+        if let Some(disk) = &self.disk {
+            // A restart replays the log from the last checkpoint: keep it from there.
+            applied = applied.min(disk.durable_applied());
+        }
         self.log.compact(applied.saturating_sub(self.log_keep))?;
         Ok(())
     }

@@ -2,8 +2,9 @@
 //! written through to a `Backend` (redb on disk, or nothing in unit tests).
 //!
 //! raft-rs reads the log through `Storage` and never writes it; the node loop writes it with
-//! `append`, `set_hard_state`, `apply_snapshot` and `compact`, each of which is durable when it
-//! returns (the disk backend commits with `Durability::Immediate`, i.e. fsync).
+//! `persist` (a `Ready`'s entries and hard state in one write), `apply_snapshot` and `compact`.
+//! Each is durable when it returns, except a hard state that only moved the commit index: raft
+//! re-learns the commit index from the leader, so it is written but not synced (etcd's rule).
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -13,14 +14,20 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::StoreError;
 
-/// Where the raft log is made durable. Each call is one atomic, durable write.
+/// Where the raft log is made durable.
 pub trait Backend: Send + Sync + 'static {
-    /// Appends (or overwrites from `entries[0].index` on) log entries, dropping any later ones.
-    fn append(&self, entries: &[Entry], truncate_after: u64) -> Result<(), StoreError>;
-    /// Records the hard state (term, vote, commit).
-    fn set_hard_state(&self, hs: &HardState) -> Result<(), StoreError>;
-    /// Records the membership and the snapshot point after a snapshot or compaction, dropping
-    /// log entries up to and including `meta.index`.
+    /// Appends log entries (overwriting from `entries[0].index` on, dropping any later ones),
+    /// then the hard state (term, vote, commit); durable when it returns if `sync`.
+    fn persist(
+        &self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+        sync: bool,
+    ) -> Result<(), StoreError>;
+    /// Voids the whole log (a snapshot replaced it) and records `hs`, durably.
+    fn reset_log(&self, hs: &HardState) -> Result<(), StoreError>;
+    /// Records the membership and the snapshot point after a snapshot or compaction, durably;
+    /// log entries up to and including `meta.index` are no longer needed.
     fn set_snapshot_meta(&self, meta: &SnapshotMetadata) -> Result<(), StoreError>;
 }
 
@@ -29,10 +36,10 @@ pub trait Backend: Send + Sync + 'static {
 pub struct MemoryBackend;
 
 impl Backend for MemoryBackend {
-    fn append(&self, _: &[Entry], _: u64) -> Result<(), StoreError> {
+    fn persist(&self, _: &[Entry], _: Option<&HardState>, _: bool) -> Result<(), StoreError> {
         Ok(())
     }
-    fn set_hard_state(&self, _: &HardState) -> Result<(), StoreError> {
+    fn reset_log(&self, _: &HardState) -> Result<(), StoreError> {
         Ok(())
     }
     fn set_snapshot_meta(&self, _: &SnapshotMetadata) -> Result<(), StoreError> {
@@ -126,7 +133,7 @@ impl LogStore {
             ..Default::default()
         };
         self.backend.set_snapshot_meta(&meta)?;
-        self.backend.set_hard_state(&hs)?;
+        self.backend.persist(&[], Some(&hs), true)?;
         let mut core = self.wl();
         core.snapshot_meta = meta;
         core.hard_state = hs;
@@ -143,29 +150,33 @@ impl LogStore {
         self.rl().snapshot_meta.index
     }
 
-    /// Appends entries from a `Ready`, replacing any conflicting suffix.
-    pub fn append(&self, entries: &[Entry]) -> Result<(), StoreError> {
-        let Some(first) = entries.first() else {
+    /// Persists a `Ready`'s entries (replacing any conflicting suffix) and hard state in one
+    /// write, synced unless all that changed is the commit index.
+    pub fn persist(&self, entries: &[Entry], hs: Option<&HardState>) -> Result<(), StoreError> {
+        if entries.is_empty() && hs.is_none() {
             return Ok(());
-        };
+        }
         let mut core = self.wl();
-        if first.index < core.first_index() {
+        if let Some(first) = entries.first()
+            && first.index < core.first_index()
+        {
             return Err(StoreError::Raft(format!(
                 "append at index {} is below the first index {}",
                 first.index,
                 core.first_index()
             )));
         }
-        self.backend.append(entries, first.index)?;
-        let keep = (first.index - core.first_index()) as usize;
-        core.entries.truncate(keep);
-        core.entries.extend_from_slice(entries);
-        Ok(())
-    }
-
-    pub fn set_hard_state(&self, hs: &HardState) -> Result<(), StoreError> {
-        self.backend.set_hard_state(hs)?;
-        self.wl().hard_state = hs.clone();
+        let sync = !entries.is_empty()
+            || hs.is_some_and(|h| h.term != core.hard_state.term || h.vote != core.hard_state.vote);
+        self.backend.persist(entries, hs, sync)?;
+        if let Some(first) = entries.first() {
+            let keep = (first.index - core.first_index()) as usize;
+            core.entries.truncate(keep);
+            core.entries.extend_from_slice(entries);
+        }
+        if let Some(hs) = hs {
+            core.hard_state = hs.clone();
+        }
         Ok(())
     }
 
@@ -193,7 +204,7 @@ impl LogStore {
         self.backend.set_snapshot_meta(&meta)?;
         core.hard_state.term = core.hard_state.term.max(meta.term);
         core.hard_state.commit = core.hard_state.commit.max(meta.index);
-        self.backend.set_hard_state(&core.hard_state)?;
+        self.backend.reset_log(&core.hard_state)?;
         core.entries.clear();
         core.snapshot_meta = meta;
         Ok(())
@@ -316,8 +327,9 @@ mod tests {
     #[test]
     fn append_replaces_conflicting_suffix_and_compact_keeps_term() {
         let s = LogStore::new(LogState::default(), Arc::new(MemoryBackend));
-        s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]).unwrap();
-        s.append(&[entry(3, 2), entry(4, 2)]).unwrap();
+        s.persist(&[entry(1, 1), entry(2, 1), entry(3, 1)], None)
+            .unwrap();
+        s.persist(&[entry(3, 2), entry(4, 2)], None).unwrap();
         assert_eq!(s.last_index().unwrap(), 4);
         assert_eq!(s.term(3).unwrap(), 2);
         s.compact(2).unwrap();
