@@ -98,18 +98,22 @@ fn create_segment(dir: &Path, seq: u64, size: u64) -> Result<File, StoreError> {
         .truncate(true)
         .open(&tmp)
         .map_err(|e| io_err(tmp.display(), e))?;
-    let zeros = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < size {
-        let n = (size - at).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..n], at)
-            .map_err(|e| io_err(tmp.display(), e))?;
-        at += n as u64;
-    }
+    zero_fill(&file, 0, size).map_err(|e| io_err(tmp.display(), e))?;
     file.sync_all().map_err(|e| io_err(tmp.display(), e))?;
     std::fs::rename(&tmp, &path).map_err(|e| io_err(path.display(), e))?;
     sync_dir(dir)?;
     Ok(file)
+}
+
+fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -254,14 +258,7 @@ impl Wal {
                 let mut probe = [0u8; HEADER];
                 let n = file.read_at(&mut probe, end).unwrap_or(0);
                 if probe[..n].iter().any(|b| *b != 0) {
-                    let zeros = vec![0u8; 1 << 20];
-                    let mut at = end;
-                    while at < len {
-                        let n = (len - at).min(zeros.len() as u64) as usize;
-                        file.write_all_at(&zeros[..n], at)
-                            .map_err(|e| io_err(path.display(), e))?;
-                        at += n as u64;
-                    }
+                    zero_fill(&file, end, len).map_err(|e| io_err(path.display(), e))?;
                     file.sync_data().map_err(|e| io_err(path.display(), e))?;
                 }
                 file
