@@ -1,5 +1,8 @@
 //! Controllers: level-triggered loops that move the cluster towards what its objects ask for.
-//! Each pass looks at the whole state; store events only wake a loop early.
+//! Each pass looks at the whole state of its resources; a pass runs when a store event touches
+//! what it watches (`Interest`), and every few seconds. Events of resources no loop watches (a
+//! stream of ConfigMap writes, say) wake nothing, so the cost of a write does not grow with the
+//! number of objects stored.
 
 pub mod daemonset;
 pub mod deployment;
@@ -17,23 +20,40 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, Objects, resources};
 use crate::store::Store;
+use crate::store::state::Event;
 
 /// Runs the workload controllers (deployments, replicasets, daemonsets, jobs, endpoints) and the
-/// garbage collector until cancelled: one pass of each on every store change, and every few
-/// seconds. One loop keeps their writes ordered and a chain (deployment → replicaset → pods →
-/// endpoints) converges within a few passes.
+/// garbage collector until cancelled: each pass on a change to what it watches, and every few
+/// seconds (the collector, which reads everything, less often). One loop keeps their writes
+/// ordered and a chain (deployment → replicaset → pods → endpoints) converges within a few
+/// passes.
 pub async fn run(objects: Objects, cancel: CancellationToken) {
+    const PASSES: [(&str, Interest); 6] = [
+        ("garbage collector", Interest::Ownership),
+        (
+            "deployment",
+            Interest::Resources(&["deployments", "replicasets", "pods"]),
+        ),
+        ("replicaset", Interest::Resources(&["replicasets", "pods"])),
+        (
+            "daemonset",
+            Interest::Resources(&["daemonsets", "pods", "nodes"]),
+        ),
+        ("job", Interest::Resources(&["jobs", "pods"])),
+        (
+            "endpoints",
+            Interest::Resources(&["services", "pods", "endpoints", "endpointslices"]),
+        ),
+    ];
+    let mut due = [true; PASSES.len()];
+    let mut quiet_wakes = 0u32;
     loop {
         let after = objects.store.revision();
-        for (name, pass) in [
-            ("garbage collector", 0),
-            ("deployment", 1),
-            ("replicaset", 2),
-            ("daemonset", 3),
-            ("job", 4),
-            ("endpoints", 5),
-        ] {
-            let r = match pass {
+        for (i, (name, _)) in PASSES.iter().enumerate() {
+            if !due[i] {
+                continue;
+            }
+            let r = match i {
                 0 => gc::reconcile(&objects).await,
                 1 => deployment::reconcile(&objects).await,
                 2 => replicaset::reconcile(&objects).await,
@@ -45,10 +65,79 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
                 tracing::warn!(controller = name, error = %e, "pass failed");
             }
         }
-        if !wait_for_change(&objects.store, after, Duration::from_secs(5), &cancel).await {
-            return;
+        let any = |e: &Event| PASSES.iter().any(|(_, i)| i.matches(e));
+        match wait_for_change(&objects.store, after, Duration::from_secs(5), &cancel, any).await {
+            Wake::Cancelled => return,
+            Wake::Events(evs) => {
+                for (i, (_, interest)) in PASSES.iter().enumerate() {
+                    due[i] = evs.iter().any(|e| interest.matches(e));
+                }
+            }
+            Wake::Everything => {
+                due = [true; PASSES.len()];
+            }
+            Wake::Quiet => {
+                // The collector lists every object: on a quiet cluster, once a minute.
+                quiet_wakes += 1;
+                due = [true; PASSES.len()];
+                due[0] = quiet_wakes.is_multiple_of(12);
+            }
         }
     }
+}
+
+/// Which store events a loop's pass depends on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Interest {
+    /// Objects of these resources (plural names, any group).
+    Resources(&'static [&'static str]),
+    /// What the garbage collector acts on: any deletion (an owner may be gone), and objects that
+    /// carry owner references or are being deleted.
+    Ownership,
+    /// Any deletion, and these resources.
+    DeletionsAnd(&'static [&'static str]),
+}
+
+/// The plural resource name in a store key `/registry/<group>/<plural>/...`.
+fn key_resource(key: &str) -> &str {
+    key.strip_prefix("/registry/")
+        .and_then(|k| k.split('/').nth(1))
+        .unwrap_or("")
+}
+
+fn mentions(e: &Event, needle: &[u8]) -> bool {
+    [&e.record, &e.prev]
+        .into_iter()
+        .flatten()
+        .any(|r| r.value.windows(needle.len()).any(|w| w == needle))
+}
+
+impl Interest {
+    pub(crate) fn matches(&self, e: &Event) -> bool {
+        let res = key_resource(&e.key);
+        match self {
+            Interest::Resources(rs) => rs.contains(&res),
+            Interest::DeletionsAnd(rs) => e.record.is_none() || rs.contains(&res),
+            Interest::Ownership => {
+                !res.is_empty()
+                    && (e.record.is_none()
+                        || mentions(e, b"\"ownerReferences\"")
+                        || mentions(e, b"\"deletionTimestamp\""))
+            }
+        }
+    }
+}
+
+/// Why a loop woke up.
+pub(crate) enum Wake {
+    Cancelled,
+    /// Events it is interested in (and whatever else came with them).
+    Events(Vec<std::sync::Arc<Event>>),
+    /// Events may have been missed (the history moved on, or the loop fell behind): look at
+    /// everything.
+    Everything,
+    /// Nothing it is interested in happened for a period.
+    Quiet,
 }
 
 /// The `metadata.uid` of an object.
@@ -219,24 +308,50 @@ pub(crate) async fn wait_for_change(
     after: u64,
     period: Duration,
     cancel: &CancellationToken,
-) -> bool {
-    let sub = store.watch(after);
-    let changed = async {
-        match sub {
-            Ok(mut s) if s.backlog.is_empty() => {
-                let _ = s.live.recv().await;
+    interested: impl Fn(&Event) -> bool,
+) -> Wake {
+    let Ok(mut sub) = store.watch(after) else {
+        return Wake::Everything;
+    };
+    let mut seen: Vec<std::sync::Arc<Event>> = std::mem::take(&mut sub.backlog);
+    let first = async {
+        if seen.iter().any(|e| interested(e)) {
+            return true;
+        }
+        loop {
+            match sub.live.recv().await {
+                Ok(e) => {
+                    let hit = interested(&e);
+                    seen.push(e);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
             }
-            _ => {}
         }
     };
-    tokio::select! {
-        _ = cancel.cancelled() => return false,
-        _ = changed => {}
-        _ = tokio::time::sleep(period) => {}
+    let hit = tokio::select! {
+        _ = cancel.cancelled() => return Wake::Cancelled,
+        hit = first => hit,
+        _ = tokio::time::sleep(period) => return Wake::Quiet,
+    };
+    if !hit {
+        return Wake::Everything;
     }
     // Let a burst of changes settle into one pass.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    !cancel.is_cancelled()
+    if cancel.is_cancelled() {
+        return Wake::Cancelled;
+    }
+    loop {
+        match sub.live.try_recv() {
+            Ok(e) => seen.push(e),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
+            Err(_) => return Wake::Everything,
+        }
+    }
+    Wake::Events(seen)
 }
 
 #[cfg(test)]

@@ -68,7 +68,13 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
         if let Err(e) = reconcile(&objects).await {
             tracing::warn!(error = %e, "namespace pass failed");
         }
-        if !super::wait_for_change(&objects.store, after, Duration::from_secs(5), &cancel).await {
+        // A terminating namespace waits for its objects to go.
+        let interest = super::Interest::DeletionsAnd(&["namespaces"]);
+        let period = Duration::from_secs(5);
+        let wake = super::wait_for_change(&objects.store, after, period, &cancel, |e| {
+            interest.matches(e)
+        });
+        if matches!(wake.await, super::Wake::Cancelled) {
             return;
         }
     }

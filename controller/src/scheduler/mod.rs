@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError, Objects, Part, resources};
 use crate::controllers::events::{self, EventType};
+use crate::controllers::{Interest, Wake, wait_for_change};
 use crate::quantity;
 
 /// cpu in millicores, memory in bytes, and a pod count.
@@ -261,7 +262,11 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
             tracing::warn!(error = %e, "scheduling pass failed");
         }
         let period = Duration::from_secs(5);
-        if !crate::controllers::wait_for_change(&objects.store, after, period, &cancel).await {
+        let interest = Interest::Resources(&["pods", "nodes"]);
+        let wake = wait_for_change(&objects.store, after, period, &cancel, |e| {
+            interest.matches(e)
+        });
+        if matches!(wake.await, Wake::Cancelled) {
             return;
         }
     }
