@@ -343,3 +343,71 @@ pub fn tail(log: &Path) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
+
+/// `ip <args>` in the test's own network namespace.
+pub fn ip(args: &[&str]) -> Result<String> {
+    run(Command::new("ip").args(args))
+}
+
+/// A network namespace the test created (`ip netns add`), deleted when dropped. Deleting it
+/// destroys the interfaces inside it, and with each veth its other end wherever that is; the
+/// processes started in it must have exited first (a namespace lives as long as they do).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Names made by `Netns::for_test` start with this, then the test process's pid.
+    const PREFIX: &'static str = "skiff-e2e-";
+
+    /// A namespace named after this test process (`skiff-e2e-<pid>-<suffix>`), with its
+    /// loopback up.
+    pub fn for_test(suffix: &str) -> Result<Self> {
+        let name = format!("{}{}-{suffix}", Self::PREFIX, std::process::id());
+        ip(&["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Deletes namespaces that earlier test processes made and could not delete (they were
+    /// killed): those whose pid is gone.
+    pub fn sweep_stale() -> Result<()> {
+        for line in ip(&["netns", "list"])?.lines() {
+            let Some(name) = line.split_whitespace().next() else {
+                continue;
+            };
+            let Some(pid) = name
+                .strip_prefix(Self::PREFIX)
+                .and_then(|rest| rest.split('-').next())
+            else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = ip(&["netns", "del", name]);
+            }
+        }
+        Ok(())
+    }
+
+    /// `ip -n <namespace> <args>`.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// `program` to be run in this namespace (`ip netns exec` execs it: the child's pid is
+    /// the program's own).
+    pub fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("cannot delete network namespace {}: {e:#}", self.name);
+        }
+    }
+}

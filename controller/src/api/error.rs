@@ -7,6 +7,9 @@ use serde_json::{Value, json};
 
 use crate::store::StoreError;
 
+/// How long a client is told to wait before retrying a request that was not carried out.
+const RETRY_AFTER_SECONDS: u32 = 1;
+
 /// One invalid field, as Kubernetes reports it in `details.causes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -107,6 +110,12 @@ pub enum ApiError {
     TooLarge(String),
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// The request was not carried out at all (no leader could take a write): the answer has a
+    /// `Retry-After`, on which Kubernetes clients retry any verb by themselves.
+    #[error("{0}")]
+    RetryLater(String),
+    /// No answer in time; a write may or may not have been carried out. No `Retry-After`:
+    /// retrying a create or an update blindly could apply it twice.
     #[error("{0}")]
     Timeout(String),
     #[error("internal error: {0}")]
@@ -147,7 +156,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ServiceUnavailable(_) | ApiError::RetryLater(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -165,7 +176,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Gone(_) => "Expired",
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
-            ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
+            ApiError::ServiceUnavailable(_) | ApiError::RetryLater(_) => "ServiceUnavailable",
             ApiError::Timeout(_) => "Timeout",
             ApiError::Internal(_) => "InternalError",
         }
@@ -215,6 +226,9 @@ impl ApiError {
                     .collect();
                 details.insert("causes".into(), Value::Array(causes));
             }
+            ApiError::RetryLater(_) => {
+                details.insert("retryAfterSeconds".into(), json!(RETRY_AFTER_SECONDS));
+            }
             _ => {}
         }
         let mut status = json!({
@@ -254,24 +268,35 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, "internal error");
         }
         let body = self.status().to_string();
-        (
+        let mut resp = (
             self.code(),
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if matches!(self, ApiError::RetryLater(_)) {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECONDS),
+            );
+        }
+        resp
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
+            // Nothing was proposed: the client may safely send it again.
             StoreError::NoLeader
-            | StoreError::Stopped
             | StoreError::NotLeader { .. }
             | StoreError::ProposalDropped
-            | StoreError::Unreachable { .. }
-            | StoreError::Timeout => ApiError::ServiceUnavailable(e.to_string()),
+            | StoreError::Unreachable { .. } => ApiError::RetryLater(e.to_string()),
+            StoreError::Stopped => ApiError::ServiceUnavailable(e.to_string()),
+            // As the kube-apiserver answers when etcd does not answer in time.
+            StoreError::Timeout | StoreError::NoAnswer { .. } => ApiError::Timeout(format!(
+                "Timeout: request did not complete within requested timeout - {e}"
+            )),
             StoreError::TooOld { requested, oldest } => ApiError::Gone(format!(
                 "too old resource version: {requested} ({oldest})"
             )),
@@ -306,6 +331,32 @@ mod tests {
             s["details"]["causes"][0]["field"],
             "spec.containers[0].image"
         );
+    }
+
+    #[test]
+    fn store_errors_say_whether_a_retry_is_safe() {
+        // Certainly not proposed: 503 with Retry-After, on which client-go retries any verb.
+        for e in [
+            StoreError::NoLeader,
+            StoreError::Unreachable { id: 2 },
+            StoreError::ProposalDropped,
+        ] {
+            let resp = ApiError::from(e).into_response();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(resp.headers()["retry-after"], "1");
+        }
+        // Maybe applied: 504 Timeout as the kube-apiserver answers, and no Retry-After.
+        for e in [StoreError::NoAnswer { id: 2 }, StoreError::Timeout] {
+            let err = ApiError::from(e);
+            let s = err.status();
+            assert_eq!(
+                (s["code"].as_u64(), s["reason"].as_str()),
+                (Some(504), Some("Timeout"))
+            );
+            let resp = err.into_response();
+            assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+            assert!(resp.headers().get("retry-after").is_none());
+        }
     }
 
     #[test]

@@ -35,6 +35,10 @@ use proto::peer_server::{Peer, PeerServer};
 const PEER_QUEUE: usize = 4096;
 /// Raft messages sent to a peer in one `Step` call, at most.
 const BATCH: usize = 256;
+/// How often an idle peer connection is pinged, and how long an unanswered ping may take before
+/// the connection is dropped (its calls fail and the next call reconnects).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Errors of the peer service and the member commands.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +113,11 @@ fn endpoint(addr: &str) -> Result<Endpoint, ClusterError> {
             reason: e.to_string(),
         })?
         .connect_timeout(Duration::from_secs(1))
+        // A peer cut off by the network never resets the connection: without pings, calls on
+        // it (raft batches, forwarded proposals) would hang until TCP gives up, minutes later.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true))
 }
 
@@ -219,8 +228,13 @@ impl Transport for GrpcTransport {
                 })
                 .await
                 .map_err(|status| {
-                    tracing::debug!(to, error = %status.message(), "forward failed");
-                    StoreError::Unreachable { id: to }
+                    let sent = !never_sent(&status);
+                    tracing::debug!(to, sent, error = %status.message(), "forward failed");
+                    if sent {
+                        StoreError::NoAnswer { id: to }
+                    } else {
+                        StoreError::Unreachable { id: to }
+                    }
                 })?
                 .into_inner();
             if let Some(e) = resp.error {
@@ -274,6 +288,21 @@ impl Transport for GrpcTransport {
     }
 }
 
+/// True when an RPC failed before anything reached the peer: tonic wraps every failure to open a
+/// connection (refused, no route, connect timeout) in a `ConnectError`, kept in the status's
+/// source chain. Anything else (a connection lost mid-call, a keepalive timeout) may have
+/// delivered the request.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 fn error_to_wire(e: &StoreError) -> proto::ForwardError {
     let (kind, leader) = match e {
         StoreError::NotLeader { leader } => (Kind::NotLeader, leader.unwrap_or(0)),
@@ -297,19 +326,21 @@ fn error_from_wire(e: &proto::ForwardError) -> StoreError {
         },
         Kind::NoLeader => StoreError::NoLeader,
         Kind::ProposalDropped => StoreError::ProposalDropped,
-        Kind::Timeout => StoreError::Timeout,
-        // The leader is going away: to the caller, as good as no leader.
-        Kind::Stopped => StoreError::NoLeader,
+        // The leader stopped while the proposal may already have been in its log: not known.
+        Kind::Timeout | Kind::Stopped => StoreError::Timeout,
         Kind::Other => StoreError::Raft(e.message.clone()),
     }
 }
 
 fn status(e: StoreError) -> Status {
     match e {
-        StoreError::NotLeader { .. } | StoreError::NoLeader | StoreError::Stopped => {
-            Status::unavailable(e.to_string())
+        StoreError::NotLeader { .. }
+        | StoreError::NoLeader
+        | StoreError::Stopped
+        | StoreError::Unreachable { .. } => Status::unavailable(e.to_string()),
+        StoreError::Timeout | StoreError::NoAnswer { .. } => {
+            Status::deadline_exceeded(e.to_string())
         }
-        StoreError::Timeout => Status::deadline_exceeded(e.to_string()),
         _ => Status::internal(e.to_string()),
     }
 }
@@ -535,6 +566,66 @@ mod tests {
         assert_ne!(member_id(""), 0);
     }
 
+    fn transport_to(addr: String) -> (Arc<GrpcTransport>, CancellationToken) {
+        let cancel = CancellationToken::new();
+        let peer = MemberInfo {
+            id: 2,
+            name: "b".into(),
+            peer_addr: addr,
+        };
+        (GrpcTransport::new(1, &[peer], cancel.clone()), cancel)
+    }
+
+    fn put(key: &str) -> Forward {
+        Forward::Write(Command::Put {
+            key: key.into(),
+            value: b"v".to_vec(),
+            precondition: crate::store::Precondition::Absent,
+        })
+    }
+
+    /// Loopback sockets rather than an in-memory pipe: what is tested is how tonic's real
+    /// connector reports a connection that could not be made.
+    #[tokio::test]
+    async fn a_forward_to_a_closed_port_was_never_sent() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (t, cancel) = transport_to(format!("127.0.0.1:{port}"));
+        let r = t.forward(2, put("/registry/a")).await;
+        assert!(matches!(r, Err(StoreError::Unreachable { id: 2 })), "{r:?}");
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_forward_whose_connection_drops_after_sending_has_no_answer() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let key = "/registry/configmaps/default/sent-then-lost";
+        // A peer that takes the whole request, then goes away without answering.
+        let peer = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            // An empty SETTINGS frame: the server side of the HTTP/2 preface.
+            sock.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(key.len()).any(|w| w == key.as_bytes()) {
+                let n = sock.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request never arrived");
+                seen.extend_from_slice(&buf[..n]);
+            }
+        });
+        let (t, cancel) = transport_to(addr.to_string());
+        let r = tokio::time::timeout(Duration::from_secs(10), t.forward(2, put(key)))
+            .await
+            .expect("the forward gave up");
+        assert!(matches!(r, Err(StoreError::NoAnswer { id: 2 })), "{r:?}");
+        peer.await.unwrap();
+        cancel.cancel();
+    }
+
     #[test]
     fn forward_errors_cross_the_wire() {
         for e in [
@@ -547,5 +638,8 @@ mod tests {
             let back = error_from_wire(&error_to_wire(&e));
             assert_eq!(format!("{back:?}"), format!("{e:?}"));
         }
+        // A leader that stopped may have had the proposal in its log already.
+        let back = error_from_wire(&error_to_wire(&StoreError::Stopped));
+        assert!(matches!(back, StoreError::Timeout), "{back:?}");
     }
 }

@@ -36,8 +36,15 @@ use storage::{LogState, LogStore, MemoryBackend};
 use transport::Transport;
 use watch::WatchHub;
 
-/// How long a proposal may wait for a leader to be known before it fails with `NoLeader`.
-const LEADER_WAIT: Duration = Duration::from_secs(3);
+/// How long a write may wait for a leader that is known and reachable before it fails with
+/// `NoLeader` or `Unreachable`: after a leader is lost, the others notice within an election
+/// timeout (1 to 2 s) and elect a new one in a few round trips; a cut connection takes the
+/// transport up to a few seconds more to give up on.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// The first pause between attempts while no leader is reachable; it doubles up to `MAX_PAUSE`,
+/// and a change of leader ends it at once.
+const FIRST_PAUSE: Duration = Duration::from_millis(20);
+const MAX_PAUSE: Duration = Duration::from_millis(500);
 /// How long a proposal (or a read barrier) may take in all before it fails with `Timeout`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,9 +63,16 @@ pub enum StoreError {
     /// The leader lost its term before the entry committed; it was not applied: safe to retry.
     #[error("the proposal was dropped by a change of leader; retry")]
     ProposalDropped,
-    /// A forwarded proposal could not reach the leader; it may or may not have been applied.
+    /// A forwarded proposal could not be delivered to the leader (no connection could be made):
+    /// nothing was proposed, so it is safe to retry.
     #[error("member {id} cannot be reached")]
     Unreachable { id: u64 },
+    /// A forwarded proposal was sent but its answer was lost with the connection: it may or may
+    /// not have been applied, so it must not be retried blindly.
+    #[error(
+        "member {id} did not answer a forwarded proposal; the write may or may not have been applied"
+    )]
+    NoAnswer { id: u64 },
     /// No answer in time; a write may or may not have been applied.
     #[error("timed out waiting for the cluster; the write may or may not have been applied")]
     Timeout,
@@ -388,28 +402,48 @@ impl Store {
         }
     }
 
-    /// Proposes here if this member leads, else forwards to the leader; retries while no leader
-    /// is known (an election takes a second or two) and only when nothing was proposed.
+    /// Proposes here if this member leads, else forwards to the leader. While no leader is
+    /// known, or the proposal certainly was not made (not the leader, dropped by a change of
+    /// leader, the leader could not be connected to), it waits for a leader and tries again, for
+    /// up to `LEADER_WAIT`: that is what a client would do, and a write through a follower then
+    /// rides over an election. An outcome that is not known (`NoAnswer`, `Timeout`) is returned
+    /// at once: retrying a create or an update there could apply it twice.
     async fn submit(&self, req: Forward) -> Result<Forwarded, StoreError> {
-        let start = Instant::now();
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut leadership = self.inner.leadership.subscribe();
+        let mut pause = FIRST_PAUSE;
         loop {
+            // A change of leader from here on ends the pause below early.
+            leadership.borrow_and_update();
             let r = match self.propose_here(req.clone()).await {
                 Err(StoreError::NotLeader {
                     leader: Some(leader),
                 }) if leader != self.inner.id => self.forward(leader, req.clone()).await,
                 r => r,
             };
-            match r {
+            let e = match r {
                 Err(
-                    StoreError::NotLeader { .. }
+                    e @ (StoreError::NotLeader { .. }
                     | StoreError::NoLeader
-                    | StoreError::ProposalDropped,
-                ) if start.elapsed() < LEADER_WAIT => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(StoreError::NotLeader { .. }) => return Err(StoreError::NoLeader),
+                    | StoreError::ProposalDropped
+                    | StoreError::Unreachable { .. }),
+                ) => e,
                 r => return r,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(match e {
+                    StoreError::NotLeader { .. } => StoreError::NoLeader,
+                    e => e,
+                });
             }
+            tracing::debug!(error = %e, "no leader took the proposal; waiting for one");
+            let wait = pause.min(deadline - now);
+            if let Ok(Err(_)) = tokio::time::timeout(wait, leadership.changed()).await {
+                // The store is going away; the next attempt says so.
+                tokio::time::sleep(wait).await;
+            }
+            pause = (pause * 2).min(MAX_PAUSE);
         }
     }
 

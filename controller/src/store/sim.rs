@@ -12,7 +12,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::transport::{BoxFuture, Forward, Forwarded, Transport};
-use super::{Command, MemberInfo, Precondition, Store, StoreConfig, StoreError};
+use super::{
+    Applied, Command, LEADER_WAIT, MemberInfo, Precondition, Store, StoreConfig, StoreError,
+};
 
 /// Faults applied to every message, in percent and milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
@@ -97,6 +99,11 @@ impl Net {
         }
     }
 
+    /// Cuts messages from `from` to `to` only: what `to` sends still arrives.
+    pub fn cut_one_way(&self, from: u64, to: u64) {
+        self.lock().cut.insert((from, to));
+    }
+
     pub fn heal(&self) {
         self.lock().cut.clear();
     }
@@ -175,7 +182,7 @@ impl Transport for SimTransport {
             // The answer travels back over the same network: a lost answer leaves the
             // proposer not knowing, as a real broken connection does.
             if net.lock().blocked(to, from) {
-                return Err(StoreError::Unreachable { id: to });
+                return Err(StoreError::NoAnswer { id: to });
             }
             r
         })
@@ -377,22 +384,105 @@ mod tests {
         );
         c.net.heal();
         let outcome = lost.await.unwrap();
-        assert!(
-            matches!(
-                outcome,
-                Err(StoreError::ProposalDropped | StoreError::Timeout)
-            ),
-            "{outcome:?}"
-        );
         c.converge().await;
+        // The entry the old leader appended never commits. Once the new leader's log replaces
+        // it, the proposal is known to be dropped, and `submit` may propose it again through
+        // the new leader (if still within its leader wait): then it is acknowledged only once
+        // that new entry has committed, and is on every member.
+        let acked = match outcome {
+            Ok(Applied::Done {
+                record: Some(r), ..
+            }) => Some(r.mod_revision),
+            Err(StoreError::ProposalDropped | StoreError::Timeout) => None,
+            other => panic!("{other:?}"),
+        };
         for id in c.ids() {
             let s = c.store(id);
-            assert!(
-                s.get("/lost").is_none(),
-                "member {id} applied a write that never committed"
-            );
+            assert_eq!(s.get("/lost").map(|r| r.mod_revision), acked, "member {id}");
             assert!(s.get("/after").is_some() && s.get("/before").is_some());
         }
+        c.shutdown().await;
+    }
+
+    /// A write sent to a follower just after the leader died used to fail at once (the forward
+    /// could not be delivered); it now waits for the next leader, as a client would.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_through_a_follower_rides_over_the_election() {
+        let mut c = Cluster::new(3, 1000, 6);
+        let old = c.leader(&[1, 2, 3]).await;
+        let follower = c.ids().into_iter().find(|i| *i != old).unwrap();
+        c.stop(old).await;
+        assert_eq!(c.store(follower).leader().leader, Some(old));
+        let (rec, _) = c
+            .store(follower)
+            .put("/failover", b"v".to_vec(), Precondition::Absent)
+            .await
+            .unwrap();
+        let new = c.leader(&c.ids()).await;
+        assert_ne!(new, old);
+        c.converge().await;
+        assert_eq!(c.store(new).get("/failover").unwrap(), rec);
+        c.shutdown().await;
+    }
+
+    /// The wait for a leader is bounded: a member cut off from the others gives up with an
+    /// error that says nothing was proposed, and indeed nothing was.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_through_a_cut_off_member_gives_up_after_the_leader_wait() {
+        let c = Cluster::new(3, 1000, 7);
+        let leader = c.leader(&[1, 2, 3]).await;
+        let lone = c.ids().into_iter().find(|i| *i != leader).unwrap();
+        let rest: Vec<u64> = c.ids().into_iter().filter(|i| *i != lone).collect();
+        c.net.partition(&[&[lone], &rest]);
+        let start = tokio::time::Instant::now();
+        let r = c
+            .store(lone)
+            .put("/cut", b"v".to_vec(), Precondition::Absent)
+            .await;
+        let took = start.elapsed();
+        assert!(
+            matches!(
+                r,
+                Err(StoreError::NoLeader | StoreError::Unreachable { .. })
+            ),
+            "{r:?}"
+        );
+        assert!(
+            took >= LEADER_WAIT && took < LEADER_WAIT + Duration::from_secs(1),
+            "{took:?}"
+        );
+        c.net.heal();
+        c.store(leader).propose(Command::Noop).await.unwrap();
+        c.converge().await;
+        for id in c.ids() {
+            assert!(c.store(id).get("/cut").is_none(), "member {id} has /cut");
+        }
+        c.shutdown().await;
+    }
+
+    /// A forward that reached the leader but whose answer was lost may have been applied:
+    /// retrying it could apply a write twice, so the caller is told the outcome is unknown.
+    #[tokio::test(start_paused = true)]
+    async fn a_forward_whose_answer_is_lost_is_not_retried() {
+        let c = Cluster::new(3, 1000, 8);
+        let leader = c.leader(&[1, 2, 3]).await;
+        let follower = c.ids().into_iter().find(|i| *i != leader).unwrap();
+        let before = c.store(leader).revision();
+        c.net.cut_one_way(leader, follower);
+        let r = c.store(follower).propose(put("/once", "v")).await;
+        assert!(
+            matches!(r, Err(StoreError::NoAnswer { id }) if id == leader),
+            "{r:?}"
+        );
+        // Applied once on the leader: a retry would have made a second revision.
+        assert_eq!(c.store(leader).revision(), before + 1);
+        assert_eq!(
+            c.store(leader).get("/once").unwrap().mod_revision,
+            before + 1
+        );
+        c.net.heal();
+        c.converge().await;
+        assert_eq!(c.store(follower).revision(), before + 1);
         c.shutdown().await;
     }
 
