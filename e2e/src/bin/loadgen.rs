@@ -67,11 +67,13 @@ async fn main() -> Result<()> {
     let run_id = std::process::id();
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
         let url = urls[c % urls.len()].clone();
         let (next, errors, value) = (next.clone(), errors.clone(), value.clone());
+        let first_error = first_error.clone();
         tasks.push(tokio::spawn(async move {
             let client: Client<_, Full<bytes::Bytes>> =
                 Client::builder(TokioExecutor::new()).build_http();
@@ -94,10 +96,23 @@ async fn main() -> Result<()> {
                 let ok = match client.request(req).await {
                     Ok(resp) => {
                         let status = resp.status();
-                        let _ = resp.into_body().collect().await;
+                        let body = resp.into_body().collect().await;
+                        if !status.is_success() && first_error.lock().is_ok_and(|f| f.is_none()) {
+                            let text = body
+                                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                                .unwrap_or_default();
+                            if let Ok(mut f) = first_error.lock() {
+                                *f = Some(format!("{status}: {text}"));
+                            }
+                        }
                         status.is_success()
                     }
-                    Err(_) => false,
+                    Err(e) => {
+                        if let Ok(mut f) = first_error.lock() {
+                            f.get_or_insert_with(|| e.to_string());
+                        }
+                        false
+                    }
                 };
                 if ok {
                     lat.push(t.elapsed());
@@ -127,5 +142,8 @@ async fn main() -> Result<()> {
         pct(0.50),
         pct(0.99)
     );
+    if let Ok(Some(e)) = first_error.lock().map(|f| f.clone()) {
+        eprintln!("first error: {e}");
+    }
     Ok(())
 }
