@@ -29,6 +29,21 @@ impl Kubectl<'_> {
             .args(args))
     }
 
+    /// `kubectl rollout status` of a deployment, which must finish rolling out.
+    fn rollout_status(&self, deploy: &str) -> Result<()> {
+        let out = self.run(&[
+            "rollout",
+            "status",
+            &format!("deployment/{deploy}"),
+            "--timeout=120s",
+        ])?;
+        ensure!(
+            out.contains("successfully rolled out"),
+            "rollout status: {out}"
+        );
+        Ok(())
+    }
+
     fn run_stdin(&self, args: &[&str], input: &str) -> Result<String> {
         use std::io::Write as _;
         let mut child = Command::new(&self.bin)
@@ -125,8 +140,6 @@ fn kubectl_suite(k: &Kubectl, version: &str, image: &str) -> Result<()> {
     ensure!(out.contains(&name), "label selector after label: {out}");
 
     let cm = format!("cm-{name}");
-    // `kubectl create` sends protobuf bodies in 1.33, which skiff does not decode (yet); apply
-    // sends JSON.
     let configmap = |name: &str| {
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: \"1\"\n")
     };
@@ -184,16 +197,7 @@ fn kubectl_suite(k: &Kubectl, version: &str, image: &str) -> Result<()> {
     );
     let out = k.run(&["scale", &format!("deployment/{deploy}"), "--replicas=2"])?;
     ensure!(out.contains("scaled"), "scale: {out}");
-    let out = k.run(&[
-        "rollout",
-        "status",
-        &format!("deployment/{deploy}"),
-        "--timeout=120s",
-    ])?;
-    ensure!(
-        out.contains("successfully rolled out"),
-        "rollout status: {out}"
-    );
+    k.rollout_status(&deploy)?;
     let out = k.run(&["get", "pods", "-l", &format!("app={deploy}"), "-o", "name"])?;
     ensure!(out.lines().count() == 2, "two replicas expected: {out}");
     let out = k.run(&["get", "all"])?;
@@ -237,6 +241,139 @@ fn kubectl_suite(k: &Kubectl, version: &str, image: &str) -> Result<()> {
     )
 }
 
+/// The `kubectl create` commands, which kubectl 1.32 and later send as protobuf bodies (1.27:
+/// JSON), each checked by reading the object back.
+fn kubectl_create_suite(k: &Kubectl, version: &str, image: &str) -> Result<()> {
+    let v = version.replace('.', "-");
+    let get = |what: &[&str]| -> Result<Value> {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        args.extend(["-o", "json"]);
+        Ok(serde_json::from_str(&k.run(&args)?)?)
+    };
+    let (ns, cm, secret, deploy, svc, sa, job) = (
+        format!("create-{v}"),
+        format!("cc-{v}"),
+        format!("sc-{v}"),
+        format!("dc-{v}"),
+        format!("sv-{v}"),
+        format!("sa-{v}"),
+        format!("jb-{v}"),
+    );
+
+    // The body format is the point of this suite: say which one this kubectl used.
+    let out = Command::new(&k.bin)
+        .arg("--kubeconfig")
+        .arg(k.kubeconfig)
+        .args(["create", "namespace", &ns, "-v=8"])
+        .output()?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "create namespace: {log}");
+    let protobuf = log.contains("Content-Type: application/vnd.kubernetes.protobuf");
+    ensure!(
+        protobuf == (version != "1.27"),
+        "kubectl {version} sent protobuf: {protobuf}"
+    );
+    ensure!(
+        get(&["namespace", &ns])?["status"]["phase"] == "Active",
+        "namespace {ns}"
+    );
+
+    k.run(&[
+        "create",
+        "configmap",
+        &cm,
+        "--from-literal=a=b",
+        "--from-literal=empty=",
+    ])?;
+    let o = get(&["configmap", &cm])?;
+    ensure!(
+        o["data"] == serde_json::json!({"a": "b", "empty": ""}),
+        "configmap data: {}",
+        o["data"]
+    );
+
+    k.run(&["create", "secret", "generic", &secret, "--from-literal=k=v"])?;
+    let o = get(&["secret", &secret])?;
+    ensure!(o["data"]["k"] == "dg==", "secret: {o}");
+
+    k.run(&[
+        "create",
+        "deployment",
+        &deploy,
+        &format!("--image={image}"),
+        "--port=8080",
+        "--",
+        "sleep",
+        "3600",
+    ])?;
+    let o = get(&["deployment", &deploy])?;
+    let c = &o["spec"]["template"]["spec"]["containers"][0];
+    ensure!(
+        c["image"] == image
+            && c["ports"][0]["containerPort"] == 8080
+            && c["command"] == serde_json::json!(["sleep", "3600"])
+            && o["spec"]["replicas"] == 1,
+        "deployment: {o}"
+    );
+    k.rollout_status(&deploy)?;
+
+    k.run(&["create", "service", "clusterip", &svc, "--tcp=80:8080"])?;
+    let o = get(&["service", &svc])?;
+    let p = &o["spec"]["ports"][0];
+    ensure!(
+        p["port"] == 80
+            && p["targetPort"] == 8080
+            && p["protocol"] == "TCP"
+            && o["spec"]["clusterIP"]
+                .as_str()
+                .is_some_and(|ip| ip.starts_with("10.")),
+        "service: {o}"
+    );
+
+    k.run(&["create", "serviceaccount", &sa])?;
+    ensure!(
+        get(&["serviceaccount", &sa])?["metadata"]["name"] == sa.as_str(),
+        "serviceaccount {sa}"
+    );
+
+    k.run(&[
+        "create",
+        "job",
+        &job,
+        &format!("--image={image}"),
+        "--",
+        "sh",
+        "-c",
+        "echo job done",
+    ])?;
+    let out = k.run(&[
+        "wait",
+        "--for=condition=complete",
+        &format!("job/{job}"),
+        "--timeout=120s",
+    ])?;
+    ensure!(out.contains("condition met"), "job wait: {out}");
+    let out = k.run(&["logs", &format!("job/{job}")])?;
+    ensure!(out.contains("job done"), "job logs: {out}");
+
+    k.run(&["delete", "deployment", &deploy])?;
+    k.run(&["delete", "job", &job, "--cascade=background"])?;
+    k.run(&["delete", "configmap", &cm])?;
+    k.run(&["delete", "secret", &secret])?;
+    k.run(&["delete", "service", &svc])?;
+    k.run(&["delete", "serviceaccount", &sa])?;
+    k.run(&["delete", "namespace", &ns])?;
+    wait_for(
+        "the create suite's pods to be gone",
+        Duration::from_secs(60),
+        || {
+            let out = k.run(&["get", "pods", "-o", "name"])?;
+            Ok((!out.contains(&deploy) && !out.contains(&job)).then_some(()))
+        },
+    )
+}
+
 #[test]
 fn real_clients() -> Result<()> {
     require_root()?;
@@ -255,6 +392,7 @@ fn real_clients() -> Result<()> {
                 kubeconfig: &kubeconfig,
             };
             kubectl_suite(&k, v, &image).with_context(|| format!("kubectl {v}"))?;
+            kubectl_create_suite(&k, v, &image).with_context(|| format!("kubectl {v} create"))?;
         }
         let python = std::env::var("SKIFF_PYTHON").unwrap_or_else(|_| "python3".into());
         let script = workspace().join("e2e/clients/python_client.py");

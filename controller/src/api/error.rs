@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::protobuf::ProtobufError;
 use crate::store::StoreError;
 
 /// How long a client is told to wait before retrying a request that was not carried out.
@@ -104,6 +105,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the body of the request was in an unknown format - accepted media types include: {0}")]
     UnsupportedMediaType(String),
+    /// A protobuf body that cannot be decoded or is not the kind the URL takes.
+    #[error(transparent)]
+    Protobuf(#[from] ProtobufError),
     #[error("{0}")]
     Gone(String),
     #[error("the request is too large: {0}")]
@@ -154,6 +158,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Protobuf(ProtobufError::Descriptors(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Protobuf(e) if e.unsupported_media() => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Protobuf(_) => StatusCode::BAD_REQUEST,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ServiceUnavailable(_) | ApiError::RetryLater(_) => {
@@ -174,6 +181,9 @@ impl ApiError {
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            ApiError::Protobuf(ProtobufError::Descriptors(_)) => "InternalError",
+            ApiError::Protobuf(e) if e.unsupported_media() => "UnsupportedMediaType",
+            ApiError::Protobuf(_) => "BadRequest",
             ApiError::Gone(_) => "Expired",
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
             ApiError::ServiceUnavailable(_) | ApiError::RetryLater(_) => "ServiceUnavailable",
@@ -264,7 +274,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if matches!(self, ApiError::Internal(_)) {
+        if matches!(
+            self,
+            ApiError::Internal(_) | ApiError::Protobuf(ProtobufError::Descriptors(_))
+        ) {
             tracing::error!(error = %self, "internal error");
         }
         let body = self.status().to_string();

@@ -1,6 +1,6 @@
-//! Property tests of the decoding and patch paths through the router: arbitrary JSON, YAML and
-//! bytes as bodies, and random patches of every type, never answer 500, never panic and never
-//! hang; deep nesting is a 400.
+//! Property tests of the decoding and patch paths through the router: arbitrary JSON, YAML,
+//! protobuf and bytes as bodies, and random patches of every type, never answer 500, never panic
+//! and never hang; deep nesting is a 400. Objects encoded as protobuf decode to their JSON.
 
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
+use super::protobuf::tests::{body, object_body};
 use super::*;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -176,5 +177,134 @@ proptest! {
             let s = send(&app, "PATCH", "/api/v1/namespaces/default/pods/p", "application/merge-patch+json", body.into_bytes()).await;
             assert_eq!(s, StatusCode::BAD_REQUEST);
         });
+    }
+
+    #[test]
+    fn protobuf_bodies_never_fail_the_server(
+        mutation in prop::sample::select(&["raw", "magic", "truncate", "flip", "envelope"][..]),
+        bytes in prop::collection::vec(prop::arbitrary::any::<u8>(), 0..256),
+        at in prop::arbitrary::any::<prop::sample::Index>(),
+        kind in prop::sample::select(&[("v1", "ConfigMap"), ("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Binding"), ("policy/v1", "Eviction"), ("autoscaling/v1", "Scale"), ("meta.k8s.io/v1", "DeleteOptions"), ("v1", "Nope")][..]),
+    ) {
+        let good = object_body(resources::pods(), &serde_json::json!({"metadata": {"name": "q", "labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}]}]}}), true);
+        let pb = match mutation {
+            "raw" => bytes,
+            "magic" => [b"k8s\0".as_slice(), &bytes].concat(),
+            "truncate" => good[..at.index(good.len())].to_vec(),
+            "flip" => {
+                let mut g = good.clone();
+                let i = at.index(g.len());
+                g[i] ^= bytes.first().copied().unwrap_or(0xff);
+                g
+            }
+            _ => body(kind.0, kind.1, bytes),
+        };
+        let rt = runtime();
+        rt.block_on(async {
+            let app = app().await;
+            let ct = protobuf::CONTENT_TYPE;
+            for (method, uri) in [
+                ("POST", "/api/v1/namespaces/default/pods"),
+                ("PUT", "/api/v1/namespaces/default/pods/p"),
+                ("PUT", "/api/v1/namespaces/default/pods/p/status"),
+                ("POST", "/api/v1/namespaces/default/pods/p/binding"),
+                ("POST", "/api/v1/namespaces/default/pods/p/eviction"),
+                ("PUT", "/apis/apps/v1/namespaces/default/deployments/p/scale"),
+                ("DELETE", "/api/v1/namespaces/default/configmaps/p"),
+            ] {
+                send(&app, method, uri, ct, pb.clone()).await;
+            }
+        });
+    }
+}
+
+/// Removes empty maps and lists, which protobuf cannot tell from absent ones (nor Go's JSON,
+/// which omits them), keeping the two-level `metadata` and `spec` objects.
+fn drop_empty(v: &mut Value) {
+    for part in ["metadata", "spec"] {
+        if let Some(Value::Object(m)) = v.get_mut(part) {
+            m.retain(|_, x| {
+                !matches!(x, Value::Object(o) if o.is_empty())
+                    && !matches!(x, Value::Array(a) if a.is_empty())
+            });
+        }
+    }
+    if let Value::Object(m) = v {
+        m.retain(|_, x| !matches!(x, Value::Object(o) if o.is_empty()));
+    }
+}
+
+/// Kubernetes objects with the scalars, maps, lists, bytes, IntOrStrings, Quantities, inlined
+/// fields and zero pointers the protobuf decoder must get right.
+fn k8s_object() -> impl Strategy<Value = (&'static str, Value)> {
+    let name = "[a-z][a-z0-9-]{0,10}";
+    let labels = prop::collection::btree_map("[a-z]{1,8}", "[a-z0-9]{0,8}", 0..4);
+    let configmap = (
+        name,
+        labels.clone(),
+        prop::collection::btree_map("[a-zA-Z0-9._-]{1,10}", "\\PC{0,20}", 0..4),
+        prop::collection::btree_map("[a-z]{1,10}", prop::collection::vec(prop::arbitrary::any::<u8>(), 0..16), 0..3),
+    )
+        .prop_map(|(name, labels, data, bin)| {
+            use base64::Engine as _;
+            let bin: serde_json::Map<String, Value> = bin
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(base64::engine::general_purpose::STANDARD.encode(v))))
+                .collect();
+            let mut v = serde_json::json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": name, "labels": labels}, "data": data, "binaryData": bin});
+            drop_empty(&mut v);
+            ("ConfigMap", v)
+        });
+    let port = (1i64..65536, prop_oneof![(1i64..65536).prop_map(Value::from), "[a-z]{1,8}".prop_map(Value::from)], prop::sample::select(&["TCP", "UDP"][..]))
+        .prop_map(|(port, target, proto)| serde_json::json!({"port": port, "targetPort": target, "protocol": proto}));
+    let service = (name, prop::collection::vec(port, 1..4), labels.clone(), prop::sample::select(&["ClusterIP", "NodePort"][..]))
+        .prop_map(|(name, ports, selector, ty)| {
+            let mut v = serde_json::json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": name}, "spec": {"ports": ports, "selector": selector, "type": ty}});
+            drop_empty(&mut v);
+            ("Service", v)
+        });
+    let container = (name, "[a-z:.0-9/]{1,20}", prop::collection::vec("\\PC{0,8}", 0..3), prop::option::of(0i64..3), prop::option::of("[1-9][0-9]{0,2}m"))
+        .prop_map(|(name, image, args, run_as, cpu)| {
+            let mut c = serde_json::json!({"name": name, "image": image});
+            if !args.is_empty() {
+                c["args"] = serde_json::json!(args);
+            }
+            if let Some(u) = run_as {
+                c["securityContext"] = serde_json::json!({"runAsUser": u, "privileged": u == 1});
+            }
+            if let Some(cpu) = cpu {
+                c["resources"] = serde_json::json!({"requests": {"cpu": cpu}});
+                c["env"] = serde_json::json!([{"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]);
+            }
+            c
+        });
+    let deployment = (name, 0i64..4, prop::collection::vec(container, 1..3), prop::option::of(0i64..60), prop::option::of(name))
+        .prop_map(|(name, replicas, containers, grace, volume)| {
+            let mut spec = serde_json::json!({"containers": containers});
+            if let Some(g) = grace {
+                spec["terminationGracePeriodSeconds"] = serde_json::json!(g);
+            }
+            if let Some(v) = volume {
+                spec["volumes"] = serde_json::json!([{"name": v, "configMap": {"name": v, "defaultMode": 420}}]);
+            }
+            ("Deployment", serde_json::json!({"kind": "Deployment", "apiVersion": "apps/v1", "metadata": {"name": name},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}}, "spec": spec}}}))
+        });
+    prop_oneof![configmap, service, deployment]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn protobuf_objects_decode_to_their_json((kind, obj) in k8s_object(), go_zeros in prop::arbitrary::any::<bool>()) {
+        let res = resources::RESOURCES.iter().find(|r| r.kind == kind).unwrap();
+        let pb = object_body(res, &obj, go_zeros);
+        let got = protobuf::decode(&pb, protobuf::Expected::Object(res)).unwrap();
+        prop_assert_eq!(got, obj);
+        // The same bytes under another kind's URL are refused, not misread.
+        let other = if kind == "ConfigMap" { resources::services() } else { resources::pods() };
+        prop_assert!(protobuf::decode(&pb, protobuf::Expected::Object(other)).is_err());
     }
 }

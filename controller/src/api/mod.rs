@@ -1,5 +1,6 @@
-//! The Kubernetes REST API over axum: path parsing, verbs, content negotiation (JSON, YAML for
-//! bodies, Table for kubectl), watches, and the pod subresources (status, binding, log).
+//! The Kubernetes REST API over axum: path parsing, verbs, content negotiation (JSON, YAML and
+//! Kubernetes protobuf for bodies; JSON or a Table for kubectl in answers), watches, and the pod
+//! subresources (status, binding, log).
 
 pub mod admission;
 pub mod apply;
@@ -9,6 +10,7 @@ pub mod list;
 mod logs;
 pub mod objects;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selectors;
 pub mod subresources;
@@ -169,8 +171,14 @@ async fn group_handler(
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Parses a request body: JSON, or YAML when the client says so (or when it is not JSON).
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+/// Parses a request body: JSON, Kubernetes protobuf (decoded into the JSON a JSON client would
+/// send, so both take the same path), or YAML when the client says so (or when it is not JSON).
+/// `expected` is what the URL takes, which a protobuf envelope's kind must name.
+fn parse_body(
+    headers: &HeaderMap,
+    body: &[u8],
+    expected: protobuf::Expected<'_>,
+) -> Result<Value, ApiError> {
     if body.is_empty() {
         return Err(ApiError::BadRequest("the request body is empty".into()));
     }
@@ -178,12 +186,12 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    // Protobuf and CBOR bodies are answered 415, on which clients (kubectl 1.33 among them)
-    // fall back to JSON.
-    if ct.contains("protobuf") || ct.contains("cbor") {
-        return Err(ApiError::UnsupportedMediaType(
-            "application/json, application/yaml".into(),
-        ));
+    if ct.contains("protobuf") {
+        return Ok(protobuf::decode(body, expected)?);
+    }
+    // CBOR bodies are answered 415, on which clients that try it fall back to JSON.
+    if ct.contains("cbor") {
+        return Err(ApiError::UnsupportedMediaType(ACCEPTED_BODIES.into()));
     }
     let is_yaml = ct.contains("yaml") && !ct.contains("apply-patch+json");
     if !is_yaml && json_depth(body) > MAX_DEPTH {
@@ -208,6 +216,10 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     serde_saphyr::from_str::<Value>(text)
         .map_err(|e| ApiError::BadRequest(format!("error decoding the YAML body: {e}")))
 }
+
+/// The body media types, as a 415 lists them.
+const ACCEPTED_BODIES: &str =
+    "application/json, application/yaml, application/vnd.kubernetes.protobuf";
 
 /// How deep a body may nest. Kubernetes objects need a few dozen levels at most; the limit stops
 /// hostile bodies before any recursive decoder or patch walks them (YAML is bounded by the
@@ -345,6 +357,7 @@ fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
 
 /// DeleteOptions from the query and the body (the body wins, as in Kubernetes).
 fn delete_options(
+    res: &Resource,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
     body: &[u8],
@@ -366,7 +379,7 @@ fn delete_options(
         opts.propagation = Some(Propagation::Orphan);
     }
     if !body.is_empty() {
-        let b = parse_body(headers, body)?;
+        let b = parse_body(headers, body, protobuf::Expected::DeleteOptions(res))?;
         apply_delete_body(&mut opts, &b)?;
     }
     Ok(opts)
@@ -466,13 +479,13 @@ async fn handle(
         }
         (&Method::DELETE, None, None) => {
             let opts = list_options(&q, res)?;
-            let del = delete_options(&q, &headers, &body)?;
+            let del = delete_options(res, &q, &headers, &body)?;
             let out = delete_collection(objects, res, ns, &opts, &del).await?;
             Ok(json_ok(&out))
         }
         (&Method::POST, None, None) => {
             let mode = field_validation(&q)?;
-            let obj = parse_body(&headers, &body)?;
+            let obj = parse_body(&headers, &body, protobuf::Expected::Object(res))?;
             let warnings = check_fields(mode, res, &obj)?;
             let created = objects.create(res, ns, obj, dry_run(&q)?).await?;
             Ok(with_warnings(
@@ -494,7 +507,7 @@ async fn handle(
         }
         (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let mode = field_validation(&q)?;
-            let obj = parse_body(&headers, &body)?;
+            let obj = parse_body(&headers, &body, protobuf::Expected::Object(res))?;
             let warnings = check_fields(mode, res, &obj)?;
             let out = objects
                 .update(res, ns, name, obj, part_of(sub), dry_run(&q)?)
@@ -504,7 +517,7 @@ async fn handle(
         (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
             let kind = patch_type(&headers)?;
             let mode = field_validation(&q)?;
-            let patch = parse_body(&headers, &body)?;
+            let patch = parse_body(&headers, &body, protobuf::Expected::Patch)?;
             if kind == PatchType::Apply {
                 let manager = q
                     .get("fieldManager")
@@ -548,7 +561,7 @@ async fn handle(
             Ok(with_warnings(json_ok(&out), &warnings))
         }
         (&Method::DELETE, Some(name), None) => {
-            let opts = delete_options(&q, &headers, &body)?;
+            let opts = delete_options(res, &q, &headers, &body)?;
             let warn = (res.kind == "Job" && opts.propagation.is_none()).then(|| {
                 "child pods are preserved by default when jobs are deleted; set propagationPolicy=Background to remove them or set propagationPolicy=Orphan to suppress this warning".to_string()
             });
@@ -556,7 +569,7 @@ async fn handle(
             Ok(with_warnings(json_ok(&out), warn.as_slice()))
         }
         (&Method::POST, Some(name), Some("binding")) => {
-            let b = parse_body(&headers, &body)?;
+            let b = parse_body(&headers, &body, protobuf::Expected::Binding)?;
             bind_pod(objects, ns, name, &b).await?;
             Ok(json_status(
                 StatusCode::CREATED,
@@ -567,7 +580,7 @@ async fn handle(
             let b = if body.is_empty() {
                 json!({})
             } else {
-                parse_body(&headers, &body)?
+                parse_body(&headers, &body, protobuf::Expected::Eviction)?
             };
             subresources::evict(objects, ns, name, &b, dry_run(&q)?).await?;
             Ok(json_status(
@@ -579,13 +592,13 @@ async fn handle(
             Ok(json_ok(&subresources::get_scale(objects, res, ns, name)?))
         }
         (&Method::PUT, Some(name), Some("scale")) => {
-            let b = parse_body(&headers, &body)?;
+            let b = parse_body(&headers, &body, protobuf::Expected::Scale)?;
             let out = subresources::put_scale(objects, res, ns, name, &b, dry_run(&q)?).await?;
             Ok(json_ok(&out))
         }
         (&Method::PATCH, Some(name), Some("scale")) => {
             let kind = patch_type(&headers)?;
-            let p = parse_body(&headers, &body)?;
+            let p = parse_body(&headers, &body, protobuf::Expected::Patch)?;
             let out =
                 subresources::patch_scale(objects, res, ns, name, kind, &p, dry_run(&q)?).await?;
             Ok(json_ok(&out))

@@ -59,10 +59,11 @@ pub async fn put_scale(
     scale: &Value,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
+    // Go's ScaleSpec.replicas is `omitempty`: Go clients (JSON or protobuf) send no field for 0.
     let replicas = scale
         .pointer("/spec/replicas")
-        .unwrap_or(&Value::Null)
-        .clone();
+        .cloned()
+        .unwrap_or_else(|| json!(0));
     let Some(n) = replicas.as_i64().filter(|n| *n >= 0) else {
         return Err(ApiError::Invalid {
             kind: "Scale".into(),

@@ -37,11 +37,21 @@ pub(super) async fn app() -> (Router, Objects) {
 }
 
 async fn call(app: &Router, method: &str, uri: &str, ct: &str, body: &str) -> (StatusCode, Value) {
+    call_bytes(app, method, uri, ct, body.as_bytes().to_vec()).await
+}
+
+async fn call_bytes(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    ct: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
     let req = Request::builder()
         .method(method)
         .uri(uri)
         .header("content-type", ct)
-        .body(Body::from(body.to_string()))
+        .body(Body::from(body))
         .unwrap();
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
@@ -716,4 +726,180 @@ data:
     let (s, v) = call(&app, "PATCH", uri, "application/apply-patch+yaml", &alice2).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["data"], json!({"a": "9", "c": "3"}));
+}
+
+fn kubectl_create_fixture(name: &str) -> Vec<u8> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/testdata/kubectl-create");
+    std::fs::read(dir.join(format!("{name}.pb"))).unwrap()
+}
+
+#[tokio::test]
+async fn protobuf_bodies_take_the_json_path() {
+    use crate::api::protobuf::{
+        self as pbuf,
+        tests::{body, encode_object, object_body},
+    };
+    let (app, _) = app().await;
+    let pb = pbuf::CONTENT_TYPE;
+    // kubectl 1.33's own bodies, with the query it sends.
+    for (name, uri) in [
+        ("configmap", "/api/v1/namespaces/default/configmaps"),
+        ("secret", "/api/v1/namespaces/default/secrets"),
+        ("deployment", "/apis/apps/v1/namespaces/default/deployments"),
+        ("service", "/api/v1/namespaces/default/services"),
+        ("job", "/apis/batch/v1/namespaces/default/jobs"),
+        ("namespace", "/api/v1/namespaces"),
+        (
+            "serviceaccount",
+            "/api/v1/namespaces/default/serviceaccounts",
+        ),
+    ] {
+        let uri = format!("{uri}?fieldManager=kubectl-create&fieldValidation=Strict");
+        let (s, v) = call_bytes(&app, "POST", &uri, pb, kubectl_create_fixture(name)).await;
+        assert_eq!(s, StatusCode::CREATED, "{name}: {v}");
+    }
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/api/v1/namespaces/default/configmaps/c",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(v["data"], json!({"a": "b", "empty": ""}));
+    let (_, v) = call(&app, "GET", "/api/v1/namespaces/default/secrets/s", "", "").await;
+    assert_eq!(v["data"], json!({"k": "dg==", "bin": "Af8="}));
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/apis/apps/v1/namespaces/default/deployments/d",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(v["spec"]["replicas"], 0);
+    assert_eq!(
+        v["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox"
+    );
+    let (_, v) = call(&app, "GET", "/api/v1/namespaces/default/services/s", "", "").await;
+    assert_eq!(v["spec"]["ports"][0]["targetPort"], 8080);
+    assert!(
+        v["spec"]["clusterIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.")),
+        "{v}"
+    );
+
+    // A ConfigMap posted to secrets, a broken magic, a compressed body.
+    let cm = kubectl_create_fixture("configmap");
+    let (s, v) = call_bytes(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        pb,
+        cm.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("holds a ConfigMap"),
+        "{v}"
+    );
+    let (s, v) = call_bytes(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        pb,
+        cm[1..].to_vec(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("magic"), "{v}");
+    let (s, _) = call_bytes(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        pb,
+        cm[..cm.len() / 2].to_vec(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = call_bytes(
+        &app,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/c",
+        pb,
+        cm.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // Subresources and DeleteOptions, each with what the URL takes.
+    let pod: Value = serde_json::from_str(POD).unwrap();
+    let raw = object_body(resources::pods(), &pod, true);
+    let (s, v) = call_bytes(&app, "POST", "/api/v1/namespaces/default/pods", pb, raw).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(
+        v["spec"].get("hostNetwork").is_none(),
+        "Go's zeros are dropped: {v}"
+    );
+    let scale = ("autoscaling/v1", "Scale", "k8s.io.api.autoscaling.v1.Scale");
+    let scale_uri = "/apis/apps/v1/namespaces/default/deployments/d/scale";
+    let delete = (
+        "meta.k8s.io/v1",
+        "DeleteOptions",
+        "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions",
+    );
+    let steps = [
+        (
+            "PUT",
+            scale_uri,
+            scale,
+            json!({"spec": {"replicas": 2}}),
+            200,
+        ),
+        // Go leaves the omitempty zero out, so the decoded Scale has no replicas: 0.
+        (
+            "PUT",
+            scale_uri,
+            scale,
+            json!({"spec": {"replicas": 0}}),
+            200,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/pods/web/binding",
+            ("v1", "Binding", "k8s.io.api.core.v1.Binding"),
+            json!({"metadata": {"name": "web"}, "target": {"kind": "Node", "name": "n1"}}),
+            201,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/pods/web/eviction",
+            ("policy/v1", "Eviction", "k8s.io.api.policy.v1.Eviction"),
+            json!({"metadata": {"name": "web"}, "deleteOptions": {"gracePeriodSeconds": 30}}),
+            201,
+        ),
+        // The precondition comes through.
+        (
+            "DELETE",
+            "/api/v1/namespaces/default/configmaps/c",
+            delete,
+            json!({"preconditions": {"uid": "not-the-uid"}}),
+            409,
+        ),
+    ];
+    for (method, uri, (api_version, kind, message), obj, want) in steps {
+        let raw = body(api_version, kind, encode_object(message, &obj, true));
+        let (s, v) = call_bytes(&app, method, uri, pb, raw).await;
+        assert_eq!(s.as_u16(), want, "{method} {uri} {obj}: {v}");
+        if uri == scale_uri {
+            assert_eq!(v["spec"]["replicas"], obj["spec"]["replicas"], "{v}");
+        }
+    }
+    let (_, v) = call(&app, "GET", "/api/v1/namespaces/default/pods/web", "", "").await;
+    assert_eq!(v["spec"]["nodeName"], "n1");
+    assert!(v["metadata"]["deletionTimestamp"].is_string(), "{v}");
 }
