@@ -655,6 +655,7 @@ fn watch_response(
         labels,
         fields,
         after,
+        send_initial_events: q_bool(q, "sendInitialEvents"),
         timeout: Duration::from_secs(timeout),
         bookmarks: q_bool(q, "allowWatchBookmarks"),
         as_table,
