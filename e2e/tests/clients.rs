@@ -239,14 +239,8 @@ fn kubectl_suite(k: &Kubectl, version: &str, image: &str) -> Result<()> {
 
 #[test]
 fn real_clients() -> Result<()> {
-    require_root()?;
-    let tmp = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
-    let work = tmp.path();
-    let (_registry, reg) = start_registry(work)?;
-    push_busybox(&work.join("image"), &reg, "busybox:1.36")?;
-    let image = format!("{reg}/busybox:1.36");
-    let mut c = Cluster::new(work)?;
-    let result = (|| -> Result<()> {
+    with_cluster(|c, _, reg| {
+        let image = busybox(reg);
         c.start()?;
         let kubeconfig = c.kubeconfig();
         for v in KUBECTLS {
@@ -268,11 +262,5 @@ fn real_clients() -> Result<()> {
             "python client said: {out}"
         );
         Ok(())
-    })();
-    if result.is_err() {
-        eprintln!("--- skiff up log (tail) ---\n{}", tail(&c.log));
-    }
-    let _ = c.stop();
-    cleanup_host(work);
-    result
+    })
 }
