@@ -411,3 +411,28 @@ impl Drop for Netns {
         }
     }
 }
+
+/// The busybox image `with_cluster` pushes, as pods name it.
+pub fn busybox(registry: &str) -> String {
+    format!("{registry}/busybox:1.36")
+}
+
+/// Runs `scenario` with a `skiff up` cluster on a temporary work dir (not started: scenarios
+/// start, and may restart, it themselves) and a registry holding [`busybox`]. Whatever the
+/// outcome, the cluster is stopped and the host cleared; on failure the tail of its log is
+/// printed.
+pub fn with_cluster(scenario: impl FnOnce(&mut Cluster, &Path, &str) -> Result<()>) -> Result<()> {
+    require_root()?;
+    let tmp = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
+    let work = tmp.path();
+    let (_registry, reg) = start_registry(work)?;
+    push_busybox(&work.join("image"), &reg, "busybox:1.36")?;
+    let mut c = Cluster::new(work)?;
+    let result = scenario(&mut c, work, &reg);
+    if result.is_err() {
+        eprintln!("--- skiff up log (tail) ---\n{}", tail(&c.log));
+    }
+    let _ = c.stop();
+    cleanup_host(work);
+    result
+}

@@ -44,7 +44,8 @@ impl Kubectl<'_> {
         Ok(())
     }
 
-    fn run_stdin(&self, args: &[&str], input: &str) -> Result<String> {
+    /// Runs kubectl with `input` on stdin; its exit status, stdout and stderr.
+    fn output(&self, args: &[&str], input: &str) -> Result<std::process::Output> {
         use std::io::Write as _;
         let mut child = Command::new(&self.bin)
             .arg("--kubeconfig")
@@ -59,7 +60,11 @@ impl Kubectl<'_> {
             .take()
             .context("no stdin")?
             .write_all(input.as_bytes())?;
-        let out = child.wait_with_output()?;
+        Ok(child.wait_with_output()?)
+    }
+
+    fn run_stdin(&self, args: &[&str], input: &str) -> Result<String> {
+        let out = self.output(args, input)?;
         ensure!(
             out.status.success(),
             "kubectl {args:?} failed: {}",
@@ -67,6 +72,108 @@ impl Kubectl<'_> {
         );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+
+    /// Runs a command that must fail; its stderr.
+    fn fails(&self, args: &[&str], input: &str) -> Result<String> {
+        let out = self.output(args, input)?;
+        ensure!(
+            !out.status.success(),
+            "kubectl {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// What kubectl reads from `/openapi/v3`: `explain` renders the schemas, and `apply` validates
+/// on the server (`fieldValidation`) because the kind's PATCH operation declares it.
+fn openapi_suite(k: &Kubectl, version: &str) -> Result<()> {
+    let out = k.run(&["explain", "pods"])?;
+    ensure!(
+        out.contains("KIND:       Pod")
+            && out.contains("Pod is a collection of containers")
+            && out.contains("spec\t<PodSpec>"),
+        "explain pods: {out}"
+    );
+    let out = k.run(&["explain", "deployment.spec"])?;
+    ensure!(
+        out.contains("GROUP:      apps")
+            && out.contains("FIELD: spec <DeploymentSpec>")
+            && out.contains("replicas\t<integer>")
+            && out.contains("template\t<PodTemplateSpec> -required-"),
+        "explain deployment.spec: {out}"
+    );
+    let out = k.run(&["explain", "deploy.spec.template.spec.containers.ports"])?;
+    ensure!(
+        out.contains("FIELD: ports <[]ContainerPort>") && out.contains("containerPort\t<integer>"),
+        "explain of a list nested in a list: {out}"
+    );
+    let err = k.fails(&["explain", "pods.spec.nosuch"], "")?;
+    ensure!(
+        err.contains("field \"nosuch\" does not exist"),
+        "explain of a missing field: {err}"
+    );
+
+    let name = format!("strict-{}", version.replace('.', "-"));
+    let manifest = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  bogus: 1\ndata:\n  a: \"1\"\n"
+    );
+    // Default validation is strict: the server rejects the unknown field by name, and nothing
+    // is created.
+    for args in [
+        &["apply", "-f", "-"][..],
+        &["apply", "--validate=strict", "-f", "-"],
+    ] {
+        let err = k.fails(args, &manifest)?;
+        ensure!(
+            err.contains("unknown field \"metadata.bogus\""),
+            "kubectl {args:?} of an unknown field: {err}"
+        );
+    }
+    let err = k.fails(&["get", "configmap", &name], "")?;
+    ensure!(
+        err.contains("NotFound"),
+        "a rejected apply created {name}: {err}"
+    );
+    let out = k.output(&["apply", "--validate=warn", "-f", "-"], &manifest)?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success() && err.contains("unknown field \"metadata.bogus\""),
+        "apply --validate=warn: {err}"
+    );
+    k.run(&["delete", "configmap", &name])?;
+
+    // kubectl 1.29 and later compute apply patches from the schemas' merge keys: a container
+    // dropped from the manifest must be deleted by name, not left behind by a list that the
+    // server merges.
+    let deploy = |containers: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers: {containers}\n"
+        )
+    };
+    k.run_stdin(
+        &["apply", "-f", "-"],
+        &deploy(r#"[{name: a, image: "x:1", env: [{name: A, value: "1"}, {name: B, value: "2"}]}, {name: b, image: "y:1"}]"#),
+    )?;
+    let out = k.output(
+        &["apply", "-f", "-"],
+        &deploy(r#"[{name: a, image: "x:2", env: [{name: A, value: "1"}]}]"#),
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success() && !err.contains("warning"),
+        "second apply: {err}"
+    );
+    let v: Value = serde_json::from_str(&k.run(&["get", "deployment", &name, "-o", "json"])?)?;
+    let containers = &v["spec"]["template"]["spec"]["containers"];
+    ensure!(
+        containers.as_array().map(Vec::len) == Some(1)
+            && containers[0]["image"] == "x:2"
+            && containers[0]["env"] == serde_json::json!([{"name": "A", "value": "1"}]),
+        "apply that dropped a container and a variable: {containers}"
+    );
+    k.run(&["delete", "deployment", &name])?;
+    Ok(())
 }
 
 fn kubectl_suite(k: &Kubectl, version: &str, image: &str) -> Result<()> {
@@ -376,14 +483,8 @@ fn kubectl_create_suite(k: &Kubectl, version: &str, image: &str) -> Result<()> {
 
 #[test]
 fn real_clients() -> Result<()> {
-    require_root()?;
-    let tmp = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
-    let work = tmp.path();
-    let (_registry, reg) = start_registry(work)?;
-    push_busybox(&work.join("image"), &reg, "busybox:1.36")?;
-    let image = format!("{reg}/busybox:1.36");
-    let mut c = Cluster::new(work)?;
-    let result = (|| -> Result<()> {
+    with_cluster(|c, _, reg| {
+        let image = busybox(reg);
         c.start()?;
         let kubeconfig = c.kubeconfig();
         for v in KUBECTLS {
@@ -391,6 +492,7 @@ fn real_clients() -> Result<()> {
                 bin: kubectl_path(v),
                 kubeconfig: &kubeconfig,
             };
+            openapi_suite(&k, v).with_context(|| format!("kubectl {v} and OpenAPI"))?;
             kubectl_suite(&k, v, &image).with_context(|| format!("kubectl {v}"))?;
             kubectl_create_suite(&k, v, &image).with_context(|| format!("kubectl {v} create"))?;
         }
@@ -406,11 +508,5 @@ fn real_clients() -> Result<()> {
             "python client said: {out}"
         );
         Ok(())
-    })();
-    if result.is_err() {
-        eprintln!("--- skiff up log (tail) ---\n{}", tail(&c.log));
-    }
-    let _ = c.stop();
-    cleanup_host(work);
-    result
+    })
 }

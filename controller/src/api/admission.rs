@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, FieldError};
-use super::resources::Resource;
+use super::resources::{Resource, WithType, with_type};
 use crate::quantity;
 
 fn dns_label_problem(s: &str) -> Option<String> {
@@ -57,30 +57,17 @@ fn round_trip<T: DeserializeOwned + serde::Serialize>(
 
 /// The object as its Kubernetes type sees it (`None` for kinds without a schema here).
 fn typed(res: &Resource, obj: &Value) -> Result<Option<Value>, ApiError> {
-    use k8s_openapi::api::{
-        apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
-        discovery::v1 as disc,
-    };
-    let v = res.version;
-    let k = res.kind;
-    Ok(Some(match k {
-        "Pod" => round_trip::<core::Pod>(obj, k, v)?,
-        "Node" => round_trip::<core::Node>(obj, k, v)?,
-        "Namespace" => round_trip::<core::Namespace>(obj, k, v)?,
-        "ConfigMap" => round_trip::<core::ConfigMap>(obj, k, v)?,
-        "Secret" => round_trip::<core::Secret>(obj, k, v)?,
-        "ServiceAccount" => round_trip::<core::ServiceAccount>(obj, k, v)?,
-        "Event" => round_trip::<core::Event>(obj, k, v)?,
-        "Service" => round_trip::<core::Service>(obj, k, v)?,
-        "Endpoints" => round_trip::<core::Endpoints>(obj, k, v)?,
-        "Lease" => round_trip::<coord::Lease>(obj, k, v)?,
-        "Deployment" => round_trip::<apps::Deployment>(obj, k, v)?,
-        "ReplicaSet" => round_trip::<apps::ReplicaSet>(obj, k, v)?,
-        "DaemonSet" => round_trip::<apps::DaemonSet>(obj, k, v)?,
-        "Job" => round_trip::<batch::Job>(obj, k, v)?,
-        "EndpointSlice" => round_trip::<disc::EndpointSlice>(obj, k, v)?,
-        _ => return Ok(None),
-    }))
+    struct RoundTrip<'a>(&'a Value, &'a Resource);
+    impl WithType for RoundTrip<'_> {
+        type Output = Result<Value, ApiError>;
+        fn call<T>(self) -> Self::Output
+        where
+            T: DeserializeOwned + serde::Serialize + k8s_openapi::schemars::JsonSchema,
+        {
+            round_trip::<T>(self.0, self.1.kind, self.1.version)
+        }
+    }
+    with_type(res.kind, RoundTrip(obj, res)).transpose()
 }
 
 pub fn check_types(res: &Resource, obj: &Value) -> Result<(), ApiError> {

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::resources::{RESOURCES, groups};
+use super::resources::{RESOURCES, Resource, groups};
 
 pub fn core_versions() -> Value {
     json!({
@@ -23,6 +23,29 @@ pub fn group_list() -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
+/// What subresource `sub` of `r` serves: its kind, its verbs, and its group and version when
+/// they are not `r`'s.
+pub fn subresource(
+    r: &'static Resource,
+    sub: &str,
+) -> (
+    &'static str,
+    &'static [&'static str],
+    Option<(&'static str, &'static str)>,
+) {
+    match sub {
+        "binding" => ("Binding", &["create"], None),
+        "log" => ("Pod", &["get"], None),
+        "eviction" => ("Eviction", &["create"], Some(("policy", "v1"))),
+        "scale" => (
+            "Scale",
+            &["get", "patch", "update"],
+            Some(("autoscaling", "v1")),
+        ),
+        _ => (r.kind, &["get", "patch", "update"], None),
+    }
+}
+
 /// The APIResourceList of one group version, or `None` if it is not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut out = Vec::new();
@@ -40,17 +63,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "categories": r.categories,
         }));
         for sub in r.subresources {
-            let (kind, verbs, gv): (&str, &[&str], Option<(&str, &str)>) = match *sub {
-                "binding" => ("Binding", &["create"], None),
-                "log" => ("Pod", &["get"], None),
-                "eviction" => ("Eviction", &["create"], Some(("policy", "v1"))),
-                "scale" => (
-                    "Scale",
-                    &["get", "patch", "update"],
-                    Some(("autoscaling", "v1")),
-                ),
-                _ => (r.kind, &["get", "patch", "update"], None),
-            };
+            let (kind, verbs, gv) = subresource(r, sub);
             let mut entry = json!({
                 "name": format!("{}/{sub}", r.plural),
                 "singularName": "",

@@ -108,6 +108,9 @@ pub enum ApiError {
     /// A protobuf body that cannot be decoded or is not the kind the URL takes.
     #[error(transparent)]
     Protobuf(#[from] ProtobufError),
+    /// The client accepts none of the media types the resource is served in (listed).
+    #[error("only the following media types are accepted: {0}")]
+    NotAcceptable(String),
     #[error("{0}")]
     Gone(String),
     #[error("the request is too large: {0}")]
@@ -161,6 +164,7 @@ impl ApiError {
             ApiError::Protobuf(ProtobufError::Descriptors(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Protobuf(e) if e.unsupported_media() => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Protobuf(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ServiceUnavailable(_) | ApiError::RetryLater(_) => {
@@ -184,6 +188,7 @@ impl ApiError {
             ApiError::Protobuf(ProtobufError::Descriptors(_)) => "InternalError",
             ApiError::Protobuf(e) if e.unsupported_media() => "UnsupportedMediaType",
             ApiError::Protobuf(_) => "BadRequest",
+            ApiError::NotAcceptable(_) => "NotAcceptable",
             ApiError::Gone(_) => "Expired",
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
             ApiError::ServiceUnavailable(_) | ApiError::RetryLater(_) => "ServiceUnavailable",

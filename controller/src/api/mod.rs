@@ -9,6 +9,7 @@ pub mod error;
 pub mod list;
 mod logs;
 pub mod objects;
+pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
@@ -66,6 +67,8 @@ pub fn router(state: ApiState) -> Router {
                 )
             }),
         )
+        .route("/openapi/v3", get(openapi_v3_discovery))
+        .route("/openapi/v3/{*gv}", get(openapi_v3_document))
         .route("/api/v1", get(|| async { group_version("", "v1") }))
         .route("/api/v1/{*rest}", any(core_handler))
         .route(
@@ -100,6 +103,51 @@ fn group_version(group: &str, version: &str) -> Response {
         Some(v) => json_ok(&v),
         None => ApiError::NoSuchPath.into_response(),
     }
+}
+
+/// Whether `Accept` allows JSON (no `Accept` does): the OpenAPI documents are served as JSON
+/// only (Kubernetes also has protobuf, which clients ask for alongside JSON).
+fn accepts_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ok = accept(headers).split(',').any(|m| {
+        let base = m.split(';').next().unwrap_or("").trim();
+        matches!(base, "application/json" | "application/*" | "*/*" | "")
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::NotAcceptable("application/json".into()))
+    }
+}
+
+async fn openapi_v3_discovery(headers: HeaderMap) -> Result<Response, ApiError> {
+    accepts_json(&headers)?;
+    Ok(json_ok(&openapi::discovery()))
+}
+
+async fn openapi_v3_document(
+    Path(gv): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let doc = openapi::documents()
+        .get(gv.trim_end_matches('/'))
+        .ok_or(ApiError::NoSuchPath)?;
+    accepts_json(&headers)?;
+    // A URL with the current hash always names this text, so clients may keep it for good.
+    let cache = if q.get("hash") == Some(&doc.hash) {
+        "public, immutable, max-age=31536000"
+    } else {
+        "no-cache, private"
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::CACHE_CONTROL, cache.to_string()),
+            (header::ETAG, format!("\"{}\"", doc.hash)),
+        ],
+        doc.json.as_str(),
+    )
+        .into_response())
 }
 
 /// A parsed resource path.
@@ -668,6 +716,7 @@ fn watch_response(
         labels,
         fields,
         after,
+        send_initial_events: q_bool(q, "sendInitialEvents"),
         timeout: Duration::from_secs(timeout),
         bookmarks: q_bool(q, "allowWatchBookmarks"),
         as_table,

@@ -232,6 +232,20 @@ fn merge_key(field: &str) -> Option<&'static str> {
     })
 }
 
+/// The merge key that the OpenAPI schema of type `type_name` (`io.k8s.api.core.v1.PodSpec`)
+/// declares for its list `field`: kubectl computes `apply` patches from these. Narrower than
+/// `merge_key`, which goes by field name alone: Kubernetes declares keys only on these types.
+pub fn declared_merge_key(type_name: &str, field: &str) -> Option<&'static str> {
+    let ty = type_name.rsplit('.').next().unwrap_or("");
+    match (ty, field) {
+        ("ServiceSpec", "ports") => Some("port"),
+        ("PodSpec" | "Container" | "EphemeralContainer" | "ObjectMeta", _)
+        | ("NodeStatus", "addresses") => merge_key(field),
+        (_, "conditions") if ty.ends_with("Status") => merge_key(field),
+        _ => None,
+    }
+}
+
 /// The merge key of list `field` given its items: `ports` of a container merge by
 /// `containerPort`, `ports` of a service (items with `port` and no `containerPort`) by `port`.
 pub fn list_merge_key(field: &str, items: &Value) -> Option<&'static str> {

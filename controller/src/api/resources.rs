@@ -237,6 +237,41 @@ pub static RESOURCES: &[Resource] = &[
     ),
 ];
 
+/// Something done with the k8s-openapi type of a kind: decoding a body as it (admission),
+/// generating its schema (OpenAPI).
+pub trait WithType {
+    type Output;
+    fn call<T>(self) -> Self::Output
+    where
+        T: serde::de::DeserializeOwned + serde::Serialize + k8s_openapi::schemars::JsonSchema;
+}
+
+/// Calls `f` with the k8s-openapi type of `kind`, or `None` for a kind without one.
+pub fn with_type<F: WithType>(kind: &str, f: F) -> Option<F::Output> {
+    use k8s_openapi::api::{
+        apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
+        discovery::v1 as disc,
+    };
+    Some(match kind {
+        "Pod" => f.call::<core::Pod>(),
+        "Node" => f.call::<core::Node>(),
+        "Namespace" => f.call::<core::Namespace>(),
+        "ConfigMap" => f.call::<core::ConfigMap>(),
+        "Secret" => f.call::<core::Secret>(),
+        "ServiceAccount" => f.call::<core::ServiceAccount>(),
+        "Event" => f.call::<core::Event>(),
+        "Service" => f.call::<core::Service>(),
+        "Endpoints" => f.call::<core::Endpoints>(),
+        "Lease" => f.call::<coord::Lease>(),
+        "Deployment" => f.call::<apps::Deployment>(),
+        "ReplicaSet" => f.call::<apps::ReplicaSet>(),
+        "DaemonSet" => f.call::<apps::DaemonSet>(),
+        "Job" => f.call::<batch::Job>(),
+        "EndpointSlice" => f.call::<disc::EndpointSlice>(),
+        _ => return None,
+    })
+}
+
 /// The groups served besides the core group, each with its one version.
 pub fn groups() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
@@ -326,5 +361,30 @@ mod tests {
         assert_eq!(namespaces().kind, "Namespace");
         assert_eq!(nodes().kind, "Node");
         assert_eq!(pods().kind, "Pod");
+    }
+
+    #[test]
+    fn every_kind_has_a_type() {
+        struct Name;
+        impl WithType for Name {
+            type Output = String;
+            fn call<T>(self) -> String
+            where
+                T: serde::de::DeserializeOwned
+                    + serde::Serialize
+                    + k8s_openapi::schemars::JsonSchema,
+            {
+                T::schema_name().into_owned()
+            }
+        }
+        for r in RESOURCES {
+            let name = with_type(r.kind, Name);
+            assert!(
+                name.as_deref()
+                    .is_some_and(|n| n.ends_with(&format!(".{}", r.kind))),
+                "{}: {name:?}",
+                r.kind
+            );
+        }
     }
 }

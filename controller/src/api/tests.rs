@@ -370,6 +370,53 @@ async fn watch_streams_events_after_a_resource_version_with_selector_transitions
     assert!(body.is_empty(), "no pods left to report");
 }
 
+/// kube-rs's streaming-list watcher waited for the `initial-events-end` bookmark, which came
+/// only with the first periodic bookmark a minute later.
+#[tokio::test]
+async fn streaming_list_ends_with_a_bookmark_at_once() {
+    use futures::StreamExt as _;
+    let (app, _) = app().await;
+    let (_, v) = call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        "application/json",
+        POD,
+    )
+    .await;
+    let rv = v["metadata"]["resourceVersion"].as_str().unwrap();
+    // Whatever the resourceVersion, the initial events are the current state.
+    for from in ["0", rv] {
+        let req = Request::get(format!("/api/v1/pods?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion={from}&timeoutSeconds=60"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.into_body().into_data_stream();
+        let mut buf = Vec::new();
+        let mut events: Vec<Value> = Vec::new();
+        while events.len() < 2 {
+            let chunk = tokio::time::timeout(Duration::from_secs(2), body.next())
+                .await
+                .expect("the initial events and their bookmark come at once")
+                .unwrap()
+                .unwrap();
+            buf.extend_from_slice(&chunk);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                events.push(serde_json::from_slice(&line).unwrap());
+            }
+        }
+        assert_eq!(events[0]["type"], "ADDED", "{events:?}");
+        assert_eq!(events[0]["object"]["metadata"]["name"], "web");
+        assert_eq!(events[1]["type"], "BOOKMARK", "{events:?}");
+        assert_eq!(
+            events[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+            "true"
+        );
+    }
+}
+
 #[tokio::test]
 async fn unknown_paths_and_methods() {
     let (app, _) = app().await;

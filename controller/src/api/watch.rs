@@ -1,6 +1,7 @@
 //! Watches over HTTP: newline-delimited JSON events (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`,
 //! `ERROR`) on a chunked response, starting after a resourceVersion, filtered by namespace and
-//! selectors, with objects moving in and out of a selector seen as ADDED and DELETED.
+//! selectors, with objects moving in and out of a selector seen as ADDED and DELETED, and
+//! streaming lists (`sendInitialEvents`) ended by their `initial-events-end` bookmark.
 
 use std::time::Duration;
 
@@ -25,6 +26,10 @@ pub struct WatchSpec {
     pub fields: FieldSelector,
     /// Start after this revision; `None` starts with the current state as ADDED events.
     pub after: Option<u64>,
+    /// `sendInitialEvents=true` (a streaming list): the current state as ADDED events whatever
+    /// `after` says (it is never older than the revision asked for), then a bookmark annotated
+    /// `k8s.io/initial-events-end` that tells the client its list is complete.
+    pub send_initial_events: bool,
     pub timeout: Duration,
     pub bookmarks: bool,
     pub as_table: bool,
@@ -79,12 +84,15 @@ impl WatchSpec {
         }
     }
 
-    fn bookmark(&self, revision: u64) -> Bytes {
-        let obj = json!({
+    fn bookmark(&self, revision: u64, initial_events_end: bool) -> Bytes {
+        let mut obj = json!({
             "kind": self.res.kind,
             "apiVersion": self.res.api_version(),
-            "metadata": {"resourceVersion": revision.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}},
+            "metadata": {"resourceVersion": revision.to_string()},
         });
+        if initial_events_end {
+            obj["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
         let mut s = json!({"type": "BOOKMARK", "object": obj}).to_string();
         s.push('\n');
         Bytes::from(s)
@@ -104,7 +112,8 @@ pub fn start(
     cancel: CancellationToken,
 ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
     let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let (initial, sub, mut last) = match spec.after {
+    let resume = spec.after.filter(|_| !spec.send_initial_events);
+    let (initial, sub, mut last) = match resume {
         Some(after) => match store.watch(after) {
             Ok(sub) => (Vec::new(), Some(sub), after),
             Err(StoreError::TooOld { requested, oldest }) => {
@@ -125,6 +134,9 @@ pub fn start(
                 if spec.selects(&obj) {
                     lines.push(spec.line("ADDED", &obj));
                 }
+            }
+            if spec.send_initial_events && spec.bookmarks {
+                lines.push(spec.bookmark(rev, true));
             }
             (lines, Some(sub), rev)
         }
@@ -153,13 +165,13 @@ pub fn start(
                 _ = cancel.cancelled() => return,
                 _ = &mut deadline => {
                     if spec.bookmarks {
-                        let _ = tx.send(spec.bookmark(last)).await;
+                        let _ = tx.send(spec.bookmark(last, false)).await;
                     }
                     return;
                 }
                 _ = tx.closed() => return,
                 _ = bookmark.tick(), if spec.bookmarks => {
-                    if tx.send(spec.bookmark(last)).await.is_err() {
+                    if tx.send(spec.bookmark(last, false)).await.is_err() {
                         return;
                     }
                 }
