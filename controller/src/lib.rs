@@ -154,6 +154,10 @@ pub async fn run(
         let _ = tx.send(addr);
     }
     let shutdown = cancel.clone();
+    // Small answers go out at once rather than waiting on Nagle's algorithm.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

@@ -487,7 +487,16 @@ pub async fn serve(
         reason: e.to_string(),
     })?;
     tracing::info!(%addr, "peer service listening");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // tonic's own nodelay setting does not apply to a supplied listener; without it, answers to
+    // forwarded writes sit in Nagle's buffer until the peer's delayed ACK, 40 ms later.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| {
+            conn.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        },
+    );
     Server::builder()
         .add_service(PeerServer::new(service))
         .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
