@@ -320,6 +320,7 @@ fn put(key: &str, value: &str) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[tokio::test(start_paused = true)]
     async fn three_members_elect_replicate_and_forward() {
@@ -599,9 +600,11 @@ mod tests {
         c.shutdown().await;
     }
 
-    /// Concurrent writers against a cluster under seeded random drops, delays, duplicates,
-    /// partitions and restarts; every acknowledged write must survive on every member, and every
-    /// member must have applied the same key and value at each revision.
+    /// Concurrent writers and readers against a cluster under seeded random drops, delays,
+    /// duplicates, partitions and restarts; every acknowledged write must survive on every
+    /// member, every member must have applied the same key and value at each revision, and
+    /// reads must be linearizable: a read (read barrier, then the local state) that starts after
+    /// a write was acknowledged, through whichever member, sees that write.
     #[tokio::test(start_paused = true)]
     async fn history_holds_under_random_faults() {
         let mut c = Cluster::new(3, 20, 0x5eed);
@@ -669,6 +672,43 @@ mod tests {
                 }
             }));
         }
+        let reads_done = Arc::new(AtomicU64::new(0));
+        let mut readers = Vec::new();
+        for r in 0..2u64 {
+            let (handles, acked, errors) = (handles.clone(), acked.clone(), errors.clone());
+            let reads_done = reads_done.clone();
+            readers.push(tokio::spawn(async move {
+                for n in 0..80u64 {
+                    // Everything acknowledged before the read starts.
+                    let before = acked.lock().unwrap().clone();
+                    let s = handles.lock().unwrap()[((r + n) % 3) as usize].clone();
+                    // A member cut off or stopped cannot serve the read; that is no violation.
+                    if s.read_barrier().await.is_ok() {
+                        reads_done.fetch_add(1, Ordering::Relaxed);
+                        let floor = before.iter().map(|(_, rev)| *rev).max().unwrap_or(0);
+                        let rev = s.revision();
+                        if rev < floor {
+                            errors.lock().unwrap().push(format!(
+                                "member {}: a read saw revision {rev} after revision {floor} \
+                                 was acknowledged",
+                                s.id()
+                            ));
+                        }
+                        for (key, wrote) in before.iter().rev().take(3) {
+                            let got = s.get(key).map(|rec| rec.mod_revision);
+                            if got != Some(*wrote) {
+                                errors.lock().unwrap().push(format!(
+                                    "member {}: a read of acknowledged {key} (revision \
+                                     {wrote}) saw {got:?}",
+                                    s.id()
+                                ));
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }));
+        }
         // The chaos monkey: partitions and restarts while the writers run.
         for round in 0..6 {
             tokio::time::sleep(Duration::from_millis(700)).await;
@@ -687,9 +727,14 @@ mod tests {
             }
         }
         c.net.heal();
-        for w in writers {
+        for w in writers.into_iter().chain(readers) {
             w.await.unwrap();
         }
+        assert!(
+            reads_done.load(Ordering::Relaxed) > 20,
+            "too few reads got through: {}",
+            reads_done.load(Ordering::Relaxed)
+        );
         c.net.set_faults(Faults::default());
         let l = c.leader(&[1, 2, 3]).await;
         c.store(l).propose(Command::Noop).await.unwrap();
