@@ -99,7 +99,12 @@ pub async fn run(
                     addr: cc.peer_listen,
                     source,
                 })?;
-            let svc = PeerService::new(started.store.clone(), started.inbox.clone(), members);
+            let svc = PeerService::new(
+                started.store.clone(),
+                started.inbox.clone(),
+                members,
+                cancel.clone(),
+            );
             peer_task = Some(tokio::spawn(cluster::serve(svc, listener, cancel.clone())));
             tracing::info!(member = %cc.name, id, join = cc.join, "control-plane member starting");
             (started, Some(cc.name.clone()))

@@ -35,6 +35,8 @@ use proto::peer_server::{Peer, PeerServer};
 const PEER_QUEUE: usize = 4096;
 /// Raft messages sent to a peer in one `Step` call, at most.
 const BATCH: usize = 256;
+/// Batches waiting to go out on a peer's stream.
+const STREAM_DEPTH: usize = 64;
 /// How often an idle peer connection is pinged, and how long an unanswered ping may take before
 /// the connection is dropped (its calls fail and the next call reconnects).
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -155,44 +157,74 @@ impl GrpcTransport {
     }
 }
 
-/// Sends one peer's queue in batches; on failure waits (doubling up to 2 s) and drops what
-/// failed: raft resends what matters.
+/// Sends one peer's queue in batches on a long-lived `StepStream`; when the stream breaks, waits
+/// (doubling up to 2 s), drops what queued meanwhile (raft resends what matters) and opens
+/// another.
 async fn peer_loop(
     id: u64,
     addr: String,
-    mut client: PeerClient<Channel>,
+    client: PeerClient<Channel>,
     mut rx: mpsc::Receiver<Message>,
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let first = tokio::select! {
-            _ = cancel.cancelled() => return,
-            m = rx.recv() => match m { Some(m) => m, None => return },
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH
-            && let Ok(m) = rx.try_recv()
-        {
-            batch.push(m);
-        }
-        let messages = batch
-            .iter()
-            .filter_map(|m| m.write_to_bytes().ok())
-            .collect();
-        match client.step(proto::StepRequest { messages }).await {
-            Ok(_) => backoff = Duration::from_millis(100),
-            Err(status) => {
-                tracing::debug!(peer = id, %addr, error = %status.message(), "cannot send raft messages");
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+        let (tx, stream_rx) = mpsc::channel::<proto::StepRequest>(STREAM_DEPTH);
+        let mut c = client.clone();
+        let mut call = tokio::spawn(async move {
+            c.step_stream(tokio_stream::wrappers::ReceiverStream::new(stream_rx))
+                .await
+        });
+        let mut sent_any = false;
+        let ended = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    call.abort();
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                // What queued up meanwhile is stale; raft will resend.
-                while rx.try_recv().is_ok() {}
+                r = &mut call => break r,
+                m = rx.recv() => {
+                    let Some(first) = m else {
+                        call.abort();
+                        return;
+                    };
+                    let mut batch = vec![first];
+                    while batch.len() < BATCH
+                        && let Ok(m) = rx.try_recv()
+                    {
+                        batch.push(m);
+                    }
+                    let messages = batch
+                        .iter()
+                        .filter_map(|m| m.write_to_bytes().ok())
+                        .collect();
+                    // A full stream means the peer is not keeping up: drop, raft resends.
+                    match tx.try_send(proto::StepRequest { messages }) {
+                        Ok(()) => sent_any = true,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::debug!(peer = id, "raft stream full; dropping a batch");
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break (&mut call).await,
+                    }
+                }
             }
+        };
+        let reason = match ended {
+            Ok(Ok(_)) => "the peer closed the stream".to_string(),
+            Ok(Err(status)) => status.message().to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!(peer = id, %addr, error = %reason, "raft stream ended");
+        if sent_any {
+            backoff = Duration::from_millis(100);
         }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        // What queued up meanwhile is stale; raft will resend.
+        while rx.try_recv().is_ok() {}
     }
 }
 
@@ -350,14 +382,37 @@ pub struct PeerService {
     store: Store,
     inbox: mpsc::Sender<Message>,
     initial: Vec<MemberInfo>,
+    /// Ends the long-lived raft streams, which a graceful shutdown would otherwise wait for.
+    cancel: CancellationToken,
 }
 
 impl PeerService {
-    pub fn new(store: Store, inbox: mpsc::Sender<Message>, initial: Vec<MemberInfo>) -> Self {
+    pub fn new(
+        store: Store,
+        inbox: mpsc::Sender<Message>,
+        initial: Vec<MemberInfo>,
+        cancel: CancellationToken,
+    ) -> Self {
         Self {
             store,
             inbox,
             initial,
+            cancel,
+        }
+    }
+
+    /// Hands a batch of encoded raft messages to the node loop.
+    fn deliver(&self, batch: Vec<Vec<u8>>) {
+        for b in batch {
+            // Peers are other skiff members; a message that does not decode is dropped.
+            match Message::parse_from_bytes(&b) {
+                Ok(m) => {
+                    if self.inbox.try_send(m).is_err() {
+                        tracing::debug!("raft inbox full; dropping a message");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "undecodable raft message"),
+            }
         }
     }
 
@@ -378,16 +433,22 @@ impl Peer for PeerService {
         &self,
         req: Request<proto::StepRequest>,
     ) -> Result<Response<proto::StepResponse>, Status> {
-        for b in req.into_inner().messages {
-            // Peers are other skiff members; a message that does not decode is dropped.
-            match Message::parse_from_bytes(&b) {
-                Ok(m) => {
-                    if self.inbox.try_send(m).is_err() {
-                        tracing::debug!("raft inbox full; dropping a message");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "undecodable raft message"),
-            }
+        self.deliver(req.into_inner().messages);
+        Ok(Response::new(proto::StepResponse {}))
+    }
+
+    async fn step_stream(
+        &self,
+        req: Request<tonic::Streaming<proto::StepRequest>>,
+    ) -> Result<Response<proto::StepResponse>, Status> {
+        let mut stream = req.into_inner();
+        loop {
+            let batch = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                b = stream.message() => b?,
+            };
+            let Some(batch) = batch else { break };
+            self.deliver(batch.messages);
         }
         Ok(Response::new(proto::StepResponse {}))
     }
