@@ -76,6 +76,10 @@ pub trait Host: Send + Sync {
     fn devices(&self) -> Vec<spec::DeviceNode> {
         Vec::new()
     }
+    /// The capabilities this process may hand on (its bounding set); `None` if unknown.
+    fn bounding_caps(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// The real host: mount(2) and cgroupfs.
@@ -131,6 +135,13 @@ impl Host for LinuxHost {
 
     fn devices(&self) -> Vec<spec::DeviceNode> {
         host_devices(Path::new("/dev"))
+    }
+
+    fn bounding_caps(&self) -> Option<Vec<String>> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+        let mask = u64::from_str_radix(hex.trim(), 16).ok()?;
+        Some(spec::caps_from_mask(mask))
     }
 }
 

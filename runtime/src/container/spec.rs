@@ -294,6 +294,8 @@ pub struct SpecInput {
     pub readonly_paths: Vec<String>,
     /// Device nodes of the host, given to privileged containers.
     pub host_devices: Vec<DeviceNode>,
+    /// The capabilities the runtime holds (its bounding set); `None`: all of [`ALL_CAPS`].
+    pub bounding_caps: Option<Vec<String>>,
 }
 
 /// A device node of the host, as a privileged container gets it.
@@ -318,8 +320,9 @@ fn normalize_cap(c: &str) -> String {
     }
 }
 
-/// Every capability the kernel may know, for privileged containers and `ALL`.
-const ALL_CAPS: &[&str] = &[
+/// Every capability skiff knows, in bit order (index = capability number), for privileged
+/// containers and `ALL`.
+pub const ALL_CAPS: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_DAC_READ_SEARCH",
@@ -358,18 +361,39 @@ const ALL_CAPS: &[&str] = &[
     "CAP_WAKE_ALARM",
     "CAP_BLOCK_SUSPEND",
     "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
 
-/// The capability set after CRI's add/drop (`ALL` accepted in both).
-pub fn capabilities(privileged: bool, add: &[String], drop: &[String]) -> Vec<String> {
+/// The capabilities named by the bits of `mask` (a `CapBnd` line of /proc/<pid>/status).
+pub fn caps_from_mask(mask: u64) -> Vec<String> {
+    ALL_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+/// The capability set after CRI's add/drop (`ALL` accepted in both). `all` is every
+/// capability the runtime itself holds: a privileged container or `ALL` gets those, as
+/// containerd's `WithAllCurrentCapabilities` does, since asking for one outside the runtime's
+/// bounding set makes capset(2) fail and the container not start.
+pub fn capabilities(
+    privileged: bool,
+    add: &[String],
+    drop: &[String],
+    all: &[String],
+) -> Vec<String> {
     let mut caps: Vec<String> = if privileged {
-        ALL_CAPS.iter().map(|s| s.to_string()).collect()
+        all.to_vec()
     } else {
         DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
     };
     for a in add {
         if a.eq_ignore_ascii_case("ALL") {
-            caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+            caps = all.to_vec();
         } else {
             let a = normalize_cap(a);
             if ALL_CAPS.contains(&a.as_str()) && !caps.contains(&a) {
@@ -419,7 +443,11 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         gid: 0,
         additional_gids: vec![],
     });
-    let caps = capabilities(input.privileged, &input.cap_add, &input.cap_drop);
+    let all: Vec<String> = match &input.bounding_caps {
+        Some(b) => b.clone(),
+        None => ALL_CAPS.iter().map(|s| s.to_string()).collect(),
+    };
+    let caps = capabilities(input.privileged, &input.cap_add, &input.cap_drop, &all);
     // Ambient capabilities only for root, as containerd does: a non-root process gets none.
     let ambient: Vec<String> = Vec::new();
 
@@ -698,11 +726,31 @@ mod tests {
 
     #[test]
     fn capability_add_drop() {
-        let c = capabilities(false, &s(&["NET_ADMIN"]), &s(&["CAP_KILL"]));
+        let all = s(ALL_CAPS);
+        let c = capabilities(false, &s(&["NET_ADMIN"]), &s(&["CAP_KILL"]), &all);
         assert!(c.contains(&"CAP_NET_ADMIN".to_string()));
         assert!(!c.contains(&"CAP_KILL".to_string()));
-        assert!(capabilities(false, &[], &s(&["ALL"])).is_empty());
-        assert!(capabilities(true, &[], &[]).contains(&"CAP_SYS_ADMIN".to_string()));
+        assert!(capabilities(false, &[], &s(&["ALL"]), &all).is_empty());
+        assert!(capabilities(true, &[], &[], &all).contains(&"CAP_SYS_ADMIN".to_string()));
+        // Privileged and ALL stop at what the runtime holds.
+        let held = s(&["CAP_CHOWN", "CAP_SYS_ADMIN"]);
+        assert_eq!(capabilities(true, &[], &[], &held), held);
+        assert_eq!(capabilities(false, &s(&["ALL"]), &[], &held), held);
+    }
+
+    #[test]
+    fn capability_masks_name_their_bits() {
+        // This machine's kind of CapBnd: everything up to CHECKPOINT_RESTORE but SYS_RESOURCE.
+        let caps = caps_from_mask(0x01ff_feff_ffff);
+        assert_eq!(caps.len(), ALL_CAPS.len() - 1);
+        assert!(!caps.contains(&"CAP_SYS_RESOURCE".to_string()));
+        assert!(caps.contains(&"CAP_CHECKPOINT_RESTORE".to_string()));
+        assert_eq!(
+            caps_from_mask(0xa80425fb)
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>(),
+            s(DEFAULT_CAPS).into_iter().collect()
+        );
     }
 
     #[test]

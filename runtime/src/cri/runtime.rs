@@ -580,12 +580,17 @@ impl Runtime {
                 }
             },
         };
-        let host_devices = if sc.privileged {
-            let host = self.host.clone();
-            blocking(move || Ok(host.devices())).await?
-        } else {
-            Vec::new()
-        };
+        let host = self.host.clone();
+        let privileged = sc.privileged;
+        let (host_devices, bounding_caps) = blocking(move || {
+            let devices = if privileged {
+                host.devices()
+            } else {
+                Vec::new()
+            };
+            Ok((devices, host.bounding_caps()))
+        })
+        .await?;
         let cgroup_path = format!("{}/{id}", sandbox_cgroup(&sb));
         let caps = sc.capabilities.clone().unwrap_or_default();
         let resources = self.resources_from(&res);
@@ -624,6 +629,7 @@ impl Runtime {
             masked_paths: sc.masked_paths.clone(),
             readonly_paths: sc.readonly_paths.clone(),
             host_devices,
+            bounding_caps,
         };
         let oci = spec::build_spec(&input)?;
 

@@ -114,9 +114,9 @@ impl LogSink {
         }
     }
 
-    /// Rotates if the file has grown past the limit. Called between records, so no record is
-    /// split across two files.
-    pub fn rotate_if_needed(&mut self) {
+    /// Rotates if the file has grown past the limit. Called before each write, and each record
+    /// is one write, so no record is split across two files.
+    fn rotate_if_needed(&mut self) {
         if self.max_size == 0 || self.size < self.max_size {
             return;
         }
@@ -125,10 +125,12 @@ impl LogSink {
             .with_time_zone(jiff::tz::TimeZone::UTC)
             .strftime("%Y%m%d-%H%M%S")
             .to_string();
+        // Several rotations in one second get a zero-padded counter, so names still sort in
+        // the order the files were written.
         let mut target = rotated_name(&p, &stamp);
         let mut n = 1;
         while target.exists() {
-            target = rotated_name(&p, &format!("{stamp}.{n}"));
+            target = rotated_name(&p, &format!("{stamp}.{n:03}"));
             n += 1;
         }
         if let Err(e) = std::fs::rename(&p, &target) {
@@ -173,6 +175,7 @@ fn prune_rotated(path: &Path, keep: usize) {
 
 impl Write for LogSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.rotate_if_needed();
         match self.file.as_mut() {
             Some(f) => {
                 let n = f.write(buf)?;
@@ -248,8 +251,12 @@ mod tests {
                 &mut sink,
             )
             .expect("feed");
-            sink.rotate_if_needed();
         }
+        // One read holding many lines still rotates between its records.
+        let many: String = (20..60)
+            .map(|i| format!("line {i:02} {}\n", "y".repeat(40)))
+            .collect();
+        w.feed(many.as_bytes(), "T", &mut sink).expect("feed");
         let mut names: Vec<String> = std::fs::read_dir(dir.path().join("c"))
             .expect("dir")
             .map(|e| e.expect("entry").file_name().into_string().expect("utf8"))
@@ -273,7 +280,11 @@ mod tests {
             .map(|n| std::fs::read_to_string(dir.path().join("c").join(n)).expect("r"))
             .map(|t| t.lines().count())
             .sum();
-        assert!(total < 20, "old files were pruned");
+        assert!(total < 60, "old files were pruned");
+        assert!(
+            live.contains("line 59"),
+            "the newest record is in the live file"
+        );
     }
 
     #[test]
@@ -288,7 +299,6 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "two\n");
         let mut none = LogSink::open(None, 10, 1);
         none.write_all(b"dropped").expect("write");
-        none.rotate_if_needed();
     }
 
     #[test]

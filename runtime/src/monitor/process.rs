@@ -262,7 +262,6 @@ fn copy_and_wait(
                     if let Err(e) = writer.feed(&buf[..n], &ts, log) {
                         eprintln!("write log: {e}");
                     }
-                    log.rotate_if_needed();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => *file = None,
