@@ -294,6 +294,7 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     );
 
     cri_calls(c, &d)?;
+    clone_flags_filtered(c, work, reg)?;
     log_rotation(c)?;
     Ok(())
 }
@@ -496,5 +497,135 @@ fn log_rotation(c: &Cluster) -> Result<()> {
             .reopen_container_log(cri::ReopenContainerLogRequest { container_id: cid }),
     )?;
     ensure!(dir.join("0.log").is_file(), "no new log file after reopen");
+    Ok(())
+}
+
+/// clone(2) with CLONE_NEWUSER needs no capability, so only the filter can refuse it; plain
+/// clone (fork) must still work. Busybox has no applet that calls clone with flags, so a tiny
+/// static C program is compiled here and bind-mounted into a container made through CRI.
+const CLONE_PROBE: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+static char stack[65536];
+static int child(void *arg) { (void)arg; return 0; }
+static void probe(const char *name, int flags) {
+    int pid = clone(child, stack + sizeof stack, flags | SIGCHLD, NULL);
+    if (pid < 0) { printf("%s=%s\n", name, strerror(errno)); return; }
+    waitpid(pid, NULL, 0);
+    printf("%s=ok\n", name);
+}
+int main(void) {
+    probe("clone-newuser", CLONE_NEWUSER);
+    probe("clone-plain", 0);
+    return 0;
+}
+"#;
+
+fn clone_flags_filtered(c: &Cluster, work: &Path, reg: &str) -> Result<()> {
+    let src = work.join("clone-probe.c");
+    let bin = work.join("clone-probe");
+    std::fs::write(&src, CLONE_PROBE)?;
+    run(Command::new("cc")
+        .arg("-static")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src))?;
+    let logs = work.join("probe-logs");
+    std::fs::create_dir_all(&logs)?;
+    let mut cl = CriClient::connect(c.data.join("runtime/cri.sock"))?;
+    let CriClient { rt, svc, .. } = &mut cl;
+    let sandbox = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "probe".into(),
+            uid: "probe-uid".into(),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        log_directory: logs.display().to_string(),
+        ..Default::default()
+    };
+    let sb = rt
+        .block_on(svc.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox.clone()),
+            runtime_handler: String::new(),
+        }))?
+        .into_inner()
+        .pod_sandbox_id;
+    let run_probe = |svc: &mut cri_api::RuntimeServiceClient<tonic::transport::Channel>,
+                     name: &str,
+                     profile: cri::security_profile::ProfileType|
+     -> Result<String> {
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: format!("{reg}/busybox:1.36"),
+                ..Default::default()
+            }),
+            command: vec!["/probe".into()],
+            mounts: vec![cri::Mount {
+                container_path: "/probe".into(),
+                host_path: bin.display().to_string(),
+                readonly: true,
+                ..Default::default()
+            }],
+            log_path: format!("{name}.log"),
+            linux: Some(cri::LinuxContainerConfig {
+                resources: None,
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    no_new_privs: true,
+                    seccomp: Some(cri::SecurityProfile {
+                        profile_type: profile as i32,
+                        localhost_ref: String::new(),
+                    }),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        let id = rt
+            .block_on(svc.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sb.clone(),
+                config: Some(config),
+                sandbox_config: Some(sandbox.clone()),
+            }))?
+            .into_inner()
+            .container_id;
+        rt.block_on(svc.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        }))?;
+        let log = logs.join(format!("{name}.log"));
+        wait_for(
+            &format!("{name} to print both probes"),
+            Duration::from_secs(20),
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                Ok(text.contains("clone-plain=").then_some(text))
+            },
+        )
+    };
+    use cri::security_profile::ProfileType;
+    let filtered = run_probe(svc, "filtered", ProfileType::RuntimeDefault)?;
+    ensure!(
+        filtered.contains("clone-newuser=Operation not permitted")
+            && filtered.contains("clone-plain=ok"),
+        "under RuntimeDefault:\n{filtered}"
+    );
+    let unfiltered = run_probe(svc, "unfiltered", ProfileType::Unconfined)?;
+    ensure!(
+        unfiltered.contains("clone-newuser=ok"),
+        "unconfined:\n{unfiltered}"
+    );
+    rt.block_on(svc.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    }))?;
+    rt.block_on(svc.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb }))?;
     Ok(())
 }

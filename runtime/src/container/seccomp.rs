@@ -235,7 +235,6 @@ const ALLOWED: &[&str] = &[
     "getcwd",
     "chdir",
     "fchdir",
-    "chroot",
     "getdents",
     "getdents64",
     "readdir",
@@ -530,10 +529,14 @@ pub fn runtime_default(caps: &[String]) -> Value {
         } else {
             0
         };
+        // libcontainer hands `valueTwo` to libseccomp as the mask and `value` as the datum
+        // (runc reads them the other way round), so "(flags & NAMESPACE_FLAGS) == 0" is written
+        // value 0, valueTwo mask. Written runc's way the mask is 0 and every clone passes,
+        // CLONE_NEWUSER included (seen with a static test program under libcontainer 0.7).
         syscalls.push(json!({
             "names": ["clone"],
             "action": "SCMP_ACT_ALLOW",
-            "args": [{"index": flags_arg, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+            "args": [{"index": flags_arg, "value": 0, "valueTwo": CLONE_NAMESPACE_FLAGS, "op": "SCMP_CMP_MASKED_EQ"}],
         }));
         // clone3 passes its flags in memory, out of a filter's reach: ENOSYS makes the C
         // libraries fall back to clone, which the rule above can inspect.
@@ -552,7 +555,8 @@ pub fn runtime_default(caps: &[String]) -> Value {
 }
 
 /// Reads a Localhost profile: an OCI `linux.seccomp` object (Docker's profile format is the
-/// same shape) in the file `path`, which must be absolute.
+/// same shape) in the file `path`, which must be absolute. It is used verbatim: note that
+/// libcontainer reads `SCMP_CMP_MASKED_EQ` as mask = `valueTwo`, the reverse of runc.
 pub fn load_localhost(path: &str) -> Result<Value> {
     let p = Path::new(path);
     if !p.is_absolute() {
@@ -635,8 +639,9 @@ mod tests {
             .find(|r| r["names"][0] == "clone")
             .expect("clone rule");
         assert_eq!(clone["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
-        assert_eq!(clone["args"][0]["value"], CLONE_NAMESPACE_FLAGS);
-        assert_eq!(clone["args"][0]["valueTwo"], 0);
+        // libcontainer's order: valueTwo is the mask, value what the masked flags must equal.
+        assert_eq!(clone["args"][0]["valueTwo"], CLONE_NAMESPACE_FLAGS);
+        assert_eq!(clone["args"][0]["value"], 0);
         let clone3 = rules
             .iter()
             .find(|r| r["names"][0] == "clone3")
