@@ -222,8 +222,7 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
             "{path} is not masked:\n{mountinfo}"
         );
     }
-    let pids_max = format!("/sys/fs/cgroup/pids/skiff/{}/{}/pids.max", d.uid, d.cid);
-    let pids_max = std::fs::read_to_string(&pids_max).with_context(|| pids_max.clone())?;
+    let pids_max = cgroup_file(&d, "pids", "pids.max", "pids.max")?;
     ensure!(pids_max.trim() == "4096", "pids.max is {pids_max}");
 
     // Unconfined seccomp and allowed escalation: no filter, no no_new_privs, and the call the
@@ -426,18 +425,29 @@ fn cri_calls(c: &Cluster, d: &Running) -> Result<()> {
             annotations: Default::default(),
         }),
     )?;
-    let read = |ctrl: &str, file: &str| {
-        let p = format!("/sys/fs/cgroup/{ctrl}/skiff/{}/{}/{file}", d.uid, d.cid);
-        std::fs::read_to_string(&p).with_context(|| p.clone())
-    };
-    let limit = read("memory", "memory.limit_in_bytes")?;
+    let limit = cgroup_file(d, "memory", "memory.limit_in_bytes", "memory.max")?;
     ensure!(
         limit.trim() == (96u64 << 20).to_string(),
         "memory limit {limit}"
     );
-    let quota = read("cpu", "cpu.cfs_quota_us")?;
-    ensure!(quota.trim() == "50000", "cpu quota {quota}");
+    let quota = cgroup_file(d, "cpu", "cpu.cfs_quota_us", "cpu.max")?;
+    ensure!(
+        quota.trim() == "50000" || quota.trim() == "50000 100000",
+        "cpu quota {quota}"
+    );
     Ok(())
+}
+
+/// A file of the container's cgroup: `v1` under the controller's hierarchy, or `v2` in the
+/// unified one, whichever the host mounts.
+fn cgroup_file(d: &Running, controller: &str, v1: &str, v2: &str) -> Result<String> {
+    let rel = format!("skiff/{}/{}", d.uid, d.cid);
+    let p = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        format!("/sys/fs/cgroup/{rel}/{v2}")
+    } else {
+        format!("/sys/fs/cgroup/{controller}/{rel}/{v1}")
+    };
+    std::fs::read_to_string(&p).with_context(|| p.clone())
 }
 
 /// The chatty pod wrote ~30 KiB with rotation at 2 KiB and 3 files kept: the directory holds
