@@ -27,6 +27,10 @@ pub enum AgentError {
     /// The pod's spec cannot be turned into CRI requests.
     #[error("pod {pod} is invalid: {reason}")]
     InvalidPod { pod: String, reason: String },
+    /// `runAsNonRoot` is set and the container would run as root (the kubelet's wording, which
+    /// names the pod and container itself).
+    #[error("{reason}")]
+    RunAsNonRoot { pod: String, reason: String },
     /// A call to the Kubernetes API server failed.
     #[error("kubernetes api {verb} {kind} {name:?}: {source}")]
     Kube {

@@ -219,14 +219,44 @@ pub struct Follower {
     pub container: String,
     pub cancel: CancellationToken,
     pub first: Option<Vec<u8>>,
+    /// (device, inode) of the file being read; `None` until the first poll. A change means
+    /// the runtime rotated the log (renamed it and started a new one at the same path).
+    pub file_id: Option<(u64, u64)>,
 }
 
-async fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
-    let mut f = tokio::fs::File::open(path).await?;
+type FileId = (u64, u64);
+
+async fn open_with_id(path: &Path) -> std::io::Result<(tokio::fs::File, FileId, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let f = tokio::fs::File::open(path).await?;
+    let md = f.metadata().await?;
+    Ok((f, (md.dev(), md.ino()), md.len()))
+}
+
+async fn read_rest(mut f: tokio::fs::File, offset: u64) -> std::io::Result<Vec<u8>> {
     f.seek(SeekFrom::Start(offset)).await?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf).await?;
     Ok(buf)
+}
+
+/// The rotated file (`<path>.<suffix>` beside it) that is the file `id`, if it still exists.
+async fn find_rotated(path: &Path, id: FileId) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent()?;
+    let prefix = format!("{}.", path.file_name()?.to_str()?);
+    let mut entries = tokio::fs::read_dir(dir).await.ok()?;
+    while let Ok(Some(e)) = entries.next_entry().await {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+            && let Ok(md) = e.metadata().await
+            && (md.dev(), md.ino()) == id
+        {
+            return Some(e.path());
+        }
+    }
+    None
 }
 
 impl Follower {
@@ -236,10 +266,28 @@ impl Follower {
             .is_some_and(|e| e.running.contains(&self.container))
     }
 
-    /// Reads what was appended since the last call and renders its complete records.
+    /// Reads what was appended since the last call and renders its complete records. Across a
+    /// rotation it finishes the renamed file first, then starts the new one from its beginning.
     async fn poll_once(&mut self) -> std::io::Result<Vec<u8>> {
-        let data = read_from(&self.path, self.offset).await?;
-        self.offset += data.len() as u64;
+        let (f, id, len) = open_with_id(&self.path).await?;
+        let mut data = Vec::new();
+        match self.file_id {
+            Some(old) if old != id => {
+                if let Some(rotated) = find_rotated(&self.path, old).await
+                    && let Ok((rf, _, _)) = open_with_id(&rotated).await
+                {
+                    data = read_rest(rf, self.offset).await.unwrap_or_default();
+                }
+                self.offset = 0;
+            }
+            // Truncated in place (copytruncate): start over.
+            _ if len < self.offset => self.offset = 0,
+            _ => {}
+        }
+        self.file_id = Some(id);
+        let fresh = read_rest(f, self.offset).await?;
+        self.offset += fresh.len() as u64;
+        data.extend_from_slice(&fresh);
         self.carry.extend_from_slice(&data);
         let Some(last_nl) = self.carry.iter().rposition(|b| *b == b'\n') else {
             return Ok(Vec::new());
@@ -384,29 +432,8 @@ mod tests {
             "2024-01-01T00:00:00Z stdout F one\n2024-01-01T00:00:00Z stdout P tw",
         )
         .expect("write");
-        let registry = PodRegistry::default();
-        registry.set(
-            "default",
-            "web",
-            crate::registry::PodEntry {
-                uid: "u1".to_owned(),
-                running: ["app".to_owned()].into(),
-            },
-        );
-        let mut f = Follower {
-            path: path.clone(),
-            offset: 0,
-            carry: Vec::new(),
-            asm: Assembler::default(),
-            timestamps: false,
-            remaining: None,
-            registry: registry.clone(),
-            namespace: "default".to_owned(),
-            pod: "web".to_owned(),
-            container: "app".to_owned(),
-            cancel: CancellationToken::new(),
-            first: None,
-        };
+        let registry = app_running();
+        let mut f = follower(&path, registry.clone());
         let chunk = f.next_chunk().await.expect("chunk").expect("io");
         assert_eq!(chunk, b"one\n");
         let mut file = std::fs::OpenOptions::new()
@@ -421,6 +448,62 @@ mod tests {
         assert!(
             f.next_chunk().await.is_none(),
             "stopped container ends the stream"
+        );
+    }
+
+    /// A registry where container `app` of `default/web` runs.
+    fn app_running() -> PodRegistry {
+        let registry = PodRegistry::default();
+        registry.set(
+            "default",
+            "web",
+            crate::registry::PodEntry {
+                uid: "u1".to_owned(),
+                running: ["app".to_owned()].into(),
+            },
+        );
+        registry
+    }
+
+    /// Follows `path` from its start for container `app` of `default/web`.
+    fn follower(path: &Path, registry: PodRegistry) -> Follower {
+        Follower {
+            path: path.to_path_buf(),
+            offset: 0,
+            carry: Vec::new(),
+            asm: Assembler::default(),
+            timestamps: false,
+            remaining: None,
+            registry,
+            namespace: "default".to_owned(),
+            pod: "web".to_owned(),
+            container: "app".to_owned(),
+            cancel: CancellationToken::new(),
+            first: None,
+            file_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn follow_continues_across_a_rotation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("0.log");
+        let line = |s: &str| format!("2024-01-01T00:00:00Z stdout F {s}\n");
+        std::fs::write(&path, line("one")).expect("write");
+        let registry = app_running();
+        let mut f = follower(&path, registry);
+        assert_eq!(f.next_chunk().await.expect("chunk").expect("io"), b"one\n");
+        // The runtime appends a last line, renames the file away and starts a new one.
+        let mut old = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        std::io::Write::write_all(&mut old, line("two").as_bytes()).expect("append");
+        std::fs::rename(&path, dir.path().join("0.log.20240101-000000")).expect("rotate");
+        std::fs::write(&path, line("three")).expect("new file");
+        assert_eq!(
+            f.next_chunk().await.expect("chunk").expect("io"),
+            b"two\nthree\n"
         );
     }
 }

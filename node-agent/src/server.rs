@@ -120,6 +120,7 @@ async fn container_logs(
         container,
         cancel: st.cancel.clone(),
         first: Some(first),
+        file_id: None,
     };
     // A dropped connection drops the body stream, which ends the follow.
     let stream = futures::stream::unfold(follower, |mut f| async move {

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 /// Grace period when neither the deletion nor the spec names one (the API default).
 pub const DEFAULT_GRACE_SECONDS: i64 = 30;
 
+/// Where `Localhost` seccomp profiles live (the kubelet's default `<root-dir>/seccomp`).
+pub const SECCOMP_PROFILE_ROOT: &str = "/var/lib/kubelet/seccomp";
+
 /// `<namespace>/<name>` for logs and errors.
 pub fn pod_key(pod: &Pod) -> String {
     format!(
@@ -185,10 +188,94 @@ pub fn sandbox_config(
                     .and_then(|s| s.supplemental_groups.clone())
                     .unwrap_or_default(),
                 privileged,
+                seccomp: Some(seccomp_profile(
+                    psc.and_then(|s| s.seccomp_profile.as_ref()),
+                    privileged,
+                )),
                 ..Default::default()
             }),
+            sysctls: psc
+                .and_then(|s| s.sysctls.as_ref())
+                .map(|v| {
+                    v.iter()
+                        .map(|s| (s.name.clone(), s.value.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
             ..Default::default()
         }),
+    })
+}
+
+/// The CRI seccomp profile for a Kubernetes `seccompProfile`. Unset means RuntimeDefault: skiff
+/// runs as the kubelet does with `--seccomp-default` (Kubernetes 1.27+), since a runtime that is
+/// secure by default should not need a flag for it. Privileged containers run unconfined.
+pub fn seccomp_profile(
+    p: Option<&k8s_openapi::api::core::v1::SeccompProfile>,
+    privileged: bool,
+) -> v1::SecurityProfile {
+    use v1::security_profile::ProfileType;
+    let (kind, localhost_ref) = match p.map(|p| (p.type_.as_str(), p.localhost_profile.as_ref())) {
+        _ if privileged => (ProfileType::Unconfined, String::new()),
+        Some(("Unconfined", _)) => (ProfileType::Unconfined, String::new()),
+        Some(("Localhost", Some(rel))) => (
+            ProfileType::Localhost,
+            Path::new(SECCOMP_PROFILE_ROOT)
+                .join(rel.trim_start_matches('/'))
+                .display()
+                .to_string(),
+        ),
+        _ => (ProfileType::RuntimeDefault, String::new()),
+    };
+    v1::SecurityProfile {
+        profile_type: kind.into(),
+        localhost_ref,
+    }
+}
+
+/// Whether the container's or else the pod's security context sets `runAsNonRoot`.
+pub fn run_as_non_root(pod: &Pod, container: &Container) -> bool {
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    container
+        .security_context
+        .as_ref()
+        .and_then(|s| s.run_as_non_root)
+        .or_else(|| psc.and_then(|s| s.run_as_non_root))
+        .unwrap_or(false)
+}
+
+/// The kubelet's runAsNonRoot check, made before CreateContainer with the image's user as
+/// ImageStatus reports it (`uid`, or a non-numeric `username`).
+pub fn verify_run_as_non_root(
+    pod: &Pod,
+    container: &Container,
+    image_uid: Option<i64>,
+    image_username: &str,
+) -> Result<(), AgentError> {
+    if !run_as_non_root(pod, container) {
+        return Ok(());
+    }
+    let csc = container.security_context.as_ref();
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let who = format!("(pod: {:?}, container: {})", pod_key(pod), container.name);
+    let reason = match csc
+        .and_then(|s| s.run_as_user)
+        .or_else(|| psc.and_then(|s| s.run_as_user))
+    {
+        Some(0) => format!("container's runAsUser breaks non-root policy {who}"),
+        Some(_) => return Ok(()),
+        None => match image_uid {
+            Some(0) => format!("container has runAsNonRoot and image will run as root {who}"),
+            Some(_) => return Ok(()),
+            None if !image_username.is_empty() => format!(
+                "container has runAsNonRoot and image has non-numeric user ({image_username}), cannot verify user is non-root {who}"
+            ),
+            None => return Ok(()),
+        },
+    };
+    Err(AgentError::RunAsNonRoot {
+        pod: pod_key(pod),
+        reason,
     })
 }
 
@@ -241,6 +328,20 @@ pub fn resources(
         memory_limit_in_bytes: memory_limit,
         ..Default::default()
     })
+}
+
+/// Whether the container may gain privileges (setuid binaries, file capabilities).
+fn escalation_allowed(container: &Container) -> bool {
+    let sc = container.security_context.as_ref();
+    let privileged = sc.and_then(|s| s.privileged).unwrap_or(false);
+    let sys_admin = sc
+        .and_then(|s| s.capabilities.as_ref())
+        .and_then(|c| c.add.as_ref())
+        .is_some_and(|a| a.iter().any(|c| c == "SYS_ADMIN" || c == "CAP_SYS_ADMIN"));
+    sc.and_then(|s| s.allow_privilege_escalation)
+        .unwrap_or(false)
+        || privileged
+        || sys_admin
 }
 
 /// The `CreateContainer` config for attempt `attempt` of `container`.
@@ -325,7 +426,14 @@ pub fn container_config(
                 supplemental_groups: psc
                     .and_then(|s| s.supplemental_groups.clone())
                     .unwrap_or_default(),
-                no_new_privs: csc.and_then(|s| s.allow_privilege_escalation) == Some(false),
+                // no_new_privs unless escalation is explicitly allowed (or implied by
+                // privileged or CAP_SYS_ADMIN, as the API server's defaulting treats them).
+                no_new_privs: !escalation_allowed(container),
+                seccomp: Some(seccomp_profile(
+                    csc.and_then(|s| s.seccomp_profile.as_ref())
+                        .or_else(|| psc.and_then(|s| s.seccomp_profile.as_ref())),
+                    csc.and_then(|s| s.privileged).unwrap_or(false),
+                )),
                 ..Default::default()
             }),
         }),
@@ -455,6 +563,131 @@ mod tests {
             pull_policy(&with("r/b@sha256:abc")),
             PullPolicy::IfNotPresent
         );
+    }
+
+    fn secured(sc: k8s_openapi::api::core::v1::SecurityContext) -> Container {
+        Container {
+            name: "c".to_owned(),
+            security_context: Some(sc),
+            ..Default::default()
+        }
+    }
+
+    fn linux_sc(pod: &Pod, c: &Container) -> v1::LinuxContainerSecurityContext {
+        container_config(pod, c, "n1", 0)
+            .expect("config")
+            .linux
+            .and_then(|l| l.security_context)
+            .expect("security context")
+    }
+
+    #[test]
+    fn seccomp_defaults_to_runtime_default_and_honours_the_spec() {
+        use k8s_openapi::api::core::v1::{SeccompProfile, SecurityContext};
+        use v1::security_profile::ProfileType;
+        let c = Container::default();
+        let pod = pod_with(c.clone());
+        let sc = linux_sc(&pod, &c);
+        assert_eq!(
+            sc.seccomp.expect("seccomp").profile_type(),
+            ProfileType::RuntimeDefault
+        );
+        assert!(sc.no_new_privs, "no_new_privs unless escalation is allowed");
+
+        let profile = |t: &str, l: Option<&str>| SeccompProfile {
+            type_: t.to_owned(),
+            localhost_profile: l.map(str::to_owned),
+        };
+        let c = secured(SecurityContext {
+            seccomp_profile: Some(profile("Unconfined", None)),
+            allow_privilege_escalation: Some(true),
+            ..Default::default()
+        });
+        let sc = linux_sc(&pod_with(c.clone()), &c);
+        assert_eq!(
+            sc.seccomp.expect("seccomp").profile_type(),
+            ProfileType::Unconfined
+        );
+        assert!(!sc.no_new_privs);
+
+        let c = secured(SecurityContext {
+            seccomp_profile: Some(profile("Localhost", Some("profiles/audit.json"))),
+            ..Default::default()
+        });
+        let p = linux_sc(&pod_with(c.clone()), &c).seccomp.expect("seccomp");
+        assert_eq!(p.profile_type(), ProfileType::Localhost);
+        assert_eq!(
+            p.localhost_ref,
+            "/var/lib/kubelet/seccomp/profiles/audit.json"
+        );
+
+        let c = secured(SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        });
+        let sc = linux_sc(&pod_with(c.clone()), &c);
+        assert_eq!(
+            sc.seccomp.expect("seccomp").profile_type(),
+            ProfileType::Unconfined
+        );
+        assert!(!sc.no_new_privs);
+    }
+
+    #[test]
+    fn pod_sysctls_go_to_the_sandbox() {
+        use k8s_openapi::api::core::v1::{PodSecurityContext, Sysctl};
+        let mut pod = pod_with(Container::default());
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.security_context = Some(PodSecurityContext {
+                sysctls: Some(vec![Sysctl {
+                    name: "net.ipv4.ip_unprivileged_port_start".to_owned(),
+                    value: "0".to_owned(),
+                }]),
+                ..Default::default()
+            });
+        }
+        let cfg = sandbox_config(&pod, "n1", Path::new("/l"), 0).expect("config");
+        assert_eq!(
+            cfg.linux.expect("linux").sysctls["net.ipv4.ip_unprivileged_port_start"],
+            "0"
+        );
+    }
+
+    #[test]
+    fn run_as_non_root_is_checked_against_the_image_user() {
+        use k8s_openapi::api::core::v1::SecurityContext;
+        let non_root = |user: Option<i64>| {
+            secured(SecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: user,
+                ..Default::default()
+            })
+        };
+        let c = non_root(None);
+        let pod = pod_with(c.clone());
+        let err = verify_run_as_non_root(&pod, &c, Some(0), "").expect_err("root image");
+        assert!(
+            err.to_string()
+                .contains("container has runAsNonRoot and image will run as root"),
+            "{err}"
+        );
+        assert!(verify_run_as_non_root(&pod, &c, Some(1000), "").is_ok());
+        let err = verify_run_as_non_root(&pod, &c, None, "nobody").expect_err("name");
+        assert!(
+            err.to_string().contains("non-numeric user (nobody)"),
+            "{err}"
+        );
+        let c = non_root(Some(0));
+        let err =
+            verify_run_as_non_root(&pod_with(c.clone()), &c, Some(1000), "").expect_err("uid 0");
+        assert!(
+            err.to_string().contains("runAsUser breaks non-root policy"),
+            "{err}"
+        );
+        let c = non_root(Some(1000));
+        assert!(verify_run_as_non_root(&pod_with(c.clone()), &c, Some(0), "").is_ok());
+        let plain = Container::default();
+        assert!(verify_run_as_non_root(&pod_with(plain.clone()), &plain, Some(0), "").is_ok());
     }
 
     #[test]

@@ -617,14 +617,27 @@ impl<C: Cri> PodWorker<C> {
         } else {
             0
         };
-        let config = match spec::container_config(pod, c, &node.node_name, attempt) {
-            Ok(cfg) => cfg,
-            Err(e) => {
-                slot.waiting = waiting("CreateContainerConfigError", Some(e.to_string()));
-                slot.crash_backoff.next(now);
-                return;
+        // Only asked when the pod cares: one more CRI call per start otherwise.
+        let checked = if spec::run_as_non_root(pod, c) {
+            match cri.image_status(&image).await {
+                Ok(Some(img)) => {
+                    spec::verify_run_as_non_root(pod, c, img.uid.map(|u| u.value), &img.username)
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
             }
+        } else {
+            Ok(())
         };
+        let config =
+            match checked.and_then(|()| spec::container_config(pod, c, &node.node_name, attempt)) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    slot.waiting = waiting("CreateContainerConfigError", Some(e.to_string()));
+                    slot.crash_backoff.next(now);
+                    return;
+                }
+            };
         make_dir(&format!("{}/{}", sb.config.log_directory, c.name), &key).await;
         let id = match cri
             .create_container(&sb.id, config, sb.config.clone())

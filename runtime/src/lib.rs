@@ -12,7 +12,8 @@
 //! - `images/<config hex>.json`: the image index
 //! - `snapshots/<diff-id hex>/fs`: unpacked layers, shared by images, overlay lowerdirs
 //! - `sandboxes/<id>/{state.json,resolv.conf,ns/{net,ipc,uts}}`
-//! - `containers/<id>/{state.json,monitor.json,bundle/config.json,rootfs,upper,work,pid,exit.json,monitor.log}`
+//! - `sandboxes/<id>/{hosts,hostname}`: the pod's /etc files
+//! - `containers/<id>/{state.json,monitor.json,bundle/config.json,rootfs,upper,work,pid,exit.json,monitor.log,reopen-log}`
 //! - `libcontainer/<id>`: libcontainer's own state while a container runs
 
 pub mod container;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub use crate::cri::runtime::{ContainerDefaults, DEFAULT_PIDS_LIMIT};
 pub use crate::error::RuntimeError;
 pub use crate::monitor::{MONITOR_ARG, monitor_main};
 
@@ -40,6 +42,8 @@ pub struct RuntimeConfig {
     pub socket: PathBuf,
     /// Registry hosts (`host[:port]`) allowed over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// Node-wide container defaults: pids limit, log rotation.
+    pub defaults: ContainerDefaults,
 }
 
 /// Builds the runtime with the real OS implementations. The monitor executable is the current
@@ -53,13 +57,16 @@ pub fn build_runtime(config: &RuntimeConfig) -> Result<Arc<cri::Runtime>, Runtim
         )),
         Arc::new(image::unpack::OverlayWhiteouts),
     )?;
-    Ok(Arc::new(cri::Runtime::open(
-        &config.root_dir,
-        images,
-        Arc::new(sandbox::LinuxNamespaces),
-        Arc::new(container::LinuxHost),
-        Arc::new(monitor::ProcessLauncher::new(exe)),
-    )?))
+    Ok(Arc::new(
+        cri::Runtime::open(
+            &config.root_dir,
+            images,
+            Arc::new(sandbox::LinuxNamespaces),
+            Arc::new(container::LinuxHost),
+            Arc::new(monitor::ProcessLauncher::new(exe)),
+        )?
+        .with_defaults(config.defaults.clone()),
+    ))
 }
 
 /// Serves the CRI RuntimeService and ImageService on `config.socket` until `cancel` fires.

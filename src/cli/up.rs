@@ -31,6 +31,16 @@ pub struct UpArgs {
     /// registries always may.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// Most processes a container may have unless its pod sets a limit (0: unlimited).
+    #[arg(long, default_value_t = runtime::DEFAULT_PIDS_LIMIT)]
+    pids_limit: i64,
+    /// A container log file is rotated once it is larger than this many bytes (the kubelet's
+    /// containerLogMaxSize; 0: never).
+    #[arg(long, default_value_t = 10 << 20)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the live one included (containerLogMaxFiles).
+    #[arg(long, default_value_t = 5)]
+    container_log_max_files: u32,
 }
 
 fn hostname() -> String {
@@ -125,6 +135,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
         root_dir: data.join("runtime"),
         socket: data.join("runtime").join("cri.sock"),
         insecure_registries: args.insecure_registries.clone(),
+        defaults: runtime::ContainerDefaults {
+            pids_limit: args.pids_limit,
+            log_max_size: args.container_log_max_size,
+            log_max_files: args.container_log_max_files,
+        },
     };
     let socket = rcfg.socket.clone();
     let c = cancel.clone();

@@ -329,6 +329,13 @@ mod tests {
         remove_container: RemoveContainerRequest -> RemoveContainerResponse;
         list_containers: ListContainersRequest -> ListContainersResponse;
         status: StatusRequest -> StatusResponse;
+        update_container_resources: UpdateContainerResourcesRequest -> UpdateContainerResourcesResponse;
+        reopen_container_log: ReopenContainerLogRequest -> ReopenContainerLogResponse;
+        container_stats: ContainerStatsRequest -> ContainerStatsResponse;
+        list_container_stats: ListContainerStatsRequest -> ListContainerStatsResponse;
+        pod_sandbox_stats: PodSandboxStatsRequest -> PodSandboxStatsResponse;
+        list_pod_sandbox_stats: ListPodSandboxStatsRequest -> ListPodSandboxStatsResponse;
+        runtime_config: RuntimeConfigRequest -> RuntimeConfigResponse;
     }
 
     #[tokio::test]

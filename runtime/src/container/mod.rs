@@ -2,6 +2,8 @@
 //! overlayfs rootfs (`<root>/containers/<id>/rootfs`, lowerdirs = image snapshots, per-container
 //! upper/work), and cgroup teardown. The OS side (mounts, cgroupfs) is the [`Host`] trait.
 
+pub mod cgroup;
+pub mod seccomp;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -42,6 +44,9 @@ pub struct ContainerRecord {
     /// Start failed: why (reported as an exited container with this message).
     #[serde(default)]
     pub start_error: String,
+    /// The cgroup limits as created and as last changed by UpdateContainerResources.
+    #[serde(default)]
+    pub resources: spec::Resources,
 }
 
 /// A CRI mount as reported back in ContainerStatus.
@@ -67,6 +72,14 @@ pub trait Host: Send + Sync {
     /// Removes the container cgroup `path` and its empty parents up to the top, in every
     /// hierarchy.
     fn remove_cgroup(&self, path: &str) -> Result<()>;
+    /// The host's device nodes under `/dev`, for privileged containers.
+    fn devices(&self) -> Vec<spec::DeviceNode> {
+        Vec::new()
+    }
+    /// The capabilities this process may hand on (its bounding set); `None` if unknown.
+    fn bounding_caps(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// The real host: mount(2) and cgroupfs.
@@ -119,6 +132,61 @@ impl Host for LinuxHost {
         }
         Ok(())
     }
+
+    fn devices(&self) -> Vec<spec::DeviceNode> {
+        host_devices(Path::new("/dev"))
+    }
+
+    fn bounding_caps(&self) -> Option<Vec<String>> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+        let mask = u64::from_str_radix(hex.trim(), 16).ok()?;
+        Some(spec::caps_from_mask(mask))
+    }
+}
+
+/// Device nodes directly under `dir` and one level down (`/dev/net/tun`, `/dev/snd/*`), except
+/// the ones every container gets anyway and the terminal ones that belong to the container's
+/// own devpts.
+fn host_devices(dir: &Path) -> Vec<spec::DeviceNode> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    const OWN: &[&str] = &[
+        "null", "zero", "full", "random", "urandom", "tty", "console", "ptmx", "pts", "shm",
+        "mqueue", "fd", "stdin", "stdout", "stderr", "core",
+    ];
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if depth == 0 && OWN.iter().any(|o| name == *o) {
+                continue;
+            }
+            let Ok(md) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            let ft = md.file_type();
+            if ft.is_dir() && depth == 0 {
+                stack.push((e.path(), 1));
+            } else if ft.is_char_device() || ft.is_block_device() {
+                let rdev = md.rdev();
+                out.push(spec::DeviceNode {
+                    path: e.path(),
+                    kind: if ft.is_char_device() { 'c' } else { 'b' },
+                    major: nix::sys::stat::major(rdev),
+                    minor: nix::sys::stat::minor(rdev),
+                    mode: md.mode() & 0o7777,
+                    uid: md.uid(),
+                    gid: md.gid(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
 }
 
 /// Mount points of every cgroup (v1) and cgroup2 hierarchy.
@@ -152,6 +220,30 @@ fn remove_cgroup_under(mount: &Path, path: &str) {
         }
         cur = p.parent();
     }
+}
+
+/// Bytes (allocated blocks) and inodes used under `dirs`, each inode counted once however many
+/// hard links name it. Unreadable entries are skipped: this is a report, not an audit.
+pub fn disk_usage(dirs: &[PathBuf]) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(p) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if seen.insert((md.dev(), md.ino())) {
+            bytes += md.blocks() * 512;
+            inodes += 1;
+        }
+        if md.is_dir()
+            && let Ok(entries) = std::fs::read_dir(&p)
+        {
+            stack.extend(entries.flatten().map(|e| e.path()));
+        }
+    }
+    (bytes, inodes)
 }
 
 /// Resolves a CRI log path: relative ones are joined to the sandbox's log directory.
@@ -192,6 +284,19 @@ mod tests {
         assert_eq!(resolve_log_path("", "").expect("ok"), "");
         assert!(resolve_log_path("/d", "../x").is_err());
         assert!(resolve_log_path("", "rel.log").is_err());
+    }
+
+    #[test]
+    fn disk_usage_counts_hard_links_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).expect("mkdir");
+        std::fs::write(d.join("sub/a"), vec![1u8; 10_000]).expect("write");
+        std::fs::hard_link(d.join("sub/a"), d.join("b")).expect("link");
+        let (bytes, inodes) = disk_usage(&[d.to_path_buf()]);
+        assert_eq!(inodes, 3, "dir, sub, one file");
+        assert!(bytes >= 10_000, "{bytes}");
+        assert_eq!(disk_usage(&[d.join("missing")]), (0, 0));
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! Building a container's OCI runtime spec from its image config and CRI `ContainerConfig`:
 //! Kubernetes' command/args rule, env merging, user resolution, namespaces joined by path,
-//! runc's default mounts, containerd's default capabilities, and cgroup resources.
+//! runc's default mounts, containerd's default capabilities, seccomp, masked and read-only
+//! paths, namespaced sysctls, and cgroup resources.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::seccomp::{self, SeccompProfile};
 use crate::error::{Result, RuntimeError};
 use crate::image::ImageConfig;
 
@@ -199,13 +203,66 @@ pub struct BindMount {
 }
 
 /// cgroup limits from CRI `LinuxContainerResources`; zero means unset.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resources {
     pub memory_limit: i64,
     pub cpu_shares: i64,
     pub cpu_quota: i64,
     pub cpu_period: i64,
     pub oom_score_adj: i64,
+    /// Most tasks the container may have; zero for no limit.
+    #[serde(default)]
+    pub pids_limit: i64,
+}
+
+/// The paths a non-privileged container cannot see (bind-mounted over with /dev/null or an
+/// empty tmpfs), as containerd and runc mask them: kernel memory, keys, timers and firmware.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// The paths a non-privileged container sees read-only: kernel tunables and triggers.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Whether `name` is a sysctl the kernel keeps per namespace, so that setting it in a pod does
+/// not change the node: Kubernetes' list (IPC: `kernel.shm*`, `kernel.msg*`, `kernel.sem`,
+/// `fs.mqueue.*`; network: `net.*`). Network ones need the pod's own network namespace and IPC
+/// ones its own IPC namespace.
+pub fn check_sysctl(name: &str, host_network: bool, host_ipc: bool) -> Result<()> {
+    let ipc = name.starts_with("kernel.shm")
+        || name.starts_with("kernel.msg")
+        || name == "kernel.sem"
+        || name.starts_with("fs.mqueue.");
+    let net = name.starts_with("net.");
+    let why = if !ipc && !net {
+        "is not a namespaced sysctl"
+    } else if net && host_network {
+        "is not allowed in a pod that uses the host's network"
+    } else if ipc && host_ipc {
+        "is not allowed in a pod that uses the host's IPC namespace"
+    } else {
+        return Ok(());
+    };
+    Err(RuntimeError::InvalidArgument(format!(
+        "sysctl {name:?} {why}"
+    )))
 }
 
 /// Everything a spec is built from.
@@ -227,6 +284,31 @@ pub struct SpecInput {
     pub resources: Resources,
     pub cgroups_path: String,
     pub annotations: Vec<(String, String)>,
+    /// Set the process's no_new_privs bit (CRI `no_new_privs`).
+    pub no_new_privs: bool,
+    pub seccomp: SeccompProfile,
+    /// Checked with [`check_sysctl`] before they get here.
+    pub sysctls: BTreeMap<String, String>,
+    /// CRI `masked_paths`/`readonly_paths`; empty means the defaults above.
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    /// Device nodes of the host, given to privileged containers.
+    pub host_devices: Vec<DeviceNode>,
+    /// The capabilities the runtime holds (its bounding set); `None`: all of [`ALL_CAPS`].
+    pub bounding_caps: Option<Vec<String>>,
+}
+
+/// A device node of the host, as a privileged container gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNode {
+    pub path: PathBuf,
+    /// `c` or `b`.
+    pub kind: char,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 fn normalize_cap(c: &str) -> String {
@@ -238,8 +320,9 @@ fn normalize_cap(c: &str) -> String {
     }
 }
 
-/// Every capability the kernel may know, for privileged containers and `ALL`.
-const ALL_CAPS: &[&str] = &[
+/// Every capability skiff knows, in bit order (index = capability number), for privileged
+/// containers and `ALL`.
+pub const ALL_CAPS: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_DAC_READ_SEARCH",
@@ -278,18 +361,39 @@ const ALL_CAPS: &[&str] = &[
     "CAP_WAKE_ALARM",
     "CAP_BLOCK_SUSPEND",
     "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
 
-/// The capability set after CRI's add/drop (`ALL` accepted in both).
-pub fn capabilities(privileged: bool, add: &[String], drop: &[String]) -> Vec<String> {
+/// The capabilities named by the bits of `mask` (a `CapBnd` line of /proc/<pid>/status).
+pub fn caps_from_mask(mask: u64) -> Vec<String> {
+    ALL_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+/// The capability set after CRI's add/drop (`ALL` accepted in both). `all` is every
+/// capability the runtime itself holds: a privileged container or `ALL` gets those, as
+/// containerd's `WithAllCurrentCapabilities` does, since asking for one outside the runtime's
+/// bounding set makes capset(2) fail and the container not start.
+pub fn capabilities(
+    privileged: bool,
+    add: &[String],
+    drop: &[String],
+    all: &[String],
+) -> Vec<String> {
     let mut caps: Vec<String> = if privileged {
-        ALL_CAPS.iter().map(|s| s.to_string()).collect()
+        all.to_vec()
     } else {
         DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
     };
     for a in add {
         if a.eq_ignore_ascii_case("ALL") {
-            caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+            caps = all.to_vec();
         } else {
             let a = normalize_cap(a);
             if ALL_CAPS.contains(&a.as_str()) && !caps.contains(&a) {
@@ -339,7 +443,11 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         gid: 0,
         additional_gids: vec![],
     });
-    let caps = capabilities(input.privileged, &input.cap_add, &input.cap_drop);
+    let all: Vec<String> = match &input.bounding_caps {
+        Some(b) => b.clone(),
+        None => ALL_CAPS.iter().map(|s| s.to_string()).collect(),
+    };
+    let caps = capabilities(input.privileged, &input.cap_add, &input.cap_drop, &all);
     // Ambient capabilities only for root, as containerd does: a non-root process gets none.
     let ambient: Vec<String> = Vec::new();
 
@@ -413,32 +521,45 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         resources["cpu"] = serde_json::Value::Object(cpu);
     }
 
-    let (masked, readonly): (Vec<&str>, Vec<&str>) = if input.privileged {
-        (vec![], vec![])
-    } else {
-        (
-            vec![
-                "/proc/acpi",
-                "/proc/asound",
-                "/proc/kcore",
-                "/proc/keys",
-                "/proc/latency_stats",
-                "/proc/timer_list",
-                "/proc/timer_stats",
-                "/proc/sched_debug",
-                "/proc/scsi",
-                "/sys/firmware",
-                "/sys/devices/virtual/powercap",
-            ],
-            vec![
-                "/proc/bus",
-                "/proc/fs",
-                "/proc/irq",
-                "/proc/sys",
-                "/proc/sysrq-trigger",
-            ],
-        )
+    if r.pids_limit > 0 {
+        resources["pids"] = json!({"limit": r.pids_limit});
+    }
+
+    // Privileged containers see everything: no masking, no read-only /proc paths, no filter.
+    let pick = |given: &[String], default: &[&str]| -> Vec<String> {
+        if input.privileged {
+            vec![]
+        } else if given.is_empty() {
+            default.iter().map(|s| s.to_string()).collect()
+        } else {
+            given.to_vec()
+        }
     };
+    let masked = pick(&input.masked_paths, MASKED_PATHS);
+    let readonly = pick(&input.readonly_paths, READONLY_PATHS);
+    let seccomp = match (&input.seccomp, input.privileged) {
+        (_, true) | (SeccompProfile::Unconfined, _) => None,
+        (SeccompProfile::RuntimeDefault, false) => Some(seccomp::runtime_default(&caps)),
+        (SeccompProfile::Localhost(v), false) => Some(v.clone()),
+    };
+    let devices: Vec<serde_json::Value> = if input.privileged {
+        input
+            .host_devices
+            .iter()
+            .map(|d| {
+                json!({"path": d.path, "type": d.kind.to_string(), "major": d.major, "minor": d.minor,
+                       "fileMode": d.mode, "uid": d.uid, "gid": d.gid})
+            })
+            .collect()
+    } else {
+        vec![]
+    };
+    if input.privileged {
+        // A privileged container may write sysfs, as under runc and containerd.
+        if let Some(sys) = mounts.iter_mut().find(|m| m["destination"] == "/sys") {
+            sys["options"] = json!(["nosuid", "noexec", "nodev", "rw"]);
+        }
+    }
 
     // No rlimits: the container inherits the node's. Raising a hard limit needs
     // CAP_SYS_RESOURCE, which this kind of host lacks (DESIGN.md), and fails the start with EPERM.
@@ -451,8 +572,12 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         "capabilities": {
             "bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": ambient,
         },
-        "noNewPrivileges": !input.privileged,
     });
+    // Only ever `true` or absent: libcontainer treats a present `false` as "set later" and then
+    // loads the seccomp filter after dropping CAP_SYS_ADMIN, which the kernel refuses.
+    if input.no_new_privs && !input.privileged {
+        process["noNewPrivileges"] = json!(true);
+    }
     // Never negative: this host lacks CAP_SYS_RESOURCE (see DESIGN.md).
     if r.oom_score_adj > 0 {
         process["oomScoreAdj"] = json!(r.oom_score_adj.min(1000));
@@ -462,19 +587,25 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         .iter()
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
+    let mut linux = json!({
+        "cgroupsPath": input.cgroups_path,
+        "namespaces": namespaces,
+        "resources": resources,
+        "maskedPaths": masked,
+        "readonlyPaths": readonly,
+        "sysctl": input.sysctls,
+        "devices": devices,
+    });
+    if let Some(s) = seccomp {
+        linux["seccomp"] = s;
+    }
     let spec = json!({
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": input.rootfs, "readonly": input.readonly_rootfs},
         "mounts": mounts,
         "annotations": annotations,
-        "linux": {
-            "cgroupsPath": input.cgroups_path,
-            "namespaces": namespaces,
-            "resources": resources,
-            "maskedPaths": masked,
-            "readonlyPaths": readonly,
-        },
+        "linux": linux,
     });
     serde_json::from_value(spec).map_err(|e| RuntimeError::Internal(format!("build oci spec: {e}")))
 }
@@ -595,11 +726,31 @@ mod tests {
 
     #[test]
     fn capability_add_drop() {
-        let c = capabilities(false, &s(&["NET_ADMIN"]), &s(&["CAP_KILL"]));
+        let all = s(ALL_CAPS);
+        let c = capabilities(false, &s(&["NET_ADMIN"]), &s(&["CAP_KILL"]), &all);
         assert!(c.contains(&"CAP_NET_ADMIN".to_string()));
         assert!(!c.contains(&"CAP_KILL".to_string()));
-        assert!(capabilities(false, &[], &s(&["ALL"])).is_empty());
-        assert!(capabilities(true, &[], &[]).contains(&"CAP_SYS_ADMIN".to_string()));
+        assert!(capabilities(false, &[], &s(&["ALL"]), &all).is_empty());
+        assert!(capabilities(true, &[], &[], &all).contains(&"CAP_SYS_ADMIN".to_string()));
+        // Privileged and ALL stop at what the runtime holds.
+        let held = s(&["CAP_CHOWN", "CAP_SYS_ADMIN"]);
+        assert_eq!(capabilities(true, &[], &[], &held), held);
+        assert_eq!(capabilities(false, &s(&["ALL"]), &[], &held), held);
+    }
+
+    #[test]
+    fn capability_masks_name_their_bits() {
+        // This machine's kind of CapBnd: everything up to CHECKPOINT_RESTORE but SYS_RESOURCE.
+        let caps = caps_from_mask(0x01ff_feff_ffff);
+        assert_eq!(caps.len(), ALL_CAPS.len() - 1);
+        assert!(!caps.contains(&"CAP_SYS_RESOURCE".to_string()));
+        assert!(caps.contains(&"CAP_CHECKPOINT_RESTORE".to_string()));
+        assert_eq!(
+            caps_from_mask(0xa80425fb)
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>(),
+            s(DEFAULT_CAPS).into_iter().collect()
+        );
     }
 
     #[test]
@@ -622,8 +773,10 @@ mod tests {
                 cpu_quota: 50000,
                 cpu_period: 100000,
                 oom_score_adj: -997,
+                pids_limit: 4096,
             },
             cgroups_path: "/skiff/pod/ctr".into(),
+            no_new_privs: true,
             ..Default::default()
         };
         let spec = build_spec(&input).expect("spec");
@@ -632,6 +785,7 @@ mod tests {
         assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(v["linux"]["resources"]["cpu"]["shares"], 512);
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50000);
+        assert_eq!(v["linux"]["resources"]["pids"]["limit"], 4096);
         let ns = v["linux"]["namespaces"].as_array().expect("ns");
         assert!(
             ns.iter()
@@ -648,6 +802,164 @@ mod tests {
             "negative oom_score_adj must be dropped"
         );
         assert!(v.get("hostname").is_none());
+    }
+
+    fn sh() -> SpecInput {
+        SpecInput {
+            image: ImageConfig {
+                cmd: s(&["sh"]),
+                ..Default::default()
+            },
+            rootfs: "/r/rootfs".into(),
+            ..Default::default()
+        }
+    }
+
+    fn spec_json(input: &SpecInput) -> serde_json::Value {
+        serde_json::to_value(build_spec(input).expect("spec")).expect("json")
+    }
+
+    fn strings(v: &serde_json::Value) -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn default_container_gets_default_caps_masks_and_no_filter_unless_asked() {
+        let v = spec_json(&sh());
+        // The OCI types keep capabilities in sets: compare sorted.
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let caps = sorted(strings(&v["process"]["capabilities"]["effective"]));
+        assert_eq!(caps, sorted(s(DEFAULT_CAPS)));
+        assert_eq!(
+            sorted(strings(&v["process"]["capabilities"]["bounding"])),
+            caps
+        );
+        assert!(strings(&v["process"]["capabilities"]["ambient"]).is_empty());
+        assert_eq!(strings(&v["linux"]["maskedPaths"]), s(MASKED_PATHS));
+        assert_eq!(strings(&v["linux"]["readonlyPaths"]), s(READONLY_PATHS));
+        assert!(strings(&v["linux"]["maskedPaths"]).contains(&"/proc/kcore".to_string()));
+        assert!(v["linux"].get("seccomp").is_none(), "unconfined: no filter");
+        // Absent, never false: see build_spec.
+        assert!(v["process"].get("noNewPrivileges").is_none());
+        assert_eq!(v["root"]["readonly"], false);
+    }
+
+    #[test]
+    fn runtime_default_seccomp_and_no_new_privs() {
+        let v = spec_json(&SpecInput {
+            seccomp: SeccompProfile::RuntimeDefault,
+            no_new_privs: true,
+            cap_add: s(&["SYS_ADMIN"]),
+            ..sh()
+        });
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        let allowed: Vec<String> = v["linux"]["seccomp"]["syscalls"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .flat_map(|r| strings(&r["names"]))
+            .collect();
+        assert!(
+            allowed.contains(&"mount".to_string()),
+            "CAP_SYS_ADMIN opens mount"
+        );
+    }
+
+    #[test]
+    fn localhost_seccomp_is_used_verbatim() {
+        let profile = json!({"defaultAction": "SCMP_ACT_LOG"});
+        let v = spec_json(&SpecInput {
+            seccomp: SeccompProfile::Localhost(profile.clone()),
+            ..sh()
+        });
+        assert_eq!(v["linux"]["seccomp"], profile);
+    }
+
+    #[test]
+    fn privileged_gets_everything_and_no_confinement() {
+        let v = spec_json(&SpecInput {
+            privileged: true,
+            seccomp: SeccompProfile::RuntimeDefault,
+            no_new_privs: true,
+            host_devices: vec![DeviceNode {
+                path: "/dev/loop0".into(),
+                kind: 'b',
+                major: 7,
+                minor: 0,
+                mode: 0o660,
+                uid: 0,
+                gid: 6,
+            }],
+            ..sh()
+        });
+        let caps = strings(&v["process"]["capabilities"]["effective"]);
+        assert!(caps.contains(&"CAP_SYS_ADMIN".to_string()));
+        assert_eq!(caps.len(), ALL_CAPS.len());
+        assert!(v["linux"].get("seccomp").is_none());
+        assert!(v["process"].get("noNewPrivileges").is_none());
+        assert!(strings(&v["linux"]["maskedPaths"]).is_empty());
+        assert!(strings(&v["linux"]["readonlyPaths"]).is_empty());
+        assert_eq!(v["linux"]["devices"][0]["path"], "/dev/loop0");
+        assert_eq!(v["linux"]["devices"][0]["type"], "b");
+        assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], true);
+        let sys = v["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .expect("sys");
+        assert!(strings(&sys["options"]).contains(&"rw".to_string()));
+    }
+
+    #[test]
+    fn readonly_rootfs_user_groups_and_sysctls() {
+        let v = spec_json(&SpecInput {
+            readonly_rootfs: true,
+            user: Some(ResolvedUser {
+                uid: 1000,
+                gid: 2000,
+                additional_gids: vec![3000],
+            }),
+            sysctls: BTreeMap::from([("net.ipv4.ip_forward".into(), "1".into())]),
+            masked_paths: s(&["/proc/custom"]),
+            ..sh()
+        });
+        assert_eq!(v["root"]["readonly"], true);
+        assert_eq!(v["process"]["user"]["uid"], 1000);
+        assert_eq!(v["process"]["user"]["gid"], 2000);
+        assert_eq!(v["process"]["user"]["additionalGids"], json!([3000]));
+        assert_eq!(v["linux"]["sysctl"]["net.ipv4.ip_forward"], "1");
+        assert_eq!(strings(&v["linux"]["maskedPaths"]), s(&["/proc/custom"]));
+    }
+
+    #[test]
+    fn only_namespaced_sysctls_are_allowed() {
+        // (name, host_network, host_ipc) → allowed
+        let cases = [
+            ("net.ipv4.ip_local_port_range", false, false, true),
+            ("net.core.somaxconn", true, false, false),
+            ("kernel.shm_rmid_forced", false, false, true),
+            ("kernel.shmmax", false, true, false),
+            ("kernel.msgmax", false, false, true),
+            ("kernel.sem", false, false, true),
+            ("fs.mqueue.msg_max", false, false, true),
+            ("kernel.hostname", false, false, false),
+            ("vm.swappiness", false, false, false),
+            ("kernel.panic", false, false, false),
+        ];
+        for (name, hn, hi, ok) in cases {
+            assert_eq!(check_sysctl(name, hn, hi).is_ok(), ok, "{name} {hn} {hi}");
+        }
     }
 
     #[test]

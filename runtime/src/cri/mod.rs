@@ -28,6 +28,20 @@ impl CriService {
 
 type R<T> = Result<Response<T>, Status>;
 
+impl CriService {
+    /// Runs a synchronous runtime operation (file walks, cgroup files) on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Runtime) -> Result<T, RuntimeError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let rt = self.rt.clone();
+        tokio::task::spawn_blocking(move || f(&rt))
+            .await
+            .map_err(|e| RuntimeError::Internal(format!("blocking task: {e}")))?
+            .map_err(Status::from)
+    }
+}
+
 #[tonic::async_trait]
 impl cri_api::RuntimeService for CriService {
     async fn version(&self, _req: Request<cri::VersionRequest>) -> R<cri::VersionResponse> {
@@ -46,12 +60,90 @@ impl cri_api::RuntimeService for CriService {
             reason: String::new(),
             message: String::new(),
         };
+        // RuntimeReady: this server answers, so its state loaded and its store is open.
+        // NetworkReady is reported as before: pod networking is not this module's to judge.
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
                 conditions: vec![cond("RuntimeReady"), cond("NetworkReady")],
             }),
             info: Default::default(),
         }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _req: Request<cri::RuntimeConfigRequest>,
+    ) -> R<cri::RuntimeConfigResponse> {
+        // skiff writes cgroupfs paths itself (`/skiff/<pod>/<container>`), never through systemd.
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> R<cri::UpdateContainerResourcesResponse> {
+        let req = req.into_inner();
+        self.blocking(move |rt| rt.update_container_resources(&req.container_id, req.linux))
+            .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<cri::ReopenContainerLogRequest>,
+    ) -> R<cri::ReopenContainerLogResponse> {
+        let id = req.into_inner().container_id;
+        self.blocking(move |rt| rt.reopen_container_log(&id))
+            .await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
+    async fn container_stats(
+        &self,
+        req: Request<cri::ContainerStatsRequest>,
+    ) -> R<cri::ContainerStatsResponse> {
+        let id = req.into_inner().container_id;
+        let stats = self.blocking(move |rt| rt.container_stats(&id)).await?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<cri::ListContainerStatsRequest>,
+    ) -> R<cri::ListContainerStatsResponse> {
+        let filter = req.into_inner().filter;
+        let stats = self
+            .blocking(move |rt| Ok(rt.list_container_stats(filter)))
+            .await?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<cri::PodSandboxStatsRequest>,
+    ) -> R<cri::PodSandboxStatsResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        let stats = self.blocking(move |rt| rt.pod_sandbox_stats(&id)).await?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> R<cri::ListPodSandboxStatsResponse> {
+        let filter = req.into_inner().filter;
+        let stats = self
+            .blocking(move |rt| Ok(rt.list_pod_sandbox_stats(filter)))
+            .await?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn run_pod_sandbox(
@@ -292,6 +384,14 @@ impl cri_api::ImageService for CriService {
         let in_use = self.rt.snapshots_in_use();
         self.rt.images.remove(&name, &in_use)?;
         Ok(Response::new(cri::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _req: Request<cri::ImageFsInfoRequest>,
+    ) -> R<cri::ImageFsInfoResponse> {
+        let info = self.blocking(|rt| Ok(rt.image_fs_info())).await?;
+        Ok(Response::new(info))
     }
 }
 

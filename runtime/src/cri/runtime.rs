@@ -9,6 +9,8 @@ use std::time::Duration;
 use cri_api::v1 as cri;
 use nix::sys::signal::Signal;
 
+use crate::container::cgroup::{self, Cgroups};
+use crate::container::seccomp::{self, SeccompProfile};
 use crate::container::spec::{self, BindMount, JoinNamespaces, Resources, SpecInput, UserRequest};
 use crate::container::{ContainerRecord, Host, MountRecord, resolve_log_path};
 use crate::error::{Result, RuntimeError};
@@ -32,8 +34,38 @@ pub enum Live {
 const KILL_WAIT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 
+/// Node-wide defaults the runtime applies to every container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerDefaults {
+    /// pids.max for containers whose CRI config sets none (0: no limit).
+    pub pids_limit: i64,
+    /// A container log file is rotated once it grows past this many bytes (0: never).
+    pub log_max_size: u64,
+    /// Log files kept per container, the live one included (at least 1).
+    pub log_max_files: u32,
+}
+
+/// Default pids limit: generous for real workloads, small enough to stop a fork bomb.
+pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
+
+impl Default for ContainerDefaults {
+    /// The kubelet's log defaults (`containerLogMaxSize` 10Mi, `containerLogMaxFiles` 5).
+    fn default() -> Self {
+        ContainerDefaults {
+            pids_limit: DEFAULT_PIDS_LIMIT,
+            log_max_size: 10 << 20,
+            log_max_files: 5,
+        }
+    }
+}
+
 /// The runtime: everything the CRI services act on.
 pub struct Runtime {
+    defaults: ContainerDefaults,
+    cgroups: Arc<dyn Cgroups>,
+    /// The last CPU usage read per cgroup path (time ns, usage ns), to turn the cumulative
+    /// counter into a rate (`usage_nano_cores`), as containerd keeps it.
+    cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
     root: PathBuf,
     pub(crate) images: ImageStore,
     ns: Arc<dyn NamespaceHelper>,
@@ -104,6 +136,18 @@ fn cgroup_component(s: &str) -> String {
         .collect()
 }
 
+/// The pod's cgroup, parent of its containers' ones.
+fn sandbox_cgroup(sb: &SandboxRecord) -> String {
+    let pod = if sb.uid.is_empty() {
+        sb.id.clone()
+    } else {
+        cgroup_component(&sb.uid)
+    };
+    format!("/skiff/{pod}")
+}
+
+mod stats;
+
 impl Runtime {
     /// Opens the runtime state under `root`, loading persisted sandboxes and containers.
     pub fn open(
@@ -131,6 +175,9 @@ impl Runtime {
             "runtime state loaded"
         );
         Ok(Runtime {
+            defaults: ContainerDefaults::default(),
+            cgroups: Arc::from(cgroup::host()),
+            cpu_samples: Mutex::default(),
             root: root.to_path_buf(),
             images,
             ns,
@@ -140,6 +187,30 @@ impl Runtime {
             containers: Mutex::new(containers),
             ops: Mutex::default(),
         })
+    }
+
+    /// Replaces the node-wide container defaults.
+    pub fn with_defaults(mut self, defaults: ContainerDefaults) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// Replaces the cgroup hierarchy stats are read from and updates written to.
+    pub fn with_cgroups(mut self, cgroups: Arc<dyn Cgroups>) -> Self {
+        self.cgroups = cgroups;
+        self
+    }
+
+    /// cgroup limits from CRI resources, with the node's default pids limit.
+    fn resources_from(&self, r: &cri::LinuxContainerResources) -> Resources {
+        Resources {
+            memory_limit: r.memory_limit_in_bytes,
+            cpu_shares: r.cpu_shares,
+            cpu_quota: r.cpu_quota,
+            cpu_period: r.cpu_period,
+            oom_score_adj: r.oom_score_adj,
+            pids_limit: self.defaults.pids_limit,
+        }
     }
 
     async fn op_lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
@@ -205,6 +276,14 @@ impl Runtime {
             .unwrap_or_default();
         let host_network = nsopts.network == cri::NamespaceMode::Node as i32;
         let host_ipc = nsopts.ipc == cri::NamespaceMode::Node as i32;
+        let sysctls: BTreeMap<String, String> = config
+            .linux
+            .as_ref()
+            .map(|l| to_btree(&l.sysctls))
+            .unwrap_or_default();
+        for name in sysctls.keys() {
+            spec::check_sysctl(name, host_network, host_ipc)?;
+        }
         let hostname = if host_network {
             None
         } else if config.hostname.is_empty() {
@@ -233,6 +312,15 @@ impl Runtime {
         let dns = config.dns_config.clone().unwrap_or_default();
         let resolv_conf =
             sandbox::write_resolv_conf(&dir, &dns.servers, &dns.searches, &dns.options)?;
+        let host_hosts = host_network.then(|| std::fs::read_to_string("/etc/hosts").ok());
+        let host_hostname =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let (etc_hosts, etc_hostname) = sandbox::write_etc_files(
+            &dir,
+            hostname.as_deref().unwrap_or_default(),
+            host_hosts.flatten().as_deref(),
+            &host_hostname,
+        )?;
         let record = SandboxRecord {
             id: id.clone(),
             name: meta.name,
@@ -249,6 +337,9 @@ impl Runtime {
             phase: SandboxPhase::Ready,
             ns: ns_paths,
             resolv_conf,
+            etc_hosts: Some(etc_hosts),
+            etc_hostname: Some(etc_hostname),
+            sysctls,
         };
         if let Err(e) = self.save_sandbox(&record) {
             let _ = self.ns.release(&record.ns);
@@ -452,24 +543,57 @@ impl Runtime {
                 readonly: m.readonly,
             })
             .collect();
-        if let Some(resolv) = &sb.resolv_conf
-            && !mounts
-                .iter()
-                .any(|m| m.container_path == Path::new("/etc/resolv.conf"))
-        {
-            mounts.push(BindMount {
-                host_path: resolv.clone(),
-                container_path: "/etc/resolv.conf".into(),
-                readonly: false,
-            });
+        // The pod's files unless the caller mounts its own (the kubelet mounts /etc/hosts).
+        for (file, target) in [
+            (&sb.resolv_conf, "/etc/resolv.conf"),
+            (&sb.etc_hosts, "/etc/hosts"),
+            (&sb.etc_hostname, "/etc/hostname"),
+        ] {
+            if let Some(file) = file
+                && !mounts.iter().any(|m| m.container_path == Path::new(target))
+            {
+                mounts.push(BindMount {
+                    host_path: file.clone(),
+                    container_path: target.into(),
+                    readonly: sc.readonly_rootfs,
+                });
+            }
         }
-        let pod = if sb.uid.is_empty() {
-            sb.id.clone()
-        } else {
-            cgroup_component(&sb.uid)
+        let seccomp = match &sc.seccomp {
+            None => SeccompProfile::Unconfined,
+            Some(p) => match cri::security_profile::ProfileType::try_from(p.profile_type) {
+                Ok(cri::security_profile::ProfileType::RuntimeDefault) => {
+                    SeccompProfile::RuntimeDefault
+                }
+                Ok(cri::security_profile::ProfileType::Unconfined) => SeccompProfile::Unconfined,
+                Ok(cri::security_profile::ProfileType::Localhost) => {
+                    let path = p.localhost_ref.clone();
+                    SeccompProfile::Localhost(
+                        blocking(move || seccomp::load_localhost(&path)).await?,
+                    )
+                }
+                Err(_) => {
+                    return Err(RuntimeError::InvalidArgument(format!(
+                        "unknown seccomp profile type {}",
+                        p.profile_type
+                    )));
+                }
+            },
         };
-        let cgroup_path = format!("/skiff/{pod}/{id}");
+        let host = self.host.clone();
+        let privileged = sc.privileged;
+        let (host_devices, bounding_caps) = blocking(move || {
+            let devices = if privileged {
+                host.devices()
+            } else {
+                Vec::new()
+            };
+            Ok((devices, host.bounding_caps()))
+        })
+        .await?;
+        let cgroup_path = format!("{}/{id}", sandbox_cgroup(&sb));
         let caps = sc.capabilities.clone().unwrap_or_default();
+        let resources = self.resources_from(&res);
         let input = SpecInput {
             image: image.config.clone(),
             command: config.command.clone(),
@@ -492,19 +616,20 @@ impl Runtime {
                 uts: sb.ns.uts.clone(),
             },
             mounts,
-            resources: Resources {
-                memory_limit: res.memory_limit_in_bytes,
-                cpu_shares: res.cpu_shares,
-                cpu_quota: res.cpu_quota,
-                cpu_period: res.cpu_period,
-                oom_score_adj: res.oom_score_adj,
-            },
+            resources: resources.clone(),
             cgroups_path: cgroup_path.clone(),
             annotations: config
                 .annotations
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            no_new_privs: sc.no_new_privs,
+            seccomp,
+            sysctls: sb.sysctls.clone(),
+            masked_paths: sc.masked_paths.clone(),
+            readonly_paths: sc.readonly_paths.clone(),
+            host_devices,
+            bounding_caps,
         };
         let oci = spec::build_spec(&input)?;
 
@@ -539,6 +664,7 @@ impl Runtime {
                 })
                 .collect(),
             start_error: String::new(),
+            resources,
         };
         let monitor = MonitorConfig {
             id: id.clone(),
@@ -546,6 +672,8 @@ impl Runtime {
             state_root: self.root.join("libcontainer"),
             log_path: (!log_path.is_empty()).then(|| PathBuf::from(&log_path)),
             cgroup_path,
+            log_max_size: self.defaults.log_max_size,
+            log_max_files: self.defaults.log_max_files,
         };
         let host = self.host.clone();
         let dir2 = dir.clone();

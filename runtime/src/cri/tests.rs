@@ -12,6 +12,7 @@ use tonic::Request;
 
 use super::*;
 use crate::container::Host;
+use crate::container::cgroup::{CgroupStats, FakeCgroups};
 use crate::error::Result;
 use crate::image::tests::{FakeRegistry, busybox_like_tar, store};
 use crate::monitor::{EXIT_FILE, ExitRecord, Launcher, Started};
@@ -170,6 +171,7 @@ struct Harness {
     host: Arc<FakeHost>,
     launcher: Arc<FakeLauncher>,
     registry: Arc<FakeRegistry>,
+    cgroups: Arc<FakeCgroups>,
 }
 
 const IMAGE: &str = "127.0.0.1:5055/busybox:1";
@@ -180,10 +182,13 @@ fn open(
     ns: Arc<FakeNs>,
     host: Arc<FakeHost>,
     launcher: Arc<FakeLauncher>,
+    cgroups: Arc<FakeCgroups>,
 ) -> CriService {
     let images = store(root, registry);
     CriService::new(Arc::new(
-        Runtime::open(root, images, ns, host, launcher).expect("open runtime"),
+        Runtime::open(root, images, ns, host, launcher)
+            .expect("open runtime")
+            .with_cgroups(cgroups),
     ))
 }
 
@@ -199,12 +204,14 @@ fn harness() -> Harness {
     let ns = Arc::new(FakeNs::default());
     let host = Arc::new(FakeHost::default());
     let launcher = Arc::new(FakeLauncher::new(&root));
+    let cgroups = Arc::new(FakeCgroups::default());
     let svc = open(
         &root,
         registry.clone(),
         ns.clone(),
         host.clone(),
         launcher.clone(),
+        cgroups.clone(),
     );
     Harness {
         _dir: dir,
@@ -214,6 +221,7 @@ fn harness() -> Harness {
         host,
         launcher,
         registry,
+        cgroups,
     }
 }
 
@@ -317,6 +325,18 @@ impl Harness {
             }))
             .await
             .map(|r| r.into_inner().container_id)
+    }
+
+    /// Pulls the image and runs container `app` (`sh`) in a new sandbox.
+    async fn running_app(&self) -> (String, String) {
+        self.pull().await;
+        let sb = self.sandbox(false).await;
+        let id = self
+            .create(&sb, container_config("app", &["sh"], &[]))
+            .await
+            .expect("create");
+        self.start(&id).await.expect("start");
+        (sb, id)
     }
 
     async fn start(&self, id: &str) -> Result<(), tonic::Status> {
@@ -713,19 +733,14 @@ async fn bad_requests_are_invalid_argument_and_unknown_ids_not_found() {
 #[tokio::test]
 async fn state_survives_a_runtime_restart() {
     let h = harness();
-    h.pull().await;
-    let sb = h.sandbox(false).await;
-    let id = h
-        .create(&sb, container_config("app", &["sh"], &[]))
-        .await
-        .expect("create");
-    h.start(&id).await.expect("start");
+    let (_, id) = h.running_app().await;
     let svc2 = open(
         &h.root,
         h.registry.clone(),
         h.ns.clone(),
         h.host.clone(),
         h.launcher.clone(),
+        h.cgroups.clone(),
     );
     let st = svc2
         .container_status(Request::new(cri::ContainerStatusRequest {
@@ -745,4 +760,383 @@ async fn state_survives_a_runtime_restart() {
         .into_inner();
     assert_eq!(sbs.items.len(), 1);
     assert!(svc2.rt.images.get(IMAGE).is_some());
+}
+
+#[tokio::test]
+async fn runtime_config_is_cgroupfs() {
+    let h = harness();
+    let rc = h
+        .svc
+        .runtime_config(Request::new(cri::RuntimeConfigRequest {}))
+        .await
+        .expect("runtime config")
+        .into_inner();
+    assert_eq!(
+        rc.linux.expect("linux").cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
+}
+
+fn secured(
+    mut cfg: cri::ContainerConfig,
+    sc: cri::LinuxContainerSecurityContext,
+) -> cri::ContainerConfig {
+    if let Some(l) = cfg.linux.as_mut() {
+        l.security_context = Some(sc);
+    }
+    cfg
+}
+
+#[tokio::test]
+async fn security_context_reaches_the_spec() {
+    let h = harness();
+    h.pull().await;
+    let sb = h.sandbox(false).await;
+    let sc = cri::LinuxContainerSecurityContext {
+        capabilities: Some(cri::Capability {
+            add_capabilities: vec!["NET_ADMIN".into()],
+            drop_capabilities: vec!["MKNOD".into()],
+            ..Default::default()
+        }),
+        run_as_user: Some(cri::Int64Value { value: 1234 }),
+        run_as_group: Some(cri::Int64Value { value: 5678 }),
+        supplemental_groups: vec![42],
+        readonly_rootfs: true,
+        no_new_privs: true,
+        seccomp: Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+            localhost_ref: String::new(),
+        }),
+        ..Default::default()
+    };
+    let id = h
+        .create(&sb, secured(container_config("app", &["sh"], &[]), sc))
+        .await
+        .expect("create");
+    let spec = h.spec(&id);
+    let caps: Vec<&str> = spec["process"]["capabilities"]["effective"]
+        .as_array()
+        .expect("caps")
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    assert!(caps.contains(&"CAP_NET_ADMIN") && !caps.contains(&"CAP_MKNOD"));
+    assert_eq!(spec["process"]["user"]["uid"], 1234);
+    assert_eq!(spec["process"]["user"]["gid"], 5678);
+    assert_eq!(
+        spec["process"]["user"]["additionalGids"],
+        serde_json::json!([42])
+    );
+    assert_eq!(spec["process"]["noNewPrivileges"], true);
+    assert_eq!(spec["root"]["readonly"], true);
+    assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(
+        spec["linux"]["resources"]["pids"]["limit"],
+        super::runtime::DEFAULT_PIDS_LIMIT
+    );
+    // The pod's /etc files are mounted, read-only with a read-only rootfs.
+    let mounts = spec["mounts"].as_array().expect("mounts");
+    for target in ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"] {
+        if target == "/etc/resolv.conf" && !Path::new("/etc/resolv.conf").exists() {
+            continue;
+        }
+        let m = mounts
+            .iter()
+            .find(|m| m["destination"] == target)
+            .unwrap_or_else(|| panic!("{target} mounted"));
+        assert!(
+            m["options"]
+                .as_array()
+                .expect("opts")
+                .contains(&serde_json::json!("ro"))
+        );
+    }
+    let hostname_file = mounts
+        .iter()
+        .find(|m| m["destination"] == "/etc/hostname")
+        .and_then(|m| m["source"].as_str())
+        .expect("hostname source");
+    assert_eq!(
+        std::fs::read_to_string(hostname_file).expect("read"),
+        "web-host\n"
+    );
+}
+
+#[tokio::test]
+async fn localhost_seccomp_profile_is_loaded_and_a_missing_one_fails_create() {
+    let h = harness();
+    h.pull().await;
+    let sb = h.sandbox(false).await;
+    let profile = h.root.join("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[]}"#,
+    )
+    .expect("write");
+    let local = |path: &Path| cri::LinuxContainerSecurityContext {
+        seccomp: Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: path.display().to_string(),
+        }),
+        ..Default::default()
+    };
+    let id = h
+        .create(
+            &sb,
+            secured(container_config("a", &["sh"], &[]), local(&profile)),
+        )
+        .await
+        .expect("create");
+    assert_eq!(
+        h.spec(&id)["linux"]["seccomp"]["defaultAction"],
+        "SCMP_ACT_ALLOW"
+    );
+    let err = h
+        .create(
+            &sb,
+            secured(
+                container_config("b", &["sh"], &[]),
+                local(Path::new("/no/such/profile.json")),
+            ),
+        )
+        .await
+        .expect_err("missing profile");
+    assert!(
+        err.message().contains("/no/such/profile.json"),
+        "{}",
+        err.message()
+    );
+    let unconfined = cri::LinuxContainerSecurityContext {
+        seccomp: Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Unconfined as i32,
+            localhost_ref: String::new(),
+        }),
+        ..Default::default()
+    };
+    let id = h
+        .create(
+            &sb,
+            secured(container_config("c", &["sh"], &[]), unconfined),
+        )
+        .await
+        .expect("create");
+    assert!(h.spec(&id)["linux"].get("seccomp").is_none());
+}
+
+#[tokio::test]
+async fn sandbox_sysctls_must_be_namespaced_and_reach_containers() {
+    let h = harness();
+    h.pull().await;
+    let mut cfg = sandbox_config(false);
+    if let Some(l) = cfg.linux.as_mut() {
+        l.sysctls = [("kernel.panic".to_string(), "1".to_string())].into();
+    }
+    let err = h
+        .svc
+        .run_pod_sandbox(Request::new(cri::RunPodSandboxRequest {
+            config: Some(cfg.clone()),
+            runtime_handler: String::new(),
+        }))
+        .await
+        .expect_err("host sysctl");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("kernel.panic"), "{}", err.message());
+    assert!(
+        h.ns.created.lock().expect("lock").is_empty(),
+        "rejected before namespaces"
+    );
+    if let Some(l) = cfg.linux.as_mut() {
+        l.sysctls = [("net.ipv4.ping_group_range".to_string(), "0 0".to_string())].into();
+    }
+    let sb = h
+        .svc
+        .run_pod_sandbox(Request::new(cri::RunPodSandboxRequest {
+            config: Some(cfg),
+            runtime_handler: String::new(),
+        }))
+        .await
+        .expect("namespaced sysctl")
+        .into_inner()
+        .pod_sandbox_id;
+    let id = h
+        .create(&sb, container_config("app", &["sh"], &[]))
+        .await
+        .expect("create");
+    assert_eq!(
+        h.spec(&id)["linux"]["sysctl"]["net.ipv4.ping_group_range"],
+        "0 0"
+    );
+}
+
+#[tokio::test]
+async fn stats_come_from_the_cgroups_and_update_writes_them() {
+    let h = harness();
+    let (sb, id) = h.running_app().await;
+    let cg = format!("/skiff/pod-uid-1/{id}");
+    let sample = |cpu: u64| CgroupStats {
+        cpu_usage_ns: Some(cpu),
+        memory_usage: Some(10 << 20),
+        memory_working_set: Some(8 << 20),
+        memory_rss: Some(4 << 20),
+        page_faults: Some(5),
+        major_page_faults: Some(0),
+        pids: Some(2),
+    };
+    h.cgroups
+        .stats
+        .lock()
+        .expect("lock")
+        .insert(cg.clone(), sample(1_000_000));
+    h.cgroups
+        .stats
+        .lock()
+        .expect("lock")
+        .insert("/skiff/pod-uid-1".into(), sample(1_000_000));
+    let stats = h
+        .svc
+        .container_stats(Request::new(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        }))
+        .await
+        .expect("stats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let cpu = stats.cpu.expect("cpu");
+    assert_eq!(cpu.usage_core_nano_seconds.expect("usage").value, 1_000_000);
+    assert!(cpu.usage_nano_cores.is_none(), "no rate from one sample");
+    let mem = stats.memory.expect("memory");
+    assert_eq!(mem.working_set_bytes.expect("ws").value, 8 << 20);
+    assert_eq!(mem.rss_bytes.expect("rss").value, 4 << 20);
+    assert!(stats.writable_layer.is_some());
+    assert_eq!(stats.attributes.expect("attrs").id, id);
+
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    h.cgroups
+        .stats
+        .lock()
+        .expect("lock")
+        .insert(cg.clone(), sample(6_000_000));
+    let listed = h
+        .svc
+        .list_container_stats(Request::new(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: sb.clone(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .expect("list")
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+    let rate = listed[0]
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_nano_cores)
+        .expect("rate");
+    assert!(rate.value > 0, "5ms of cpu over a few ms of wall time");
+
+    let pod = h
+        .svc
+        .list_pod_sandbox_stats(Request::new(cri::ListPodSandboxStatsRequest {
+            filter: None,
+        }))
+        .await
+        .expect("pod stats")
+        .into_inner()
+        .stats;
+    assert_eq!(pod.len(), 1);
+    let linux = pod[0].linux.clone().expect("linux");
+    assert_eq!(
+        linux
+            .process
+            .expect("process")
+            .process_count
+            .expect("count")
+            .value,
+        2
+    );
+    assert_eq!(linux.containers.len(), 1);
+
+    h.svc
+        .update_container_resources(Request::new(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 128 << 20,
+                cpu_quota: 20_000,
+                cpu_period: 100_000,
+                ..Default::default()
+            }),
+            annotations: Default::default(),
+        }))
+        .await
+        .expect("update");
+    let updates = h.cgroups.updates.lock().expect("lock").clone();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].0, cg);
+    assert_eq!(updates[0].1.memory_limit, 128 << 20);
+    assert_eq!(
+        h.spec(&id)["linux"]["resources"]["memory"]["limit"],
+        128 << 20
+    );
+    let rec: crate::container::ContainerRecord =
+        crate::state::read_json(&h.root.join("containers").join(&id).join("state.json"))
+            .expect("read")
+            .expect("record");
+    assert_eq!(rec.resources.cpu_quota, 20_000);
+    assert_eq!(rec.resources.memory_limit, 128 << 20);
+
+    let fs = h
+        .svc
+        .image_fs_info(Request::new(cri::ImageFsInfoRequest {}))
+        .await
+        .expect("fs info")
+        .into_inner();
+    let image_fs = &fs.image_filesystems[0];
+    assert!(image_fs.used_bytes.as_ref().expect("bytes").value > 0);
+    assert!(image_fs.inodes_used.as_ref().expect("inodes").value > 3);
+}
+
+#[tokio::test]
+async fn reopen_log_of_a_stopped_container_fails() {
+    let h = harness();
+    h.pull().await;
+    let sb = h.sandbox(false).await;
+    let id = h
+        .create(&sb, container_config("app", &["sh"], &[]))
+        .await
+        .expect("create");
+    let err = h
+        .svc
+        .reopen_container_log(Request::new(cri::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        }))
+        .await
+        .expect_err("not running");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    h.start(&id).await.expect("start");
+    // The fake monitor never answers: the flag is cleaned up and the call says so.
+    let svc = h.svc.clone();
+    let id2 = id.clone();
+    let waiter = tokio::spawn(async move {
+        svc.reopen_container_log(Request::new(cri::ReopenContainerLogRequest {
+            container_id: id2,
+        }))
+        .await
+    });
+    // Play the monitor: consume the flag.
+    let flag = h
+        .root
+        .join("containers")
+        .join(&id)
+        .join(crate::monitor::REOPEN_LOG);
+    for _ in 0..200 {
+        if flag.exists() {
+            std::fs::remove_file(&flag).expect("consume");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    waiter.await.expect("join").expect("reopened");
 }

@@ -29,6 +29,9 @@ pub const EXIT_FILE: &str = "exit.json";
 pub const PID_FILE: &str = "pid";
 /// The monitor's own diagnostics (stderr).
 pub const MONITOR_LOG: &str = "monitor.log";
+/// File in the container dir whose appearance asks the monitor to reopen the log file; the
+/// monitor deletes it once done (ReopenContainerLog).
+pub const REOPEN_LOG: &str = "reopen-log";
 
 /// What the runtime tells a monitor (written to `<container-dir>/monitor.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +45,11 @@ pub struct MonitorConfig {
     pub log_path: Option<PathBuf>,
     /// The container's cgroup path (cgroupsPath), to read OOM kills from.
     pub cgroup_path: String,
+    /// Rotate the log past this many bytes (0: never), keeping this many files.
+    #[serde(default)]
+    pub log_max_size: u64,
+    #[serde(default)]
+    pub log_max_files: u32,
 }
 
 /// How a container ended, written once by its monitor.

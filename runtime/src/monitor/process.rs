@@ -3,7 +3,7 @@
 //! other threads holding locks.
 #![allow(unsafe_code)]
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -17,9 +17,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::log::{CriLineWriter, timestamp};
+use super::log::{CriLineWriter, LogSink, timestamp};
 use super::{
-    EXIT_FILE, ExitRecord, MONITOR_ARG, MONITOR_CONFIG, MonitorConfig, PID_FILE, Readiness,
+    EXIT_FILE, ExitRecord, MONITOR_ARG, MONITOR_CONFIG, MonitorConfig, PID_FILE, REOPEN_LOG,
+    Readiness,
 };
 use crate::state;
 
@@ -107,18 +108,14 @@ fn run(dir: &Path) -> Result<(), String> {
     let _ = state::write_atomic(&dir.join(PID_FILE), pid.as_raw().to_string().as_bytes());
     report(&Readiness::Running { pid: pid.as_raw() });
 
-    let mut log = cfg.log_path.as_ref().and_then(|p| {
-        if let Some(parent) = p.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .map_err(|e| eprintln!("open log {}: {e}", p.display()))
-            .ok()
-    });
-    let status = copy_and_wait(pid, File::from(out_r), File::from(err_r), &mut log);
+    let mut log = LogSink::open(cfg.log_path.clone(), cfg.log_max_size, cfg.log_max_files);
+    let status = copy_and_wait(
+        pid,
+        File::from(out_r),
+        File::from(err_r),
+        &mut log,
+        &dir.join(REOPEN_LOG),
+    );
 
     let oom_killed = oom_killed(&cfg.cgroup_path);
     let (exit_code, message) = match status {
@@ -177,7 +174,8 @@ fn copy_and_wait(
     init: Pid,
     out: File,
     err: File,
-    log: &mut Option<File>,
+    log: &mut LogSink,
+    reopen: &Path,
 ) -> Result<WaitStatus, String> {
     let mut streams = [
         (Some(out), CriLineWriter::new("stdout")),
@@ -186,8 +184,12 @@ fn copy_and_wait(
     let mut status: Option<WaitStatus> = None;
     let mut exited_at: Option<Instant> = None;
     let mut buf = vec![0u8; 32 * 1024];
-    let mut sink = std::io::sink();
     loop {
+        // ReopenContainerLog: the runtime asked (one stat per wakeup, at most every 200ms).
+        if reopen.exists() {
+            log.reopen();
+            let _ = std::fs::remove_file(reopen);
+        }
         // Reap everything that has exited; remember the init's status.
         loop {
             match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -218,10 +220,7 @@ fn copy_and_wait(
         {
             let ts = timestamp();
             for (_, w) in streams.iter_mut() {
-                let _ = match log.as_mut() {
-                    Some(l) => w.finish(&ts, l),
-                    None => w.finish(&ts, &mut sink),
-                };
+                let _ = w.finish(&ts, log);
             }
             return Ok(ws);
         }
@@ -260,11 +259,7 @@ fn copy_and_wait(
                 }
                 Ok(n) => {
                     let ts = timestamp();
-                    let res = match log.as_mut() {
-                        Some(l) => writer.feed(&buf[..n], &ts, l),
-                        None => writer.feed(&buf[..n], &ts, &mut sink),
-                    };
-                    if let Err(e) = res {
+                    if let Err(e) = writer.feed(&buf[..n], &ts, log) {
                         eprintln!("write log: {e}");
                     }
                 }

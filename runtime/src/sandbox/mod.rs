@@ -40,6 +40,43 @@ pub struct SandboxRecord {
     pub ns: NsPaths,
     /// `<root>/sandboxes/<id>/resolv.conf`, bind-mounted into containers when present.
     pub resolv_conf: Option<PathBuf>,
+    /// `<root>/sandboxes/<id>/hosts` and `hostname`, bind-mounted like resolv.conf.
+    #[serde(default)]
+    pub etc_hosts: Option<PathBuf>,
+    #[serde(default)]
+    pub etc_hostname: Option<PathBuf>,
+    /// The pod's sysctls (CRI `LinuxPodSandboxConfig.sysctls`), checked to be namespaced; every
+    /// container of the pod sets them in the namespaces it shares.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+}
+
+/// Writes the pod's `/etc/hosts` and `/etc/hostname`, as containerd does: a host-network pod
+/// gets copies of the node's files, any other pod localhost entries and its own name.
+/// `host_hosts` and `host_hostname` are the node's files' contents.
+pub fn write_etc_files(
+    dir: &Path,
+    hostname: &str,
+    host_hosts: Option<&str>,
+    host_hostname: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    let hosts = match host_hosts {
+        Some(h) => h.to_string(),
+        None => "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n"
+            .to_string(),
+    };
+    let name = if hostname.is_empty() {
+        host_hostname.trim()
+    } else {
+        hostname
+    };
+    let hosts_path = dir.join("hosts");
+    let hostname_path = dir.join("hostname");
+    std::fs::write(&hosts_path, hosts).map_err(RuntimeError::io("write", &hosts_path))?;
+    std::fs::write(&hostname_path, format!("{name}\n"))
+        .map_err(RuntimeError::io("write", &hostname_path))?;
+    Ok((hosts_path, hostname_path))
 }
 
 /// Writes a resolv.conf for the pod from CRI's DNS config. Without one, the host's is copied
@@ -76,6 +113,22 @@ pub fn write_resolv_conf(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etc_files_for_pod_and_host_network() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (hosts, name) = write_etc_files(dir.path(), "web", None, "node1\n").expect("write");
+        let h = std::fs::read_to_string(hosts).expect("read");
+        assert!(h.starts_with("127.0.0.1\tlocalhost\n"), "{h}");
+        assert_eq!(std::fs::read_to_string(&name).expect("read"), "web\n");
+        let (hosts, name) =
+            write_etc_files(dir.path(), "", Some("10.0.0.1 node1\n"), "node1\n").expect("write");
+        assert_eq!(
+            std::fs::read_to_string(hosts).expect("read"),
+            "10.0.0.1 node1\n"
+        );
+        assert_eq!(std::fs::read_to_string(name).expect("read"), "node1\n");
+    }
 
     #[test]
     fn resolv_conf_from_dns_config() {
