@@ -67,6 +67,7 @@ async fn smoke() -> anyhow::Result<()> {
             root_dir: root.clone(),
             socket: socket.clone(),
             insecure_registries: vec![],
+            network: runtime::network::NetworkOptions::under(&root),
         },
         cancel.clone(),
     ));

@@ -11,7 +11,9 @@
 //! - `content/sha256/<hex>`: blobs (manifests, configs, layers), verified before rename
 //! - `images/<config hex>.json`: the image index
 //! - `snapshots/<diff-id hex>/fs`: unpacked layers, shared by images, overlay lowerdirs
-//! - `sandboxes/<id>/{state.json,resolv.conf,ns/{net,ipc,uts}}`
+//! - `sandboxes/<id>/{state.json,resolv.conf,ns/{net,ipc,uts}}` (state.json holds the pod's CNI
+//!   attachment and ADD result)
+//! - `cni/10-skiff.conflist`: the default pod network, written when the node supplies none
 //! - `containers/<id>/{state.json,monitor.json,bundle/config.json,rootfs,upper,work,pid,exit.json,monitor.log}`
 //! - `libcontainer/<id>`: libcontainer's own state while a container runs
 
@@ -20,6 +22,7 @@ pub mod cri;
 pub mod error;
 pub mod image;
 pub mod monitor;
+pub mod network;
 pub mod sandbox;
 pub mod state;
 
@@ -40,6 +43,8 @@ pub struct RuntimeConfig {
     pub socket: PathBuf,
     /// Registry hosts (`host[:port]`) allowed over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// The pod network (CNI config, plugin directories, pod subnet).
+    pub network: network::NetworkOptions,
 }
 
 /// Builds the runtime with the real OS implementations. The monitor executable is the current
@@ -59,6 +64,10 @@ pub fn build_runtime(config: &RuntimeConfig) -> Result<Arc<cri::Runtime>, Runtim
         Arc::new(sandbox::LinuxNamespaces),
         Arc::new(container::LinuxHost),
         Arc::new(monitor::ProcessLauncher::new(exe)),
+        Arc::new(network::CniPlugins::new(
+            &config.network,
+            Arc::new(network::ProcessExec::default()),
+        )?),
     )?))
 }
 
