@@ -252,6 +252,8 @@ pub struct Cluster {
     pub agent_port: u16,
     pub proc: Option<Proc>,
     pub log: PathBuf,
+    /// More `skiff up` flags (e.g. `--pod-cidr`).
+    pub extra_args: Vec<String>,
 }
 
 impl Cluster {
@@ -264,6 +266,7 @@ impl Cluster {
             agent_port: free_port()?,
             proc: None,
             log: work.join("skiff-up.log"),
+            extra_args: vec![],
         })
     }
 
@@ -282,6 +285,7 @@ impl Cluster {
             .arg(self.agent_port.to_string())
             .arg("--node-name")
             .arg("e2e-node")
+            .args(&self.extra_args)
             .env("RUST_LOG", "info");
         self.proc = Some(Proc::spawn("skiff up", &mut cmd, &self.log)?);
         wait_for("node e2e-node to be Ready", Duration::from_secs(60), || {
