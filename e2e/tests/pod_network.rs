@@ -2,7 +2,8 @@
 //! portmap) and the default network `skiff up` writes: two busybox pods get distinct IPs in
 //! the pod subnet, one reaches the other over the bridge, the host reaches a hostPort through
 //! portmap (on 127.0.0.1 and on a non-loopback node address), and deleting the pods releases
-//! their addresses, veths and iptables rules; a hostNetwork pod keeps the host's network. What the test created on the host (the bridge,
+//! their addresses, veths and iptables rules; a hostNetwork pod keeps the host's network; and
+//! without the plugins the node is NotReady, naming the missing one. What the test created on the host (the bridge,
 //! portmap's base chains, a dummy address) is removed at the end.
 
 use std::io::{Read as _, Write as _};
@@ -400,6 +401,33 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     ensure!(
         http_get(&format!("127.0.0.1:{host_port}")).is_err(),
         "the hostPort still answers"
+    );
+
+    // Bad input: without the plugins the node is NotReady, saying which one is missing.
+    c.stop()?;
+    let empty = work.join("no-plugins");
+    std::fs::create_dir_all(&empty)?;
+    c.extra_args = vec!["--cni-bin-dir".into(), empty.display().to_string()];
+    c.spawn()?;
+    let message = wait_for(
+        "the node to be NotReady for want of plugins",
+        Duration::from_secs(30),
+        || {
+            let node: Value =
+                serde_json::from_str(&c.skiff(&["get", "node", "e2e-node", "-o", "json"])?)?;
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .cloned()
+                .unwrap_or_default();
+            Ok((ready["status"] == "False").then(|| ready["message"].to_string()))
+        },
+    )?;
+    ensure!(
+        message.contains("plugin bridge") && message.contains("no-plugins"),
+        "Ready condition message: {message}"
     );
     Ok(())
 }
