@@ -93,19 +93,13 @@ fn labels_match(selector: &HashMap<String, String>, labels: &BTreeMap<String, St
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// The sandbox config's hostPorts (port mappings without one are only informational).
-fn config_port_mappings(config: &cri::PodSandboxConfig) -> Vec<cri::PortMapping> {
+/// The sandbox config's hostPorts in portmap's shape (mappings without a hostPort are only
+/// informational).
+fn host_port_mappings(config: &cri::PodSandboxConfig) -> Vec<PortMapping> {
     config
         .port_mappings
         .iter()
         .filter(|p| p.host_port > 0)
-        .cloned()
-        .collect()
-}
-
-/// CRI port mappings in portmap's shape.
-fn port_mappings(from: &[cri::PortMapping]) -> Vec<PortMapping> {
-    from.iter()
         .map(|p| PortMapping {
             host_port: p.host_port,
             container_port: p.container_port,
@@ -290,7 +284,7 @@ impl Runtime {
                         ("K8S_POD_INFRA_CONTAINER_ID".into(), id.clone()),
                         ("K8S_POD_UID".into(), meta.uid.clone()),
                     ],
-                    port_mappings: port_mappings(&config_port_mappings(&config)),
+                    port_mappings: host_port_mappings(&config),
                 },
                 config: net,
                 result: None,
