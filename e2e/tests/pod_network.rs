@@ -1,10 +1,11 @@
 //! Pod networking end to end with Debian's CNI plugins (bridge, host-local, loopback,
 //! portmap) and the default network `skiff up` writes: two busybox pods get distinct IPs in
 //! the pod subnet, one reaches the other over the bridge, the host reaches a hostPort through
-//! portmap (on 127.0.0.1 and on a non-loopback node address), and deleting the pods releases
-//! their addresses, veths and iptables rules; a hostNetwork pod keeps the host's network; and
-//! without the plugins the node is NotReady, naming the missing one. What the test created on the host (the bridge,
-//! portmap's base chains, a dummy address) is removed at the end.
+//! portmap (on 127.0.0.1 and on a non-loopback node address), all of it survives a restart of
+//! skiff, a hostNetwork pod keeps the host's network, and deleting the pods releases their
+//! addresses, veths and iptables rules. Without the plugins the node is NotReady, naming the
+//! missing one. What the test created on the host (the bridge, portmap's base chains, a dummy
+//! address) is removed at the end.
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, TcpStream};
@@ -320,6 +321,30 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     ensure!(
         sandbox_ids.iter().any(|id| rules.contains(id.as_str())),
         "no nat rules name the sandboxes: {rules}"
+    );
+
+    // A restart of skiff keeps the pods, their addresses and their reachability: the runtime
+    // persisted each attachment, and DEL below runs from what it persisted.
+    c.stop()?;
+    c.start()?;
+    for (name, want) in [("server", &server_ip), ("client", &client_ip)] {
+        let got = wait_for(
+            &format!("pod {name} to be Running after the restart"),
+            Duration::from_secs(60),
+            || {
+                let p = c.pod(name)?;
+                Ok((p["status"]["phase"] == "Running").then(|| p["status"]["podIP"].clone()))
+            },
+        )?;
+        ensure!(
+            got == want.as_str(),
+            "{name}: IP {got} after restart, was {want}"
+        );
+    }
+    let body = http_get(&format!("127.0.0.1:{host_port}"))?;
+    ensure!(
+        body.contains("hello-from-server"),
+        "hostPort after restart: {body}"
     );
 
     // A hostNetwork pod keeps the host's network: the node's address, no lease, no veth.
