@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-need=(pkg-config libseccomp-dev docker-registry busybox-static skopeo umoci curl iproute2 gcc libc6-dev)
+need=(pkg-config libseccomp-dev docker-registry busybox-static skopeo umoci curl iproute2 gcc libc6-dev
+    containernetworking-plugins iptables)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -252,7 +252,7 @@ pub struct Cluster {
     pub agent_port: u16,
     pub proc: Option<Proc>,
     pub log: PathBuf,
-    /// More `skiff up` flags (e.g. a small log rotation size).
+    /// More `skiff up` flags (e.g. `--pod-cidr`, a small log rotation size).
     pub extra_args: Vec<String>,
 }
 
@@ -274,20 +274,9 @@ impl Cluster {
         self.data.join("kubeconfig")
     }
 
+    /// Starts `skiff up` and waits for the node to be Ready.
     pub fn start(&mut self) -> Result<()> {
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("up")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.api_port))
-            .arg("--agent-port")
-            .arg(self.agent_port.to_string())
-            .arg("--node-name")
-            .arg("e2e-node")
-            .args(&self.extra_args)
-            .env("RUST_LOG", "info");
-        self.proc = Some(Proc::spawn("skiff up", &mut cmd, &self.log)?);
+        self.spawn()?;
         wait_for("node e2e-node to be Ready", Duration::from_secs(60), || {
             if let Some(p) = self.proc.as_mut()
                 && let Some(st) = p.child.try_wait()?
@@ -303,6 +292,24 @@ impl Cluster {
                 .any(|c| c["type"] == "Ready" && c["status"] == "True");
             Ok(ready.then_some(()))
         })
+    }
+
+    /// Starts `skiff up` without waiting for anything.
+    pub fn spawn(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("up")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.api_port))
+            .arg("--agent-port")
+            .arg(self.agent_port.to_string())
+            .arg("--node-name")
+            .arg("e2e-node")
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info");
+        self.proc = Some(Proc::spawn("skiff up", &mut cmd, &self.log)?);
+        Ok(())
     }
 
     pub fn stop(&mut self) -> Result<()> {

@@ -68,6 +68,7 @@ async fn smoke() -> anyhow::Result<()> {
             socket: socket.clone(),
             insecure_registries: vec![],
             defaults: runtime::ContainerDefaults::default(),
+            network: runtime::network::NetworkOptions::under(&root),
         },
         cancel.clone(),
     ));

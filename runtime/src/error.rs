@@ -54,6 +54,22 @@ pub enum RuntimeError {
     /// Starting or talking to a container monitor failed.
     #[error("container {id}: {message}")]
     Launch { id: String, message: String },
+    /// Pods cannot be networked: no usable CNI config, or a plugin it names is missing.
+    /// `reason` is the CamelCase word the Status RPC's NetworkReady condition carries.
+    #[error("network not ready: {message}")]
+    NetworkNotReady {
+        reason: &'static str,
+        message: String,
+    },
+    /// A CNI plugin failed or could not be run; the message is the plugin's own (its CNI
+    /// error, and its stderr).
+    #[error("cni {command} of plugin {plugin} (network {network}): {message}")]
+    Cni {
+        command: &'static str,
+        plugin: String,
+        network: String,
+        message: String,
+    },
     /// Persisted state could not be (de)serialised.
     #[error("state {path}: {source}")]
     State {
@@ -97,14 +113,18 @@ impl From<RuntimeError> for tonic::Status {
         match err {
             RuntimeError::NotFound { .. } => tonic::Status::not_found(msg),
             RuntimeError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
-            RuntimeError::FailedPrecondition { .. } => tonic::Status::failed_precondition(msg),
+            RuntimeError::FailedPrecondition { .. } | RuntimeError::NetworkNotReady { .. } => {
+                tonic::Status::failed_precondition(msg)
+            }
             RuntimeError::Pull { .. } => tonic::Status::unavailable(msg),
             RuntimeError::DigestMismatch { .. }
             | RuntimeError::UnsupportedImage { .. }
             | RuntimeError::Unpack { .. }
             // A container that cannot start (bad executable, bad mount) is what containerd
             // reports as Unknown too.
-            | RuntimeError::Launch { .. } => tonic::Status::unknown(msg),
+            | RuntimeError::Launch { .. }
+            // containerd reports a failed network setup as Unknown as well.
+            | RuntimeError::Cni { .. } => tonic::Status::unknown(msg),
             RuntimeError::Io { .. }
             | RuntimeError::Sys { .. }
             | RuntimeError::State { .. }

@@ -11,8 +11,10 @@
 //! - `content/sha256/<hex>`: blobs (manifests, configs, layers), verified before rename
 //! - `images/<config hex>.json`: the image index
 //! - `snapshots/<diff-id hex>/fs`: unpacked layers, shared by images, overlay lowerdirs
-//! - `sandboxes/<id>/{state.json,resolv.conf,ns/{net,ipc,uts}}`
+//! - `sandboxes/<id>/{state.json,resolv.conf,ns/{net,ipc,uts}}` (state.json holds the pod's CNI
+//!   attachment and ADD result)
 //! - `sandboxes/<id>/{hosts,hostname}`: the pod's /etc files
+//! - `cni/10-skiff.conflist`: the default pod network, written when the node supplies none
 //! - `containers/<id>/{state.json,monitor.json,bundle/config.json,rootfs,upper,work,pid,exit.json,monitor.log,reopen-log}`
 //! - `libcontainer/<id>`: libcontainer's own state while a container runs
 
@@ -21,6 +23,7 @@ pub mod cri;
 pub mod error;
 pub mod image;
 pub mod monitor;
+pub mod network;
 pub mod sandbox;
 pub mod state;
 
@@ -44,6 +47,8 @@ pub struct RuntimeConfig {
     pub insecure_registries: Vec<String>,
     /// Node-wide container defaults: pids limit, log rotation.
     pub defaults: ContainerDefaults,
+    /// The pod network (CNI config, plugin directories, pod subnet).
+    pub network: network::NetworkOptions,
 }
 
 /// Builds the runtime with the real OS implementations. The monitor executable is the current
@@ -64,6 +69,10 @@ pub fn build_runtime(config: &RuntimeConfig) -> Result<Arc<cri::Runtime>, Runtim
             Arc::new(sandbox::LinuxNamespaces),
             Arc::new(container::LinuxHost),
             Arc::new(monitor::ProcessLauncher::new(exe)),
+            Arc::new(network::CniPlugins::new(
+                &config.network,
+                Arc::new(network::ProcessExec::default()),
+            )?),
         )?
         .with_defaults(config.defaults.clone()),
     ))

@@ -41,6 +41,25 @@ pub struct UpArgs {
     /// Log files kept per container, the live one included (containerLogMaxFiles).
     #[arg(long, default_value_t = 5)]
     container_log_max_files: u32,
+    /// The pod subnet of skiff's default CNI network (bridge skiff0, host-local addresses).
+    #[arg(long, default_value = runtime::network::DEFAULT_POD_CIDR, value_parser = pod_cidr)]
+    pod_cidr: String,
+    /// Directory of CNI network configs (the first by name is used) [default:
+    /// <data-dir>/runtime/cni, where skiff writes its own config when there is none].
+    #[arg(long)]
+    cni_conf_dir: Option<PathBuf>,
+    /// Directories holding the CNI plugin binaries, searched in order.
+    #[arg(
+        long,
+        env = "SKIFF_CNI_BIN_DIR",
+        value_delimiter = ':',
+        default_value = "/usr/lib/cni:/opt/cni/bin"
+    )]
+    cni_bin_dir: Vec<PathBuf>,
+}
+
+fn pod_cidr(s: &str) -> Result<String, String> {
+    runtime::network::parse_pod_cidr(s).map(|_| s.to_string())
 }
 
 fn hostname() -> String {
@@ -131,15 +150,24 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let kubeconfig = data.join("kubeconfig");
     write_kubeconfig(&kubeconfig, addr)?;
 
+    let runtime_root = data.join("runtime");
+    let mut network = runtime::network::NetworkOptions::under(&runtime_root);
+    network.pod_cidr = args.pod_cidr.clone();
+    network.bin_dirs = args.cni_bin_dir.clone();
+    if let Some(dir) = &args.cni_conf_dir {
+        network.conf_dir = dir.clone();
+        network.write_default = false;
+    }
     let rcfg = runtime::RuntimeConfig {
-        root_dir: data.join("runtime"),
-        socket: data.join("runtime").join("cri.sock"),
+        socket: runtime_root.join("cri.sock"),
+        root_dir: runtime_root,
         insecure_registries: args.insecure_registries.clone(),
         defaults: runtime::ContainerDefaults {
             pids_limit: args.pids_limit,
             log_max_size: args.container_log_max_size,
             log_max_files: args.container_log_max_files,
         },
+        network,
     };
     let socket = rcfg.socket.clone();
     let c = cancel.clone();

@@ -61,10 +61,21 @@ impl cri_api::RuntimeService for CriService {
             message: String::new(),
         };
         // RuntimeReady: this server answers, so its state loaded and its store is open.
-        // NetworkReady is reported as before: pod networking is not this module's to judge.
+        let network = match self.rt.network_status() {
+            Ok(()) => cond("NetworkReady"),
+            Err(e) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: match &e {
+                    RuntimeError::NetworkNotReady { reason, .. } => (*reason).into(),
+                    _ => "NetworkPluginNotReady".into(),
+                },
+                message: e.to_string(),
+            },
+        };
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
-                conditions: vec![cond("RuntimeReady"), cond("NetworkReady")],
+                conditions: vec![cond("RuntimeReady"), network],
             }),
             info: Default::default(),
         }))

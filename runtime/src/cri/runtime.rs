@@ -16,6 +16,7 @@ use crate::container::{ContainerRecord, Host, MountRecord, resolve_log_path};
 use crate::error::{Result, RuntimeError};
 use crate::image::ImageStore;
 use crate::monitor::{EXIT_FILE, ExitRecord, Launcher, MONITOR_CONFIG, MonitorConfig};
+use crate::network::{self, Attachment, Cni, PodNetwork, PortMapping};
 use crate::sandbox::{self, NamespaceHelper, NsRequest, SandboxPhase, SandboxRecord};
 use crate::state;
 
@@ -71,6 +72,7 @@ pub struct Runtime {
     ns: Arc<dyn NamespaceHelper>,
     host: Arc<dyn Host>,
     launcher: Arc<dyn Launcher>,
+    cni: Arc<dyn Cni>,
     sandboxes: Mutex<HashMap<String, SandboxRecord>>,
     containers: Mutex<HashMap<String, ContainerRecord>>,
     /// One operation at a time per container: a StartContainer racing a RemoveContainer must
@@ -123,6 +125,27 @@ fn labels_match(selector: &HashMap<String, String>, labels: &BTreeMap<String, St
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// The sandbox config's hostPorts in portmap's shape (mappings without a hostPort are only
+/// informational).
+fn host_port_mappings(config: &cri::PodSandboxConfig) -> Vec<PortMapping> {
+    config
+        .port_mappings
+        .iter()
+        .filter(|p| p.host_port > 0)
+        .map(|p| PortMapping {
+            host_port: p.host_port,
+            container_port: p.container_port,
+            protocol: match cri::Protocol::try_from(p.protocol) {
+                Ok(cri::Protocol::Udp) => "udp",
+                Ok(cri::Protocol::Sctp) => "sctp",
+                _ => "tcp",
+            }
+            .into(),
+            host_ip: p.host_ip.clone(),
+        })
+        .collect()
+}
+
 /// A cgroup path component that cannot climb or nest.
 fn cgroup_component(s: &str) -> String {
     s.chars()
@@ -156,6 +179,7 @@ impl Runtime {
         ns: Arc<dyn NamespaceHelper>,
         host: Arc<dyn Host>,
         launcher: Arc<dyn Launcher>,
+        cni: Arc<dyn Cni>,
     ) -> Result<Self> {
         for d in ["sandboxes", "containers", "libcontainer"] {
             let p = root.join(d);
@@ -183,6 +207,7 @@ impl Runtime {
             ns,
             host,
             launcher,
+            cni,
             sandboxes: Mutex::new(sandboxes),
             containers: Mutex::new(containers),
             ops: Mutex::default(),
@@ -284,6 +309,13 @@ impl Runtime {
         for name in sysctls.keys() {
             spec::check_sysctl(name, host_network, host_ipc)?;
         }
+        // Before anything is made: a node whose network is not ready runs no pod networks.
+        let net_config = if host_network {
+            None
+        } else {
+            let cni = self.cni.clone();
+            Some(blocking(move || cni.network()).await?)
+        };
         let hostname = if host_network {
             None
         } else if config.hostname.is_empty() {
@@ -311,17 +343,50 @@ impl Runtime {
         };
         let dns = config.dns_config.clone().unwrap_or_default();
         let resolv_conf =
-            sandbox::write_resolv_conf(&dir, &dns.servers, &dns.searches, &dns.options)?;
+            match sandbox::write_resolv_conf(&dir, &dns.servers, &dns.searches, &dns.options) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = self.ns.release(&ns_paths);
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            };
         let host_hosts = host_network.then(|| std::fs::read_to_string("/etc/hosts").ok());
         let host_hostname =
             std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let (etc_hosts, etc_hostname) = sandbox::write_etc_files(
+        let (etc_hosts, etc_hostname) = match sandbox::write_etc_files(
             &dir,
             hostname.as_deref().unwrap_or_default(),
             host_hosts.flatten().as_deref(),
             &host_hostname,
-        )?;
-        let record = SandboxRecord {
+        ) {
+            Ok(files) => files,
+            Err(e) => {
+                let _ = self.ns.release(&ns_paths);
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let network = match (net_config, &ns_paths.net) {
+            (Some(net), Some(netns)) => Some(PodNetwork {
+                attachment: Attachment {
+                    container_id: id.clone(),
+                    netns: netns.clone(),
+                    ifname: network::POD_IFNAME.into(),
+                    args: vec![
+                        ("K8S_POD_NAMESPACE".into(), meta.namespace.clone()),
+                        ("K8S_POD_NAME".into(), meta.name.clone()),
+                        ("K8S_POD_INFRA_CONTAINER_ID".into(), id.clone()),
+                        ("K8S_POD_UID".into(), meta.uid.clone()),
+                    ],
+                    port_mappings: host_port_mappings(&config),
+                },
+                config: net,
+                result: None,
+            }),
+            _ => None,
+        };
+        let mut record = SandboxRecord {
             id: id.clone(),
             name: meta.name,
             uid: meta.uid,
@@ -334,20 +399,80 @@ impl Runtime {
             runtime_handler,
             host_network,
             created_at: state::now_ns(),
-            phase: SandboxPhase::Ready,
+            // Ready once its network is: a crash during ADD leaves a sandbox that the kubelet
+            // removes, and whose removal runs DEL.
+            phase: if network.is_some() {
+                SandboxPhase::NotReady
+            } else {
+                SandboxPhase::Ready
+            },
             ns: ns_paths,
             resolv_conf,
             etc_hosts: Some(etc_hosts),
             etc_hostname: Some(etc_hostname),
             sysctls,
+            network,
         };
         if let Err(e) = self.save_sandbox(&record) {
-            let _ = self.ns.release(&record.ns);
-            let _ = std::fs::remove_dir_all(&dir);
+            self.discard_sandbox(&record).await;
             return Err(e);
         }
-        tracing::info!(sandbox = %id, pod = %record.name, namespace = %record.namespace, host_network, "sandbox ready");
+        if let Some(pn) = record.network.clone() {
+            let cni = self.cni.clone();
+            let added = blocking(move || cni.add(&pn.config, &pn.attachment)).await;
+            let result = match added {
+                Ok(r) => r,
+                Err(e) => {
+                    // ADD undid itself; what is left is the namespaces and the record.
+                    record.network = None;
+                    self.discard_sandbox(&record).await;
+                    return Err(e);
+                }
+            };
+            if let Some(pn) = record.network.as_mut() {
+                pn.result = Some(result);
+            }
+            record.phase = SandboxPhase::Ready;
+            if let Err(e) = self.save_sandbox(&record) {
+                self.discard_sandbox(&record).await;
+                return Err(e);
+            }
+        }
+        let ips = record
+            .network
+            .as_ref()
+            .map(PodNetwork::ips)
+            .unwrap_or_default();
+        tracing::info!(sandbox = %id, pod = %record.name, namespace = %record.namespace, host_network, ips = ?ips, "sandbox ready");
         Ok(id)
+    }
+
+    /// Undoes a RunPodSandbox that failed part-way: DEL (if the record still has a network),
+    /// the namespaces, the directory and the record. Errors are logged: the caller returns
+    /// the one that made it give up.
+    async fn discard_sandbox(&self, record: &SandboxRecord) {
+        if let Err(e) = self.teardown_network(record).await {
+            tracing::warn!(sandbox = %record.id, error = %e, "cni del of a failed sandbox failed");
+        }
+        if let Err(e) = self.ns.release(&record.ns) {
+            tracing::warn!(sandbox = %record.id, error = %e, "release namespaces of a failed sandbox failed");
+        }
+        let _ = std::fs::remove_dir_all(self.sandbox_dir(&record.id));
+        lock(&self.sandboxes).remove(&record.id);
+    }
+
+    /// Runs CNI DEL for the sandbox's network, if it has one.
+    async fn teardown_network(&self, record: &SandboxRecord) -> Result<()> {
+        let Some(pn) = record.network.clone() else {
+            return Ok(());
+        };
+        let cni = self.cni.clone();
+        blocking(move || cni.del(&pn.config, &pn.attachment, pn.result.as_ref())).await
+    }
+
+    /// Whether pod networks can be set up now (the Status RPC's NetworkReady).
+    pub fn network_status(&self) -> Result<()> {
+        self.cni.network().map(|_| ())
     }
 
     fn containers_of(&self, sandbox_id: &str) -> Vec<String> {
@@ -358,14 +483,18 @@ impl Runtime {
             .collect()
     }
 
-    /// StopPodSandbox: stops every container (SIGKILL, as containerd does) and marks it not ready.
+    /// StopPodSandbox: stops every container (SIGKILL, as containerd does), tears its network
+    /// down (CNI DEL, which releases its address) and marks it not ready.
     pub async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        let _op = self.op_lock(id).await;
         let mut sb = self.sandbox(id)?;
         for c in self.containers_of(id) {
             self.stop_container(&c, 0).await?;
         }
-        if sb.phase != SandboxPhase::NotReady {
+        self.teardown_network(&sb).await?;
+        if sb.phase != SandboxPhase::NotReady || sb.network.is_some() {
             sb.phase = SandboxPhase::NotReady;
+            sb.network = None;
             self.save_sandbox(&sb)?;
         }
         tracing::info!(sandbox = %id, "sandbox stopped");
@@ -375,11 +504,20 @@ impl Runtime {
     /// RemovePodSandbox: removes its containers, releases its namespaces, deletes its state.
     /// Removing an unknown sandbox is not an error (CRI semantics).
     pub async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
-        let Ok(sb) = self.sandbox(id) else {
+        let op = self.op_lock(id).await;
+        let Ok(mut sb) = self.sandbox(id) else {
             return Ok(());
         };
         for c in self.containers_of(id) {
             self.remove_container(&c).await?;
+        }
+        // Not stopped first, or its DEL failed then: the network goes before its namespace,
+        // while the plugins can still find the pod's interface and its rules.
+        if sb.network.is_some() {
+            self.teardown_network(&sb).await?;
+            sb.network = None;
+            sb.phase = SandboxPhase::NotReady;
+            self.save_sandbox(&sb)?;
         }
         let ns = self.ns.clone();
         let paths = sb.ns.clone();
@@ -389,6 +527,8 @@ impl Runtime {
             std::fs::remove_dir_all(&dir).map_err(RuntimeError::io("remove", &dir))?;
         }
         lock(&self.sandboxes).remove(id);
+        drop(op);
+        lock(&self.ops).remove(id);
         tracing::info!(sandbox = %id, "sandbox removed");
         Ok(())
     }
@@ -412,11 +552,14 @@ impl Runtime {
     /// PodSandboxStatus.
     pub fn pod_sandbox_status(&self, id: &str) -> Result<cri::PodSandboxStatus> {
         let s = self.sandbox(id)?;
-        let ip = if s.host_network {
-            sandbox::ns::primary_ipv4()
+        let mut ips = if s.host_network {
+            vec![sandbox::ns::primary_ipv4()]
         } else {
-            String::new()
-        };
+            s.network.as_ref().map(PodNetwork::ips).unwrap_or_default()
+        }
+        .into_iter();
+        let ip = ips.next().unwrap_or_default();
+        let additional_ips = ips.map(|ip| cri::PodIp { ip }).collect();
         let mode = |private: bool| {
             if private {
                 cri::NamespaceMode::Pod as i32
@@ -429,10 +572,7 @@ impl Runtime {
             metadata: Some(Self::sandbox_metadata(&s)),
             state: Self::sandbox_state(&s) as i32,
             created_at: s.created_at,
-            network: Some(cri::PodSandboxNetworkStatus {
-                ip,
-                additional_ips: vec![],
-            }),
+            network: Some(cri::PodSandboxNetworkStatus { ip, additional_ips }),
             linux: Some(cri::LinuxPodSandboxStatus {
                 namespaces: Some(cri::Namespace {
                     options: Some(cri::NamespaceOption {

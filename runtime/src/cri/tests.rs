@@ -16,6 +16,7 @@ use crate::container::cgroup::{CgroupStats, FakeCgroups};
 use crate::error::Result;
 use crate::image::tests::{FakeRegistry, busybox_like_tar, store};
 use crate::monitor::{EXIT_FILE, ExitRecord, Launcher, Started};
+use crate::network::{Attachment, Cni, NetworkList};
 use crate::sandbox::{NamespaceHelper, NsPaths, NsRequest};
 
 #[derive(Default)]
@@ -35,6 +36,83 @@ impl NamespaceHelper for FakeNs {
     }
     fn release(&self, ns: &NsPaths) -> Result<()> {
         self.released.lock().expect("lock").push(ns.clone());
+        Ok(())
+    }
+}
+
+/// Hands out 10.88.0.2, .3, ... and remembers every ADD and DEL. `released_at_del` records
+/// how many namespace releases had happened when each DEL ran (DEL must come first).
+struct FakeCni {
+    ns: Arc<FakeNs>,
+    not_ready: Mutex<Option<String>>,
+    fail_add: Mutex<Option<String>>,
+    adds: Mutex<Vec<Attachment>>,
+    dels: Mutex<Vec<(Attachment, Option<serde_json::Value>)>>,
+    released_at_del: Mutex<Vec<usize>>,
+}
+
+impl FakeCni {
+    fn new(ns: Arc<FakeNs>) -> Self {
+        FakeCni {
+            ns,
+            not_ready: Mutex::default(),
+            fail_add: Mutex::default(),
+            adds: Mutex::default(),
+            dels: Mutex::default(),
+            released_at_del: Mutex::default(),
+        }
+    }
+}
+
+impl Cni for FakeCni {
+    fn network(&self) -> Result<NetworkList> {
+        if let Some(p) = self.not_ready.lock().expect("lock").clone() {
+            return Err(RuntimeError::NetworkNotReady {
+                reason: "PluginNotFound",
+                message: format!("plugin {p} not found in /usr/lib/cni"),
+            });
+        }
+        Ok(NetworkList {
+            name: "fake".into(),
+            cni_version: "1.0.0".into(),
+            disable_check: false,
+            plugins: vec![serde_json::json!({"type": "bridge"})],
+        })
+    }
+    fn add(&self, _net: &NetworkList, a: &Attachment) -> Result<serde_json::Value> {
+        if let Some(m) = self.fail_add.lock().expect("lock").clone() {
+            return Err(RuntimeError::Cni {
+                command: "ADD",
+                plugin: "bridge".into(),
+                network: "fake".into(),
+                message: m,
+            });
+        }
+        let mut adds = self.adds.lock().expect("lock");
+        adds.push(a.clone());
+        Ok(serde_json::json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "sandbox": a.netns}],
+            "ips": [{"interface": 0, "address": format!("10.88.0.{}/16", adds.len() + 1)}]
+        }))
+    }
+    fn check(&self, _net: &NetworkList, _a: &Attachment, _r: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+    fn del(
+        &self,
+        _net: &NetworkList,
+        a: &Attachment,
+        result: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        self.released_at_del
+            .lock()
+            .expect("lock")
+            .push(self.ns.released.lock().expect("lock").len());
+        self.dels
+            .lock()
+            .expect("lock")
+            .push((a.clone(), result.cloned()));
         Ok(())
     }
 }
@@ -172,6 +250,7 @@ struct Harness {
     launcher: Arc<FakeLauncher>,
     registry: Arc<FakeRegistry>,
     cgroups: Arc<FakeCgroups>,
+    cni: Arc<FakeCni>,
 }
 
 const IMAGE: &str = "127.0.0.1:5055/busybox:1";
@@ -183,10 +262,11 @@ fn open(
     host: Arc<FakeHost>,
     launcher: Arc<FakeLauncher>,
     cgroups: Arc<FakeCgroups>,
+    cni: Arc<FakeCni>,
 ) -> CriService {
     let images = store(root, registry);
     CriService::new(Arc::new(
-        Runtime::open(root, images, ns, host, launcher)
+        Runtime::open(root, images, ns, host, launcher, cni)
             .expect("open runtime")
             .with_cgroups(cgroups),
     ))
@@ -205,6 +285,7 @@ fn harness() -> Harness {
     let host = Arc::new(FakeHost::default());
     let launcher = Arc::new(FakeLauncher::new(&root));
     let cgroups = Arc::new(FakeCgroups::default());
+    let cni = Arc::new(FakeCni::new(ns.clone()));
     let svc = open(
         &root,
         registry.clone(),
@@ -212,6 +293,7 @@ fn harness() -> Harness {
         host.clone(),
         launcher.clone(),
         cgroups.clone(),
+        cni.clone(),
     );
     Harness {
         _dir: dir,
@@ -222,6 +304,7 @@ fn harness() -> Harness {
         launcher,
         registry,
         cgroups,
+        cni,
     }
 }
 
@@ -356,6 +439,32 @@ impl Harness {
             }))
             .await
             .map(|r| r.into_inner().status.expect("status"))
+    }
+
+    async fn sandbox_ip(&self, id: &str) -> String {
+        self.svc
+            .pod_sandbox_status(Request::new(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: false,
+            }))
+            .await
+            .expect("sandbox status")
+            .into_inner()
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default()
+    }
+
+    async fn runtime_conditions(&self) -> Vec<cri::RuntimeCondition> {
+        self.svc
+            .status(Request::new(cri::StatusRequest::default()))
+            .await
+            .expect("status")
+            .into_inner()
+            .status
+            .expect("status")
+            .conditions
     }
 
     fn spec(&self, id: &str) -> serde_json::Value {
@@ -733,7 +842,9 @@ async fn bad_requests_are_invalid_argument_and_unknown_ids_not_found() {
 #[tokio::test]
 async fn state_survives_a_runtime_restart() {
     let h = harness();
-    let (_, id) = h.running_app().await;
+    let (sb, id) = h.running_app().await;
+    let ip = h.sandbox_ip(&sb).await;
+    assert_eq!(ip, "10.88.0.2");
     let svc2 = open(
         &h.root,
         h.registry.clone(),
@@ -741,6 +852,7 @@ async fn state_survives_a_runtime_restart() {
         h.host.clone(),
         h.launcher.clone(),
         h.cgroups.clone(),
+        h.cni.clone(),
     );
     let st = svc2
         .container_status(Request::new(cri::ContainerStatusRequest {
@@ -760,6 +872,250 @@ async fn state_survives_a_runtime_restart() {
         .into_inner();
     assert_eq!(sbs.items.len(), 1);
     assert!(svc2.rt.images.get(IMAGE).is_some());
+    let st = svc2
+        .rt
+        .pod_sandbox_status(&sb)
+        .expect("status after restart");
+    assert_eq!(st.network.expect("network").ip, ip, "the pod keeps its IP");
+}
+
+fn with_host_ports(mut cfg: cri::PodSandboxConfig) -> cri::PodSandboxConfig {
+    cfg.port_mappings = vec![
+        cri::PortMapping {
+            protocol: cri::Protocol::Udp as i32,
+            container_port: 53,
+            host_port: 5353,
+            host_ip: "127.0.0.1".into(),
+        },
+        // No hostPort: informational only, nothing for portmap.
+        cri::PortMapping {
+            protocol: cri::Protocol::Tcp as i32,
+            container_port: 80,
+            host_port: 0,
+            host_ip: String::new(),
+        },
+    ];
+    cfg
+}
+
+#[tokio::test]
+async fn a_pod_network_gets_its_ip_from_cni_and_gives_it_back_on_stop() {
+    let h = harness();
+    let sb = h
+        .svc
+        .run_pod_sandbox(Request::new(cri::RunPodSandboxRequest {
+            config: Some(with_host_ports(sandbox_config(false))),
+            runtime_handler: String::new(),
+        }))
+        .await
+        .expect("run")
+        .into_inner()
+        .pod_sandbox_id;
+    let other = h.sandbox(false).await;
+    assert_eq!(h.sandbox_ip(&sb).await, "10.88.0.2");
+    assert_eq!(h.sandbox_ip(&other).await, "10.88.0.3");
+
+    let a = h.cni.adds.lock().expect("lock")[0].clone();
+    assert_eq!(a.container_id, sb);
+    assert_eq!(a.ifname, "eth0");
+    assert_eq!(a.netns, h.root.join("sandboxes").join(&sb).join("ns/net"));
+    for kv in [
+        ("K8S_POD_NAMESPACE", "default"),
+        ("K8S_POD_NAME", "web"),
+        ("K8S_POD_UID", "pod-uid-1"),
+    ] {
+        assert!(
+            a.args.iter().any(|(k, v)| (k.as_str(), v.as_str()) == kv),
+            "{kv:?} in {:?}",
+            a.args
+        );
+    }
+    assert_eq!(
+        a.port_mappings,
+        [crate::network::PortMapping {
+            host_port: 5353,
+            container_port: 53,
+            protocol: "udp".into(),
+            host_ip: "127.0.0.1".into(),
+        }]
+    );
+
+    h.svc
+        .stop_pod_sandbox(Request::new(cri::StopPodSandboxRequest {
+            pod_sandbox_id: sb.clone(),
+        }))
+        .await
+        .expect("stop");
+    {
+        let dels = h.cni.dels.lock().expect("lock");
+        assert_eq!(dels.len(), 1);
+        assert_eq!(dels[0].0, a, "DEL names what ADD did");
+        assert!(dels[0].1.is_some(), "DEL gets ADD's result");
+    }
+    assert_eq!(h.sandbox_ip(&sb).await, "", "a stopped sandbox has no IP");
+    // Stopping again or removing does not run DEL again: the network is gone.
+    h.svc
+        .stop_pod_sandbox(Request::new(cri::StopPodSandboxRequest {
+            pod_sandbox_id: sb.clone(),
+        }))
+        .await
+        .expect("stop again");
+    h.svc
+        .remove_pod_sandbox(Request::new(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: sb.clone(),
+        }))
+        .await
+        .expect("remove");
+    assert_eq!(h.cni.dels.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test]
+async fn remove_without_stop_runs_del_before_the_netns_goes() {
+    let h = harness();
+    let sb = h.sandbox(false).await;
+    h.svc
+        .remove_pod_sandbox(Request::new(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: sb,
+        }))
+        .await
+        .expect("remove");
+    assert_eq!(h.cni.dels.lock().expect("lock").len(), 1);
+    assert_eq!(*h.cni.released_at_del.lock().expect("lock"), [0]);
+    assert_eq!(h.ns.released.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test]
+async fn host_network_pods_have_no_cni_and_the_node_ip() {
+    let h = harness();
+    let sb = h.sandbox(true).await;
+    assert!(h.cni.adds.lock().expect("lock").is_empty());
+    assert_eq!(h.sandbox_ip(&sb).await, crate::sandbox::ns::primary_ipv4());
+    h.svc
+        .remove_pod_sandbox(Request::new(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: sb,
+        }))
+        .await
+        .expect("remove");
+    assert!(h.cni.dels.lock().expect("lock").is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_cni_add_is_reported_and_leaves_nothing() {
+    let h = harness();
+    *h.cni.fail_add.lock().expect("lock") = Some("failed to allocate for range 0".into());
+    let err = h
+        .svc
+        .run_pod_sandbox(Request::new(cri::RunPodSandboxRequest {
+            config: Some(sandbox_config(false)),
+            runtime_handler: String::new(),
+        }))
+        .await
+        .expect_err("add fails");
+    assert_eq!(err.code(), tonic::Code::Unknown);
+    assert!(
+        err.message().contains("plugin bridge") && err.message().contains("allocate"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(h.ns.created.lock().expect("lock").len(), 1);
+    assert_eq!(
+        h.ns.released.lock().expect("lock").len(),
+        1,
+        "namespaces released"
+    );
+    assert!(
+        h.cni.dels.lock().expect("lock").is_empty(),
+        "the failed ADD undid itself"
+    );
+    let listed = h
+        .svc
+        .list_pod_sandbox(Request::new(cri::ListPodSandboxRequest::default()))
+        .await
+        .expect("list")
+        .into_inner()
+        .items;
+    assert!(listed.is_empty(), "{listed:?}");
+    let left: Vec<_> = std::fs::read_dir(h.root.join("sandboxes"))
+        .expect("dir")
+        .collect();
+    assert!(left.is_empty(), "sandbox dirs left: {left:?}");
+}
+
+#[tokio::test]
+async fn network_not_ready_is_reported_and_refuses_pod_networks_only() {
+    let h = harness();
+    *h.cni.not_ready.lock().expect("lock") = Some("portmap".into());
+    let net = h
+        .runtime_conditions()
+        .await
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .expect("NetworkReady");
+    assert!(!net.status);
+    assert_eq!(net.reason, "PluginNotFound");
+    assert!(net.message.contains("portmap"), "{}", net.message);
+    let runtime_ready = h
+        .runtime_conditions()
+        .await
+        .into_iter()
+        .any(|c| c.r#type == "RuntimeReady" && c.status);
+    assert!(runtime_ready);
+
+    let err = h
+        .svc
+        .run_pod_sandbox(Request::new(cri::RunPodSandboxRequest {
+            config: Some(sandbox_config(false)),
+            runtime_handler: String::new(),
+        }))
+        .await
+        .expect_err("not ready");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains("plugin portmap"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        h.ns.created.lock().expect("lock").is_empty(),
+        "nothing made before the network was known to be ready"
+    );
+    h.sandbox(true).await;
+}
+
+#[tokio::test]
+async fn a_sandbox_whose_add_never_finished_is_not_ready_and_its_removal_runs_del() {
+    let h = harness();
+    let sb = h.sandbox(false).await;
+    // What a runtime that died during ADD leaves: the record written before ADD ran.
+    let path = h.root.join("sandboxes").join(&sb).join("state.json");
+    let mut rec: crate::sandbox::SandboxRecord = crate::state::read_json(&path)
+        .expect("read")
+        .expect("record");
+    rec.phase = crate::sandbox::SandboxPhase::NotReady;
+    if let Some(n) = rec.network.as_mut() {
+        n.result = None;
+    }
+    crate::state::write_json(&path, &rec).expect("write");
+    let svc2 = open(
+        &h.root,
+        h.registry.clone(),
+        h.ns.clone(),
+        h.host.clone(),
+        h.launcher.clone(),
+        h.cgroups.clone(),
+        h.cni.clone(),
+    );
+    let st = svc2.rt.pod_sandbox_status(&sb).expect("status");
+    assert_eq!(st.state, cri::PodSandboxState::SandboxNotready as i32);
+    assert_eq!(st.network.expect("network").ip, "");
+    svc2.remove_pod_sandbox(Request::new(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: sb,
+    }))
+    .await
+    .expect("remove");
+    let dels = h.cni.dels.lock().expect("lock");
+    assert_eq!(dels.len(), 1);
+    assert!(dels[0].1.is_none(), "no result to give DEL");
 }
 
 #[tokio::test]

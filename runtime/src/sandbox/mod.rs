@@ -1,5 +1,5 @@
-//! Pod sandboxes: the namespaces a pod's containers share (network with loopback up, IPC, UTS
-//! with the pod's hostname; the host's network and UTS for hostNetwork pods), the pod's
+//! Pod sandboxes: the namespaces a pod's containers share (network, set up through CNI; IPC;
+//! UTS with the pod's hostname; the host's network and UTS for hostNetwork pods), the pod's
 //! resolv.conf, and the sandbox record persisted at `<root>/sandboxes/<id>/state.json`.
 
 pub mod ns;
@@ -11,13 +11,16 @@ use serde::{Deserialize, Serialize};
 
 pub use self::ns::{LinuxNamespaces, NamespaceHelper, NsPaths, NsRequest};
 use crate::error::{Result, RuntimeError};
+use crate::network::PodNetwork;
 
 /// A sandbox's lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SandboxPhase {
     /// Namespaces exist; containers may be created. Set by RunPodSandbox.
     Ready,
-    /// Stopped: its containers were stopped; only RemovePodSandbox moves on from here.
+    /// Not usable: stopped (its containers were stopped, its network torn down), or its
+    /// network setup never finished (the runtime died during CNI ADD). Only RemovePodSandbox
+    /// moves on from here.
     NotReady,
 }
 
@@ -49,6 +52,10 @@ pub struct SandboxRecord {
     /// container of the pod sets them in the namespaces it shares.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// The pod's CNI attachment: set before ADD runs, so a crash during it still leaves what
+    /// DEL needs; `None` for hostNetwork pods and once DEL has run.
+    #[serde(default)]
+    pub network: Option<PodNetwork>,
 }
 
 /// Writes the pod's `/etc/hosts` and `/etc/hostname`, as containerd does: a host-network pod

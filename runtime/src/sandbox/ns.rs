@@ -1,9 +1,8 @@
-//! Namespace holders: a new network (loopback up), IPC and UTS (hostname set) namespace, created
-//! in a dedicated thread with unshare(2) and kept alive by bind-mounting the thread's namespace
-//! files onto `<sandbox-dir>/ns/{net,ipc,uts}`, so containers can join them by path.
-#![allow(unsafe_code)]
+//! Namespace holders: a new network, IPC and UTS (hostname set) namespace, created in a
+//! dedicated thread with unshare(2) and kept alive by bind-mounting the thread's namespace
+//! files onto `<sandbox-dir>/ns/{net,ipc,uts}`, so containers can join them by path. The
+//! network namespace is empty here: CNI brings up its loopback and interfaces.
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -68,7 +67,6 @@ impl NamespaceHelper for LinuxNamespaces {
             return Ok(paths);
         }
         let hostname = req.hostname.clone();
-        let private_net = req.private_net;
         // unshare(2) moves only the calling thread; a throwaway thread keeps the runtime's own
         // threads in the host namespaces. The bind mounts keep the namespaces alive after it ends.
         let result = std::thread::spawn(move || -> Result<()> {
@@ -76,9 +74,6 @@ impl NamespaceHelper for LinuxNamespaces {
             if let Some(h) = &hostname {
                 nix::unistd::sethostname(h)
                     .map_err(RuntimeError::sys(format!("sethostname {h}")))?;
-            }
-            if private_net {
-                loopback_up()?;
             }
             for (name, target) in &targets {
                 let src = format!("/proc/thread-self/ns/{name}");
@@ -120,38 +115,6 @@ impl NamespaceHelper for LinuxNamespaces {
         }
         Ok(())
     }
-}
-
-/// Sets IFF_UP on `lo` in the calling thread's network namespace.
-fn loopback_up() -> Result<()> {
-    let sock = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(RuntimeError::sys("socket for loopback"))?;
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: the socket fd is open for the duration of the call and `req` is a valid ifreq
-    // that SIOCGIFFLAGS fills in.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
-    if rc < 0 {
-        return Err(RuntimeError::sys("get lo flags")(nix::errno::Errno::last()));
-    }
-    // SAFETY: SIOCGIFFLAGS set the flags member of the union, which we read and update.
-    unsafe {
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-    }
-    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
-    if rc < 0 {
-        return Err(RuntimeError::sys("set lo up")(nix::errno::Errno::last()));
-    }
-    Ok(())
 }
 
 /// The node's primary IPv4 address: the first non-loopback IPv4 on an interface that is up.
