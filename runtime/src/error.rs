@@ -54,6 +54,12 @@ pub enum RuntimeError {
     /// Starting or talking to a container monitor failed.
     #[error("container {id}: {message}")]
     Launch { id: String, message: String },
+    /// A command could not be run in a container (no such executable, container gone).
+    #[error("exec in container {id}: {message}")]
+    Exec { id: String, message: String },
+    /// ExecSync's timeout passed; the command was killed.
+    #[error("exec in container {id}: command timed out after {seconds}s")]
+    ExecTimeout { id: String, seconds: u64 },
     /// Persisted state could not be (de)serialised.
     #[error("state {path}: {source}")]
     State {
@@ -104,7 +110,9 @@ impl From<RuntimeError> for tonic::Status {
             | RuntimeError::Unpack { .. }
             // A container that cannot start (bad executable, bad mount) is what containerd
             // reports as Unknown too.
-            | RuntimeError::Launch { .. } => tonic::Status::unknown(msg),
+            | RuntimeError::Launch { .. }
+            | RuntimeError::Exec { .. } => tonic::Status::unknown(msg),
+            RuntimeError::ExecTimeout { .. } => tonic::Status::deadline_exceeded(msg),
             RuntimeError::Io { .. }
             | RuntimeError::Sys { .. }
             | RuntimeError::State { .. }

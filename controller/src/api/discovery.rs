@@ -43,6 +43,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             let (kind, verbs, gv): (&str, &[&str], Option<(&str, &str)>) = match *sub {
                 "binding" => ("Binding", &["create"], None),
                 "log" => ("Pod", &["get"], None),
+                // As the kube-apiserver lists them: kind PodExecOptions etc., get and create.
+                "exec" => ("PodExecOptions", &["create", "get"], None),
+                "attach" => ("PodAttachOptions", &["create", "get"], None),
+                "portforward" => ("PodPortForwardOptions", &["create", "get"], None),
                 "eviction" => ("Eviction", &["create"], Some(("policy", "v1"))),
                 "scale" => (
                     "Scale",
