@@ -152,14 +152,18 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     let out = k.ok(&["exec", "-i", "shell", "--", "cat"], Some("data through stdin\n"))?;
     ensure!(out == "data through stdin\n", "cat said {out:?}");
 
-    // A tty: kubectl -it under `script`, which gives kubectl a terminal of its own.
+    // A tty: kubectl -it under `script`, which gives kubectl a terminal of its own, 91x33; the
+    // size reaches the container's pty through resize messages. As with runc, the pty exists
+    // only once the command runs, so the first resize lands just after it started: the
+    // command waits a moment before asking.
     let cmd = format!(
-        "{} --kubeconfig {} exec -it shell -- sh -c 'tty; stty size; exit 0'",
+        "stty cols 91 rows 33; {} --kubeconfig {} exec -it shell -- sh -c 'sleep 1; tty; stty size; exit 0'",
         k.bin.display(),
         k.kubeconfig.display()
     );
     let out = run(Command::new("script").args(["-qec", &cmd, "/dev/null"]))?;
     ensure!(out.contains("/dev/pts/"), "tty said {out:?}");
+    ensure!(out.contains("33 91"), "stty size said {out:?}");
 
     // A command that does not exist, and a container that is not running.
     let out = k.output(&["exec", "shell", "--", "/no/such/binary"], None)?;

@@ -288,11 +288,12 @@ pub async fn run_session<I, O>(
                         }
                     }
                     Ok(ClientFrame::Resize { width, height }) => {
+                        tracing::debug!(width, height, "terminal resize");
                         if let Some(r) = p.resize.as_mut() {
                             r(width, height);
                         }
                     }
-                    Ok(ClientFrame::Ignored) => {}
+                    Ok(ClientFrame::Ignored) => tracing::debug!(len = msg.len(), first = ?msg.first(), "ignored client frame"),
                     Err(err) => tracing::debug!(error = %err, "ignoring client frame"),
                 },
                 None => {
