@@ -120,24 +120,53 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     // Discovery lists the subresources kubectl looks for.
     let resources = k.ok(&["get", "--raw", "/api/v1"], None)?;
     for sub in ["pods/exec", "pods/attach", "pods/portforward"] {
-        ensure!(resources.contains(sub), "discovery lacks {sub}: {resources}");
+        ensure!(
+            resources.contains(sub),
+            "discovery lacks {sub}: {resources}"
+        );
     }
 
     // A command, its output, and the container's environment.
     let out = k.ok(&["exec", "shell", "--", "echo", "hi"], None)?;
     ensure!(out == "hi\n", "exec echo said {out:?}");
-    let out = k.ok(&["exec", "shell", "--", "sh", "-c", "echo $GREETING; echo oops >&2"], None)?;
+    let out = k.ok(
+        &[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING; echo oops >&2",
+        ],
+        None,
+    )?;
     ensure!(out == "hello-env\n", "exec env said {out:?}");
 
     // It runs inside the container: its pid namespace, its root, its cgroup.
-    let out = k.ok(&["exec", "shell", "--", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; cat /proc/self/cgroup"], None)?;
-    ensure!(out.starts_with("sleep 3600"), "pid 1 in the exec is not the container's: {out:?}");
+    let out = k.ok(
+        &[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/1/cmdline | tr '\\0' ' '; echo; cat /proc/self/cgroup",
+        ],
+        None,
+    )?;
+    ensure!(
+        out.starts_with("sleep 3600"),
+        "pid 1 in the exec is not the container's: {out:?}"
+    );
     let container_id = pod["status"]["containerStatuses"][0]["containerID"]
         .as_str()
         .and_then(|s| s.split("://").nth(1))
         .context("no containerID")?
         .to_string();
-    ensure!(out.contains(&container_id), "exec is not in the container's cgroup: {out:?}");
+    ensure!(
+        out.contains(&container_id),
+        "exec is not in the container's cgroup: {out:?}"
+    );
 
     // Exit codes come back as kubectl's own.
     let out = k.output(&["exec", "shell", "--", "sh", "-c", "exit 3"], None)?;
@@ -149,7 +178,10 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     );
 
     // stdin, closed by v5's close signal so `cat` ends.
-    let out = k.ok(&["exec", "-i", "shell", "--", "cat"], Some("data through stdin\n"))?;
+    let out = k.ok(
+        &["exec", "-i", "shell", "--", "cat"],
+        Some("data through stdin\n"),
+    )?;
     ensure!(out == "data through stdin\n", "cat said {out:?}");
 
     // A tty: kubectl -it under `script`, which gives kubectl a terminal of its own, 91x33; the
@@ -182,7 +214,17 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()?;
     std::thread::sleep(Duration::from_secs(2));
-    k.ok(&["exec", "shell", "--", "sh", "-c", "echo via-attach > /proc/1/fd/1"], None)?;
+    k.ok(
+        &[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo via-attach > /proc/1/fd/1",
+        ],
+        None,
+    )?;
     std::thread::sleep(Duration::from_secs(1));
     let _ = attach.kill();
     let out = attach.wait_with_output()?;
@@ -224,7 +266,11 @@ fn exec_sync(c: &Cluster, container_id: &str) -> Result<()> {
         let resp = client
             .exec_sync(cri::ExecSyncRequest {
                 container_id: container_id.to_string(),
-                cmd: vec!["sh".into(), "-c".into(), "echo out; echo err >&2; exit 7".into()],
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "echo out; echo err >&2; exit 7".into(),
+                ],
                 timeout: 10,
             })
             .await?

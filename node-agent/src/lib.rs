@@ -13,10 +13,10 @@ mod node;
 mod pods;
 pub mod quantity;
 mod registry;
-pub mod stream;
 mod server;
 mod spec;
 mod status;
+pub mod stream;
 mod worker;
 
 pub use error::AgentError;

@@ -7,17 +7,17 @@ use crate::AgentError;
 use crate::logs::{self, Assembler, Follower, LogOptions, NotFound};
 use crate::registry::PodRegistry;
 use crate::stream::{self, StreamUrls};
-use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::Request;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::http::Request;
 use axum::routing::{any, get};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// What the handlers share.
@@ -110,7 +110,15 @@ async fn port_forward(
     UrlPath((namespace, pod)): UrlPath<(String, String)>,
     req: Request<Body>,
 ) -> Response {
-    stream::handle(st.streams.as_ref(), &namespace, &pod, "portforward", None, req).await
+    stream::handle(
+        st.streams.as_ref(),
+        &namespace,
+        &pod,
+        "portforward",
+        None,
+        req,
+    )
+    .await
 }
 
 async fn container_logs(

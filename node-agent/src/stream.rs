@@ -220,7 +220,9 @@ pub fn parse_call(
                 .map(|(_, v)| v.clone())
                 .collect();
             if cmd.is_empty() {
-                return Err(StreamRefusal::BadRequest("you must specify a command".into()));
+                return Err(StreamRefusal::BadRequest(
+                    "you must specify a command".into(),
+                ));
             }
             Ok(StreamCall::Exec {
                 container,
@@ -329,8 +331,7 @@ pub async fn proxy_upgrade(mut req: Request<Body>, url: &str) -> Response {
         Ok(t) => t,
         Err(e) => return bad_gateway(format!("connect to streaming server {host}:{port}: {e}")),
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await
-    {
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
         Ok(x) => x,
         Err(e) => return bad_gateway(format!("streaming server {host}:{port}: {e}")),
     };
@@ -341,7 +342,11 @@ pub async fn proxy_upgrade(mut req: Request<Body>, url: &str) -> Response {
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         return Response::from_parts(parts, Body::from(body));
     }
     let server_upgrade = hyper::upgrade::on(&mut resp);

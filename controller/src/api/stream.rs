@@ -86,7 +86,13 @@ async fn proxy(
 }
 
 /// Headers of one hop that are not passed on (the upgrade pair is).
-const HOP: &[&str] = &["host", "content-length", "transfer-encoding", "keep-alive", "authorization"];
+const HOP: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "authorization",
+];
 
 /// Sends the upgrade request to `addr` + `target`; on 101 answers the client with it and
 /// splices the two connections, otherwise passes the agent's answer back.
@@ -131,11 +137,9 @@ async fn upgrade(mut req: Request, addr: &str, target: &str) -> Result<Response,
     let agent_upgrade = hyper::upgrade::on(&mut resp);
     tokio::spawn(async move {
         if let Ok((client, agent)) = tokio::try_join!(client_upgrade, agent_upgrade) {
-            let _ = tokio::io::copy_bidirectional(
-                &mut TokioIo::new(client),
-                &mut TokioIo::new(agent),
-            )
-            .await;
+            let _ =
+                tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(agent))
+                    .await;
         }
     });
     let mut answer = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);

@@ -411,7 +411,10 @@ impl Cri for FakeCri {
         if !self.state().sandboxes.contains_key(&req.pod_sandbox_id) {
             return Err(not_found("PortForward", &req.pod_sandbox_id));
         }
-        Ok(format!("http://streaming.invalid/portforward/{}", req.pod_sandbox_id))
+        Ok(format!(
+            "http://streaming.invalid/portforward/{}",
+            req.pod_sandbox_id
+        ))
     }
 
     async fn container_status(&self, id: &str) -> Result<v1::ContainerStatus, AgentError> {

@@ -356,6 +356,10 @@ mod tests {
         remove_container: RemoveContainerRequest -> RemoveContainerResponse;
         list_containers: ListContainersRequest -> ListContainersResponse;
         status: StatusRequest -> StatusResponse;
+        exec_sync: ExecSyncRequest -> ExecSyncResponse;
+        exec: ExecRequest -> ExecResponse;
+        attach: AttachRequest -> AttachResponse;
+        port_forward: PortForwardRequest -> PortForwardResponse;
     }
 
     #[tokio::test]

@@ -75,10 +75,8 @@ pub trait Cri: Send + Sync + 'static {
         sandbox_config: Option<v1::PodSandboxConfig>,
     ) -> impl Future<Output = Result<String, AgentError>> + Send;
     /// Exec: the URL of the runtime's streaming server for this command.
-    fn exec(
-        &self,
-        req: v1::ExecRequest,
-    ) -> impl Future<Output = Result<String, AgentError>> + Send;
+    fn exec(&self, req: v1::ExecRequest)
+    -> impl Future<Output = Result<String, AgentError>> + Send;
     /// Attach: the streaming URL for the container's own stdio.
     fn attach(
         &self,

@@ -11,10 +11,10 @@ use tonic::{Request, Response, Status};
 
 pub use self::runtime::{Live, Runtime};
 use crate::error::RuntimeError;
-use crate::stream::exec::{ExecSpawner, ExecSpec};
-use crate::stream::{StreamRequest, Streams};
 use crate::image::ImageRecord;
 use crate::image::registry::Credentials;
+use crate::stream::exec::{ExecSpawner, ExecSpec};
+use crate::stream::{StreamRequest, Streams};
 
 /// Implements both CRI services over one shared [`Runtime`].
 #[derive(Clone)]
@@ -46,7 +46,11 @@ impl CriService {
     }
 
     /// The container, if it runs: exec and attach need a live process to join.
-    fn running(&self, id: &str, action: &'static str) -> Result<crate::container::ContainerRecord, RuntimeError> {
+    fn running(
+        &self,
+        id: &str,
+        action: &'static str,
+    ) -> Result<crate::container::ContainerRecord, RuntimeError> {
         let c = self.rt.container(id)?;
         match self.rt.live(&c) {
             Live::Running => Ok(c),

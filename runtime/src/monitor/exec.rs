@@ -186,7 +186,10 @@ fn receive_master(listener: &UnixListener) -> Result<File, String> {
         MsgFlags::empty(),
     )
     .map_err(|e| format!("receive pty master: {e}"))?;
-    for cmsg in msg.cmsgs().map_err(|e| format!("receive pty master: {e}"))? {
+    for cmsg in msg
+        .cmsgs()
+        .map_err(|e| format!("receive pty master: {e}"))?
+    {
         if let ControlMessageOwned::ScmRights(fds) = cmsg
             && let Some(&fd) = fds.first()
         {
@@ -336,9 +339,6 @@ mod tests {
         let r = ExecResult::Exited { exit_code: 3 };
         let s = serde_json::to_string(&r).expect("json");
         assert_eq!(s, r#"{"exited":{"exit_code":3}}"#);
-        assert_eq!(
-            serde_json::from_str::<ExecResult>(&s).expect("parse"),
-            r
-        );
+        assert_eq!(serde_json::from_str::<ExecResult>(&s).expect("parse"), r);
     }
 }

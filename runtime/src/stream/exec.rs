@@ -80,11 +80,10 @@ impl ExecSpawner for HelperSpawner {
         Box::pin(async move {
             let id = spec.container_id.clone();
             let fail = exec_error(&id);
-            let work = self
-                .root
-                .join("containers")
-                .join(&id)
-                .join(format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+            let work = self.root.join("containers").join(&id).join(format!(
+                "exec-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ));
             std::fs::create_dir_all(&work).map_err(RuntimeError::io("create dir", &work))?;
             state::write_json(
                 &work.join(EXEC_CONFIG),
@@ -128,9 +127,9 @@ impl ExecSpawner for HelperSpawner {
                 match (waited, result) {
                     (_, Ok(Some(r))) => Ok(r),
                     (Err(e), _) => Err(fail(format!("wait for exec helper: {e}"))),
-                    (Ok(status), Ok(None)) => {
-                        Err(fail(format!("exec helper ended ({status}) without a result")))
-                    }
+                    (Ok(status), Ok(None)) => Err(fail(format!(
+                        "exec helper ended ({status}) without a result"
+                    ))),
                     (Ok(_), Err(e)) => Err(e),
                 }
             });

@@ -34,10 +34,22 @@ const TOKEN_TTL: Duration = Duration::from_secs(60);
 /// A request waiting for its client to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamRequest {
-    Exec { spec: ExecSpec, stdout: bool, stderr: bool },
+    Exec {
+        spec: ExecSpec,
+        stdout: bool,
+        stderr: bool,
+    },
     /// Attach to a container's output (read from its CRI log, which its monitor owns).
-    Attach { log_path: PathBuf, container_id: String, stdout: bool, stderr: bool },
-    PortForward { sandbox_id: String, ports: Vec<i32> },
+    Attach {
+        log_path: PathBuf,
+        container_id: String,
+        stdout: bool,
+        stderr: bool,
+    },
+    PortForward {
+        sandbox_id: String,
+        ports: Vec<i32>,
+    },
 }
 
 impl StreamRequest {
@@ -126,11 +138,23 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
 pub const WEBSOCKET_ONLY: &str = "skiff's streaming server speaks WebSocket only \
      (v5.channel.k8s.io / v4.channel.k8s.io, kubectl 1.30 and later); SPDY is not supported";
 
+/// The answer to every port-forward stream.
+pub const PORT_FORWARD_UNSUPPORTED: &str = "port-forward is not supported by skiff yet: it needs \
+     SPDY/3.1 (tunnelled through WebSocket by kubectl 1.30+), which skiff's streaming server \
+     does not speak";
+
 async fn stream(
     State(st): State<StreamState>,
     Path((kind, token)): Path<(String, String)>,
     req: axum::extract::Request,
 ) -> Response {
+    if kind == "portforward" {
+        // kubectl 1.30+ tunnels SPDY/3.1 through WebSocket for port-forward
+        // (`SPDY/3.1+portforward.k8s.io`), then falls back to plain SPDY: neither is spoken
+        // here yet, so both attempts get this answer.
+        st.streams.take(&kind, &token);
+        return text(StatusCode::NOT_IMPLEMENTED, PORT_FORWARD_UNSUPPORTED);
+    }
     let (mut parts, _) = req.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws,
@@ -169,12 +193,17 @@ async fn stream(
             stdout,
             stderr,
         } => ws.on_upgrade(move |socket| {
-            attach_stream(st, socket, log_path, container_id, Wanted { stdout, stderr })
+            attach_stream(
+                st,
+                socket,
+                log_path,
+                container_id,
+                Wanted { stdout, stderr },
+            )
         }),
-        StreamRequest::PortForward { .. } => text(
-            StatusCode::NOT_IMPLEMENTED,
-            "port-forward is not supported by skiff's runtime yet",
-        ),
+        StreamRequest::PortForward { .. } => {
+            text(StatusCode::NOT_IMPLEMENTED, PORT_FORWARD_UNSUPPORTED)
+        }
     }
 }
 
@@ -182,7 +211,9 @@ async fn stream(
 fn split(socket: WebSocket) -> (impl futures::Stream<Item = Vec<u8>> + Unpin, FrameSink) {
     let (sink, source) = socket.split();
     let incoming = source
-        .take_while(|m| futures::future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_)))))
+        .take_while(|m| {
+            futures::future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_))))
+        })
         .filter_map(|m| {
             futures::future::ready(match m {
                 Ok(Message::Binary(b)) => Some(b.to_vec()),
@@ -276,7 +307,12 @@ async fn attach_stream(
             } else {
                 wanted.stderr
             };
-            if want && outgoing.send(protocol::frame(channel, &data)).await.is_err() {
+            if want
+                && outgoing
+                    .send(protocol::frame(channel, &data))
+                    .await
+                    .is_err()
+            {
                 return;
             }
         }

@@ -41,7 +41,10 @@ impl Version {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientFrame {
     Stdin(Vec<u8>),
-    Resize { width: u16, height: u16 },
+    Resize {
+        width: u16,
+        height: u16,
+    },
     /// End of the client's stdin (v5 close of stream 0).
     CloseStdin,
     /// Something this server ignores (an unknown channel, a close of another stream, an empty
@@ -64,8 +67,8 @@ pub fn decode(version: Version, msg: &[u8]) -> Result<ClientFrame, String> {
     match channel {
         STDIN => Ok(ClientFrame::Stdin(data.to_vec())),
         RESIZE => {
-            let size: TerminalSize = serde_json::from_slice(data)
-                .map_err(|e| format!("bad resize message: {e}"))?;
+            let size: TerminalSize =
+                serde_json::from_slice(data).map_err(|e| format!("bad resize message: {e}"))?;
             Ok(ClientFrame::Resize {
                 width: size.width,
                 height: size.height,
@@ -169,7 +172,10 @@ mod tests {
     #[test]
     fn protocol_names() {
         assert_eq!(Version::from_protocol(PROTOCOLS[0]), Some(Version::V5));
-        assert_eq!(Version::from_protocol("v4.channel.k8s.io"), Some(Version::V4));
+        assert_eq!(
+            Version::from_protocol("v4.channel.k8s.io"),
+            Some(Version::V4)
+        );
         assert_eq!(Version::from_protocol("channel.k8s.io"), None);
     }
 }
