@@ -66,7 +66,6 @@ async fn proxy(
             .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?
             .into_iter()
             .collect();
-    let (host, port, node_name) = node_agent_address(&state.objects, &pod)?;
     let path = match kind {
         Kind::Exec | Kind::Attach => {
             let container = container_name(&pod, &q)?;
@@ -75,6 +74,7 @@ async fn proxy(
         }
         Kind::PortForward => format!("/portForward/{ns}/{name}"),
     };
+    let (host, port, node_name) = node_agent_address(&state.objects, &pod)?;
     let target = format!("{path}?{raw_query}");
     upgrade(req, &format!("{host}:{port}"), &target)
         .await

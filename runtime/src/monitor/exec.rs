@@ -16,6 +16,7 @@
 use std::fs::File;
 use std::io::{IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use super::process::{chain, set_sigpipe};
 use crate::state;
 
 /// The first argument that selects exec-helper mode in the skiff binary.
@@ -144,23 +146,6 @@ fn run(dir: &Path) -> Result<i32, String> {
     })
 }
 
-fn set_sigpipe(handler: nix::sys::signal::SigHandler) {
-    // SAFETY: SIG_DFL and SIG_IGN are not handler functions, so no code runs in signal context;
-    // the helper is single-threaded, so nothing races with the change.
-    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, handler) };
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 fn wait(pid: Pid) -> Result<WaitStatus, String> {
     loop {
         match nix::sys::wait::waitpid(pid, None) {
@@ -227,14 +212,12 @@ fn resize(master: &File, cols: u16, rows: u16) {
 fn copy_tty(pid: Pid, mut master: File, resize_path: &Path) -> Result<WaitStatus, String> {
     let mut stdin = Some(std::io::stdin().lock());
     let mut stdout = std::io::stdout().lock();
-    let mut resizes = nix::fcntl::open(
-        resize_path,
-        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .ok()
-    // SAFETY: `open` returned a fresh descriptor that nothing else owns.
-    .map(|fd| File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+    // Non-blocking: the runtime holds the FIFO open for writing, so reads never see its end.
+    let mut resizes = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
+        .open(resize_path)
+        .ok();
     let mut pending = String::new();
     let mut status = None;
     let mut exited_at: Option<Instant> = None;
