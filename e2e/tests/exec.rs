@@ -1,8 +1,8 @@
-//! `kubectl exec` (with stdin, with a tty, exit codes), `kubectl attach`, `kubectl
-//! port-forward` and CRI ExecSync against a real `skiff up`: kubectl 1.33 over WebSocket
-//! (`v5.channel.k8s.io`) through the API server, the node agent and the runtime's streaming
-//! server into a busybox container. kubectl 1.27 speaks SPDY, which skiff does not: it must fail
-//! with an error that says so.
+//! `kubectl exec` (with stdin, with a tty, exit codes), `kubectl attach` and CRI ExecSync
+//! against a real `skiff up`: kubectl 1.33 over WebSocket (`v5.channel.k8s.io`) through the API
+//! server, the node agent and the runtime's streaming server into a busybox container.
+//! kubectl 1.27 speaks SPDY and `kubectl port-forward` tunnels SPDY, which skiff does not speak:
+//! both must fail with an error that says so.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -230,6 +230,15 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     let out = attach.wait_with_output()?;
     let attached = String::from_utf8_lossy(&out.stdout);
     ensure!(attached.contains("via-attach"), "attach saw {attached:?}");
+
+    // Port-forward is not implemented (kubectl tunnels SPDY for it): both of kubectl's attempts
+    // are refused with a message that says so, and kubectl exits instead of hanging.
+    let out = k.output(&["port-forward", "pod/shell", "0:80"], None)?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("port-forward is not supported"),
+        "kubectl port-forward: {err}"
+    );
 
     // kubectl 1.27 speaks SPDY: refused with a message that says why.
     let old = Kubectl {
