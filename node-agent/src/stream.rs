@@ -429,4 +429,115 @@ mod tests {
             Ok(format!("http://streaming.invalid/exec/{id}"))
         );
     }
+
+    /// Always answers with one URL.
+    struct FixedUrl(String);
+
+    impl StreamUrls for FixedUrl {
+        fn url<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: StreamCall,
+        ) -> BoxFuture<'a, Result<String, StreamRefusal>> {
+            Box::pin(async move { Ok(self.0.clone()) })
+        }
+    }
+
+    /// A streaming server that switches protocols on any request and echoes what it gets.
+    async fn echo_server() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                conn.read_exact(&mut byte).await.expect("read head");
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_lowercase();
+            assert!(head.starts_with("get /exec/token "), "{head}");
+            assert!(head.contains("upgrade: websocket"), "{head}");
+            conn.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n",
+            )
+            .await
+            .expect("write");
+            let (mut r, mut w) = conn.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+        format!("http://{addr}/exec/token")
+    }
+
+    #[tokio::test]
+    async fn proxies_an_upgraded_connection_both_ways() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let url = echo_server().await;
+        let app = axum::Router::new().route(
+            "/exec/{ns}/{pod}/{container}",
+            axum::routing::any(move |req: Request<Body>| {
+                let urls = FixedUrl(url.clone());
+                async move { handle(&urls, "default", "web", "exec", Some("app"), req).await }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn.with_upgrades());
+        let req = Request::get("/exec/default/web/app?command=cat&stdin=true")
+            .header(header::HOST, addr.to_string())
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .body(Body::empty())
+            .expect("request");
+        let mut resp = sender.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(
+            resp.headers()["sec-websocket-protocol"],
+            "v5.channel.k8s.io"
+        );
+        let mut io = TokioIo::new(hyper::upgrade::on(&mut resp).await.expect("upgrade"));
+        io.write_all(b"through two hops").await.expect("write");
+        let mut buf = [0u8; 16];
+        io.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf, b"through two hops");
+    }
+
+    #[tokio::test]
+    async fn refusals_are_answered_before_any_upgrade() {
+        let fake = Arc::new(FakeCri::default());
+        let streams = CriStreams(fake);
+        let req = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
+        let resp = handle(
+            &streams,
+            "default",
+            "web",
+            "exec",
+            Some("app"),
+            req("/exec/default/web/app?stdout=true"),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let resp = handle(
+            &streams,
+            "default",
+            "web",
+            "exec",
+            Some("app"),
+            req("/exec/default/web/app?command=true"),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
 }
