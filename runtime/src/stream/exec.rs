@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{Sink, SinkExt, Stream, StreamExt};
+use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::protocol::{self, ClientFrame, Version};
@@ -45,8 +46,9 @@ pub struct ExecProcess {
     pub resize: Option<Box<dyn FnMut(u16, u16) + Send>>,
     /// Resolves when the command ended (and its resources are cleaned up).
     pub done: BoxFuture<'static, Result<ExecResult>>,
-    /// Kills the command (a timed-out ExecSync).
-    pub kill: Box<dyn Fn() + Send + Sync>,
+    /// Signals the command: SIGKILL for a timed-out ExecSync, SIGHUP for a terminal whose
+    /// client went away.
+    pub signal: Box<dyn Fn(Signal) + Send + Sync>,
 }
 
 /// Starts commands in running containers.
@@ -133,16 +135,13 @@ impl ExecSpawner for HelperSpawner {
                     (Ok(_), Err(e)) => Err(e),
                 }
             });
-            let kill = Box::new(move || {
+            let signal = Box::new(move |sig: Signal| {
                 if let Some(pid) = std::fs::read_to_string(&pid_file)
                     .ok()
                     .and_then(|s| s.trim().parse::<i32>().ok())
                     .filter(|p| *p > 0)
                 {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
                 }
             });
             Ok(ExecProcess {
@@ -151,7 +150,7 @@ impl ExecSpawner for HelperSpawner {
                 stderr,
                 resize,
                 done,
-                kill,
+                signal,
             })
         })
     }
@@ -220,7 +219,7 @@ pub async fn exec_sync(
         Some(t) => match tokio::time::timeout(t, run).await {
             Ok(r) => r,
             Err(_) => {
-                (p.kill)();
+                (p.signal)(Signal::SIGKILL);
                 return Err(RuntimeError::ExecTimeout {
                     id,
                     seconds: t.as_secs(),
@@ -324,9 +323,13 @@ pub async fn run_session<I, O>(
         }
     }
     if !client_open {
-        // The client is gone: nobody to answer. The command runs on; its helper is still
-        // awaited so the work dir is cleaned up.
+        // The client is gone: nobody to answer. Without a tty the command runs on, as under
+        // the kubelet; a terminal nobody can type into again is hung up, as a closed terminal
+        // would be. The helper is still awaited so the work dir is cleaned up.
         drop(stdin);
+        if p.resize.is_some() && result.is_none() {
+            (p.signal)(Signal::SIGHUP);
+        }
         if result.is_none() {
             tokio::spawn(done);
         }
@@ -388,7 +391,7 @@ pub(crate) mod tests {
                         let _ = rx.await;
                         Ok(ExecResult::Exited { exit_code })
                     }),
-                    kill: Box::new(|| {}),
+                    signal: Box::new(|_| {}),
                 })
             })
         }
