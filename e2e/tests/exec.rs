@@ -197,6 +197,34 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     ensure!(out.contains("/dev/pts/"), "tty said {out:?}");
     ensure!(out.contains("33 91"), "stty size said {out:?}");
 
+    // A terminal whose client goes away is hung up, as a closed terminal is: the command does
+    // not linger in the container.
+    let cmd = format!(
+        "timeout 3 {} --kubeconfig {} exec -it shell -- sh -c 'exec sleep 777'",
+        k.bin.display(),
+        k.kubeconfig.display()
+    );
+    let mut hung = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let running = |k: &Kubectl| -> Result<bool> {
+        Ok(k.ok(&["exec", "shell", "--", "ps", "-o", "args"], None)?
+            .contains("sleep 777"))
+    };
+    wait_for(
+        "the exec'd sleep 777 to run",
+        Duration::from_secs(10),
+        || Ok(running(&k)?.then_some(())),
+    )?;
+    hung.wait()?;
+    wait_for(
+        "the exec'd sleep 777 to be hung up",
+        Duration::from_secs(15),
+        || Ok((!running(&k)?).then_some(())),
+    )?;
+
     // A command that does not exist, and a container that is not running.
     let out = k.output(&["exec", "shell", "--", "/no/such/binary"], None)?;
     ensure!(!out.status.success(), "exec of a missing binary succeeded");
