@@ -114,7 +114,10 @@ impl ExecSpawner for HelperSpawner {
                 .stderr(std::process::Stdio::piped())
                 .kill_on_drop(false)
                 .spawn()
-                .map_err(|e| fail(format!("spawn exec helper {}: {e}", self.exe.display())))?;
+                .map_err(|e| {
+                    let _ = std::fs::remove_dir_all(&work);
+                    fail(format!("spawn exec helper {}: {e}", self.exe.display()))
+                })?;
             let stdin = child.stdin.take().map(|w| Box::new(w) as Writer);
             let stdout = child.stdout.take().map(|r| Box::new(r) as Reader);
             let stderr = child.stderr.take().map(|r| Box::new(r) as Reader);
