@@ -16,6 +16,7 @@ mod registry;
 mod server;
 mod spec;
 mod status;
+pub mod stream;
 mod worker;
 
 pub use error::AgentError;
@@ -131,6 +132,7 @@ pub async fn run_with<C: cri::Cri>(
         lease_task.await;
         ("lease", Ok(()))
     });
+    let streams = Arc::new(stream::CriStreams(cri.clone()));
     let pods_task = pods::run(client, cri, node_ctx, registry.clone(), inner.clone());
     tasks.spawn(async move { ("pods", pods_task.await) });
     let server_task = server::serve(
@@ -139,6 +141,7 @@ pub async fn run_with<C: cri::Cri>(
             pod_log_dir: config.pod_log_dir,
             registry,
             cancel: inner.clone(),
+            streams,
         },
     );
     tasks.spawn(async move { ("http", server_task.await) });

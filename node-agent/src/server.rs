@@ -1,19 +1,23 @@
 //! The agent's HTTP server (the kubelet's port 10250 role, plain HTTP for now):
-//! `GET /healthz` and `GET /containerLogs/{namespace}/{pod}/{container}`, which the API server
-//! proxies `pods/log` to.
+//! `GET /healthz`, `GET /containerLogs/{namespace}/{pod}/{container}`, which the API server
+//! proxies `pods/log` to, and the streaming endpoints `/exec/...`, `/attach/...` and
+//! `/portForward/...` (see [`crate::stream`]).
 
 use crate::AgentError;
 use crate::logs::{self, Assembler, Follower, LogOptions, NotFound};
 use crate::registry::PodRegistry;
+use crate::stream::{self, StreamUrls};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::Request;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// What the handlers share.
@@ -23,6 +27,8 @@ pub struct ServerState {
     pub registry: PodRegistry,
     /// Ends `follow` streams at shutdown so graceful shutdown does not wait on them.
     pub cancel: CancellationToken,
+    /// Streaming URLs from the runtime, for exec, attach and port-forward.
+    pub streams: Arc<dyn StreamUrls>,
 }
 
 /// The agent's routes.
@@ -33,6 +39,15 @@ pub fn router(state: ServerState) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            any(|st, p, r| container_stream("exec", st, p, r)),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            any(|st, p, r| container_stream("attach", st, p, r)),
+        )
+        .route("/portForward/{namespace}/{pod}", any(port_forward))
         .with_state(state)
 }
 
@@ -71,6 +86,39 @@ fn options(q: &HashMap<String, String>) -> Result<LogOptions, String> {
         limit_bytes: number(q, "limitBytes")?,
         since_seconds: number(q, "sinceSeconds")?,
     })
+}
+
+async fn container_stream(
+    kind: &'static str,
+    State(st): State<ServerState>,
+    UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>,
+    req: Request<Body>,
+) -> Response {
+    stream::handle(
+        st.streams.as_ref(),
+        &namespace,
+        &pod,
+        kind,
+        Some(&container),
+        req,
+    )
+    .await
+}
+
+async fn port_forward(
+    State(st): State<ServerState>,
+    UrlPath((namespace, pod)): UrlPath<(String, String)>,
+    req: Request<Body>,
+) -> Response {
+    stream::handle(
+        st.streams.as_ref(),
+        &namespace,
+        &pod,
+        "portforward",
+        None,
+        req,
+    )
+    .await
 }
 
 async fn container_logs(
@@ -145,7 +193,6 @@ pub async fn serve(addr: SocketAddr, state: ServerState) -> Result<(), AgentErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::Request;
     use tower::ServiceExt;
 
     async fn get(state: &ServerState, uri: &str) -> (StatusCode, String) {
@@ -179,6 +226,9 @@ mod tests {
             pod_log_dir: root.path().to_owned(),
             registry: PodRegistry::default(),
             cancel: CancellationToken::new(),
+            streams: Arc::new(stream::CriStreams(Arc::new(
+                crate::cri::fake::FakeCri::new(),
+            ))),
         };
         assert_eq!(
             get(&state, "/healthz").await,

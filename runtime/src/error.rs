@@ -70,6 +70,12 @@ pub enum RuntimeError {
         network: String,
         message: String,
     },
+    /// A command could not be run in a container (no such executable, container gone).
+    #[error("exec in container {id}: {message}")]
+    Exec { id: String, message: String },
+    /// ExecSync's timeout passed; the command was killed.
+    #[error("exec in container {id}: command timed out after {seconds}s")]
+    ExecTimeout { id: String, seconds: u64 },
     /// Persisted state could not be (de)serialised.
     #[error("state {path}: {source}")]
     State {
@@ -124,7 +130,9 @@ impl From<RuntimeError> for tonic::Status {
             // reports as Unknown too.
             | RuntimeError::Launch { .. }
             // containerd reports a failed network setup as Unknown as well.
-            | RuntimeError::Cni { .. } => tonic::Status::unknown(msg),
+            | RuntimeError::Cni { .. }
+            | RuntimeError::Exec { .. } => tonic::Status::unknown(msg),
+            RuntimeError::ExecTimeout { .. } => tonic::Status::deadline_exceeded(msg),
             RuntimeError::Io { .. }
             | RuntimeError::Sys { .. }
             | RuntimeError::State { .. }

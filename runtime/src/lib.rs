@@ -26,6 +26,7 @@ pub mod monitor;
 pub mod network;
 pub mod sandbox;
 pub mod state;
+pub mod stream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::cri::runtime::{ContainerDefaults, DEFAULT_PIDS_LIMIT};
 pub use crate::error::RuntimeError;
-pub use crate::monitor::{MONITOR_ARG, monitor_main};
+pub use crate::monitor::{EXEC_ARG, MONITOR_ARG, exec_main, monitor_main};
 
 /// How the runtime is set up.
 #[derive(Debug, Clone)]
@@ -93,7 +94,33 @@ pub async fn serve(config: RuntimeConfig, cancel: CancellationToken) -> Result<(
     }
     let listener = tokio::net::UnixListener::bind(sock).map_err(RuntimeError::io("bind", sock))?;
     tracing::info!(socket = %sock.display(), root = %config.root_dir.display(), "cri server listening");
-    let svc = cri::CriService::new(rt);
+    // The streaming server: loopback only, on a port the kernel picks; its URLs reach clients
+    // only through the node agent's proxy.
+    let stream_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(RuntimeError::io("bind streaming server", "127.0.0.1:0"))?;
+    let stream_addr = stream_listener
+        .local_addr()
+        .map_err(RuntimeError::io("streaming server address", "127.0.0.1:0"))?;
+    let streams = Arc::new(stream::Streams::new(format!("http://{stream_addr}")));
+    let exe = std::env::current_exe().map_err(RuntimeError::io("current exe", "/proc/self/exe"))?;
+    let spawner: Arc<dyn stream::exec::ExecSpawner> = Arc::new(stream::exec::HelperSpawner::new(
+        exe,
+        config.root_dir.clone(),
+    ));
+    let running_rt = rt.clone();
+    let stream_state = stream::StreamState {
+        streams: streams.clone(),
+        spawner: spawner.clone(),
+        running: Arc::new(move |id: &str| {
+            running_rt
+                .container(id)
+                .is_ok_and(|c| running_rt.live(&c) == cri::Live::Running)
+        }),
+    };
+    tracing::info!(addr = %stream_addr, "streaming server listening");
+    let stream_task = tokio::spawn(stream::serve(stream_listener, stream_state, cancel.clone()));
+    let svc = cri::CriService::new(rt).with_streaming(streams, spawner);
     let result = tonic::transport::Server::builder()
         .add_service(cri_api::RuntimeServiceServer::new(svc.clone()))
         .add_service(cri_api::ImageServiceServer::new(svc))
@@ -107,5 +134,6 @@ pub async fn serve(config: RuntimeConfig, cancel: CancellationToken) -> Result<(
             message: e.to_string(),
         });
     let _ = std::fs::remove_file(sock);
+    stream_task.abort();
     result
 }

@@ -36,6 +36,10 @@ pub fn subresource(
     match sub {
         "binding" => ("Binding", &["create"], None),
         "log" => ("Pod", &["get"], None),
+        // As the kube-apiserver lists them: kind PodExecOptions etc., get and create.
+        "exec" => ("PodExecOptions", &["create", "get"], None),
+        "attach" => ("PodAttachOptions", &["create", "get"], None),
+        "portforward" => ("PodPortForwardOptions", &["create", "get"], None),
         "eviction" => ("Eviction", &["create"], Some(("policy", "v1"))),
         "scale" => (
             "Scale",

@@ -26,7 +26,7 @@ const PASSED_ON: &[&str] = &[
     "sinceTime",
 ];
 
-fn container_name(pod: &Value, q: &HashMap<String, String>) -> Result<String, ApiError> {
+pub(super) fn container_name(pod: &Value, q: &HashMap<String, String>) -> Result<String, ApiError> {
     let name = pod["metadata"]["name"].as_str().unwrap_or("");
     let names: Vec<&str> = ["initContainers", "containers"]
         .iter()
@@ -57,15 +57,12 @@ fn container_name(pod: &Value, q: &HashMap<String, String>) -> Result<String, Ap
     }
 }
 
-/// Proxies a log request for `pod` to its node's agent.
-pub async fn proxy(
+/// The address (`host`, port) of the agent on the pod's node, and the node's name.
+pub(super) fn node_agent_address(
     objects: &Objects,
     pod: &Value,
-    q: &HashMap<String, String>,
-) -> Result<Response, ApiError> {
+) -> Result<(String, i64, String), ApiError> {
     let name = pod["metadata"]["name"].as_str().unwrap_or("");
-    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
-    let container = container_name(pod, q)?;
     let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("");
     if node_name.is_empty() {
         return Err(ApiError::BadRequest(format!(
@@ -84,15 +81,28 @@ pub async fn proxy(
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_i64)
         .unwrap_or(10250);
-    let query: Vec<String> = PASSED_ON
-        .iter()
-        .filter_map(|k| q.get(*k).map(|v| format!("{k}={v}")))
-        .collect();
     let host = if ip.contains(':') {
         format!("[{ip}]")
     } else {
         ip.to_string()
     };
+    Ok((host, port, node_name.to_string()))
+}
+
+/// Proxies a log request for `pod` to its node's agent.
+pub async fn proxy(
+    objects: &Objects,
+    pod: &Value,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    let container = container_name(pod, q)?;
+    let (host, port, node_name) = node_agent_address(objects, pod)?;
+    let query: Vec<String> = PASSED_ON
+        .iter()
+        .filter_map(|k| q.get(*k).map(|v| format!("{k}={v}")))
+        .collect();
     let uri = format!(
         "http://{host}:{port}/containerLogs/{ns}/{name}/{container}?{}",
         query.join("&")

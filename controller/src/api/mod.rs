@@ -1,6 +1,6 @@
 //! The Kubernetes REST API over axum: path parsing, verbs, content negotiation (JSON, YAML and
 //! Kubernetes protobuf for bodies; JSON or a Table for kubectl in answers), watches, and the pod
-//! subresources (status, binding, log).
+//! subresources (status, binding, log, and the streaming exec, attach and portforward).
 
 pub mod admission;
 pub mod apply;
@@ -14,6 +14,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod resources;
 pub mod selectors;
+mod stream;
 pub mod subresources;
 pub mod table;
 pub mod watch;
@@ -70,6 +71,19 @@ pub fn router(state: ApiState) -> Router {
         .route("/openapi/v3", get(openapi_v3_discovery))
         .route("/openapi/v3/{*gv}", get(openapi_v3_document))
         .route("/api/v1", get(|| async { group_version("", "v1") }))
+        // Streaming subresources take the raw request: its upgrade is proxied to the node.
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/exec",
+            any(|s, p, r| stream::handle(stream::Kind::Exec, s, p, r)),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/attach",
+            any(|s, p, r| stream::handle(stream::Kind::Attach, s, p, r)),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/portforward",
+            any(|s, p, r| stream::handle(stream::Kind::PortForward, s, p, r)),
+        )
         .route("/api/v1/{*rest}", any(core_handler))
         .route(
             "/apis/{group}/{version}",

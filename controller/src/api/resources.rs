@@ -131,7 +131,15 @@ pub static RESOURCES: &[Resource] = &[
         true,
         &["po"],
         &["all"],
-        &["status", "binding", "log", "eviction"],
+        &[
+            "status",
+            "binding",
+            "log",
+            "eviction",
+            "exec",
+            "attach",
+            "portforward",
+        ],
     ),
     res(
         "",

@@ -189,6 +189,9 @@ async fn discovery_and_tables() {
         "pods/status",
         "pods/binding",
         "pods/log",
+        "pods/exec",
+        "pods/attach",
+        "pods/portforward",
         "nodes",
         "namespaces",
     ] {
@@ -949,4 +952,49 @@ async fn protobuf_bodies_take_the_json_path() {
     let (_, v) = call(&app, "GET", "/api/v1/namespaces/default/pods/web", "", "").await;
     assert_eq!(v["spec"]["nodeName"], "n1");
     assert!(v["metadata"]["deletionTimestamp"].is_string(), "{v}");
+}
+
+#[tokio::test]
+async fn exec_is_refused_before_the_node_is_asked() {
+    let (app, _) = app().await;
+    let exec = "/api/v1/namespaces/default/pods/web/exec?command=true&stdout=true";
+    let (s, v) = call(&app, "GET", exec, "", "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        "application/json",
+        POD,
+    )
+    .await;
+    // Not scheduled yet: no node to proxy to.
+    let (s, v) = call(&app, "POST", exec, "", "").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not have a host"),
+        "{v}"
+    );
+    // A container the pod does not have.
+    call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/pods/web/binding",
+        "application/json",
+        r#"{"target":{"kind":"Node","name":"n1"}}"#,
+    )
+    .await;
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/api/v1/namespaces/default/pods/web/attach?container=nope",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("nope"), "{v}");
 }

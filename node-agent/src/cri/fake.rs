@@ -92,6 +92,47 @@ impl FakeCri {
         }
     }
 
+    /// Adds a ready sandbox for pod `namespace/pod` with a running container `name` (labelled
+    /// as the agent labels them) and returns the container's id.
+    pub fn add_running_container(&self, namespace: &str, pod: &str, name: &str) -> String {
+        let labels: std::collections::HashMap<String, String> = [
+            (super::LABEL_POD_NAMESPACE.to_owned(), namespace.to_owned()),
+            (super::LABEL_POD_NAME.to_owned(), pod.to_owned()),
+        ]
+        .into();
+        let mut st = self.state();
+        let sb = Self::new_id(&mut st, "sb");
+        st.sandboxes.insert(
+            sb.clone(),
+            FakeSandbox {
+                config: v1::PodSandboxConfig {
+                    labels: labels.clone(),
+                    ..Default::default()
+                },
+                state: v1::PodSandboxState::SandboxReady,
+            },
+        );
+        let mut labels = labels;
+        labels.insert(super::LABEL_CONTAINER_NAME.to_owned(), name.to_owned());
+        let id = Self::new_id(&mut st, "c");
+        st.containers.insert(
+            id.clone(),
+            FakeContainer {
+                sandbox_id: sb,
+                config: v1::ContainerConfig {
+                    labels,
+                    ..Default::default()
+                },
+                state: v1::ContainerState::ContainerRunning,
+                started_at: now_ns(),
+                finished_at: 0,
+                exit_code: 0,
+                image_ref: String::new(),
+            },
+        );
+        id
+    }
+
     /// Ids of containers with metadata name `name`, oldest first.
     pub fn containers_named(&self, name: &str) -> Vec<String> {
         self.state()
@@ -115,6 +156,22 @@ impl FakeCri {
 }
 
 impl FakeCri {
+    /// Streaming calls answer with a URL naming the call and container, if it runs.
+    fn streaming_url(&self, op: &'static str, id: &str) -> Result<String, AgentError> {
+        match self.state().containers.get(id).map(|c| c.state) {
+            None => Err(not_found(op, id)),
+            Some(v1::ContainerState::ContainerRunning) => {
+                Ok(format!("http://streaming.invalid/{op}/{id}"))
+            }
+            Some(_) => Err(AgentError::Cri {
+                op,
+                target: id.to_owned(),
+                code: tonic::Code::FailedPrecondition,
+                message: format!("container {id} is not running"),
+            }),
+        }
+    }
+
     fn injected(&self, op: &'static str) -> Result<(), AgentError> {
         if self.state().fail_once.remove(op) {
             return Err(AgentError::Cri {
@@ -340,6 +397,24 @@ impl Cri for FakeCri {
                 ..Default::default()
             })
             .collect())
+    }
+
+    async fn exec(&self, req: v1::ExecRequest) -> Result<String, AgentError> {
+        self.streaming_url("exec", &req.container_id)
+    }
+
+    async fn attach(&self, req: v1::AttachRequest) -> Result<String, AgentError> {
+        self.streaming_url("attach", &req.container_id)
+    }
+
+    async fn port_forward(&self, req: v1::PortForwardRequest) -> Result<String, AgentError> {
+        if !self.state().sandboxes.contains_key(&req.pod_sandbox_id) {
+            return Err(not_found("PortForward", &req.pod_sandbox_id));
+        }
+        Ok(format!(
+            "http://streaming.invalid/portforward/{}",
+            req.pod_sandbox_id
+        ))
     }
 
     async fn container_status(&self, id: &str) -> Result<v1::ContainerStatus, AgentError> {

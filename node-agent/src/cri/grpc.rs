@@ -213,6 +213,33 @@ impl Cri for GrpcCri {
             .map_err(|s| AgentError::cri("ListContainers", "containers", s))
     }
 
+    async fn exec(&self, req: v1::ExecRequest) -> Result<String, AgentError> {
+        let id = req.container_id.clone();
+        let mut c = self.runtime.clone();
+        c.exec(request(req, CALL_TIMEOUT))
+            .await
+            .map(|r| r.into_inner().url)
+            .map_err(|s| AgentError::cri("Exec", &id, s))
+    }
+
+    async fn attach(&self, req: v1::AttachRequest) -> Result<String, AgentError> {
+        let id = req.container_id.clone();
+        let mut c = self.runtime.clone();
+        c.attach(request(req, CALL_TIMEOUT))
+            .await
+            .map(|r| r.into_inner().url)
+            .map_err(|s| AgentError::cri("Attach", &id, s))
+    }
+
+    async fn port_forward(&self, req: v1::PortForwardRequest) -> Result<String, AgentError> {
+        let id = req.pod_sandbox_id.clone();
+        let mut c = self.runtime.clone();
+        c.port_forward(request(req, CALL_TIMEOUT))
+            .await
+            .map(|r| r.into_inner().url)
+            .map_err(|s| AgentError::cri("PortForward", &id, s))
+    }
+
     async fn container_status(&self, id: &str) -> Result<v1::ContainerStatus, AgentError> {
         let msg = v1::ContainerStatusRequest {
             container_id: id.to_owned(),
@@ -336,6 +363,10 @@ mod tests {
         pod_sandbox_stats: PodSandboxStatsRequest -> PodSandboxStatsResponse;
         list_pod_sandbox_stats: ListPodSandboxStatsRequest -> ListPodSandboxStatsResponse;
         runtime_config: RuntimeConfigRequest -> RuntimeConfigResponse;
+        exec_sync: ExecSyncRequest -> ExecSyncResponse;
+        exec: ExecRequest -> ExecResponse;
+        attach: AttachRequest -> AttachResponse;
+        port_forward: PortForwardRequest -> PortForwardResponse;
     }
 
     #[tokio::test]

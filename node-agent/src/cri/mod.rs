@@ -74,4 +74,17 @@ pub trait Cri: Send + Sync + 'static {
         image: &str,
         sandbox_config: Option<v1::PodSandboxConfig>,
     ) -> impl Future<Output = Result<String, AgentError>> + Send;
+    /// Exec: the URL of the runtime's streaming server for this command.
+    fn exec(&self, req: v1::ExecRequest)
+    -> impl Future<Output = Result<String, AgentError>> + Send;
+    /// Attach: the streaming URL for the container's own stdio.
+    fn attach(
+        &self,
+        req: v1::AttachRequest,
+    ) -> impl Future<Output = Result<String, AgentError>> + Send;
+    /// PortForward: the streaming URL for forwarding to the sandbox's ports.
+    fn port_forward(
+        &self,
+        req: v1::PortForwardRequest,
+    ) -> impl Future<Output = Result<String, AgentError>> + Send;
 }

@@ -13,16 +13,57 @@ pub use self::runtime::{Live, Runtime};
 use crate::error::RuntimeError;
 use crate::image::ImageRecord;
 use crate::image::registry::Credentials;
+use crate::stream::exec::{ExecSpawner, ExecSpec};
+use crate::stream::{StreamRequest, Streams};
 
 /// Implements both CRI services over one shared [`Runtime`].
 #[derive(Clone)]
 pub struct CriService {
     rt: Arc<Runtime>,
+    /// The streaming server's request table and the exec boundary; `None` answers the
+    /// streaming calls with Unimplemented.
+    streaming: Option<(Arc<Streams>, Arc<dyn ExecSpawner>)>,
 }
 
 impl CriService {
     pub fn new(rt: Arc<Runtime>) -> Self {
-        CriService { rt }
+        CriService {
+            rt,
+            streaming: None,
+        }
+    }
+
+    /// Serves ExecSync, Exec, Attach and PortForward through `streams` and `spawner`.
+    pub fn with_streaming(mut self, streams: Arc<Streams>, spawner: Arc<dyn ExecSpawner>) -> Self {
+        self.streaming = Some((streams, spawner));
+        self
+    }
+
+    fn streaming(&self) -> Result<&(Arc<Streams>, Arc<dyn ExecSpawner>), Status> {
+        self.streaming
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("streaming is not configured"))
+    }
+
+    /// The container, if it runs: exec and attach need a live process to join.
+    fn running(
+        &self,
+        id: &str,
+        action: &'static str,
+    ) -> Result<crate::container::ContainerRecord, RuntimeError> {
+        let c = self.rt.container(id)?;
+        match self.rt.live(&c) {
+            Live::Running => Ok(c),
+            other => Err(RuntimeError::FailedPrecondition {
+                kind: "container",
+                name: id.to_string(),
+                state: match other {
+                    Live::Created => "created".into(),
+                    _ => "not running".into(),
+                },
+                action,
+            }),
+        }
     }
 }
 
@@ -278,6 +319,102 @@ impl cri_api::RuntimeService for CriService {
         Ok(Response::new(cri::ListContainersResponse {
             containers: self.rt.list_containers(req.into_inner().filter),
         }))
+    }
+
+    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
+        let req = req.into_inner();
+        let (_, spawner) = self.streaming()?;
+        if req.cmd.is_empty() {
+            return Err(RuntimeError::InvalidArgument("exec without a command".into()).into());
+        }
+        self.running(&req.container_id, "exec")?;
+        let timeout = u64::try_from(req.timeout)
+            .ok()
+            .filter(|t| *t > 0)
+            .map(std::time::Duration::from_secs);
+        let spec = ExecSpec {
+            container_id: req.container_id,
+            cmd: req.cmd,
+            tty: false,
+            stdin: false,
+        };
+        let (stdout, stderr, exit_code) =
+            crate::stream::exec::exec_sync(spawner.as_ref(), spec, timeout).await?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout,
+            stderr,
+            exit_code,
+        }))
+    }
+
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        let req = req.into_inner();
+        let (streams, _) = self.streaming()?;
+        if req.cmd.is_empty() {
+            return Err(RuntimeError::InvalidArgument("exec without a command".into()).into());
+        }
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(RuntimeError::InvalidArgument(
+                "one of stdin, stdout or stderr must be requested".into(),
+            )
+            .into());
+        }
+        self.running(&req.container_id, "exec")?;
+        let url = streams.register(StreamRequest::Exec {
+            spec: ExecSpec {
+                container_id: req.container_id,
+                cmd: req.cmd,
+                tty: req.tty,
+                stdin: req.stdin,
+            },
+            stdout: req.stdout,
+            // With a tty, stderr is merged into the terminal.
+            stderr: req.stderr && !req.tty,
+        });
+        Ok(Response::new(cri::ExecResponse { url }))
+    }
+
+    async fn attach(&self, req: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
+        let req = req.into_inner();
+        let (streams, _) = self.streaming()?;
+        let c = self.running(&req.container_id, "attach")?;
+        if req.stdin {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "attach to container {} with stdin: skiff runs containers with stdin closed",
+                req.container_id
+            ))
+            .into());
+        }
+        if c.log_path.is_empty() {
+            return Err(RuntimeError::FailedPrecondition {
+                kind: "container",
+                name: req.container_id,
+                state: "without a log".into(),
+                action: "attach",
+            }
+            .into());
+        }
+        let url = streams.register(StreamRequest::Attach {
+            log_path: c.log_path.into(),
+            container_id: req.container_id,
+            stdout: req.stdout,
+            stderr: req.stderr,
+        });
+        Ok(Response::new(cri::AttachResponse { url }))
+    }
+
+    async fn port_forward(
+        &self,
+        req: Request<cri::PortForwardRequest>,
+    ) -> R<cri::PortForwardResponse> {
+        let req = req.into_inner();
+        let (streams, _) = self.streaming()?;
+        self.rt.sandbox(&req.pod_sandbox_id)?;
+        let url = streams.register(StreamRequest::PortForward {
+            sandbox_id: req.pod_sandbox_id,
+            ports: req.port,
+        });
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_status(

@@ -1496,3 +1496,66 @@ async fn reopen_log_of_a_stopped_container_fails() {
     }
     waiter.await.expect("join").expect("reopened");
 }
+
+#[tokio::test]
+async fn exec_needs_a_running_container_and_answers_with_a_url() {
+    let h = harness();
+    let svc = h.svc.clone().with_streaming(
+        Arc::new(Streams::new("http://127.0.0.1:1".into())),
+        Arc::new(crate::stream::exec::tests::EchoSpawner {
+            exit_code: 0,
+            resizes: Arc::default(),
+        }),
+    );
+    h.pull().await;
+    let sb = h.sandbox(false).await;
+    let id = h
+        .create(&sb, container_config("app", &["sleep"], &["9"]))
+        .await
+        .expect("create");
+    let exec = |stdout: bool| cri::ExecRequest {
+        container_id: id.clone(),
+        cmd: vec!["echo".into(), "hi".into()],
+        stdout,
+        ..Default::default()
+    };
+    let err = svc
+        .exec(Request::new(exec(true)))
+        .await
+        .expect_err("not started");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("created"), "{}", err.message());
+
+    h.start(&id).await.expect("start");
+    let url = svc
+        .exec(Request::new(exec(true)))
+        .await
+        .expect("exec")
+        .into_inner()
+        .url;
+    assert!(url.starts_with("http://127.0.0.1:1/exec/"), "{url}");
+    let err = svc
+        .exec(Request::new(exec(false)))
+        .await
+        .expect_err("no streams");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    let out = svc
+        .exec_sync(Request::new(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["echo".into(), "hi".into()],
+            timeout: 5,
+        }))
+        .await
+        .expect("exec sync")
+        .into_inner();
+    assert_eq!((out.stdout.as_slice(), out.exit_code), (&b"echo hi"[..], 0));
+
+    // Without a streaming server the calls say so.
+    let err = h
+        .svc
+        .exec(Request::new(exec(true)))
+        .await
+        .expect_err("unconfigured");
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+}

@@ -6,6 +6,7 @@
 //! The runtime never forks from its multithreaded process: it only spawns the monitor (fork+exec
 //! straight away). [`Launcher`] is that boundary; [`ProcessLauncher`] is the real one.
 
+pub mod exec;
 pub mod log;
 mod process;
 
@@ -16,6 +17,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 
+pub use self::exec::{EXEC_ARG, exec_main};
 pub use self::process::monitor_main;
 use crate::error::{Result, RuntimeError};
 

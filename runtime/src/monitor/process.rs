@@ -143,9 +143,9 @@ fn run(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn set_sigpipe(handler: nix::sys::signal::SigHandler) {
+pub(super) fn set_sigpipe(handler: nix::sys::signal::SigHandler) {
     // SAFETY: SIG_DFL and SIG_IGN are not handler functions, so no code runs in signal context;
-    // the monitor is single-threaded, so nothing races with the change.
+    // the monitor and the exec helper are single-threaded, so nothing races with the change.
     let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, handler) };
 }
 
@@ -157,7 +157,7 @@ fn fail(error: String) -> Result<(), String> {
 }
 
 /// An error with its sources, since libcontainer's top-level messages are generic.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -1,0 +1,340 @@
+//! `kubectl exec` (with stdin, with a tty, exit codes), `kubectl attach` and CRI ExecSync
+//! against a real `skiff up`: kubectl 1.33 over WebSocket (`v5.channel.k8s.io`) through the API
+//! server, the node agent and the runtime's streaming server into a busybox container.
+//! kubectl 1.27 speaks SPDY and `kubectl port-forward` tunnels SPDY, which skiff does not speak:
+//! both must fail with an error that says so.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use cri_api::v1 as cri;
+use e2e::*;
+
+fn kubectl_path(version: &str) -> PathBuf {
+    PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.{version}"))
+}
+
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        cmd
+    }
+
+    /// Runs kubectl with `input` on stdin (or none) and returns everything it did.
+    fn output(&self, args: &[&str], input: Option<&str>) -> Result<Output> {
+        use std::io::Write as _;
+        let mut child = self
+            .command(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(input) = input {
+            let mut stdin = child.stdin.take().context("no stdin")?;
+            stdin.write_all(input.as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    fn ok(&self, args: &[&str], input: Option<&str>) -> Result<String> {
+        let out = self.output(args, input)?;
+        ensure!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+#[test]
+fn exec_attach_and_port_forward() -> Result<()> {
+    require_root()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("skiff-e2e-exec-")
+        .tempdir()?;
+    let work = tmp.path();
+    let (_registry, reg) = start_registry(work)?;
+    push_busybox(&work.join("image"), &reg, "busybox:1.36")?;
+    let mut c = Cluster::new(work)?;
+    let result = scenario(&mut c, work, &reg);
+    if result.is_err() {
+        eprintln!("--- skiff up log (tail) ---\n{}", tail(&c.log));
+    }
+    let _ = c.stop();
+    cleanup_host(work);
+    result
+}
+
+fn apply(c: &Cluster, work: &Path, name: &str, yaml: &str) -> Result<()> {
+    let file = work.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml)?;
+    c.skiff(&["apply", "-f", file.to_str().unwrap_or_default()])?;
+    Ok(())
+}
+
+fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
+    c.start()?;
+    apply(
+        c,
+        work,
+        "shell",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: shell\nspec:\n  containers:\n  - name: main\n    image: {reg}/busybox:1.36\n    command: [\"sh\", \"-c\", \"echo attached-$((1+1)); exec sleep 3600\"]\n    env:\n    - {{name: GREETING, value: hello-env}}\n"
+        ),
+    )?;
+    apply(
+        c,
+        work,
+        "done",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: done\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: {reg}/busybox:1.36\n    command: [\"true\"]\n"
+        ),
+    )?;
+    let pod = wait_for("pod shell to be Running", Duration::from_secs(120), || {
+        let p = c.pod("shell")?;
+        Ok((p["status"]["phase"] == "Running").then_some(p))
+    })?;
+    wait_for("pod done to succeed", Duration::from_secs(60), || {
+        Ok((c.pod("done")?["status"]["phase"] == "Succeeded").then_some(()))
+    })?;
+
+    let k = Kubectl {
+        bin: kubectl_path("1.33"),
+        kubeconfig: c.kubeconfig(),
+    };
+
+    // Discovery lists the subresources kubectl looks for.
+    let resources = k.ok(&["get", "--raw", "/api/v1"], None)?;
+    for sub in ["pods/exec", "pods/attach", "pods/portforward"] {
+        ensure!(
+            resources.contains(sub),
+            "discovery lacks {sub}: {resources}"
+        );
+    }
+
+    // A command, its output, and the container's environment.
+    let out = k.ok(&["exec", "shell", "--", "echo", "hi"], None)?;
+    ensure!(out == "hi\n", "exec echo said {out:?}");
+    let out = k.ok(
+        &[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING; echo oops >&2",
+        ],
+        None,
+    )?;
+    ensure!(out == "hello-env\n", "exec env said {out:?}");
+
+    // It runs inside the container: its pid namespace, its root, its cgroup.
+    let out = k.ok(
+        &[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/1/cmdline | tr '\\0' ' '; echo; cat /proc/self/cgroup",
+        ],
+        None,
+    )?;
+    ensure!(
+        out.starts_with("sleep 3600"),
+        "pid 1 in the exec is not the container's: {out:?}"
+    );
+    let container_id = pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .and_then(|s| s.split("://").nth(1))
+        .context("no containerID")?
+        .to_string();
+    ensure!(
+        out.contains(&container_id),
+        "exec is not in the container's cgroup: {out:?}"
+    );
+
+    // Exit codes come back as kubectl's own.
+    let out = k.output(&["exec", "shell", "--", "sh", "-c", "exit 3"], None)?;
+    ensure!(
+        out.status.code() == Some(3),
+        "exit 3 came back as {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // stdin, closed by v5's close signal so `cat` ends.
+    let out = k.ok(
+        &["exec", "-i", "shell", "--", "cat"],
+        Some("data through stdin\n"),
+    )?;
+    ensure!(out == "data through stdin\n", "cat said {out:?}");
+
+    // A tty: kubectl -it under `script`, which gives kubectl a terminal of its own, 91x33; the
+    // size reaches the container's pty through resize messages. As with runc, the pty exists
+    // only once the command runs, so the first resize lands just after it started: the
+    // command waits a moment before asking.
+    let cmd = format!(
+        "stty cols 91 rows 33; {} --kubeconfig {} exec -it shell -- sh -c 'sleep 1; tty; stty size; exit 0'",
+        k.bin.display(),
+        k.kubeconfig.display()
+    );
+    let out = run(Command::new("script").args(["-qec", &cmd, "/dev/null"]))?;
+    ensure!(out.contains("/dev/pts/"), "tty said {out:?}");
+    ensure!(out.contains("33 91"), "stty size said {out:?}");
+
+    // A terminal whose client goes away is hung up, as a closed terminal is: the command does
+    // not linger in the container.
+    let cmd = format!(
+        "timeout 3 {} --kubeconfig {} exec -it shell -- sh -c 'exec sleep 777'",
+        k.bin.display(),
+        k.kubeconfig.display()
+    );
+    let mut hung = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let running = |k: &Kubectl| -> Result<bool> {
+        Ok(k.ok(&["exec", "shell", "--", "ps", "-o", "args"], None)?
+            .contains("sleep 777"))
+    };
+    wait_for(
+        "the exec'd sleep 777 to run",
+        Duration::from_secs(10),
+        || Ok(running(&k)?.then_some(())),
+    )?;
+    hung.wait()?;
+    wait_for(
+        "the exec'd sleep 777 to be hung up",
+        Duration::from_secs(15),
+        || Ok((!running(&k)?).then_some(())),
+    )?;
+
+    // A command that does not exist, and a container that is not running.
+    let out = k.output(&["exec", "shell", "--", "/no/such/binary"], None)?;
+    ensure!(!out.status.success(), "exec of a missing binary succeeded");
+    let out = k.output(&["exec", "done", "--", "echo", "hi"], None)?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("completed pod"),
+        "exec into a finished pod: {err}"
+    );
+
+    // attach: the container's output as it is written.
+    let mut attach = k
+        .command(&["attach", "shell"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_secs(2));
+    k.ok(
+        &[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo via-attach > /proc/1/fd/1",
+        ],
+        None,
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = attach.kill();
+    let out = attach.wait_with_output()?;
+    let attached = String::from_utf8_lossy(&out.stdout);
+    ensure!(attached.contains("via-attach"), "attach saw {attached:?}");
+
+    // Port-forward is not implemented (kubectl tunnels SPDY for it): both of kubectl's attempts
+    // are refused with a message that says so, and kubectl exits instead of hanging.
+    let out = k.output(&["port-forward", "pod/shell", "0:80"], None)?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("port-forward is not supported"),
+        "kubectl port-forward: {err}"
+    );
+
+    // kubectl 1.27 speaks SPDY: refused with a message that says why.
+    let old = Kubectl {
+        bin: kubectl_path("1.27"),
+        kubeconfig: c.kubeconfig(),
+    };
+    let out = old.output(&["exec", "shell", "--", "echo", "hi"], None)?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("WebSocket"),
+        "kubectl 1.27 exec: {err}"
+    );
+
+    exec_sync(c, &container_id)?;
+    Ok(())
+}
+
+/// ExecSync over CRI, as the kubelet runs exec probes.
+fn exec_sync(c: &Cluster, container_id: &str) -> Result<()> {
+    let socket = c.data.join("runtime/cri.sock");
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")?
+            .connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await?;
+        let mut client = cri_api::RuntimeServiceClient::new(channel);
+        let resp = client
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: container_id.to_string(),
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "echo out; echo err >&2; exit 7".into(),
+                ],
+                timeout: 10,
+            })
+            .await?
+            .into_inner();
+        ensure!(resp.stdout == b"out\n", "stdout {:?}", resp.stdout);
+        ensure!(resp.stderr == b"err\n", "stderr {:?}", resp.stderr);
+        ensure!(resp.exit_code == 7, "exit code {}", resp.exit_code);
+
+        let started = std::time::Instant::now();
+        let err = client
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: container_id.to_string(),
+                cmd: vec!["sleep".into(), "60".into()],
+                timeout: 1,
+            })
+            .await
+            .err()
+            .context("a 60 s sleep with a 1 s timeout succeeded")?;
+        ensure!(
+            err.code() == tonic::Code::DeadlineExceeded,
+            "timeout answered {err:?}"
+        );
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "the timeout took {:?}",
+            started.elapsed()
+        );
+        Ok(())
+    })
+}

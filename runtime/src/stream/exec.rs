@@ -1,0 +1,466 @@
+//! Running a command in a container: the [`ExecSpawner`] boundary, its real implementation
+//! ([`HelperSpawner`], which starts `skiff __exec` — see `monitor::exec`), ExecSync on top of
+//! it, and the session that connects one exec to a WebSocket client.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::protocol::{self, ClientFrame, Version};
+use crate::error::{Result, RuntimeError};
+use crate::monitor::exec::{
+    EXEC_ARG, EXEC_CONFIG, EXEC_PID, EXEC_RESIZE, EXEC_RESULT, ExecConfig, ExecResult,
+};
+use crate::state;
+
+/// ExecSync caps each captured stream at 16 MiB, as CRI asks (CVE-2022-1708); the rest is read
+/// and dropped so the command never blocks on a full pipe.
+pub const EXEC_SYNC_CAP: usize = 16 << 20;
+/// After the command exits, how long to wait for the end of its output (a background child may
+/// hold the pipes open).
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub container_id: String,
+    pub cmd: Vec<String>,
+    pub tty: bool,
+    /// Whether the command gets a stdin (else it reads /dev/null).
+    pub stdin: bool,
+}
+
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A started command. With a tty, `stdout` carries the terminal and `stderr` is empty.
+pub struct ExecProcess {
+    pub stdin: Option<Writer>,
+    pub stdout: Option<Reader>,
+    pub stderr: Option<Reader>,
+    /// Sets the terminal size (columns, rows); tty only.
+    pub resize: Option<Box<dyn FnMut(u16, u16) + Send>>,
+    /// Resolves when the command ended (and its resources are cleaned up).
+    pub done: BoxFuture<'static, Result<ExecResult>>,
+    /// Signals the command: SIGKILL for a timed-out ExecSync, SIGHUP for a terminal whose
+    /// client went away.
+    pub signal: Box<dyn Fn(Signal) + Send + Sync>,
+}
+
+/// Starts commands in running containers.
+pub trait ExecSpawner: Send + Sync {
+    fn spawn(&self, spec: ExecSpec) -> BoxFuture<'_, Result<ExecProcess>>;
+}
+
+/// The real spawner: one `skiff __exec <work-dir>` helper per command.
+pub struct HelperSpawner {
+    exe: PathBuf,
+    /// The runtime's root: work dirs go under `containers/<id>/`, libcontainer's state is
+    /// `libcontainer/`.
+    root: PathBuf,
+}
+
+impl HelperSpawner {
+    pub fn new(exe: PathBuf, root: PathBuf) -> Self {
+        HelperSpawner { exe, root }
+    }
+}
+
+fn exec_error(id: &str) -> impl Fn(String) -> RuntimeError + '_ {
+    move |message| RuntimeError::Exec {
+        id: id.to_string(),
+        message,
+    }
+}
+
+impl ExecSpawner for HelperSpawner {
+    fn spawn(&self, spec: ExecSpec) -> BoxFuture<'_, Result<ExecProcess>> {
+        Box::pin(async move {
+            let id = spec.container_id.clone();
+            let fail = exec_error(&id);
+            let work = self.root.join("containers").join(&id).join(format!(
+                "exec-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ));
+            std::fs::create_dir_all(&work).map_err(RuntimeError::io("create dir", &work))?;
+            state::write_json(
+                &work.join(EXEC_CONFIG),
+                &ExecConfig {
+                    container_id: id.clone(),
+                    state_root: self.root.join("libcontainer"),
+                    cmd: spec.cmd.clone(),
+                    tty: spec.tty,
+                },
+            )?;
+            let resize = if spec.tty {
+                Some(open_resize_fifo(&work.join(EXEC_RESIZE))?)
+            } else {
+                None
+            };
+            let stdin = if spec.stdin {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            };
+            let mut child = tokio::process::Command::new(&self.exe)
+                .arg(EXEC_ARG)
+                .arg(&work)
+                .stdin(stdin)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(false)
+                .spawn()
+                .map_err(|e| {
+                    let _ = std::fs::remove_dir_all(&work);
+                    fail(format!("spawn exec helper {}: {e}", self.exe.display()))
+                })?;
+            let stdin = child.stdin.take().map(|w| Box::new(w) as Writer);
+            let stdout = child.stdout.take().map(|r| Box::new(r) as Reader);
+            let stderr = child.stderr.take().map(|r| Box::new(r) as Reader);
+            let pid_file = work.join(EXEC_PID);
+            let done_work = work.clone();
+            let done_id = id.clone();
+            let done = Box::pin(async move {
+                let waited = child.wait().await;
+                let result = state::read_json::<ExecResult>(&done_work.join(EXEC_RESULT));
+                let _ = std::fs::remove_dir_all(&done_work);
+                let fail = exec_error(&done_id);
+                match (waited, result) {
+                    (_, Ok(Some(r))) => Ok(r),
+                    (Err(e), _) => Err(fail(format!("wait for exec helper: {e}"))),
+                    (Ok(status), Ok(None)) => Err(fail(format!(
+                        "exec helper ended ({status}) without a result"
+                    ))),
+                    (Ok(_), Err(e)) => Err(e),
+                }
+            });
+            let signal = Box::new(move |sig: Signal| {
+                if let Some(pid) = std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                    .filter(|p| *p > 0)
+                {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+                }
+            });
+            Ok(ExecProcess {
+                stdin,
+                stdout,
+                stderr,
+                resize,
+                done,
+                signal,
+            })
+        })
+    }
+}
+
+/// Creates the resize FIFO and opens it read-write, so opening never blocks and the helper
+/// never sees end-of-file while the session lasts.
+fn open_resize_fifo(path: &Path) -> Result<Box<dyn FnMut(u16, u16) + Send>> {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(RuntimeError::sys(format!("mkfifo {}", path.display())))?;
+    let mut fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(RuntimeError::io("open", path))?;
+    Ok(Box::new(move |cols, rows| {
+        use std::io::Write as _;
+        // A few bytes into a FIFO with a 64 KiB buffer: does not block in practice.
+        let _ = writeln!(fifo, "{cols} {rows}");
+    }))
+}
+
+/// Reads from `r` into `buf`, or never resolves when there is no reader.
+async fn read_some(r: &mut Option<Reader>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match r {
+        Some(r) => r.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// ExecSync: runs `cmd` to completion (or until `timeout`, then kills it) and returns its
+/// stdout, stderr and exit code.
+pub async fn exec_sync(
+    spawner: &dyn ExecSpawner,
+    spec: ExecSpec,
+    timeout: Option<Duration>,
+) -> Result<(Vec<u8>, Vec<u8>, i32)> {
+    let id = spec.container_id.clone();
+    let mut p = spawner.spawn(spec).await?;
+    drop(p.stdin.take());
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let mut done = p.done;
+    let run = async {
+        let (mut o, mut e) = (p.stdout.take(), p.stderr.take());
+        let (mut obuf, mut ebuf) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
+        let mut result = None;
+        while result.is_none() || o.is_some() || e.is_some() {
+            tokio::select! {
+                r = &mut done, if result.is_none() => result = Some(r),
+                n = read_some(&mut o, &mut obuf) => match n {
+                    Ok(n) if n > 0 => capped(&mut out, &obuf[..n]),
+                    _ => o = None,
+                },
+                n = read_some(&mut e, &mut ebuf) => match n {
+                    Ok(n) if n > 0 => capped(&mut err, &ebuf[..n]),
+                    _ => e = None,
+                },
+                _ = tokio::time::sleep(DRAIN), if result.is_some() => break,
+            }
+        }
+        result
+    };
+    let result = match timeout {
+        None => run.await,
+        Some(t) => match tokio::time::timeout(t, run).await {
+            Ok(r) => r,
+            Err(_) => {
+                (p.signal)(Signal::SIGKILL);
+                return Err(RuntimeError::ExecTimeout {
+                    id,
+                    seconds: t.as_secs(),
+                });
+            }
+        },
+    };
+    match result {
+        Some(Ok(ExecResult::Exited { exit_code })) => Ok((out, err, exit_code)),
+        Some(Ok(ExecResult::Failed { error })) => Err(RuntimeError::Exec { id, message: error }),
+        Some(Err(e)) => Err(e),
+        None => Err(RuntimeError::Internal("exec ended without a result".into())),
+    }
+}
+
+fn capped(into: &mut Vec<u8>, data: &[u8]) {
+    let room = EXEC_SYNC_CAP.saturating_sub(into.len());
+    into.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// What the client asked to see.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted {
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// Connects one exec to a client: client frames to the command's stdin and terminal size, its
+/// output to stdout/stderr frames, and at the end the status frame. Returns when the status is
+/// sent or the client went away (the command then runs on; `done` is still awaited so its work
+/// dir is cleaned up).
+pub async fn run_session<I, O>(
+    version: Version,
+    mut incoming: I,
+    outgoing: &mut O,
+    mut p: ExecProcess,
+    cmd: &[String],
+    wanted: Wanted,
+) where
+    I: Stream<Item = Vec<u8>> + Unpin,
+    O: Sink<Vec<u8>> + Unpin,
+{
+    let mut done = p.done;
+    let (mut o, mut e) = (p.stdout.take(), p.stderr.take());
+    let mut stdin = p.stdin.take();
+    let (mut obuf, mut ebuf) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
+    let mut result = None;
+    let mut client_open = true;
+    while result.is_none() || o.is_some() || e.is_some() {
+        tokio::select! {
+            r = &mut done, if result.is_none() => result = Some(r),
+            msg = incoming.next(), if client_open => match msg {
+                Some(msg) => match protocol::decode(version, &msg) {
+                    Ok(ClientFrame::Stdin(data)) => {
+                        if let Some(w) = stdin.as_mut()
+                            && w.write_all(&data).await.and(w.flush().await).is_err()
+                        {
+                            stdin = None;
+                        }
+                    }
+                    Ok(ClientFrame::CloseStdin) => {
+                        if let Some(mut w) = stdin.take() {
+                            let _ = w.shutdown().await;
+                        }
+                    }
+                    Ok(ClientFrame::Resize { width, height }) => {
+                        tracing::debug!(width, height, "terminal resize");
+                        if let Some(r) = p.resize.as_mut() {
+                            r(width, height);
+                        }
+                    }
+                    Ok(ClientFrame::Ignored) => tracing::debug!(len = msg.len(), first = ?msg.first(), "ignored client frame"),
+                    Err(err) => tracing::debug!(error = %err, "ignoring client frame"),
+                },
+                None => {
+                    client_open = false;
+                    break;
+                }
+            },
+            n = read_some(&mut o, &mut obuf) => match n {
+                Ok(n) if n > 0 => {
+                    if wanted.stdout
+                        && outgoing.send(protocol::frame(protocol::STDOUT, &obuf[..n])).await.is_err()
+                    {
+                        client_open = false;
+                    }
+                }
+                _ => o = None,
+            },
+            n = read_some(&mut e, &mut ebuf) => match n {
+                Ok(n) if n > 0 => {
+                    if wanted.stderr
+                        && outgoing.send(protocol::frame(protocol::STDERR, &ebuf[..n])).await.is_err()
+                    {
+                        client_open = false;
+                    }
+                }
+                _ => e = None,
+            },
+            _ = tokio::time::sleep(DRAIN), if result.is_some() => break,
+        }
+    }
+    if !client_open {
+        // The client is gone: nobody to answer. Without a tty the command runs on, as under
+        // the kubelet; a terminal nobody can type into again is hung up, as a closed terminal
+        // would be. The helper is still awaited so the work dir is cleaned up.
+        drop(stdin);
+        if p.resize.is_some() && result.is_none() {
+            (p.signal)(Signal::SIGHUP);
+        }
+        if result.is_none() {
+            tokio::spawn(done);
+        }
+        return;
+    }
+    let status = match result {
+        Some(Ok(ExecResult::Exited { exit_code })) => protocol::exit_status(cmd, exit_code),
+        Some(Ok(ExecResult::Failed { error })) => protocol::failure_status(&error),
+        Some(Err(err)) => protocol::failure_status(&err.to_string()),
+        None => protocol::failure_status("exec ended without a result"),
+    };
+    let _ = outgoing.send(status).await;
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A fake spawner whose "command" echoes stdin to stdout (uppercased on stderr), reports
+    /// resizes, and exits with `exit_code` once stdin ends.
+    pub(crate) struct EchoSpawner {
+        pub exit_code: i32,
+        pub resizes: Arc<Mutex<Vec<(u16, u16)>>>,
+    }
+
+    impl ExecSpawner for EchoSpawner {
+        fn spawn(&self, spec: ExecSpec) -> BoxFuture<'_, Result<ExecProcess>> {
+            let exit_code = self.exit_code;
+            let resizes = self.resizes.clone();
+            Box::pin(async move {
+                let (stdin_w, mut stdin_r) = tokio::io::duplex(1024);
+                let (mut out_w, out_r) = tokio::io::duplex(1024);
+                let (mut err_w, err_r) = tokio::io::duplex(1024);
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 1024];
+                    let _ = out_w.write_all(spec.cmd.join(" ").as_bytes()).await;
+                    loop {
+                        match stdin_r.read(&mut buf).await {
+                            Ok(n) if n > 0 => {
+                                let _ = out_w.write_all(&buf[..n]).await;
+                                let _ = err_w.write_all(&buf[..n].to_ascii_uppercase()).await;
+                            }
+                            _ => break,
+                        }
+                    }
+                    drop((out_w, err_w));
+                    let _ = tx.send(());
+                });
+                Ok(ExecProcess {
+                    stdin: Some(Box::new(stdin_w)),
+                    stdout: Some(Box::new(out_r)),
+                    stderr: Some(Box::new(err_r)),
+                    resize: Some(Box::new(move |w, h| {
+                        resizes.lock().expect("lock").push((w, h))
+                    })),
+                    done: Box::pin(async move {
+                        let _ = rx.await;
+                        Ok(ExecResult::Exited { exit_code })
+                    }),
+                    signal: Box::new(|_| {}),
+                })
+            })
+        }
+    }
+
+    fn spec(cmd: &[&str]) -> ExecSpec {
+        ExecSpec {
+            container_id: "c1".into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty: false,
+            stdin: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn session_carries_stdin_output_resize_and_exit_code() {
+        let resizes = Arc::new(Mutex::new(vec![]));
+        let spawner = EchoSpawner {
+            exit_code: 3,
+            resizes: resizes.clone(),
+        };
+        let p = spawner.spawn(spec(&["cat"])).await.expect("spawn");
+        let incoming = futures::stream::iter(vec![
+            b"\x04{\"Width\":100,\"Height\":30}".to_vec(),
+            b"\x00data".to_vec(),
+            b"\xff\x00".to_vec(),
+        ])
+        .chain(futures::stream::pending());
+        let (mut tx, rx) = futures::channel::mpsc::unbounded::<Vec<u8>>();
+        let wanted = Wanted {
+            stdout: true,
+            stderr: true,
+        };
+        run_session(Version::V5, incoming, &mut tx, p, &["cat".into()], wanted).await;
+        drop(tx);
+        let frames: Vec<Vec<u8>> = rx.collect().await;
+        let stream = |ch: u8| -> Vec<u8> {
+            frames
+                .iter()
+                .filter(|f| f[0] == ch)
+                .flat_map(|f| f[1..].to_vec())
+                .collect()
+        };
+        assert_eq!(stream(protocol::STDOUT), b"catdata");
+        assert_eq!(stream(protocol::STDERR), b"DATA");
+        let last = frames.last().expect("status frame");
+        assert_eq!(last[0], protocol::ERROR);
+        let status: serde_json::Value = serde_json::from_slice(&last[1..]).expect("json");
+        assert_eq!(status["details"]["causes"][0]["message"], "3");
+        assert_eq!(*resizes.lock().expect("lock"), vec![(100, 30)]);
+    }
+
+    #[tokio::test]
+    async fn exec_sync_captures_output() {
+        let spawner = EchoSpawner {
+            exit_code: 0,
+            resizes: Arc::default(),
+        };
+        let mut s = spec(&["echo", "hi"]);
+        s.stdin = false;
+        // The fake's stdin is a duplex whose writer is dropped with the process: EOF at once.
+        let (out, err, code) = exec_sync(&spawner, s, Some(Duration::from_secs(5)))
+            .await
+            .expect("exec sync");
+        assert_eq!(out, b"echo hi");
+        assert!(err.is_empty());
+        assert_eq!(code, 0);
+    }
+}
