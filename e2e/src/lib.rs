@@ -242,6 +242,75 @@ pub fn cleanup_host(work: &Path) {
             }
         }
     }
+    release_cni(work);
+}
+
+/// What CNI DEL would have released for the sandboxes of a `skiff up` that was killed: their
+/// host-local leases (host-wide, under /var/lib/cni/networks) and the bridge plugin's masquerade
+/// rules (tagged with the sandbox id). Their veths went with their network namespaces.
+fn release_cni(work: &Path) {
+    let sandboxes: Vec<String> = std::fs::read_dir(work.join("data/runtime/sandboxes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if sandboxes.is_empty() {
+        return;
+    }
+    for net in std::fs::read_dir("/var/lib/cni/networks")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for lease in std::fs::read_dir(net.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let owner = std::fs::read_to_string(lease.path()).unwrap_or_default();
+            if owner
+                .lines()
+                .next()
+                .is_some_and(|id| sandboxes.iter().any(|s| s == id.trim()))
+            {
+                let _ = std::fs::remove_file(lease.path());
+            }
+        }
+    }
+    // Rule specs carry quoted comments; deleting by line number avoids re-quoting them.
+    for _ in 0..1000 {
+        let listing = Command::new("iptables")
+            .args(["-t", "nat", "-L", "POSTROUTING", "-n", "--line-numbers"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let Some(line) = listing
+            .lines()
+            .find(|l| sandboxes.iter().any(|s| l.contains(s.as_str())))
+        else {
+            break;
+        };
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (Some(num), Some(target)) = (cols.first(), cols.get(1)) else {
+            break;
+        };
+        let deleted = Command::new("iptables")
+            .args(["-t", "nat", "-D", "POSTROUTING", num])
+            .status()
+            .is_ok_and(|s| s.success());
+        if target.starts_with("CNI-") {
+            let _ = Command::new("iptables")
+                .args(["-t", "nat", "-F", target])
+                .status();
+            let _ = Command::new("iptables")
+                .args(["-t", "nat", "-X", target])
+                .status();
+        }
+        if !deleted {
+            break;
+        }
+    }
 }
 
 /// A `skiff up` cluster on a temporary data dir, driven through the `skiff` CLI.
