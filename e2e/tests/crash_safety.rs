@@ -1,0 +1,122 @@
+//! Crash safety, from outside: `kill -9` of `skiff up` (control plane, node agent and runtime in
+//! one process) leaves the containers running in their monitors; a container that ends while
+//! skiff is down has its exit recorded by its monitor, and the restarted runtime reattaches: the
+//! running container keeps its id, process and restart count, the ended one is reported with
+//! its exit code.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use e2e::{busybox, wait_for, with_cluster};
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The container id and its process id (from the runtime's record) of a pod's only container.
+fn container(c: &e2e::Cluster, pod: &str) -> Result<(String, u32)> {
+    let p = c.pod(pod)?;
+    let id = p["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .and_then(|s| s.split_once("://").map(|(_, id)| id.to_string()))
+        .with_context(|| format!("{pod} has no container id: {}", p["status"]))?;
+    let pid_file = c.data.join("runtime/containers").join(&id).join("pid");
+    let pid = std::fs::read_to_string(&pid_file)
+        .with_context(|| format!("reading {}", pid_file.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("pid in {}", pid_file.display()))?;
+    Ok((id, pid))
+}
+
+fn running(c: &e2e::Cluster, pod: &str) -> Result<bool> {
+    let p = c.pod(pod)?;
+    Ok(p["status"]["phase"] == "Running"
+        && !p["status"]["containerStatuses"][0]["state"]["running"].is_null())
+}
+
+#[test]
+fn kill_9_leaves_containers_running_and_reports_exits() -> Result<()> {
+    with_cluster(|c, work, reg| {
+        c.start()?;
+        let image = busybox(reg);
+        let manifest = work.join("pods.yaml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: keep\nspec:\n  containers:\n  - name: c\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: ender\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {image}\n    command: [\"sh\", \"-c\", \"sleep 8; exit 7\"]\n"
+            ),
+        )?;
+        c.skiff(&["apply", "-f", manifest.to_str().unwrap_or_default()])?;
+        wait_for("both pods to run", Duration::from_secs(60), || {
+            Ok((running(c, "keep")? && running(c, "ender")?).then_some(()))
+        })?;
+        let (keep_id, keep_pid) = container(c, "keep")?;
+        let (_, ender_pid) = container(c, "ender")?;
+        ensure!(
+            alive(keep_pid) && alive(ender_pid),
+            "containers not running"
+        );
+
+        // A figure, not an assertion: the issue aims at 2 MiB per monitor.
+        for e in std::fs::read_dir("/proc")?.flatten() {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains("__monitor") && cmd.contains(&keep_id) {
+                let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+                if let Some(rss) = status.lines().find(|l| l.starts_with("VmRSS")) {
+                    println!("monitor of keep: {rss}");
+                }
+            }
+        }
+        // kill -9: no shutdown path runs.
+        let mut proc = c.proc.take().context("skiff up is not running")?;
+        proc.child.kill()?;
+        proc.child.wait()?;
+        ensure!(alive(keep_pid), "keep's container died with skiff");
+        wait_for("ender's container to exit", Duration::from_secs(30), || {
+            Ok((!alive(ender_pid)).then_some(()))
+        })?;
+        ensure!(
+            alive(keep_pid),
+            "keep's container died while skiff was down"
+        );
+
+        c.start()?;
+        let ended = wait_for(
+            "ender's exit to be reported",
+            Duration::from_secs(60),
+            || {
+                let p = c.pod("ender")?;
+                let term = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+                Ok((!term.is_null()).then(|| p.clone()))
+            },
+        )?;
+        let st = &ended["status"]["containerStatuses"][0];
+        ensure!(
+            st["state"]["terminated"]["exitCode"] == 7 && ended["status"]["phase"] == "Failed",
+            "ender after restart: {}",
+            ended["status"]
+        );
+        let keep = c.pod("keep")?;
+        let ks = &keep["status"]["containerStatuses"][0];
+        ensure!(
+            keep["status"]["phase"] == "Running"
+                && ks["containerID"]
+                    .as_str()
+                    .is_some_and(|s| s.ends_with(&keep_id))
+                && ks["restartCount"] == 0
+                && !ks["state"]["running"].is_null(),
+            "keep after restart: {}",
+            keep["status"]
+        );
+        ensure!(alive(keep_pid), "keep's container was restarted");
+        let (_, pid_now) = container(c, "keep")?;
+        ensure!(
+            pid_now == keep_pid,
+            "keep's pid changed: {keep_pid} -> {pid_now}"
+        );
+        Ok(())
+    })
+}
