@@ -305,14 +305,14 @@ impl ImageStore {
             )));
         }
 
+        if let Some(layer) = layers.iter().find(|l| !unpackable_layer(&l.media_type)) {
+            return Err(unsupported(format!(
+                "layer {} has media type {:?}, which is not a tar, tar+gzip or tar+zstd layer",
+                layer.digest, layer.media_type
+            )));
+        }
         let mut records = Vec::with_capacity(layers.len());
         for (layer, diff_id) in layers.iter().zip(&config.rootfs.diff_ids) {
-            if layer.media_type.contains("zstd") {
-                return Err(unsupported(format!(
-                    "zstd layer {} is not supported",
-                    layer.digest
-                )));
-            }
             let snap = self.snapshot_dir(diff_id)?;
             if !snap.join("fs").is_dir() {
                 if !self.content.contains(&layer.digest) {
@@ -719,5 +719,45 @@ pub(crate) mod tests {
             "{}",
             status.message()
         );
+    }
+}
+
+/// Whether a layer's media type is one `unpack` reads (it tells gzip and zstd apart by their magic
+/// bytes): OCI and Docker layers, distributable or not, uncompressed, gzip or zstd. Encrypted
+/// and other foreign types are refused by name rather than unpacked as garbage.
+fn unpackable_layer(media_type: &str) -> bool {
+    let oci = media_type
+        .strip_prefix("application/vnd.oci.image.layer.")
+        .map(|t| t.strip_prefix("nondistributable.").unwrap_or(t));
+    let docker = media_type.strip_prefix("application/vnd.docker.image.rootfs.");
+    media_type.is_empty()
+        || oci.is_some_and(|t| matches!(t, "v1.tar" | "v1.tar+gzip" | "v1.tar+zstd"))
+        || docker.is_some_and(|t| matches!(t, "diff.tar.gzip" | "foreign.diff.tar.gzip"))
+}
+
+#[cfg(test)]
+mod media_type_tests {
+    use super::unpackable_layer;
+
+    #[test]
+    fn layer_media_types() {
+        for ok in [
+            "",
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        ] {
+            assert!(unpackable_layer(ok), "{ok}");
+        }
+        for bad in [
+            "application/vnd.oci.image.layer.v1.tar+gzip+encrypted",
+            "application/vnd.oci.image.config.v1+json",
+            "application/octet-stream",
+        ] {
+            assert!(!unpackable_layer(bad), "{bad}");
+        }
     }
 }

@@ -15,6 +15,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use flate2::read::GzDecoder;
+use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Result, RuntimeError};
@@ -68,13 +70,109 @@ pub struct Unpacked {
     pub diff_id: String,
 }
 
-/// Unpacks a (possibly gzip-compressed) layer tar from `reader` into `dest`, which must exist and
-/// be empty. `layer` names the layer in errors.
+/// A layer's uncompressed tar may be at most this large: a decompression bomb (a small blob that
+/// inflates without end) fails the pull instead of filling the disk.
+pub const MAX_LAYER_BYTES: u64 = 64 << 30;
+
+/// A zstd stream of one or more frames, decoded as it is read; skippable frames (which zstd:chunked
+/// layers carry) are skipped.
+struct ZstdFrames<R: BufRead> {
+    source: R,
+    decoder: FrameDecoder,
+    in_frame: bool,
+}
+
+impl<R: BufRead> ZstdFrames<R> {
+    fn new(source: R) -> Self {
+        Self {
+            source,
+            decoder: FrameDecoder::new(),
+            in_frame: false,
+        }
+    }
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.in_frame {
+                while self.decoder.can_collect() < buf.len() && !self.decoder.is_finished() {
+                    let need = buf.len() - self.decoder.can_collect();
+                    self.decoder
+                        .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBytes(need))
+                        .map_err(io::Error::other)?;
+                }
+                let n = self.decoder.read(buf)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                self.in_frame = false;
+            }
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            match self.decoder.reset(&mut self.source) {
+                Ok(()) => self.in_frame = true,
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    let skipped = io::copy(
+                        &mut (&mut self.source).take(u64::from(length)),
+                        &mut io::sink(),
+                    )?;
+                    if skipped < u64::from(length) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "truncated skippable zstd frame",
+                        ));
+                    }
+                }
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+    }
+}
+
+/// Fails the read once more than `left` bytes came through.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            io::Error::other(format!(
+                "the layer inflates past {MAX_LAYER_BYTES} bytes (a decompression bomb?)"
+            ))
+        })?;
+        Ok(n)
+    }
+}
+
+/// Unpacks a layer tar (uncompressed, gzip or zstd, told apart by their magic bytes) from
+/// `reader` into `dest`, which must exist and be empty. `layer` names the layer in errors.
 pub fn unpack_layer(
     reader: impl Read,
     dest: &Path,
     layer: &str,
     whiteouts: &dyn WhiteoutWriter,
+) -> Result<Unpacked> {
+    unpack_layer_bounded(reader, dest, layer, whiteouts, MAX_LAYER_BYTES)
+}
+
+/// `unpack_layer` with the bound on the uncompressed size given.
+pub fn unpack_layer_bounded(
+    reader: impl Read,
+    dest: &Path,
+    layer: &str,
+    whiteouts: &dyn WhiteoutWriter,
+    max_bytes: u64,
 ) -> Result<Unpacked> {
     let fail = |message: String| RuntimeError::Unpack {
         layer: layer.to_string(),
@@ -85,16 +183,22 @@ pub fn unpack_layer(
         .fill_buf()
         .map_err(|e| fail(format!("read: {e}")))?;
     let gzip = head.starts_with(&[0x1f, 0x8b]);
-    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err(fail("zstd layers are not supported".into()));
-    }
+    let zstd = head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (head.len() >= 4
+            && (0x184D_2A50..=0x184D_2A5F)
+                .contains(&u32::from_le_bytes([head[0], head[1], head[2], head[3]])));
     let decompressed: Box<dyn Read> = if gzip {
         Box::new(GzDecoder::new(buffered))
+    } else if zstd {
+        Box::new(ZstdFrames::new(buffered))
     } else {
         Box::new(buffered)
     };
     let mut hashing = HashingReader {
-        inner: decompressed,
+        inner: Bounded {
+            inner: decompressed,
+            left: max_bytes,
+        },
         hasher: Sha256::new(),
     };
     let is_root = nix::unistd::geteuid().is_root();
@@ -396,6 +500,54 @@ mod tests {
         let out = unpack_layer(&gz[..], dir.path(), "l", &Recorded::default()).expect("unpack");
         assert_eq!(out.diff_id, crate::image::content::sha256_digest(&tar));
         assert!(dir.path().join("a").is_file());
+    }
+
+    fn zstd(data: &[u8]) -> Vec<u8> {
+        ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+    }
+
+    #[test]
+    fn zstd_layers_unpack_across_frames_and_skippable_frames() {
+        let big = vec![7u8; 300_000];
+        let tar = tar_of(&[("a", E::Regular, "", b"x"), ("big", E::Regular, "", &big)]);
+        // A skippable frame first (zstd:chunked puts metadata in them), then the tar split over
+        // two frames.
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+        blob.extend_from_slice(&5u32.to_le_bytes());
+        blob.extend_from_slice(b"meta!");
+        let (first, second) = tar.split_at(1000);
+        blob.extend(zstd(first));
+        blob.extend(zstd(second));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = unpack_layer(&blob[..], dir.path(), "l", &Recorded::default()).expect("unpack");
+        assert_eq!(out.diff_id, crate::image::content::sha256_digest(&tar));
+        assert_eq!(std::fs::read(dir.path().join("big")).expect("big"), big);
+        // A single frame decodes the same.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let one = zstd(&tar);
+        let out = unpack_layer(&one[..], dir.path(), "l", &Recorded::default()).expect("unpack");
+        assert_eq!(out.diff_id, crate::image::content::sha256_digest(&tar));
+    }
+
+    #[test]
+    fn corrupt_zstd_and_bombs_fail_naming_the_layer() {
+        let tar = tar_of(&[("big", E::Regular, "", &vec![0u8; 1 << 20])]);
+        let mut blob = zstd(&tar);
+        assert!(blob.len() < 64 << 10, "{} bytes", blob.len());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err =
+            unpack_layer_bounded(&blob[..], dir.path(), "bomb", &Recorded::default(), 1 << 16)
+                .expect_err("bounded");
+        assert!(err.to_string().contains("bomb"), "{err}");
+        assert!(err.to_string().contains("decompression bomb"), "{err}");
+        let n = blob.len();
+        blob[n / 2] ^= 0xff;
+        blob.truncate(n - 3);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err =
+            unpack_layer(&blob[..], dir.path(), "bad", &Recorded::default()).expect_err("corrupt");
+        assert!(err.to_string().contains("bad"), "{err}");
     }
 
     #[test]
