@@ -90,6 +90,14 @@ pub(super) fn node_agent_address(
 }
 
 /// Proxies a log request for `pod` to its node's agent.
+/// A node agent's answer body as trimmed text, for error messages.
+pub(super) async fn body_text(body: hyper::body::Incoming) -> String {
+    body.collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
+        .unwrap_or_default()
+}
+
 pub async fn proxy(
     objects: &Objects,
     pod: &Value,
@@ -118,12 +126,7 @@ pub async fn proxy(
     })?;
     let status = resp.status();
     if !status.is_success() {
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
-            .unwrap_or_default();
+        let body = body_text(resp.into_body()).await;
         return Err(match status {
             StatusCode::NOT_FOUND => ApiError::BadRequest(format!(
                 "container \"{container}\" in pod \"{name}\" has no log yet: {body}"

@@ -8,7 +8,6 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
 
 use super::error::ApiError;
@@ -120,12 +119,7 @@ async fn upgrade(mut req: Request, addr: &str, target: &str) -> Result<Response,
     let mut resp = sender.send_request(out).await.map_err(|e| e.to_string())?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
-            .unwrap_or_default();
+        let body = super::logs::body_text(resp.into_body()).await;
         // kubectl prints the Status message: say what the agent or the runtime said.
         let err = if status.is_client_error() {
             ApiError::BadRequest(body)

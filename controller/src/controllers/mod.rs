@@ -131,7 +131,7 @@ impl Interest {
 /// Why a loop woke up.
 pub(crate) enum Wake {
     Cancelled,
-    /// Events it is interested in (and whatever else came with them).
+    /// The events it is interested in.
     Events(Vec<std::sync::Arc<Event>>),
     /// Events may have been missed (the history moved on, or the loop fell behind): look at
     /// everything.
@@ -313,20 +313,21 @@ pub(crate) async fn wait_for_change(
     let Ok(mut sub) = store.watch(after) else {
         return Wake::Everything;
     };
+    // Only the events the loop is interested in are kept: a flood of others (ConfigMap writes)
+    // while it waits must not pile up.
     let mut seen: Vec<std::sync::Arc<Event>> = std::mem::take(&mut sub.backlog);
+    seen.retain(|e| interested(e));
     let first = async {
-        if seen.iter().any(|e| interested(e)) {
+        if !seen.is_empty() {
             return true;
         }
         loop {
             match sub.live.recv().await {
-                Ok(e) => {
-                    let hit = interested(&e);
+                Ok(e) if interested(&e) => {
                     seen.push(e);
-                    if hit {
-                        return true;
-                    }
+                    return true;
                 }
+                Ok(_) => {}
                 Err(_) => return false,
             }
         }
@@ -346,7 +347,8 @@ pub(crate) async fn wait_for_change(
     }
     loop {
         match sub.live.try_recv() {
-            Ok(e) => seen.push(e),
+            Ok(e) if interested(&e) => seen.push(e),
+            Ok(_) => {}
             Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
             Err(_) => return Wake::Everything,
         }
