@@ -198,9 +198,10 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     ensure!(out.contains("33 91"), "stty size said {out:?}");
 
     // A terminal whose client goes away is hung up, as a closed terminal is: the command does
-    // not linger in the container.
+    // not linger in the container. The terminal closes when `script` is killed, which hangs
+    // up kubectl in turn; only once the command is seen running, so a slow start is no race.
     let cmd = format!(
-        "timeout 3 {} --kubeconfig {} exec -it shell -- sh -c 'exec sleep 777'",
+        "{} --kubeconfig {} exec -it shell -- sh -c 'exec sleep 777'",
         k.bin.display(),
         k.kubeconfig.display()
     );
@@ -213,12 +214,14 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
         Ok(k.ok(&["exec", "shell", "--", "ps", "-o", "args"], None)?
             .contains("sleep 777"))
     };
-    wait_for(
+    let seen = wait_for(
         "the exec'd sleep 777 to run",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || Ok(running(&k)?.then_some(())),
-    )?;
+    );
+    let _ = hung.kill();
     hung.wait()?;
+    seen?;
     wait_for(
         "the exec'd sleep 777 to be hung up",
         Duration::from_secs(15),
