@@ -1,11 +1,12 @@
-//! `kubectl exec` (with stdin, with a tty, exit codes), `kubectl attach` and CRI ExecSync
-//! against a real `skiff up`: kubectl 1.33 over WebSocket (`v5.channel.k8s.io`) through the API
-//! server, the node agent and the runtime's streaming server into a busybox container.
-//! kubectl 1.27 speaks SPDY and `kubectl port-forward` tunnels SPDY, which skiff does not speak:
-//! both must fail with an error that says so.
+//! `kubectl exec` (with stdin, with a tty, exit codes), `kubectl attach`, `kubectl port-forward`
+//! and CRI ExecSync against a real `skiff up`, through the API server, the node agent and the
+//! runtime's streaming server into busybox containers: kubectl 1.33 over WebSocket
+//! (`v5.channel.k8s.io`, and SPDY tunnelled through WebSocket for port-forward), kubectl 1.27
+//! over SPDY/3.1 (`v4.channel.k8s.io`, `portforward.k8s.io`).
 
+use std::io::{BufRead as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
@@ -102,6 +103,14 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
         "done",
         &format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: done\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: {reg}/busybox:1.36\n    command: [\"true\"]\n"
+        ),
+    )?;
+    apply(
+        c,
+        work,
+        "web",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: main\n    image: {reg}/busybox:1.36\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n"
         ),
     )?;
     let pod = wait_for("pod shell to be Running", Duration::from_secs(120), || {
@@ -239,51 +248,151 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     );
 
     // attach: the container's output as it is written.
-    let mut attach = k
-        .command(&["attach", "shell"])
+    attach_sees(&k, "via-attach")?;
+
+    wait_for("pod web to be Running", Duration::from_secs(60), || {
+        Ok((c.pod("web")?["status"]["phase"] == "Running").then_some(()))
+    })?;
+    let old = Kubectl {
+        bin: kubectl_path("1.27"),
+        kubeconfig: c.kubeconfig(),
+    };
+    port_forward(&k, &old)?;
+    old_kubectl_exec(&old)?;
+
+    exec_sync(c, &container_id)?;
+    Ok(())
+}
+
+/// Starts `kubectl port-forward pod/web <free port>:<remote>` and waits until it listens.
+fn forward(k: &Kubectl, env: &[(&str, &str)], remote: u16) -> Result<(Child, u16)> {
+    let local = free_port()?;
+    let mut child = k
+        .command(&["port-forward", "pod/web", &format!("{local}:{remote}")])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    std::thread::sleep(Duration::from_secs(2));
-    k.ok(
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().context("no stdout")?);
+    stdout.read_line(&mut line)?;
+    // kubectl writes a line per connection: a closed pipe would kill it.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    if !line.starts_with("Forwarding from") {
+        let _ = child.kill();
+        let out = child.wait_with_output()?;
+        anyhow::bail!(
+            "kubectl port-forward said {line:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((child, local))
+}
+
+/// One HTTP/1.0 GET of `/` through `port`; the whole answer.
+fn get(port: u16) -> Result<String> {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+    conn.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// `kubectl port-forward` to busybox's httpd in pod web: kubectl 1.33 tunnels SPDY through
+/// WebSocket (and speaks plain SPDY when told not to use WebSocket), kubectl 1.27 speaks SPDY;
+/// every connection is a new pair of streams on the same tunnel. A port nobody listens on is
+/// reported to kubectl with the reason.
+fn port_forward(k: &Kubectl, old: &Kubectl) -> Result<()> {
+    let no_ws = [("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")];
+    for (name, kubectl, env) in [
+        ("1.33 over WebSocket", k, &[][..]),
+        ("1.33 over SPDY", k, &no_ws[..]),
+        ("1.27 over SPDY", old, &[][..]),
+    ] {
+        let (mut child, port) = forward(kubectl, env, 8080)?;
+        let answers = (0..3).map(|_| get(port)).collect::<Result<Vec<_>>>();
+        let _ = child.kill();
+        let _ = child.wait();
+        for answer in answers.with_context(|| format!("port-forward with kubectl {name}"))? {
+            ensure!(
+                answer.starts_with("HTTP/1.") && answer.ends_with("hello-from-pod\n"),
+                "port-forward with kubectl {name} got {answer:?}"
+            );
+        }
+    }
+
+    let (mut child, port) = forward(k, &[], 9)?;
+    let answer = get(port);
+    let exited = wait_for(
+        "kubectl to give up on port 9",
+        Duration::from_secs(20),
+        || Ok(child.try_wait()?),
+    );
+    let _ = child.kill();
+    let out = child.wait_with_output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        answer.is_ok_and(|a| a.is_empty()) && exited.is_ok() && err.contains("localhost:9"),
+        "port-forward to a closed port: kubectl said {err}"
+    );
+    Ok(())
+}
+
+/// kubectl 1.27 speaks SPDY/3.1 for exec and attach (`v4.channel.k8s.io`).
+fn old_kubectl_exec(old: &Kubectl) -> Result<()> {
+    let out = old.ok(&["exec", "shell", "--", "echo", "hi"], None)?;
+    ensure!(out == "hi\n", "kubectl 1.27 exec echo said {out:?}");
+    let out = old.ok(&["exec", "-i", "shell", "--", "cat"], Some("old stdin\n"))?;
+    ensure!(out == "old stdin\n", "kubectl 1.27 cat said {out:?}");
+    let out = old.output(
         &[
             "exec",
             "shell",
             "--",
             "sh",
             "-c",
-            "echo via-attach > /proc/1/fd/1",
+            "echo out; echo err >&2; exit 3",
         ],
         None,
     )?;
+    ensure!(
+        out.status.code() == Some(3)
+            && out.stdout == b"out\n"
+            && String::from_utf8_lossy(&out.stderr).starts_with("err\n"),
+        "kubectl 1.27 exit 3: {out:?}"
+    );
+    let cmd = format!(
+        "stty cols 91 rows 33; {} --kubeconfig {} exec -it shell -- sh -c 'sleep 1; stty size'",
+        old.bin.display(),
+        old.kubeconfig.display()
+    );
+    let out = run(Command::new("script").args(["-qec", &cmd, "/dev/null"]))?;
+    ensure!(out.contains("33 91"), "kubectl 1.27 stty size said {out:?}");
+
+    attach_sees(old, "old-attach")
+}
+
+/// `kubectl attach shell` prints what the container writes to its stdout while attached.
+fn attach_sees(k: &Kubectl, marker: &str) -> Result<()> {
+    let mut attach = k
+        .command(&["attach", "shell"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_secs(2));
+    let write = format!("echo {marker} > /proc/1/fd/1");
+    let wrote = k.ok(&["exec", "shell", "--", "sh", "-c", &write], None);
     std::thread::sleep(Duration::from_secs(1));
     let _ = attach.kill();
     let out = attach.wait_with_output()?;
+    wrote?;
     let attached = String::from_utf8_lossy(&out.stdout);
-    ensure!(attached.contains("via-attach"), "attach saw {attached:?}");
-
-    // Port-forward is not implemented (kubectl tunnels SPDY for it): both of kubectl's attempts
-    // are refused with a message that says so, and kubectl exits instead of hanging.
-    let out = k.output(&["port-forward", "pod/shell", "0:80"], None)?;
-    let err = String::from_utf8_lossy(&out.stderr);
     ensure!(
-        !out.status.success() && err.contains("port-forward is not supported"),
-        "kubectl port-forward: {err}"
+        attached.contains(marker),
+        "{} attach saw {attached:?}",
+        k.bin.display()
     );
-
-    // kubectl 1.27 speaks SPDY: refused with a message that says why.
-    let old = Kubectl {
-        bin: kubectl_path("1.27"),
-        kubeconfig: c.kubeconfig(),
-    };
-    let out = old.output(&["exec", "shell", "--", "echo", "hi"], None)?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        !out.status.success() && err.contains("WebSocket"),
-        "kubectl 1.27 exec: {err}"
-    );
-
-    exec_sync(c, &container_id)?;
     Ok(())
 }
 

@@ -2,8 +2,8 @@
 //! `/exec/{ns}/{pod}/{container}`, `/attach/{ns}/{pod}/{container}` and `/portForward/{ns}/{pod}`
 //! (which the API server proxies `pods/exec`, `pods/attach` and `pods/portforward` to), finds
 //! the container or sandbox over CRI, asks the runtime for a streaming URL (Exec, Attach,
-//! PortForward) and proxies the client's upgraded connection to it byte for byte. The protocol
-//! (WebSocket, `v5.channel.k8s.io`) is spoken by the runtime's streaming server, not here.
+//! PortForward) and proxies the client's upgraded connection to it byte for byte. The protocols
+//! (WebSocket or SPDY/3.1) are spoken by the runtime's streaming server, not here.
 
 use std::sync::Arc;
 

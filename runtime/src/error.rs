@@ -86,6 +86,9 @@ pub enum RuntimeError {
     /// Serving the CRI socket failed.
     #[error("serve cri socket {path}: {message}")]
     Serve { path: PathBuf, message: String },
+    /// A streaming client spoke SPDY this server cannot read (a bad frame or header block).
+    #[error("spdy: {0}")]
+    Spdy(String),
     /// An internal invariant broke (a task panicked, a lock was poisoned).
     #[error("internal: {0}")]
     Internal(String),
@@ -137,6 +140,7 @@ impl From<RuntimeError> for tonic::Status {
             | RuntimeError::Sys { .. }
             | RuntimeError::State { .. }
             | RuntimeError::Serve { .. }
+            | RuntimeError::Spdy(_)
             | RuntimeError::Internal(_) => tonic::Status::internal(msg),
         }
     }

@@ -117,6 +117,7 @@ pub async fn serve(config: RuntimeConfig, cancel: CancellationToken) -> Result<(
                 .container(id)
                 .is_ok_and(|c| running_rt.live(&c) == cri::Live::Running)
         }),
+        dialer: Arc::new(stream::portforward::NetnsDialer),
     };
     tracing::info!(addr = %stream_addr, "streaming server listening");
     let stream_task = tokio::spawn(stream::serve(stream_listener, stream_state, cancel.clone()));

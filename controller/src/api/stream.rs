@@ -1,5 +1,5 @@
 //! `pods/exec`, `pods/attach` and `pods/portforward`: the API server checks the pod and
-//! container, then proxies the client's upgrade request (WebSocket from kubectl 1.30+) to the
+//! container, then proxies the client's upgrade request (WebSocket or SPDY/3.1) to the
 //! node agent's `/exec/{ns}/{pod}/{container}`, `/attach/...` or `/portForward/{ns}/{pod}` and,
 //! once the agent switches protocols, copies bytes both ways, as the kube-apiserver does with the
 //! kubelet. The stream protocol itself is spoken by the runtime's streaming server.

@@ -399,6 +399,7 @@ impl cri_api::RuntimeService for CriService {
             container_id: req.container_id,
             stdout: req.stdout,
             stderr: req.stderr,
+            tty: req.tty,
         });
         Ok(Response::new(cri::AttachResponse { url }))
     }
@@ -409,10 +410,10 @@ impl cri_api::RuntimeService for CriService {
     ) -> R<cri::PortForwardResponse> {
         let req = req.into_inner();
         let (streams, _) = self.streaming()?;
-        self.rt.sandbox(&req.pod_sandbox_id)?;
+        let sandbox = self.rt.sandbox(&req.pod_sandbox_id)?;
         let url = streams.register(StreamRequest::PortForward {
             sandbox_id: req.pod_sandbox_id,
-            ports: req.port,
+            netns: sandbox.ns.net,
         });
         Ok(Response::new(cri::PortForwardResponse { url }))
     }

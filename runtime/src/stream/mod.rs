@@ -1,12 +1,17 @@
 //! The runtime's streaming server, the role of the kubelet's / containerd's CRI streaming
 //! server: Exec, Attach and PortForward over CRI only register a request and answer with a
 //! one-time URL (`http://127.0.0.1:<port>/exec/<token>`); the node agent then proxies the
-//! client's upgraded connection there, and this server speaks Kubernetes' remote command
-//! protocol over WebSocket on it ([`protocol`]). Tokens are random, single-use and expire after
-//! a minute, as the kubelet's are; the server listens on loopback only.
+//! client's upgraded connection there. Exec and attach speak Kubernetes' remote command
+//! protocol over WebSocket ([`protocol`], kubectl 1.30+) or over SPDY/3.1 ([`channels`], older
+//! clients); port-forward speaks `portforward.k8s.io` over SPDY ([`portforward`]), upgraded to
+//! directly or tunnelled through WebSocket. Tokens are random, single-use and expire after a
+//! minute, as the kubelet's are; the server listens on loopback only.
 
+pub mod channels;
 pub mod exec;
+pub mod portforward;
 pub mod protocol;
+pub mod spdy;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +22,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use futures::{SinkExt, StreamExt};
@@ -25,6 +30,7 @@ use tokio::io::AsyncSeekExt;
 use tokio_util::sync::CancellationToken;
 
 use self::exec::{ExecSpawner, ExecSpec, Wanted};
+use self::portforward::PortDialer;
 use self::protocol::Version;
 use crate::error::{Result, RuntimeError};
 
@@ -45,10 +51,13 @@ pub enum StreamRequest {
         container_id: String,
         stdout: bool,
         stderr: bool,
+        tty: bool,
     },
+    /// Forward connections to ports of a sandbox; the ports are named per stream.
     PortForward {
         sandbox_id: String,
-        ports: Vec<i32>,
+        /// The sandbox's network namespace; `None` for hostNetwork.
+        netns: Option<PathBuf>,
     },
 }
 
@@ -105,6 +114,7 @@ pub struct StreamState {
     pub streams: Arc<Streams>,
     pub spawner: Arc<dyn ExecSpawner>,
     pub running: RunningCheck,
+    pub dialer: Arc<dyn PortDialer>,
 }
 
 /// The streaming routes.
@@ -134,38 +144,58 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, msg.into()).into_response()
 }
 
-/// The message for clients that did not ask for WebSocket (kubectl before 1.30 speaks SPDY).
-pub const WEBSOCKET_ONLY: &str = "skiff's streaming server speaks WebSocket only \
-     (v5.channel.k8s.io / v4.channel.k8s.io, kubectl 1.30 and later); SPDY is not supported";
-
-/// The answer to every port-forward stream.
-pub const PORT_FORWARD_UNSUPPORTED: &str = "port-forward is not supported by skiff yet: it needs \
-     SPDY/3.1 (tunnelled through WebSocket by kubectl 1.30+), which skiff's streaming server \
-     does not speak";
+/// The answer to a request that is neither a WebSocket nor a SPDY/3.1 upgrade.
+pub const NOT_AN_UPGRADE: &str = "skiff's streaming server needs an upgrade to WebSocket \
+     (v5.channel.k8s.io, v4.channel.k8s.io or SPDY/3.1+portforward.k8s.io) or to SPDY/3.1 \
+     (v4.channel.k8s.io, portforward.k8s.io)";
 
 async fn stream(
     State(st): State<StreamState>,
     Path((kind, token)): Path<(String, String)>,
     req: axum::extract::Request,
 ) -> Response {
-    if kind == "portforward" {
-        // kubectl 1.30+ tunnels SPDY/3.1 through WebSocket for port-forward
-        // (`SPDY/3.1+portforward.k8s.io`), then falls back to plain SPDY: neither is spoken
-        // here yet, so both attempts get this answer.
-        st.streams.take(&kind, &token);
-        return text(StatusCode::NOT_IMPLEMENTED, PORT_FORWARD_UNSUPPORTED);
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if upgrade.starts_with("spdy/3.1") {
+        return spdy_upgrade(st, &kind, &token, req);
     }
     let (mut parts, _) = req.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws,
-        Err(_) => return text(StatusCode::BAD_REQUEST, WEBSOCKET_ONLY),
+        Err(_) => return text(StatusCode::BAD_REQUEST, NOT_AN_UPGRADE),
     };
+    drop(parts);
     let Some(request) = st.streams.take(&kind, &token) else {
         return text(
             StatusCode::NOT_FOUND,
             format!("unknown or expired {kind} token"),
         );
     };
+    if let StreamRequest::PortForward { sandbox_id, netns } = request {
+        let ws = ws.protocols([portforward::TUNNEL_PROTOCOL]);
+        if ws.selected_protocol().is_none() {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "port-forward over WebSocket needs the subprotocol {}",
+                    portforward::TUNNEL_PROTOCOL
+                ),
+            );
+        }
+        let target = portforward::Target {
+            sandbox_id,
+            netns,
+            dialer: st.dialer.clone(),
+        };
+        return ws.on_upgrade(move |socket| async move {
+            let (streams, out) = spdy::serve(tunnel(socket));
+            portforward::serve(streams, out, target).await;
+        });
+    }
     let ws = ws.protocols(protocol::PROTOCOLS.iter().copied());
     let version = ws
         .selected_protocol()
@@ -180,31 +210,218 @@ async fn stream(
             ),
         );
     };
-    drop(parts);
+    ws.on_upgrade(move |socket| async move {
+        let (incoming, mut outgoing) = split(socket);
+        session(st, request, version, incoming, &mut outgoing).await;
+        close(&mut outgoing).await;
+    })
+}
+
+/// Answers a SPDY/3.1 upgrade (kubectl before 1.30, and port-forward before 1.31): negotiates
+/// the stream protocol from `X-Stream-Protocol-Version` as the kubelet does, switches protocols
+/// and serves the connection.
+fn spdy_upgrade(
+    st: StreamState,
+    kind: &str,
+    token: &str,
+    mut req: axum::extract::Request,
+) -> Response {
+    let offered: Vec<String> = req
+        .headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let served = if kind == "portforward" {
+        portforward::PROTOCOL
+    } else {
+        channels::PROTOCOL
+    };
+    if !offered.iter().any(|p| p == served) {
+        return text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, \
+                 server supports [{served:?}]"
+            ),
+        );
+    }
+    let Some(request) = st.streams.take(kind, token) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("unknown or expired {kind} token"),
+        );
+    };
+    let upgraded = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let io = match upgraded.await {
+            Ok(u) => hyper_util::rt::TokioIo::new(u),
+            Err(e) => {
+                tracing::debug!(error = %e, "spdy upgrade failed");
+                return;
+            }
+        };
+        let (streams, out) = spdy::serve(io);
+        let expected = match &request {
+            StreamRequest::PortForward { sandbox_id, netns } => {
+                let target = portforward::Target {
+                    sandbox_id: sandbox_id.clone(),
+                    netns: netns.clone(),
+                    dialer: st.dialer.clone(),
+                };
+                portforward::serve(streams, out, target).await;
+                return;
+            }
+            StreamRequest::Exec {
+                spec,
+                stdout,
+                stderr,
+            } => channels::Expected {
+                stdin: spec.stdin,
+                stdout: *stdout,
+                stderr: *stderr,
+                tty: spec.tty,
+            },
+            StreamRequest::Attach {
+                stdout,
+                stderr,
+                tty,
+                ..
+            } => channels::Expected {
+                stdin: false,
+                stdout: *stdout,
+                stderr: *stderr,
+                tty: *tty,
+            },
+        };
+        match channels::open(streams, out.clone(), expected).await {
+            Ok(channels::Channels {
+                incoming,
+                mut outgoing,
+                done,
+            }) => {
+                session(st, request, Version::V5, incoming, &mut outgoing).await;
+                drop(outgoing);
+                let _ = done.await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "spdy remote command");
+                out.go_away(0).await;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", served)
+        .body(axum::body::Body::empty())
+        .unwrap_or_else(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Runs an exec or attach over client messages in `incoming` and server messages to `outgoing`,
+/// whatever carries them.
+async fn session<I, O>(
+    st: StreamState,
+    request: StreamRequest,
+    version: Version,
+    incoming: I,
+    outgoing: &mut O,
+) where
+    I: futures::Stream<Item = Vec<u8>> + Unpin,
+    O: futures::Sink<Vec<u8>> + Unpin,
+{
     match request {
         StreamRequest::Exec {
             spec,
             stdout,
             stderr,
-        } => ws.on_upgrade(move |socket| exec_stream(st, socket, version, spec, stdout, stderr)),
+        } => {
+            let cmd = spec.cmd.clone();
+            match st.spawner.spawn(spec).await {
+                Ok(p) => {
+                    exec::run_session(
+                        version,
+                        incoming,
+                        outgoing,
+                        p,
+                        &cmd,
+                        Wanted { stdout, stderr },
+                    )
+                    .await
+                }
+                Err(e) => {
+                    let _ = outgoing
+                        .send(protocol::failure_status(&e.to_string()))
+                        .await;
+                }
+            }
+        }
         StreamRequest::Attach {
             log_path,
             container_id,
             stdout,
             stderr,
-        } => ws.on_upgrade(move |socket| {
+            ..
+        } => {
             attach_stream(
-                st,
-                socket,
-                log_path,
-                container_id,
+                &st,
+                incoming,
+                outgoing,
+                &log_path,
+                &container_id,
                 Wanted { stdout, stderr },
             )
-        }),
-        StreamRequest::PortForward { .. } => {
-            text(StatusCode::NOT_IMPLEMENTED, PORT_FORWARD_UNSUPPORTED)
+            .await
         }
+        // Port-forward is not a remote command; its callers never get here.
+        StreamRequest::PortForward { .. } => {}
     }
+}
+
+/// A WebSocket as a byte stream (SPDY tunnelled by kubectl: each binary message carries the
+/// next bytes of the SPDY connection, with no boundaries of its own).
+fn tunnel(socket: WebSocket) -> tokio::io::DuplexStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let (mut sink, mut source) = socket.split();
+        let (mut rd, mut wr) = tokio::io::split(theirs);
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut client_open = true;
+        loop {
+            tokio::select! {
+                m = source.next(), if client_open => match m {
+                    Some(Ok(Message::Binary(b))) => {
+                        if wr.write_all(&b).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                        client_open = false;
+                        let _ = wr.shutdown().await;
+                    }
+                    Some(Ok(_)) => {}
+                },
+                n = rd.read(&mut buf) => match n {
+                    Ok(n) if n > 0 => {
+                        if sink.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ => {
+                        let frame = CloseFrame { code: close_code::NORMAL, reason: "".into() };
+                        let _ = sink.send(Message::Close(Some(frame))).await;
+                        break;
+                    }
+                },
+            }
+        }
+    });
+    ours
 }
 
 /// Splits a WebSocket into binary client messages and a sink of binary frames.
@@ -247,56 +464,28 @@ async fn close(outgoing: &mut FrameSink) {
     let _ = outgoing.get_mut().close().await;
 }
 
-async fn exec_stream(
-    st: StreamState,
-    socket: WebSocket,
-    version: Version,
-    spec: ExecSpec,
-    stdout: bool,
-    stderr: bool,
-) {
-    let cmd = spec.cmd.clone();
-    let (incoming, mut outgoing) = split(socket);
-    match st.spawner.spawn(spec).await {
-        Ok(p) => {
-            exec::run_session(
-                version,
-                incoming,
-                &mut outgoing,
-                p,
-                &cmd,
-                Wanted { stdout, stderr },
-            )
-            .await
-        }
-        Err(e) => {
-            let _ = outgoing
-                .send(protocol::failure_status(&e.to_string()))
-                .await;
-        }
-    }
-    close(&mut outgoing).await;
-}
-
 /// Streams the container's output from its CRI log (which its monitor writes) as it grows, until
 /// the container stops or the client leaves. Input is not carried: skiff's containers run with
 /// stdin from /dev/null.
-async fn attach_stream(
-    st: StreamState,
-    socket: WebSocket,
-    log_path: PathBuf,
-    container_id: String,
+async fn attach_stream<I, O>(
+    st: &StreamState,
+    mut incoming: I,
+    outgoing: &mut O,
+    log_path: &std::path::Path,
+    container_id: &str,
     wanted: Wanted,
-) {
-    let (mut incoming, mut outgoing) = split(socket);
-    let mut offset = match tokio::fs::metadata(&log_path).await {
+) where
+    I: futures::Stream<Item = Vec<u8>> + Unpin,
+    O: futures::Sink<Vec<u8>> + Unpin,
+{
+    let mut offset = match tokio::fs::metadata(log_path).await {
         Ok(m) => m.len(),
         Err(_) => 0,
     };
     let mut carry = Vec::new();
     loop {
-        let running = (st.running)(&container_id);
-        let chunk = read_from(&log_path, offset).await.unwrap_or_default();
+        let running = (st.running)(container_id);
+        let chunk = read_from(log_path, offset).await.unwrap_or_default();
         offset += chunk.len() as u64;
         carry.extend_from_slice(&chunk);
         let complete = carry.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
@@ -330,7 +519,6 @@ async fn attach_stream(
             br#"{"metadata":{},"status":"Success"}"#,
         ))
         .await;
-    close(&mut outgoing).await;
 }
 
 async fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
