@@ -2,7 +2,8 @@
 //! and CRI ExecSync against a real `skiff up`, through the API server, the node agent and the
 //! runtime's streaming server into busybox containers: kubectl 1.33 over WebSocket
 //! (`v5.channel.k8s.io`, and SPDY tunnelled through WebSocket for port-forward), kubectl 1.27
-//! over SPDY/3.1 (`v4.channel.k8s.io`, `portforward.k8s.io`).
+//! over SPDY/3.1 (`v4.channel.k8s.io`, `portforward.k8s.io`), and the Python client's exec and
+//! channel-based WebSocket port-forward.
 
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -259,6 +260,17 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     };
     port_forward(&k, &old)?;
     old_kubectl_exec(&old)?;
+
+    // The Python client: exec, and port-forward over its WebSocket channel protocol.
+    let python = std::env::var("SKIFF_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = run(Command::new(&python)
+        .arg(workspace().join("e2e/clients/python_streams.py"))
+        .arg(c.kubeconfig()))
+    .context("python client exec and port-forward")?;
+    ensure!(
+        out.contains("all steps passed"),
+        "python client said: {out}"
+    );
 
     exec_sync(c, &container_id)?;
     Ok(())

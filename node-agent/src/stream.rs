@@ -241,11 +241,14 @@ pub fn parse_call(
             stderr,
         }),
         _ => {
-            // Port-forward names its ports in the query (`port=80`) or, later, per stream.
+            // Port-forward over SPDY names its ports per stream; the WebSocket protocol names
+            // them in the query: `port=80&port=81` as the API server passes them to the
+            // kubelet, or `ports=80,81` as clients send them to `pods/portforward`.
             let ports = q
                 .iter()
-                .filter(|(k, _)| k == "port")
-                .map(|(_, v)| {
+                .filter(|(k, _)| k == "port" || k == "ports")
+                .flat_map(|(_, v)| v.split(','))
+                .map(|v| {
                     v.parse::<u16>()
                         .ok()
                         .filter(|p| *p > 0)
@@ -403,7 +406,14 @@ mod tests {
                 ports: vec![80, 8080]
             })
         );
+        assert_eq!(
+            parse_call("portforward", None, "ports=80,8080"),
+            Ok(StreamCall::PortForward {
+                ports: vec![80, 8080]
+            })
+        );
         assert!(parse_call("portforward", None, "port=0").is_err());
+        assert!(parse_call("portforward", None, "ports=80,x").is_err());
     }
 
     #[tokio::test]

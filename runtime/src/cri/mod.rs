@@ -411,9 +411,21 @@ impl cri_api::RuntimeService for CriService {
         let req = req.into_inner();
         let (streams, _) = self.streaming()?;
         let sandbox = self.rt.sandbox(&req.pod_sandbox_id)?;
+        let ports = req
+            .port
+            .iter()
+            .map(|p| {
+                u16::try_from(*p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                    RuntimeError::InvalidArgument(format!(
+                        "port-forward port {p}: want a number from 1 to 65535"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<u16>, _>>()?;
         let url = streams.register(StreamRequest::PortForward {
             sandbox_id: req.pod_sandbox_id,
             netns: sandbox.ns.net,
+            ports,
         });
         Ok(Response::new(cri::PortForwardResponse { url }))
     }

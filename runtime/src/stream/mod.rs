@@ -53,11 +53,14 @@ pub enum StreamRequest {
         stderr: bool,
         tty: bool,
     },
-    /// Forward connections to ports of a sandbox; the ports are named per stream.
+    /// Forward connections to ports of a sandbox.
     PortForward {
         sandbox_id: String,
         /// The sandbox's network namespace; `None` for hostNetwork.
         netns: Option<PathBuf>,
+        /// The ports the request named: what the WebSocket protocol forwards (over SPDY, each
+        /// stream names its own).
+        ports: Vec<u16>,
     },
 }
 
@@ -175,25 +178,50 @@ async fn stream(
             format!("unknown or expired {kind} token"),
         );
     };
-    if let StreamRequest::PortForward { sandbox_id, netns } = request {
-        let ws = ws.protocols([portforward::TUNNEL_PROTOCOL]);
-        if ws.selected_protocol().is_none() {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "port-forward over WebSocket needs the subprotocol {}",
-                    portforward::TUNNEL_PROTOCOL
-                ),
-            );
-        }
+    if let StreamRequest::PortForward {
+        sandbox_id,
+        netns,
+        ports,
+    } = request
+    {
+        let ws = ws.protocols([
+            portforward::TUNNEL_PROTOCOL,
+            portforward::WEBSOCKET_PROTOCOL,
+        ]);
+        let tunnelled = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
+            Some(portforward::TUNNEL_PROTOCOL) => true,
+            Some(_) if !ports.is_empty() => false,
+            Some(_) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "port-forward over WebSocket needs the ports in the query (ports=80,8080)",
+                );
+            }
+            None => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "port-forward over WebSocket needs the subprotocol {} or {}",
+                        portforward::TUNNEL_PROTOCOL,
+                        portforward::WEBSOCKET_PROTOCOL
+                    ),
+                );
+            }
+        };
         let target = portforward::Target {
             sandbox_id,
             netns,
             dialer: st.dialer.clone(),
         };
         return ws.on_upgrade(move |socket| async move {
-            let (streams, out) = spdy::serve(tunnel(socket));
-            portforward::serve(streams, out, target).await;
+            if tunnelled {
+                let (streams, out) = spdy::serve(tunnel(socket));
+                portforward::serve(streams, out, target).await;
+            } else {
+                let (incoming, mut outgoing) = split(socket);
+                portforward::serve_websocket(incoming, &mut outgoing, &ports, target).await;
+                close(&mut outgoing).await;
+            }
         });
     }
     let ws = ws.protocols(protocol::PROTOCOLS.iter().copied());
@@ -266,7 +294,9 @@ fn spdy_upgrade(
         };
         let (streams, out) = spdy::serve(io);
         let expected = match &request {
-            StreamRequest::PortForward { sandbox_id, netns } => {
+            StreamRequest::PortForward {
+                sandbox_id, netns, ..
+            } => {
                 let target = portforward::Target {
                     sandbox_id: sandbox_id.clone(),
                     netns: netns.clone(),

@@ -5,6 +5,11 @@
 //! localhost inside the pod's network namespace and copies bytes between the connection and the
 //! data stream; a failure is written to the error stream as text. When one direction ends the
 //! other gets a second to finish (containerd's rule), then both streams are closed.
+//!
+//! The kubelet's older WebSocket protocol (`v4.channel.k8s.io`, what the Python client and
+//! kube-rs speak) is served too: the ports come from the query, port `i` gets data channel `2i`
+//! and error channel `2i+1`, each opened by the server with the port number (two bytes,
+//! little-endian), and one connection is forwarded per port.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -22,6 +27,8 @@ use super::spdy::{Incoming, Outgoing};
 pub const PROTOCOL: &str = "portforward.k8s.io";
 /// The WebSocket subprotocol under which kubectl 1.31+ tunnels it.
 pub const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+/// The WebSocket subprotocol of the kubelet's channel-based port-forward.
+pub const WEBSOCKET_PROTOCOL: &str = "v4.channel.k8s.io";
 /// How long a connection to the pod's port may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// After one direction ended, how long the other may still run.
@@ -182,6 +189,86 @@ async fn copy(out: &Outgoing, data: &mut Incoming, tcp: tokio::net::TcpStream) {
     }
 }
 
+/// Serves the channel-based WebSocket protocol for `ports` until the client leaves or every
+/// forwarded connection has ended.
+pub async fn serve_websocket<I, O>(mut incoming: I, outgoing: &mut O, ports: &[u16], target: Target)
+where
+    I: futures::Stream<Item = Vec<u8>> + Unpin,
+    O: futures::Sink<Vec<u8>> + Unpin,
+{
+    use futures::{SinkExt, StreamExt};
+    let channel = |i: usize, error: bool| (2 * i + usize::from(error)) as u8;
+    for (i, port) in ports.iter().enumerate() {
+        for error in [false, true] {
+            let mut first = vec![channel(i, error)];
+            first.extend_from_slice(&port.to_le_bytes());
+            if outgoing.send(first).await.is_err() {
+                return;
+            }
+        }
+    }
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    let mut writers = HashMap::new();
+    for (i, &port) in ports.iter().enumerate() {
+        match target.dialer.dial(target.netns.clone(), port).await {
+            Ok(tcp) => {
+                let (mut rd, wr) = tcp.into_split();
+                writers.insert(channel(i, false), wr);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 32 * 1024];
+                    while let Ok(n) = rd.read(&mut buf[1..]).await {
+                        if n == 0 {
+                            break;
+                        }
+                        buf[0] = channel(i, false);
+                        if tx.send(buf[..=n].to_vec()).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                let mut msg = vec![channel(i, true)];
+                msg.extend_from_slice(
+                    format!(
+                        "error forwarding port {port} to pod sandbox {}: failed to connect to \
+                         localhost:{port} inside the pod's network namespace: {e}",
+                        target.sandbox_id
+                    )
+                    .as_bytes(),
+                );
+                let _ = tx.send(msg).await;
+            }
+        }
+    }
+    drop(tx);
+    loop {
+        tokio::select! {
+            msg = incoming.next() => match msg {
+                Some(msg) => {
+                    if let Some((ch, data)) = msg.split_first()
+                        && let Some(w) = writers.get_mut(ch)
+                        && w.write_all(data).await.is_err()
+                    {
+                        writers.remove(ch);
+                    }
+                }
+                None => return,
+            },
+            out = rx.recv() => match out {
+                Some(msg) => {
+                    if outgoing.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                // Every connection to the pod ended: so does the session.
+                None => return,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::spdy::{Decoder, Encoder, Frame, serve as spdy_serve};
@@ -222,9 +309,8 @@ mod tests {
         }
     }
 
-    /// Runs a port-forward server over an in-memory pipe; sends `frames`, returns every frame
-    /// the server sent until it had nothing more for a while.
-    async fn exchange(frames: Vec<Frame>) -> (Vec<Frame>, Vec<u16>) {
+    /// A dialer to a local server that answers every read with `echo:` and what it read.
+    async fn echo_dialer() -> Arc<LocalDialer> {
         let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -232,17 +318,30 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut c, _)) = echo.accept().await {
                 tokio::spawn(async move {
-                    let mut got = Vec::new();
-                    let _ = c.read_to_end(&mut got).await;
-                    let _ = c.write_all(b"echo:").await;
-                    let _ = c.write_all(&got).await;
+                    let mut buf = vec![0u8; 1024];
+                    while let Ok(n) = c.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let mut answer = b"echo:".to_vec();
+                        answer.extend_from_slice(&buf[..n]);
+                        if c.write_all(&answer).await.is_err() {
+                            break;
+                        }
+                    }
                 });
             }
         });
-        let dialer = Arc::new(LocalDialer {
+        Arc::new(LocalDialer {
             addr,
             asked: Default::default(),
-        });
+        })
+    }
+
+    /// Runs a port-forward server over an in-memory pipe; sends `frames`, returns every frame
+    /// the server sent until it had nothing more for a while.
+    async fn exchange(frames: Vec<Frame>) -> (Vec<Frame>, Vec<u16>) {
+        let dialer = echo_dialer().await;
         let (client, server) = tokio::io::duplex(1 << 16);
         let (streams, out) = spdy_serve(server);
         let target = Target {
@@ -345,5 +444,45 @@ mod tests {
                 "{id}: {got:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_websocket_protocol_numbers_channels_by_port() {
+        use futures::{SinkExt, StreamExt};
+        let dialer = echo_dialer().await;
+        let target = Target {
+            sandbox_id: "sb1".into(),
+            netns: None,
+            dialer: dialer.clone(),
+        };
+        let (mut client_tx, client_rx) = futures::channel::mpsc::channel::<Vec<u8>>(8);
+        let (mut server_tx, mut server_rx) = futures::channel::mpsc::channel::<Vec<u8>>(8);
+        let session = tokio::spawn(async move {
+            serve_websocket(client_rx, &mut server_tx, &[8080, 1], target).await;
+        });
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(server_rx.next().await.expect("a message"));
+        }
+        // Each channel opens with its port, little-endian; port 1 is refused on channel 3.
+        assert_eq!(
+            &got[..4],
+            &[
+                vec![0, 0x90, 0x1f],
+                vec![1, 0x90, 0x1f],
+                vec![2, 1, 0],
+                vec![3, 1, 0]
+            ]
+        );
+        assert_eq!(got[4][0], 3);
+        assert!(String::from_utf8_lossy(&got[4]).contains("localhost:1"));
+        client_tx.send(b"\x00hello".to_vec()).await.expect("send");
+        assert_eq!(
+            server_rx.next().await.expect("the echo"),
+            b"\x00echo:hello".to_vec()
+        );
+        assert_eq!(*dialer.asked.lock().expect("lock"), vec![8080, 1]);
+        drop(client_tx);
+        session.await.expect("the session ends with its client");
     }
 }
