@@ -144,15 +144,21 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 
 /// Debian's docker-registry on a free loopback port, storing into `dir`.
 pub fn start_registry(dir: &Path) -> Result<(Proc, String)> {
+    start_registry_with(dir, "registry", "")
+}
+
+/// Like [`start_registry`], with files named after `name` and `extra` appended to its
+/// configuration (an `auth:` section, say).
+pub fn start_registry_with(dir: &Path, name: &str, extra: &str) -> Result<(Proc, String)> {
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
-    let data = dir.join("registry-data");
+    let data = dir.join(format!("{name}-data"));
     std::fs::create_dir_all(&data)?;
-    let cfg = dir.join("registry.yml");
+    let cfg = dir.join(format!("{name}.yml"));
     std::fs::write(
         &cfg,
         format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{extra}",
             data.display()
         ),
     )?;
@@ -161,7 +167,7 @@ pub fn start_registry(dir: &Path) -> Result<(Proc, String)> {
         Command::new("/usr/bin/docker-registry")
             .arg("serve")
             .arg(&cfg),
-        &dir.join("registry.log"),
+        &dir.join(format!("{name}.log")),
     )?;
     wait_for("the registry to listen", Duration::from_secs(20), || {
         Ok(std::net::TcpStream::connect(&addr).ok().map(|_| ()))

@@ -1,11 +1,14 @@
-//! Image formats from outside: an image whose layers skopeo recompressed with zstd is pulled
-//! from the registry, verified, unpacked and run, and its layers' media type really is zstd.
+//! Images from outside: an image whose layers skopeo recompressed with zstd is pulled from the
+//! registry, verified, unpacked and run, and its layers' media type really is zstd; a private
+//! registry (docker-registry with htpasswd) is pulled from with the credentials of a pod's
+//! `imagePullSecrets`, made by `kubectl create secret docker-registry`, and an image one pod
+//! pulled with credentials is not handed to pods without them (KEP-2535).
 
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use e2e::{busybox, run, wait_for, with_cluster};
+use e2e::{Cluster, busybox, run, start_registry_with, wait_for, with_cluster};
 
 #[test]
 fn zstd_layers_pull_and_run() -> Result<()> {
@@ -71,6 +74,145 @@ fn zstd_layers_pull_and_run() -> Result<()> {
             logs.contains("new") && logs.contains("from-zstd"),
             "logs: {logs}"
         );
+        Ok(())
+    })
+}
+
+fn kubectl(c: &Cluster, args: &[&str]) -> Result<String> {
+    run(Command::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33")
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(args))
+}
+
+/// A pod named `name` running `image` with pull policy `policy` and the given pull secrets.
+fn private_pod(name: &str, image: &str, policy: &str, secrets: &[&str]) -> String {
+    let secrets: String = secrets.iter().map(|s| format!("  - name: {s}\n")).collect();
+    let secrets = if secrets.is_empty() {
+        String::new()
+    } else {
+        format!("  imagePullSecrets:\n{secrets}")
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{secrets}  containers:\n  - name: c\n    image: {image}\n    imagePullPolicy: {policy}\n    command: [\"sleep\", \"3600\"]\n"
+    )
+}
+
+/// The waiting reason of the pod's first container, once it has one.
+fn waiting_reason(c: &Cluster, name: &str) -> Result<Option<String>> {
+    let p = c.pod(name)?;
+    Ok(
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+            .as_str()
+            .map(str::to_owned),
+    )
+}
+
+#[test]
+fn private_images_need_pull_secrets() -> Result<()> {
+    with_cluster(|c, work, reg| {
+        let htpasswd = run(Command::new("htpasswd").args(["-Bbn", "alice", "s3cret"]))?;
+        let htpasswd_file = work.join("htpasswd");
+        std::fs::write(&htpasswd_file, htpasswd)?;
+        let (_private, private) = start_registry_with(
+            work,
+            "private",
+            &format!(
+                "auth:\n  htpasswd:\n    realm: skiff-e2e\n    path: {}\n",
+                htpasswd_file.display()
+            ),
+        )?;
+        let image = format!("{private}/team/busybox:1.36");
+        run(Command::new("skopeo").args([
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "alice:s3cret",
+            &format!("docker://{}", busybox(reg)),
+            &format!("docker://{image}"),
+        ]))?;
+        c.start()?;
+        kubectl(
+            c,
+            &[
+                "create",
+                "secret",
+                "docker-registry",
+                "regcred",
+                &format!("--docker-server={private}"),
+                "--docker-username=alice",
+                "--docker-password=s3cret",
+            ],
+        )?;
+        kubectl(
+            c,
+            &[
+                "create",
+                "secret",
+                "docker-registry",
+                "badcred",
+                &format!("--docker-server={private}"),
+                "--docker-username=alice",
+                "--docker-password=wrong",
+            ],
+        )?;
+        let apply = |name: &str, yaml: String| -> Result<()> {
+            let file = work.join(format!("{name}.yaml"));
+            std::fs::write(&file, yaml)?;
+            c.skiff(&["apply", "-f", file.to_str().unwrap_or_default()])?;
+            Ok(())
+        };
+        let running = |name: &str| {
+            wait_for(
+                &format!("pod {name} to run"),
+                Duration::from_secs(60),
+                || Ok((c.pod(name)?["status"]["phase"] == "Running").then_some(())),
+            )
+        };
+        let refused = |name: &str, reasons: &[&str]| -> Result<String> {
+            let reason = wait_for(
+                &format!("pod {name} to be refused its image"),
+                Duration::from_secs(60),
+                || Ok(waiting_reason(c, name)?.filter(|r| reasons.contains(&r.as_str()))),
+            )?;
+            ensure!(
+                c.pod(name)?["status"]["phase"] == "Pending",
+                "pod {name} is not pending"
+            );
+            Ok(reason)
+        };
+
+        // No secret: the registry says no, and the pod says why.
+        apply("anon", private_pod("anon", &image, "IfNotPresent", &[]))?;
+        refused("anon", &["ErrImagePull", "ImagePullBackOff"])?;
+        let message =
+            c.pod("anon")?["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+                .to_string();
+        ensure!(
+            message.to_lowercase().contains("authorized"),
+            "the refused pull says {message}"
+        );
+
+        // A wrong secret and a right one: the right one pulls.
+        apply(
+            "owner",
+            private_pod("owner", &image, "IfNotPresent", &["badcred", "regcred"]),
+        )?;
+        running("owner")?;
+
+        // The image is now on the node, yet pods without the credentials do not get it.
+        apply("thief", private_pod("thief", &image, "IfNotPresent", &[]))?;
+        refused("thief", &["ErrImagePull", "ImagePullBackOff"])?;
+        apply("never", private_pod("never", &image, "Never", &["badcred"]))?;
+        refused("never", &["ErrImageNeverPull"])?;
+
+        // A pod with the credentials uses it.
+        apply(
+            "friend",
+            private_pod("friend", &image, "Never", &["regcred"]),
+        )?;
+        running("friend")?;
         Ok(())
     })
 }

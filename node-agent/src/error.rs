@@ -50,6 +50,13 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The agent's state directory could not be made.
+    #[error("create state dir {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The agent's HTTP server could not bind or serve.
     #[error("serve http on {addr}: {source}")]
     Serve {

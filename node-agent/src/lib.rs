@@ -11,6 +11,7 @@ mod lease;
 pub mod logs;
 mod node;
 mod pods;
+pub mod pull;
 pub mod quantity;
 mod registry;
 mod server;
@@ -45,6 +46,9 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// InternalIP; default: the host's primary IPv4 (or 127.0.0.1).
     pub node_ip: Option<IpAddr>,
+    /// Where the agent keeps state across restarts (which credentials pulled each image);
+    /// `None` keeps it in memory.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// How long tasks get to finish after `cancel` before they are aborted.
@@ -108,11 +112,25 @@ pub async fn run_with<C: cri::Cri>(
     tracing::info!(node = %node_name, "node registered");
 
     let registry = registry::PodRegistry::default();
+    let pull_records = match &config.state_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|source| AgentError::StateDir {
+                path: dir.clone(),
+                source,
+            })?;
+            Some(dir.join("pulled-images.json"))
+        }
+        None => None,
+    };
     let node_ctx = Arc::new(worker::NodeContext {
         node_name: node_name.clone(),
         node_ip,
         pod_log_dir: config.pod_log_dir.clone(),
         runtime_name: version.runtime_name.clone(),
+        pulls: Arc::new(worker::Pulls {
+            secrets: Arc::new(pull::KubeSecrets(client.clone())),
+            records: pull::PullRecords::open(pull_records),
+        }),
     });
     // A task failing stops the others through this token without cancelling the caller's.
     let inner = cancel.child_token();

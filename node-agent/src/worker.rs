@@ -9,6 +9,7 @@
 use crate::AgentError;
 use crate::backoff::Backoff;
 use crate::cri::{self, Cri, v1};
+use crate::pull::{PullRecords, PullSecrets};
 use crate::registry::PodEntry;
 use crate::spec::{self, PullPolicy};
 use crate::status::{self, RestartPolicy};
@@ -40,6 +41,20 @@ pub struct NodeContext {
     pub pod_log_dir: PathBuf,
     /// `<runtime_name>` from CRI `Version`, the scheme of `containerID`s.
     pub runtime_name: String,
+    /// Pull secrets and what pulled each image.
+    pub pulls: Arc<Pulls>,
+}
+
+/// Where pull credentials come from, and the KEP-2535 record of who pulled what.
+pub struct Pulls {
+    pub secrets: Arc<dyn PullSecrets>,
+    pub records: PullRecords,
+}
+
+impl std::fmt::Debug for Pulls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pulls").finish_non_exhaustive()
+    }
 }
 
 /// What the dispatcher wants for this pod UID.
@@ -600,7 +615,7 @@ impl<C: Cri> PodWorker<C> {
             return;
         }
         let image = c.image.clone().unwrap_or_default();
-        match ensure_image(&*cri, slot, c, &sb.config, now).await {
+        match ensure_image(&*cri, &node, pod, slot, c, &sb.config, now).await {
             Ok(image_ref) => slot.image_ref = image_ref,
             Err((reason, message)) => {
                 if reason == "ImagePullBackOff" {
@@ -930,10 +945,32 @@ async fn refresh<C: Cri>(cri: &C, slot: &mut Slot, now: Instant) -> Result<(), A
     }
 }
 
+/// The credentials the pod's `imagePullSecrets` hold for `image`, most specific first.
+async fn pod_credentials(node: &NodeContext, pod: &Pod, image: &str) -> Vec<v1::AuthConfig> {
+    let names: Vec<String> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let keys = node.pulls.secrets.keys(namespace, &names).await;
+    crate::pull::credentials_for(image, &keys)
+}
+
 /// Makes sure the image is on the node as `imagePullPolicy` says (kubelet
-/// `EnsureImageExists`). Errors are `(waiting reason, message)`.
+/// `EnsureImageExists`), pulling with the pod's credentials, and keeps an image that was pulled
+/// with credentials from pods without them (KEP-2535). Errors are `(waiting reason, message)`.
 async fn ensure_image<C: Cri>(
     cri: &C,
+    node: &NodeContext,
+    pod: &Pod,
     slot: &mut Slot,
     c: &Container,
     sandbox_config: &v1::PodSandboxConfig,
@@ -941,9 +978,26 @@ async fn ensure_image<C: Cri>(
 ) -> Result<String, (&'static str, String)> {
     let image = c.image.clone().unwrap_or_default();
     let policy = spec::pull_policy(c);
+    let records = &node.pulls.records;
+    let mut creds = None;
     if policy != PullPolicy::Always {
         match cri.image_status(&image).await {
-            Ok(Some(img)) => return Ok(img.id),
+            Ok(Some(img)) => {
+                let pod_creds = pod_credentials(node, pod, &image).await;
+                if records.may_use(&img.id, &pod_creds) {
+                    return Ok(img.id);
+                }
+                if policy == PullPolicy::Never {
+                    return Err((
+                        "ErrImageNeverPull",
+                        format!(
+                            "image {image:?} on the node was pulled with credentials this pod does \
+                             not hold, and pull policy Never forbids pulling it to check them"
+                        ),
+                    ));
+                }
+                creds = Some(pod_creds);
+            }
             Ok(None) if policy == PullPolicy::Never => {
                 return Err((
                     "ErrImageNeverPull",
@@ -965,17 +1019,34 @@ async fn ensure_image<C: Cri>(
             format!("Back-off pulling image {image:?}"),
         ));
     }
-    match cri.pull_image(&image, Some(sandbox_config.clone())).await {
-        Ok(image_ref) => {
-            slot.pull_error = None;
-            Ok(image_ref)
-        }
-        Err(e) => {
-            slot.pull_backoff.next(now);
-            slot.pull_error = Some((now, e.to_string()));
-            Err(("ErrImagePull", e.to_string()))
+    let creds = match creds {
+        Some(c) => c,
+        None => pod_credentials(node, pod, &image).await,
+    };
+    // With credentials, each is tried in turn (no anonymous fallback), as the kubelet does.
+    let attempts: Vec<Option<v1::AuthConfig>> = if creds.is_empty() {
+        vec![None]
+    } else {
+        creds.into_iter().map(Some).collect()
+    };
+    let mut errors = Vec::new();
+    for auth in attempts {
+        match cri
+            .pull_image(&image, Some(sandbox_config.clone()), auth.clone())
+            .await
+        {
+            Ok(image_ref) => {
+                records.record(&image_ref, auth.as_ref());
+                slot.pull_error = None;
+                return Ok(image_ref);
+            }
+            Err(e) => errors.push(e.to_string()),
         }
     }
+    let message = errors.join("; ");
+    slot.pull_backoff.next(now);
+    slot.pull_error = Some((now, message.clone()));
+    Err(("ErrImagePull", message))
 }
 
 #[cfg(test)]

@@ -2,16 +2,46 @@
 
 use super::*;
 use crate::cri::fake::FakeCri;
+use crate::pull::RegistryKey;
 use k8s_openapi::api::core::v1::PodSpec;
 use std::time::Duration;
 
-fn node() -> Arc<NodeContext> {
+/// Pull secrets by (namespace, name).
+#[derive(Default)]
+struct FakeSecrets(std::collections::BTreeMap<(String, String), Vec<RegistryKey>>);
+
+impl PullSecrets for FakeSecrets {
+    fn keys<'a>(
+        &'a self,
+        namespace: &'a str,
+        names: &'a [String],
+    ) -> futures::future::BoxFuture<'a, Vec<RegistryKey>> {
+        Box::pin(async move {
+            names
+                .iter()
+                .filter_map(|n| self.0.get(&(namespace.to_owned(), n.clone())))
+                .flatten()
+                .cloned()
+                .collect()
+        })
+    }
+}
+
+fn node_with(secrets: FakeSecrets) -> Arc<NodeContext> {
     Arc::new(NodeContext {
         node_name: "n1".to_owned(),
         node_ip: "192.168.1.10".parse().expect("ip"),
         pod_log_dir: std::env::temp_dir().join("skiff-node-agent-tests"),
         runtime_name: "fake".to_owned(),
+        pulls: Arc::new(Pulls {
+            secrets: Arc::new(secrets),
+            records: PullRecords::open(None),
+        }),
     })
+}
+
+fn node() -> Arc<NodeContext> {
+    node_with(FakeSecrets::default())
 }
 
 fn container(name: &str, image: &str) -> Container {
@@ -383,4 +413,89 @@ async fn a_runtime_error_is_retried_from_the_same_step() {
     let again = sync(&mut w, &p).await;
     assert_eq!(again.phase.as_deref(), Some("Running"));
     assert_eq!(fake.state().sandboxes.len(), 1, "no second sandbox");
+}
+
+fn with_pull_secret(mut p: Pod, secret: &str) -> Pod {
+    if let Some(spec) = p.spec.as_mut() {
+        spec.image_pull_secrets = Some(vec![k8s_openapi::api::core::v1::LocalObjectReference {
+            name: secret.to_owned(),
+        }]);
+    }
+    p
+}
+
+fn pulls(f: &FakeCri) -> Vec<String> {
+    f.calls()
+        .into_iter()
+        .filter(|c| c.starts_with("PullImage"))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn pull_secrets_are_tried_in_turn_and_private_images_stay_private() {
+    let image = "reg.example:5000/team/app:1";
+    let mut secrets = FakeSecrets::default();
+    for (secret, user) in [("wrong", "mallory"), ("right", "alice")] {
+        secrets.0.insert(
+            ("default".to_owned(), secret.to_owned()),
+            vec![RegistryKey {
+                key: "reg.example:5000".to_owned(),
+                username: user.to_owned(),
+                password: "pw".to_owned(),
+            }],
+        );
+    }
+    let node = node_with(secrets);
+    let fake = Arc::new(FakeCri::new());
+    fake.state()
+        .pull_users
+        .insert(image.to_owned(), vec!["alice".to_owned()]);
+
+    // Both secrets' credentials are tried; alice's pulls.
+    let mut p = with_pull_secret(pod("Always", vec![container("app", image)]), "wrong");
+    if let Some(s) = p.spec.as_mut() {
+        s.image_pull_secrets.get_or_insert_default().push(
+            k8s_openapi::api::core::v1::LocalObjectReference {
+                name: "right".to_owned(),
+            },
+        );
+    }
+    let mut w = PodWorker::new(fake.clone(), node.clone(), &p);
+    let st = sync(&mut w, &p).await;
+    assert_eq!(st.phase.as_deref(), Some("Running"), "{st:?}");
+    assert_eq!(
+        pulls(&fake),
+        vec![
+            format!("PullImage {image} as mallory"),
+            format!("PullImage {image} as alice")
+        ]
+    );
+
+    // Another pod without a secret: the cached image is not handed over (IfNotPresent), and
+    // its own anonymous pull is refused.
+    let mut other = pod("Always", vec![container("app", image)]);
+    other.metadata.name = Some("thief".to_owned());
+    other.metadata.uid = Some("u2".to_owned());
+    let mut w2 = PodWorker::new(fake.clone(), node.clone(), &other);
+    let st = sync(&mut w2, &other).await;
+    assert_eq!(waiting_reason(&st, 0).as_deref(), Some("ErrImagePull"));
+    assert_eq!(pulls(&fake).last(), Some(&format!("PullImage {image}")));
+
+    // With pull policy Never it is not handed over either.
+    let mut never = container("app", image);
+    never.image_pull_policy = Some("Never".to_owned());
+    let mut third = pod("Always", vec![never]);
+    third.metadata.uid = Some("u3".to_owned());
+    let mut w3 = PodWorker::new(fake.clone(), node.clone(), &third);
+    let st = sync(&mut w3, &third).await;
+    assert_eq!(waiting_reason(&st, 0).as_deref(), Some("ErrImageNeverPull"));
+
+    // A pod with alice's secret uses the cached image without pulling again.
+    let before = pulls(&fake).len();
+    let mut fourth = with_pull_secret(pod("Always", vec![container("app", image)]), "right");
+    fourth.metadata.uid = Some("u4".to_owned());
+    let mut w4 = PodWorker::new(fake.clone(), node, &fourth);
+    let st = sync(&mut w4, &fourth).await;
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    assert_eq!(pulls(&fake).len(), before);
 }

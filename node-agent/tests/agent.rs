@@ -185,6 +185,7 @@ async fn runs_a_pod_reports_status_and_finishes_its_deletion() {
         pod_log_dir: logs.path().to_owned(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         node_ip: Some("10.1.2.3".parse().expect("ip")),
+        state_dir: Some(logs.path().join("agent")),
     };
     let cancel = CancellationToken::new();
     let agent = tokio::spawn(run_with(config, client, cri.clone(), cancel.clone()));

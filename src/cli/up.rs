@@ -186,6 +186,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         pod_log_dir: data.join("pods"),
         listen: SocketAddr::new(args.node_ip, args.agent_port),
         node_ip: Some(args.node_ip),
+        state_dir: Some(data.join("agent")),
     };
     let c = cancel.clone();
     tasks.spawn(async move {

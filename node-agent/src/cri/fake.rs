@@ -34,6 +34,8 @@ pub struct FakeState {
     pub images: BTreeMap<String, String>,
     /// Images whose pull fails, with the message.
     pub pull_errors: BTreeMap<String, String>,
+    /// Images only these users may pull ("" is anonymous).
+    pub pull_users: BTreeMap<String, Vec<String>>,
     pub sandboxes: BTreeMap<String, FakeSandbox>,
     pub containers: BTreeMap<String, FakeContainer>,
     /// Containers whose start fails.
@@ -457,8 +459,23 @@ impl Cri for FakeCri {
         &self,
         image: &str,
         _sandbox_config: Option<v1::PodSandboxConfig>,
+        auth: Option<v1::AuthConfig>,
     ) -> Result<String, AgentError> {
-        let mut st = self.record(format!("PullImage {image}"));
+        let user = auth.map(|a| a.username).unwrap_or_default();
+        let mut st = if user.is_empty() {
+            self.record(format!("PullImage {image}"))
+        } else {
+            self.record(format!("PullImage {image} as {user}"))
+        };
+        // A registry that only lets `pull_users` in, when any are set for the image.
+        if let Some(allowed) = st.pull_users.get(image)
+            && !allowed.contains(&user)
+        {
+            return Err(AgentError::ImagePull {
+                image: image.to_owned(),
+                message: format!("unauthorized: {user:?} may not pull"),
+            });
+        }
         if let Some(message) = st.pull_errors.get(image) {
             return Err(AgentError::ImagePull {
                 image: image.to_owned(),

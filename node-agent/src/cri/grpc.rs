@@ -279,6 +279,7 @@ impl Cri for GrpcCri {
         &self,
         image: &str,
         sandbox_config: Option<v1::PodSandboxConfig>,
+        auth: Option<v1::AuthConfig>,
     ) -> Result<String, AgentError> {
         let msg = v1::PullImageRequest {
             image: Some(v1::ImageSpec {
@@ -286,7 +287,7 @@ impl Cri for GrpcCri {
                 user_specified_image: image.to_owned(),
                 ..Default::default()
             }),
-            auth: None,
+            auth,
             sandbox_config,
         };
         let mut c = self.image.clone();

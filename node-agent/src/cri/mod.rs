@@ -68,11 +68,13 @@ pub trait Cri: Send + Sync + 'static {
         &self,
         image: &str,
     ) -> impl Future<Output = Result<Option<v1::Image>, AgentError>> + Send;
-    /// Returns the image reference (digest or id) the runtime resolved.
+    /// Returns the image reference (digest or id) the runtime resolved. `auth`: registry
+    /// credentials from the pod's pull secrets.
     fn pull_image(
         &self,
         image: &str,
         sandbox_config: Option<v1::PodSandboxConfig>,
+        auth: Option<v1::AuthConfig>,
     ) -> impl Future<Output = Result<String, AgentError>> + Send;
     /// Exec: the URL of the runtime's streaming server for this command.
     fn exec(&self, req: v1::ExecRequest)
