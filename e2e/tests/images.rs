@@ -2,7 +2,8 @@
 //! registry, verified, unpacked and run, and its layers' media type really is zstd; a private
 //! registry (docker-registry with htpasswd) is pulled from with the credentials of a pod's
 //! `imagePullSecrets`, made by `kubectl create secret docker-registry`, and an image one pod
-//! pulled with credentials is not handed to pods without them (KEP-2535).
+//! pulled with credentials is not handed to pods without them (KEP-2535); the same through a
+//! registry that uses the bearer-token flow (a token server signing JWTs it trusts).
 
 use std::process::Command;
 use std::time::Duration;
@@ -213,6 +214,95 @@ fn private_images_need_pull_secrets() -> Result<()> {
             private_pod("friend", &image, "Never", &["regcred"]),
         )?;
         running("friend")?;
+
+        // A registry behind a token server (the bearer flow): the secret's credentials buy a
+        // token that lets the pull through; without them the token grants nothing.
+        let (_tokens, tokens) = start_token_server(work)?;
+        let (_bearer, bearer) = start_registry_with(
+            work,
+            "bearer",
+            &format!(
+                "auth:\n  token:\n    realm: http://{tokens}/token\n    service: skiff-e2e-registry\n    issuer: skiff-e2e-issuer\n    rootcertbundle: {}\n",
+                work.join("token-cert.pem").display()
+            ),
+        )?;
+        let bearer_image = format!("{bearer}/team/busybox:1.36");
+        run(Command::new("skopeo").args([
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "alice:s3cret",
+            &format!("docker://{}", busybox(reg)),
+            &format!("docker://{bearer_image}"),
+        ]))?;
+        kubectl(
+            c,
+            &[
+                "create",
+                "secret",
+                "docker-registry",
+                "tokencred",
+                &format!("--docker-server={bearer}"),
+                "--docker-username=alice",
+                "--docker-password=s3cret",
+            ],
+        )?;
+        apply(
+            "bearer-anon",
+            private_pod("bearer-anon", &bearer_image, "IfNotPresent", &[]),
+        )?;
+        refused("bearer-anon", &["ErrImagePull", "ImagePullBackOff"])?;
+        apply(
+            "bearer-owner",
+            private_pod(
+                "bearer-owner",
+                &bearer_image,
+                "IfNotPresent",
+                &["tokencred"],
+            ),
+        )?;
+        running("bearer-owner")?;
         Ok(())
     })
+}
+
+/// `e2e/clients/token_server.py` on a free port with a fresh self-signed issuer certificate
+/// (`<work>/token-cert.pem`), granting alice:s3cret.
+fn start_token_server(work: &std::path::Path) -> Result<(e2e::Proc, String)> {
+    let (key, cert) = (work.join("token-key.pem"), work.join("token-cert.pem"));
+    run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=skiff-e2e-issuer",
+        "-days",
+        "2",
+        "-keyout",
+        key.to_str().unwrap_or_default(),
+        "-out",
+        cert.to_str().unwrap_or_default(),
+    ]))?;
+    let port = e2e::free_port()?;
+    let p = e2e::Proc::spawn(
+        "token server",
+        Command::new("python3")
+            .arg(e2e::workspace().join("e2e/clients/token_server.py"))
+            .arg(port.to_string())
+            .arg(&key)
+            .arg(&cert)
+            .arg("skiff-e2e-issuer")
+            .arg("alice:s3cret"),
+        &work.join("token-server.log"),
+    )?;
+    let addr = format!("127.0.0.1:{port}");
+    wait_for(
+        "the token server to listen",
+        Duration::from_secs(20),
+        || Ok(std::net::TcpStream::connect(&addr).ok().map(|_| ())),
+    )?;
+    Ok((p, addr))
 }
