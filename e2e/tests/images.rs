@@ -86,6 +86,37 @@ fn kubectl(c: &Cluster, args: &[&str]) -> Result<String> {
         .args(args))
 }
 
+/// Copies `from` (in the open registry) to `to` with alice's credentials.
+fn push_as_alice(from: &str, to: &str) -> Result<()> {
+    run(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "alice:s3cret",
+        &format!("docker://{from}"),
+        &format!("docker://{to}"),
+    ]))?;
+    Ok(())
+}
+
+/// `kubectl create secret docker-registry NAME` for alice at `server`.
+fn docker_secret(c: &Cluster, name: &str, server: &str, password: &str) -> Result<()> {
+    kubectl(
+        c,
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            name,
+            &format!("--docker-server={server}"),
+            "--docker-username=alice",
+            &format!("--docker-password={password}"),
+        ],
+    )?;
+    Ok(())
+}
+
 /// A pod named `name` running `image` with pull policy `policy` and the given pull secrets.
 fn private_pod(name: &str, image: &str, policy: &str, secrets: &[&str]) -> String {
     let secrets: String = secrets.iter().map(|s| format!("  - name: {s}\n")).collect();
@@ -124,40 +155,10 @@ fn private_images_need_pull_secrets() -> Result<()> {
             ),
         )?;
         let image = format!("{private}/team/busybox:1.36");
-        run(Command::new("skopeo").args([
-            "copy",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "alice:s3cret",
-            &format!("docker://{}", busybox(reg)),
-            &format!("docker://{image}"),
-        ]))?;
+        push_as_alice(&busybox(reg), &image)?;
         c.start()?;
-        kubectl(
-            c,
-            &[
-                "create",
-                "secret",
-                "docker-registry",
-                "regcred",
-                &format!("--docker-server={private}"),
-                "--docker-username=alice",
-                "--docker-password=s3cret",
-            ],
-        )?;
-        kubectl(
-            c,
-            &[
-                "create",
-                "secret",
-                "docker-registry",
-                "badcred",
-                &format!("--docker-server={private}"),
-                "--docker-username=alice",
-                "--docker-password=wrong",
-            ],
-        )?;
+        docker_secret(c, "regcred", &private, "s3cret")?;
+        docker_secret(c, "badcred", &private, "wrong")?;
         let apply = |name: &str, yaml: String| -> Result<()> {
             let file = work.join(format!("{name}.yaml"));
             std::fs::write(&file, yaml)?;
@@ -227,27 +228,8 @@ fn private_images_need_pull_secrets() -> Result<()> {
             ),
         )?;
         let bearer_image = format!("{bearer}/team/busybox:1.36");
-        run(Command::new("skopeo").args([
-            "copy",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "alice:s3cret",
-            &format!("docker://{}", busybox(reg)),
-            &format!("docker://{bearer_image}"),
-        ]))?;
-        kubectl(
-            c,
-            &[
-                "create",
-                "secret",
-                "docker-registry",
-                "tokencred",
-                &format!("--docker-server={bearer}"),
-                "--docker-username=alice",
-                "--docker-password=s3cret",
-            ],
-        )?;
+        push_as_alice(&busybox(reg), &bearer_image)?;
+        docker_secret(c, "tokencred", &bearer, "s3cret")?;
         apply(
             "bearer-anon",
             private_pod("bearer-anon", &bearer_image, "IfNotPresent", &[]),
