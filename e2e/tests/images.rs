@@ -86,6 +86,21 @@ fn kubectl(c: &Cluster, args: &[&str]) -> Result<String> {
         .args(args))
 }
 
+/// A docker-registry that only lets alice (password s3cret) in, by htpasswd.
+fn start_htpasswd_registry(work: &std::path::Path) -> Result<(e2e::Proc, String)> {
+    let htpasswd = run(Command::new("htpasswd").args(["-Bbn", "alice", "s3cret"]))?;
+    let htpasswd_file = work.join("htpasswd");
+    std::fs::write(&htpasswd_file, htpasswd)?;
+    start_registry_with(
+        work,
+        "private",
+        &format!(
+            "auth:\n  htpasswd:\n    realm: skiff-e2e\n    path: {}\n",
+            htpasswd_file.display()
+        ),
+    )
+}
+
 /// Copies `from` (in the open registry) to `to` with alice's credentials.
 fn push_as_alice(from: &str, to: &str) -> Result<()> {
     run(Command::new("skopeo").args([
@@ -143,17 +158,7 @@ fn waiting_reason(c: &Cluster, name: &str) -> Result<Option<String>> {
 #[test]
 fn private_images_need_pull_secrets() -> Result<()> {
     with_cluster(|c, work, reg| {
-        let htpasswd = run(Command::new("htpasswd").args(["-Bbn", "alice", "s3cret"]))?;
-        let htpasswd_file = work.join("htpasswd");
-        std::fs::write(&htpasswd_file, htpasswd)?;
-        let (_private, private) = start_registry_with(
-            work,
-            "private",
-            &format!(
-                "auth:\n  htpasswd:\n    realm: skiff-e2e\n    path: {}\n",
-                htpasswd_file.display()
-            ),
-        )?;
+        let (_private, private) = start_htpasswd_registry(work)?;
         let image = format!("{private}/team/busybox:1.36");
         push_as_alice(&busybox(reg), &image)?;
         c.start()?;
@@ -287,4 +292,62 @@ fn start_token_server(work: &std::path::Path) -> Result<(e2e::Proc, String)> {
         || Ok(std::net::TcpStream::connect(&addr).ok().map(|_| ())),
     )?;
     Ok((p, addr))
+}
+
+/// The node's registries file: a registry that does not exist is served by its mirrors (the
+/// first of which is down), and a private registry by the node-wide credentials, with no pull
+/// secret in the pod. A broken file stops `skiff up` with an error that names it.
+#[test]
+fn a_registries_file_gives_mirrors_and_node_credentials() -> Result<()> {
+    with_cluster(|c, work, reg| {
+        let (_private, private) = start_htpasswd_registry(work)?;
+        let private_image = format!("{private}/team/busybox:1.36");
+        push_as_alice(&busybox(reg), &private_image)?;
+
+        let broken = work.join("broken-registries.yaml");
+        std::fs::write(
+            &broken,
+            "mirrors:\n  docker.io:\n    endpoints: [\"http://x\"]\n",
+        )?;
+        let out = Command::new(&c.bin)
+            .args(["up", "--data-dir"])
+            .arg(work.join("never"))
+            .arg("--registries-config")
+            .arg(&broken)
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success()
+                && err.contains(broken.to_str().unwrap_or_default())
+                && err.contains("endpoints"),
+            "skiff up with a broken registries file: {err}"
+        );
+
+        let file = work.join("registries.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "mirrors:\n  registry.invalid:\n    endpoint:\n      - \"http://127.0.0.1:1\"\n      - \"http://{reg}\"\nconfigs:\n  \"{private}\":\n    auth:\n      username: alice\n      password: s3cret\n"
+            ),
+        )?;
+        c.extra_args = vec![
+            "--registries-config".into(),
+            file.to_string_lossy().into_owned(),
+        ];
+        c.start()?;
+        for (name, image) in [
+            ("mirrored", "registry.invalid/busybox:1.36".to_owned()),
+            ("nodecreds", private_image),
+        ] {
+            let pod = work.join(format!("{name}.yaml"));
+            std::fs::write(&pod, private_pod(name, &image, "IfNotPresent", &[]))?;
+            c.skiff(&["apply", "-f", pod.to_str().unwrap_or_default()])?;
+            wait_for(
+                &format!("pod {name} to run"),
+                Duration::from_secs(60),
+                || Ok((c.pod(name)?["status"]["phase"] == "Running").then_some(())),
+            )?;
+        }
+        Ok(())
+    })
 }

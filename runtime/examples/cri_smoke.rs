@@ -66,7 +66,7 @@ async fn smoke() -> anyhow::Result<()> {
         runtime::RuntimeConfig {
             root_dir: root.clone(),
             socket: socket.clone(),
-            insecure_registries: vec![],
+            registries: runtime::image::hosts::Registries::default(),
             defaults: runtime::ContainerDefaults::default(),
             network: runtime::network::NetworkOptions::under(&root),
         },

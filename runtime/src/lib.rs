@@ -44,8 +44,8 @@ pub struct RuntimeConfig {
     pub root_dir: PathBuf,
     /// CRI unix socket to serve, e.g. `<data-dir>/runtime/cri.sock`.
     pub socket: PathBuf,
-    /// Registry hosts (`host[:port]`) allowed over plain HTTP besides loopback ones.
-    pub insecure_registries: Vec<String>,
+    /// Where images come from: mirrors, plain-HTTP hosts, node-wide credentials.
+    pub registries: image::hosts::Registries,
     /// Node-wide container defaults: pids limit, log rotation.
     pub defaults: ContainerDefaults,
     /// The pod network (CNI config, plugin directories, pod subnet).
@@ -58,9 +58,7 @@ pub fn build_runtime(config: &RuntimeConfig) -> Result<Arc<cri::Runtime>, Runtim
     let exe = std::env::current_exe().map_err(RuntimeError::io("current exe", "/proc/self/exe"))?;
     let images = image::ImageStore::open(
         &config.root_dir,
-        Arc::new(image::registry::OciRegistry::new(
-            config.insecure_registries.clone(),
-        )),
+        Arc::new(image::registry::OciRegistry::new(config.registries.clone())),
         Arc::new(image::unpack::OverlayWhiteouts),
     )?;
     Ok(Arc::new(

@@ -31,6 +31,10 @@ pub struct UpArgs {
     /// registries always may.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// The node's registries file (k3s's registries.yaml format): mirrors tried before a
+    /// registry, and per-host credentials and TLS settings.
+    #[arg(long)]
+    registries_config: Option<PathBuf>,
     /// Most processes a container may have unless its pod sets a limit (0: unlimited).
     #[arg(long, default_value_t = runtime::DEFAULT_PIDS_LIMIT)]
     pids_limit: i64,
@@ -122,6 +126,13 @@ pub fn spawn_signal_handler(cancel: CancellationToken) {
 }
 
 pub async fn run(args: UpArgs) -> Result<()> {
+    // Node settings first: a mistake in them stops `up` before anything starts.
+    let registries = match &args.registries_config {
+        Some(path) => {
+            runtime::image::hosts::Registries::load(path, args.insecure_registries.clone())?
+        }
+        None => runtime::image::hosts::Registries::new(args.insecure_registries.clone()),
+    };
     let data = args.data_dir.clone();
     std::fs::create_dir_all(&data)
         .with_context(|| format!("cannot create data dir {}", data.display()))?;
@@ -161,7 +172,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let rcfg = runtime::RuntimeConfig {
         socket: runtime_root.join("cri.sock"),
         root_dir: runtime_root,
-        insecure_registries: args.insecure_registries.clone(),
+        registries,
         defaults: runtime::ContainerDefaults {
             pids_limit: args.pids_limit,
             log_max_size: args.container_log_max_size,

@@ -467,10 +467,12 @@ fn image_proto(r: &ImageRecord) -> cri::Image {
 /// Credentials from a CRI AuthConfig: username/password, or `auth` = base64("user:pass").
 fn credentials(auth: Option<cri::AuthConfig>) -> Result<Option<Credentials>, RuntimeError> {
     let Some(a) = auth else { return Ok(None) };
+    let server_host = crate::image::hosts::server_host(&a.server_address);
     if !a.username.is_empty() {
         return Ok(Some(Credentials {
             username: a.username,
             password: a.password,
+            server_host,
         }));
     }
     if !a.auth.is_empty() {
@@ -485,6 +487,7 @@ fn credentials(auth: Option<cri::AuthConfig>) -> Result<Option<Credentials>, Run
         return Ok(Some(Credentials {
             username: u.into(),
             password: p.into(),
+            server_host,
         }));
     }
     Ok(None)

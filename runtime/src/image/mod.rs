@@ -3,6 +3,7 @@
 //! index of pulled images (`<root>/images/<config hex>.json`).
 
 pub mod content;
+pub mod hosts;
 pub mod reference;
 pub mod registry;
 pub mod unpack;

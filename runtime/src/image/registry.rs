@@ -8,7 +8,8 @@ use futures::stream::BoxStream;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 
-use super::reference::{ImageRef, allows_plain_http};
+use super::hosts::{Endpoint, Registries};
+use super::reference::ImageRef;
 use crate::error::{Result, RuntimeError};
 
 /// Media types we accept for manifests, in preference order.
@@ -19,11 +20,14 @@ pub const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
 
-/// Credentials for one pull, from the CRI `AuthConfig`.
-#[derive(Clone, Default)]
+/// Credentials for one pull, from the CRI `AuthConfig` or the registries file.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    /// The `host[:port]` of the AuthConfig's `server_address`, when it names one: the
+    /// credentials are for that host.
+    pub server_host: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -56,25 +60,35 @@ pub trait Registry: Send + Sync {
     ) -> BoxFuture<'a, Result<BlobStream>>;
 }
 
-/// The real registry client: HTTPS, or plain HTTP for loopback and listed insecure hosts.
+/// The real registry client: each pull tries the registry's endpoints ([`Registries`]) in
+/// order, over HTTPS or plain HTTP as each endpoint says.
 pub struct OciRegistry {
-    insecure: Vec<String>,
+    registries: Registries,
 }
 
 impl OciRegistry {
-    /// `insecure` lists `host[:port]` entries allowed over plain HTTP besides loopback.
-    pub fn new(insecure: Vec<String>) -> Self {
-        OciRegistry { insecure }
+    pub fn new(registries: Registries) -> Self {
+        OciRegistry { registries }
     }
 
-    fn client(&self, image: &ImageRef) -> oci_client::Client {
-        let protocol = if allows_plain_http(&image.registry, &self.insecure) {
+    fn client(ep: &Endpoint) -> oci_client::Client {
+        let protocol = if ep.plain_http {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https
         };
+        let extra_root_certificates = ep
+            .ca_pem
+            .iter()
+            .map(|pem| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: pem.clone(),
+            })
+            .collect();
         oci_client::Client::new(ClientConfig {
             protocol,
+            accept_invalid_certificates: ep.accept_invalid_certs,
+            extra_root_certificates,
             // We resolve indexes ourselves (linux/amd64) so the choice is visible and tested.
             platform_resolver: None,
             connect_timeout: Some(std::time::Duration::from_secs(10)),
@@ -83,24 +97,30 @@ impl OciRegistry {
         })
     }
 
-    fn reference(image: &ImageRef, reference: &str) -> oci_client::Reference {
+    fn reference(host: &str, image: &ImageRef, reference: &str) -> oci_client::Reference {
         if reference.starts_with("sha256:") {
             oci_client::Reference::with_digest(
-                image.registry.clone(),
+                host.to_owned(),
                 image.repository.clone(),
                 reference.to_string(),
             )
         } else {
             oci_client::Reference::with_tag(
-                image.registry.clone(),
+                host.to_owned(),
                 image.repository.clone(),
                 reference.to_string(),
             )
         }
     }
 
-    fn auth(creds: Option<&Credentials>) -> RegistryAuth {
-        match creds {
+    /// The pull's own credentials are for the image's registry (or the host they name); other
+    /// endpoints use the registries file's.
+    fn auth(image: &ImageRef, ep: &Endpoint, creds: Option<&Credentials>) -> RegistryAuth {
+        let pulls = creds.filter(|c| {
+            !c.username.is_empty()
+                && (ep.host == image.registry || c.server_host.as_deref() == Some(&ep.host))
+        });
+        match pulls.or(ep.credentials.as_ref()) {
             Some(c) if !c.username.is_empty() => {
                 RegistryAuth::Basic(c.username.clone(), c.password.clone())
             }
@@ -108,12 +128,32 @@ impl OciRegistry {
         }
     }
 
-    fn pull_error(image: &ImageRef, e: impl std::fmt::Display) -> RuntimeError {
+    fn pull_error(image: &ImageRef, failures: &[String]) -> RuntimeError {
         RuntimeError::Pull {
             image: image.to_string(),
             registry: image.registry.clone(),
-            message: e.to_string(),
+            message: failures.join("; "),
         }
+    }
+
+    /// `what` from each endpoint in turn until one answers.
+    async fn first_answer<'a, T, F, Fut>(&'a self, image: &'a ImageRef, what: F) -> Result<T>
+    where
+        F: Fn(Endpoint) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, String>>,
+    {
+        let endpoints = self.registries.endpoints(&image.registry);
+        let many = endpoints.len() > 1;
+        let mut failures = Vec::new();
+        for ep in endpoints {
+            let host = ep.host.clone();
+            match what(ep).await {
+                Ok(v) => return Ok(v),
+                Err(e) if many => failures.push(format!("{host}: {e}")),
+                Err(e) => failures.push(e),
+            }
+        }
+        Err(Self::pull_error(image, &failures))
     }
 }
 
@@ -124,15 +164,15 @@ impl Registry for OciRegistry {
         reference: &'a str,
         creds: Option<&'a Credentials>,
     ) -> BoxFuture<'a, Result<Bytes>> {
-        Box::pin(async move {
-            let client = self.client(image);
-            let r = Self::reference(image, reference);
+        Box::pin(self.first_answer(image, move |ep| async move {
+            let client = Self::client(&ep);
+            let r = Self::reference(&ep.host, image, reference);
             let (body, _digest) = client
-                .pull_manifest_raw(&r, &Self::auth(creds), MANIFEST_TYPES)
+                .pull_manifest_raw(&r, &Self::auth(image, &ep, creds), MANIFEST_TYPES)
                 .await
-                .map_err(|e| Self::pull_error(image, e))?;
+                .map_err(|e| e.to_string())?;
             Ok(body)
-        })
+        }))
     }
 
     fn blob<'a>(
@@ -141,20 +181,25 @@ impl Registry for OciRegistry {
         digest: &'a str,
         creds: Option<&'a Credentials>,
     ) -> BoxFuture<'a, Result<BlobStream>> {
-        Box::pin(async move {
-            let client = self.client(image);
-            let r = Self::reference(image, digest);
+        Box::pin(self.first_answer(image, move |ep| async move {
+            let client = Self::client(&ep);
+            let r = Self::reference(&ep.host, image, digest);
             // Authenticate for this repository first; pull_blob_stream uses the cached token.
             client
-                .auth(&r, &Self::auth(creds), oci_client::RegistryOperation::Pull)
+                .auth(
+                    &r,
+                    &Self::auth(image, &ep, creds),
+                    oci_client::RegistryOperation::Pull,
+                )
                 .await
-                .map_err(|e| Self::pull_error(image, e))?;
+                .map_err(|e| e.to_string())?;
             let sized = client
                 .pull_blob_stream(&r, digest)
                 .await
-                .map_err(|e| Self::pull_error(image, e))?;
+                .map_err(|e| e.to_string())?;
             // The client stream is tied to the client's lifetime only through owned state.
-            Ok(sized.stream.boxed())
-        })
+            let stream: BlobStream = sized.stream.boxed();
+            Ok(stream)
+        }))
     }
 }
