@@ -351,3 +351,91 @@ fn a_registries_file_gives_mirrors_and_node_credentials() -> Result<()> {
         Ok(())
     })
 }
+
+/// `skiff image`: pull with its final line, ls, rm by id prefix, and import of OCI-layout and
+/// docker-save archives (skopeo writes both; gzip too), from which a pod runs with pull policy
+/// Never. A file that is not an image archive is refused with the reason.
+#[test]
+fn skiff_image_pulls_lists_removes_and_imports() -> Result<()> {
+    with_cluster(|c, work, reg| {
+        c.start()?;
+        let data = c.data.to_string_lossy().into_owned();
+        let image = |args: &[&str]| -> Result<String> {
+            let mut all = vec!["image", "--data-dir", &data];
+            all.extend_from_slice(args);
+            run(Command::new(&c.bin).args(&all))
+        };
+        let out = image(&["pull", &busybox(reg)])?;
+        ensure!(
+            out.starts_with(&format!("pulled {}", busybox(reg))),
+            "pull said {out}"
+        );
+        let id = out
+            .split("(sha256:")
+            .nth(1)
+            .and_then(|s| s.get(..12))
+            .context("no image id")?
+            .to_owned();
+        let listed = image(&["ls"])?;
+        ensure!(
+            listed.contains(&busybox(reg)) && listed.contains(&id),
+            "ls said {listed}"
+        );
+        image(&["rm", &id])?;
+        let listed = image(&["ls"])?;
+        ensure!(!listed.contains(&id), "still listed after rm: {listed}");
+
+        let oci = work.join("oci.tar");
+        let docker = work.join("docker.tar");
+        for (file, kind, name) in [
+            (&oci, "oci-archive", "imported/oci:1"),
+            (&docker, "docker-archive", "imported/docker:1"),
+        ] {
+            run(Command::new("skopeo").args([
+                "copy",
+                "--src-tls-verify=false",
+                &format!("docker://{}", busybox(reg)),
+                &format!("{kind}:{}:{name}", file.display()),
+            ]))?;
+        }
+        let out = image(&["import", oci.to_str().unwrap_or_default()])?;
+        ensure!(
+            out.contains("imported docker.io/imported/oci:1"),
+            "import said {out}"
+        );
+        let out = image(&["import", docker.to_str().unwrap_or_default()])?;
+        ensure!(
+            out.contains("imported docker.io/imported/docker:1"),
+            "import said {out}"
+        );
+        run(Command::new("gzip").arg("-k").arg(&docker))?;
+        image(&["import", &format!("{}.gz", docker.display())])?;
+        let listed = image(&["ls"])?;
+        ensure!(
+            listed.contains("imported/oci:1") && listed.contains("imported/docker:1"),
+            "ls said {listed}"
+        );
+
+        let bad = Command::new(&c.bin)
+            .args(["image", "--data-dir", &data, "import", "/etc/hostname"])
+            .output()?;
+        let err = String::from_utf8_lossy(&bad.stderr);
+        ensure!(
+            !bad.status.success() && err.contains("image archive /etc/hostname"),
+            "import of a non-archive: {err}"
+        );
+
+        let pod = work.join("imported.yaml");
+        std::fs::write(
+            &pod,
+            private_pod("imported", "imported/oci:1", "Never", &[]),
+        )?;
+        c.skiff(&["apply", "-f", pod.to_str().unwrap_or_default()])?;
+        wait_for(
+            "the pod of the imported image to run",
+            Duration::from_secs(60),
+            || Ok((c.pod("imported")?["status"]["phase"] == "Running").then_some(())),
+        )?;
+        Ok(())
+    })
+}

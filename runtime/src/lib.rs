@@ -122,7 +122,8 @@ pub async fn serve(config: RuntimeConfig, cancel: CancellationToken) -> Result<(
     let svc = cri::CriService::new(rt).with_streaming(streams, spawner);
     let result = tonic::transport::Server::builder()
         .add_service(cri_api::RuntimeServiceServer::new(svc.clone()))
-        .add_service(cri_api::ImageServiceServer::new(svc))
+        .add_service(cri_api::ImageServiceServer::new(svc.clone()))
+        .add_service(cri_api::images::images_server::ImagesServer::new(svc))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             cancel.cancelled(),

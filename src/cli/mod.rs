@@ -3,6 +3,7 @@
 
 mod client;
 mod controller;
+mod image;
 mod up;
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ enum Command {
     Up(up::UpArgs),
     /// Run one member of a replicated control plane, or manage the members (`member ...`).
     Controller(controller::ControllerArgs),
+    /// The node's images: `pull` (with progress), `ls`, `rm`, `import` (OCI or docker archives).
+    Image(image::ImageArgs),
     /// Create or update the objects in YAML files (multi-document; a directory; `-` for stdin).
     Apply {
         #[arg(short = 'f', long = "filename", required = true)]
@@ -118,6 +121,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Controller(args) => controller::run(args).await,
+            Command::Image(args) => image::run(args).await,
             Command::Apply { files, namespace } => {
                 client::apply(kc, &files, namespace.as_deref()).await
             }

@@ -9,6 +9,12 @@ pub mod v1 {
     tonic::include_proto!("runtime.v1");
 }
 
+/// skiff's own image operations beside CRI on the runtime's socket: pull progress, imports.
+#[allow(clippy::all, missing_docs)]
+pub mod images {
+    tonic::include_proto!("skiff.images.v1");
+}
+
 pub use v1::image_service_client::ImageServiceClient;
 pub use v1::image_service_server::{ImageService, ImageServiceServer};
 pub use v1::runtime_service_client::RuntimeServiceClient;

@@ -1,6 +1,7 @@
 //! The CRI `runtime.v1` gRPC services: thin adapters from tonic requests onto [`Runtime`]. All
 //! error mapping goes through `From<RuntimeError> for tonic::Status`.
 
+mod images;
 pub mod runtime;
 
 use std::sync::Arc;

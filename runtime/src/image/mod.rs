@@ -4,15 +4,18 @@
 
 pub mod content;
 pub mod hosts;
+pub mod import;
 pub mod reference;
 pub mod registry;
 pub mod unpack;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use self::content::{ContentStore, digest_hex, sha256_digest};
@@ -139,6 +142,63 @@ fn pick_platform(entries: &[RawIndexEntry]) -> Option<&str> {
         .map(|e| e.digest.as_str())
 }
 
+/// How many layers of one image are fetched and unpacked at once (containerd's default).
+const CONCURRENT_LAYERS: usize = 3;
+
+/// The counters of one pull in progress.
+#[derive(Debug, Default)]
+pub struct PullCounters {
+    pub layers_total: AtomicU32,
+    pub layers_done: AtomicU32,
+    /// Compressed bytes of the layers that must be downloaded.
+    pub bytes_total: AtomicU64,
+    pub bytes_done: AtomicU64,
+}
+
+/// One pull in progress, as [`ImageStore::progress`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullProgress {
+    pub image: String,
+    pub layers_total: u32,
+    pub layers_done: u32,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+}
+
+/// The pulls in progress; each removes itself when it ends, however it ends.
+#[derive(Debug, Default)]
+struct Pulls {
+    next: std::sync::atomic::AtomicU64,
+    running: Mutex<HashMap<u64, (String, Arc<PullCounters>)>>,
+}
+
+struct PullGuard<'a> {
+    pulls: &'a Pulls,
+    id: u64,
+    counters: Arc<PullCounters>,
+}
+
+impl Drop for PullGuard<'_> {
+    fn drop(&mut self) {
+        let mut running = self.pulls.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.remove(&self.id);
+    }
+}
+
+impl Pulls {
+    fn start(&self, image: &str) -> PullGuard<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let counters = Arc::new(PullCounters::default());
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.insert(id, (image.to_owned(), counters.clone()));
+        PullGuard {
+            pulls: self,
+            id,
+            counters,
+        }
+    }
+}
+
 /// Pulled images and the stores behind them.
 pub struct ImageStore {
     root: PathBuf,
@@ -146,6 +206,7 @@ pub struct ImageStore {
     registry: Arc<dyn Registry>,
     whiteouts: Arc<dyn WhiteoutWriter>,
     index: Mutex<HashMap<String, ImageRecord>>,
+    pulls: Pulls,
 }
 
 impl ImageStore {
@@ -184,7 +245,26 @@ impl ImageStore {
             registry,
             whiteouts,
             index: Mutex::new(index),
+            pulls: Pulls::default(),
         })
+    }
+
+    /// The pulls in progress, of `image` (as PullImage was given it) or all.
+    pub fn progress(&self, image: Option<&str>) -> Vec<PullProgress> {
+        let running = self.pulls.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<PullProgress> = running
+            .values()
+            .filter(|(name, _)| image.is_none_or(|i| i == name))
+            .map(|(name, c)| PullProgress {
+                image: name.clone(),
+                layers_total: c.layers_total.load(Ordering::Relaxed),
+                layers_done: c.layers_done.load(Ordering::Relaxed),
+                bytes_total: c.bytes_total.load(Ordering::Relaxed),
+                bytes_done: c.bytes_done.load(Ordering::Relaxed),
+            })
+            .collect();
+        out.sort_by(|a, b| a.image.cmp(&b.image));
+        out
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ImageRecord>> {
@@ -238,17 +318,71 @@ impl ImageStore {
     /// Pulls `image` and returns its id (the config digest).
     pub async fn pull(&self, image: &str, creds: Option<&Credentials>) -> Result<String> {
         let r = ImageRef::parse(image)?;
-        tracing::info!(image = %r, "pulling image");
-        let unsupported = |message: String| RuntimeError::UnsupportedImage {
-            image: r.to_string(),
-            message,
-        };
         let reference = r
             .digest
             .clone()
             .or_else(|| r.tag.clone())
             .unwrap_or_else(|| "latest".to_string());
-        let mut body = self.registry.manifest(&r, &reference, creds).await?;
+        self.pull_from(self.registry.as_ref(), image, &r, &reference, creds, true)
+            .await
+    }
+
+    /// Imports every image of an OCI-layout or docker-save archive (see [`import`]); returns
+    /// each image's id with the names the archive gave it. Nothing of a bad archive is kept but
+    /// blobs that verified.
+    pub async fn import(
+        &self,
+        archive: &Path,
+        base_name: &str,
+    ) -> Result<Vec<(String, Vec<String>)>> {
+        let staging = self
+            .root
+            .join("import")
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        let result = async {
+            let (a, s) = (archive.to_owned(), staging.clone());
+            tokio::task::spawn_blocking(move || import::stage(&a, &s))
+                .await
+                .map_err(|e| RuntimeError::Internal(format!("import task: {e}")))??;
+            let (staged, found) = import::Staged::open(archive, &staging, base_name)?;
+            let mut imported: Vec<(String, Vec<String>)> = Vec::new();
+            for f in found {
+                let name = f.name.to_string();
+                let id = self
+                    .pull_from(&staged, &name, &f.name, &f.manifest, None, f.from_registry)
+                    .await?;
+                match imported.iter_mut().find(|(i, _)| *i == id) {
+                    Some((_, names)) => names.push(name),
+                    None => imported.push((id, vec![name])),
+                }
+            }
+            Ok(imported)
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&staging);
+        result
+    }
+
+    /// Fetches `r` at `reference` from `registry` and records it. `from_registry`: the manifest
+    /// is the registry's, so `repo@digest` names the image.
+    async fn pull_from(
+        &self,
+        registry: &dyn Registry,
+        progress_name: &str,
+        r: &ImageRef,
+        reference: &str,
+        creds: Option<&Credentials>,
+        from_registry: bool,
+    ) -> Result<String> {
+        let guard = self.pulls.start(progress_name);
+        let counters = guard.counters.clone();
+        tracing::info!(image = %r, "pulling image");
+        let unsupported = |message: String| RuntimeError::UnsupportedImage {
+            image: r.to_string(),
+            message,
+        };
+        let reference = reference.to_owned();
+        let mut body = registry.manifest(r, &reference, creds).await?;
         let mut manifest_digest = sha256_digest(&body);
         if reference.starts_with("sha256:") && manifest_digest != reference {
             return Err(RuntimeError::DigestMismatch {
@@ -267,7 +401,7 @@ impl ImageStore {
                 })?
                 .to_string();
             digest_hex(&chosen)?;
-            body = self.registry.manifest(&r, &chosen, creds).await?;
+            body = registry.manifest(r, &chosen, creds).await?;
             manifest_digest = sha256_digest(&body);
             if manifest_digest != chosen {
                 return Err(RuntimeError::DigestMismatch {
@@ -292,7 +426,7 @@ impl ImageStore {
 
         // Config: small, fetched whole and verified.
         if !self.content.contains(&config_desc.digest) {
-            let stream = self.registry.blob(&r, &config_desc.digest, creds).await?;
+            let stream = registry.blob(r, &config_desc.digest, creds).await?;
             self.content.ingest(&config_desc.digest, stream).await?;
         }
         let config_raw = self.content.read(&config_desc.digest).await?;
@@ -312,28 +446,41 @@ impl ImageStore {
                 layer.digest, layer.media_type
             )));
         }
-        let mut records = Vec::with_capacity(layers.len());
+        counters.layers_total.store(
+            u32::try_from(layers.len()).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
         for (layer, diff_id) in layers.iter().zip(&config.rootfs.diff_ids) {
-            let snap = self.snapshot_dir(diff_id)?;
-            if !snap.join("fs").is_dir() {
-                if !self.content.contains(&layer.digest) {
-                    let stream = self.registry.blob(&r, &layer.digest, creds).await?;
-                    self.content.ingest(&layer.digest, stream).await?;
-                }
-                self.unpack(&layer.digest, diff_id).await?;
+            if !self.snapshot_dir(diff_id)?.join("fs").is_dir()
+                && !self.content.contains(&layer.digest)
+            {
+                let size = u64::try_from(layer.size).unwrap_or(0);
+                counters.bytes_total.fetch_add(size, Ordering::Relaxed);
             }
-            records.push(LayerRecord {
-                digest: layer.digest.clone(),
-                diff_id: diff_id.clone(),
-                size: u64::try_from(layer.size).unwrap_or(0),
-            });
         }
+        // Layers are fetched into verified temp files and unpacked a few at a time; each is
+        // stored and unpacked once, whichever image asks for it.
+        let fetches: Vec<_> = layers
+            .iter()
+            .zip(&config.rootfs.diff_ids)
+            .map(|(layer, diff_id)| {
+                self.fetch_layer(registry, r, layer, diff_id, creds, counters.clone())
+            })
+            .collect();
+        let records: Vec<LayerRecord> = futures::stream::iter(fetches)
+            .buffered(CONCURRENT_LAYERS)
+            .try_collect()
+            .await?;
 
         let c = config.config.unwrap_or_default();
         let record = ImageRecord {
             id: config_desc.digest.clone(),
             repo_tags: r.repo_tag().into_iter().collect(),
-            repo_digests: vec![r.repo_digest(&manifest_digest)],
+            repo_digests: if from_registry {
+                vec![r.repo_digest(&manifest_digest)]
+            } else {
+                Vec::new()
+            },
             size: records.iter().map(|l| l.size).sum::<u64>()
                 + u64::try_from(config_desc.size).unwrap_or(0),
             config: ImageConfig {
@@ -349,6 +496,39 @@ impl ImageStore {
         self.record(record)?;
         tracing::info!(image = %r, id = %id, "pulled image");
         Ok(id)
+    }
+
+    /// Makes sure one layer is stored and unpacked, counting its bytes as they arrive.
+    async fn fetch_layer(
+        &self,
+        registry: &dyn Registry,
+        r: &ImageRef,
+        layer: &RawDescriptor,
+        diff_id: &str,
+        creds: Option<&Credentials>,
+        counters: Arc<PullCounters>,
+    ) -> Result<LayerRecord> {
+        if !self.snapshot_dir(diff_id)?.join("fs").is_dir() {
+            if !self.content.contains(&layer.digest) {
+                let stream = registry.blob(r, &layer.digest, creds).await?;
+                let seen = counters.clone();
+                let stream = stream
+                    .inspect(move |chunk| {
+                        if let Ok(b) = chunk {
+                            seen.bytes_done.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        }
+                    })
+                    .boxed();
+                self.content.ingest(&layer.digest, stream).await?;
+            }
+            self.unpack(&layer.digest, diff_id).await?;
+        }
+        counters.layers_done.fetch_add(1, Ordering::Relaxed);
+        Ok(LayerRecord {
+            digest: layer.digest.clone(),
+            diff_id: diff_id.to_owned(),
+            size: u64::try_from(layer.size).unwrap_or(0),
+        })
     }
 
     /// Unpacks a stored layer blob into its snapshot, off the async runtime.
@@ -501,6 +681,8 @@ pub(crate) mod tests {
         pub tags: StdMutex<HashMap<String, String>>,
         /// Digests served with wrong content.
         pub corrupt: StdMutex<HashSet<String>>,
+        /// Digests served half at once, the rest once notified.
+        pub held: StdMutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     }
 
     impl FakeRegistry {
@@ -611,6 +793,15 @@ pub(crate) mod tests {
                 if self.corrupt.lock().expect("lock").contains(digest) {
                     data = Bytes::from_static(b"corrupted");
                 }
+                if let Some(gate) = self.held.lock().expect("lock").get(digest).cloned() {
+                    let rest = data.split_off(data.len() / 2);
+                    let first = futures::stream::iter([Ok(data)]);
+                    let second = futures::stream::once(async move {
+                        gate.notified().await;
+                        Ok(rest)
+                    });
+                    return Ok(first.chain(second).boxed());
+                }
                 Ok(futures::stream::iter([Ok(data)]).boxed())
             })
         }
@@ -704,6 +895,43 @@ pub(crate) mod tests {
         assert!(matches!(err, RuntimeError::DigestMismatch { .. }), "{err}");
         assert!(images.list().is_empty());
         assert!(!ContentStore::new(dir.path()).contains(&layer));
+    }
+
+    #[tokio::test]
+    async fn a_pull_reports_its_progress_until_it_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Arc::new(FakeRegistry::default());
+        let tar = busybox_like_tar();
+        let size = tar.len() as u64;
+        let (_, layer) = reg.publish("docker.io/library/slow:1", tar, serde_json::json!({}));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        reg.held.lock().expect("lock").insert(layer, gate.clone());
+        let images = Arc::new(store(dir.path(), reg));
+        let pulling = tokio::spawn({
+            let images = images.clone();
+            async move { images.pull("slow:1", None).await }
+        });
+        let half = loop {
+            let p = images.progress(Some("slow:1"));
+            if p.first().is_some_and(|p| p.bytes_done > 0) {
+                break p[0].clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        assert_eq!(
+            half,
+            PullProgress {
+                image: "slow:1".into(),
+                layers_total: 1,
+                layers_done: 0,
+                bytes_total: size,
+                bytes_done: size / 2,
+            }
+        );
+        assert!(images.progress(Some("other:1")).is_empty());
+        gate.notify_one();
+        pulling.await.expect("task").expect("pull");
+        assert!(images.progress(None).is_empty(), "a finished pull is gone");
     }
 
     #[tokio::test]
