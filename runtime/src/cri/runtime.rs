@@ -193,6 +193,18 @@ impl Runtime {
             .into_iter()
             .map(|c| (c.id.clone(), c))
             .collect();
+        let in_use: HashSet<String> = containers
+            .values()
+            .flat_map(|c| c.snapshots.iter().cloned())
+            .collect();
+        let (blobs, snapshots) = images.sweep(&in_use)?;
+        if blobs + snapshots > 0 {
+            tracing::info!(
+                blobs,
+                snapshots,
+                "removed content no image or container uses"
+            );
+        }
         tracing::info!(
             sandboxes = sandboxes.len(),
             containers = containers.len(),

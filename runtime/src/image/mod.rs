@@ -615,6 +615,81 @@ impl ImageStore {
             .join(format!("{}.json", digest_hex(id)?)))
     }
 
+    /// Deletes what no image record and no container (`in_use`: snapshot diff ids) refers to:
+    /// the temp files of pulls and imports a crash interrupted, blobs and snapshots of images
+    /// that were never recorded or half-removed. Run before the store serves anything: a pull
+    /// in progress holds blobs no record names yet. Returns (blobs, snapshots) removed.
+    pub fn sweep(&self, in_use: &HashSet<String>) -> Result<(usize, usize)> {
+        let entries = |dir: &Path| -> Vec<std::fs::DirEntry> {
+            std::fs::read_dir(dir)
+                .map(|d| d.flatten().collect())
+                .unwrap_or_default()
+        };
+        let remove = |path: &Path| -> Result<()> {
+            let r = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+            match r {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(RuntimeError::io("sweep", path)(e))
+                }
+                _ => Ok(()),
+            }
+        };
+        for dir in [
+            self.root.join("content").join("tmp"),
+            self.root.join("import"),
+        ] {
+            for e in entries(&dir) {
+                remove(&e.path())?;
+            }
+        }
+        let (blobs, diff_ids): (HashSet<String>, HashSet<String>) = {
+            let index = self.lock();
+            let blobs = index
+                .values()
+                .flat_map(|r| {
+                    let manifests = r
+                        .repo_digests
+                        .iter()
+                        .filter_map(|d| d.split_once('@').map(|(_, d)| d.to_owned()));
+                    r.layers
+                        .iter()
+                        .map(|l| l.digest.clone())
+                        .chain([r.id.clone()])
+                        .chain(manifests)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let diff_ids = index
+                .values()
+                .flat_map(|r| r.layers.iter().map(|l| l.diff_id.clone()))
+                .chain(in_use.iter().cloned())
+                .collect();
+            (blobs, diff_ids)
+        };
+        let mut removed = (0, 0);
+        for e in entries(&self.root.join("content").join("sha256")) {
+            let digest = format!("sha256:{}", e.file_name().to_string_lossy());
+            if !blobs.contains(&digest) {
+                remove(&e.path())?;
+                removed.0 += 1;
+            }
+        }
+        for e in entries(&self.root.join("snapshots")) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !diff_ids.contains(&format!("sha256:{name}")) {
+                remove(&e.path())?;
+                if !name.starts_with("tmp-") {
+                    removed.1 += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes an image and whatever of its blobs and snapshots no other image uses and no
     /// container has mounted (`in_use` holds snapshot diff ids). Removing an absent image is
     /// not an error (CRI semantics).
@@ -895,6 +970,54 @@ pub(crate) mod tests {
         assert!(matches!(err, RuntimeError::DigestMismatch { .. }), "{err}");
         assert!(images.list().is_empty());
         assert!(!ContentStore::new(dir.path()).contains(&layer));
+    }
+
+    #[tokio::test]
+    async fn a_sweep_keeps_what_images_and_containers_use_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Arc::new(FakeRegistry::default());
+        reg.publish(
+            "docker.io/library/kept:1",
+            busybox_like_tar(),
+            serde_json::json!({}),
+        );
+        let images = store(dir.path(), reg);
+        images.pull("kept:1", None).await.expect("pull");
+        let root = dir.path();
+        let hex = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+        let orphans = [
+            root.join("content/tmp/interrupted"),
+            root.join("content/sha256").join(hex('a')),
+            root.join("snapshots").join(hex('b')).join("fs/file"),
+            root.join("snapshots/tmp-0123/fs/file"),
+            root.join("import/9f/index.json"),
+        ];
+        let used = root.join("snapshots").join(hex('c')).join("fs/file");
+        for f in orphans.iter().chain([&used]) {
+            std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+            std::fs::write(f, b"x").expect("write");
+        }
+        let in_use: HashSet<String> = [format!("sha256:{}", hex('c'))].into();
+        assert_eq!(images.sweep(&in_use).expect("sweep"), (1, 1));
+        for f in &orphans {
+            assert!(!f.exists(), "{} is left", f.display());
+        }
+        assert!(used.exists(), "a container's snapshot is kept");
+        // The pulled image is whole: its blobs and snapshot are there.
+        let kept = images.get("kept:1").expect("image");
+        for l in &kept.layers {
+            assert!(ContentStore::new(root).contains(&l.digest));
+            assert!(
+                images
+                    .snapshot_dir(&l.diff_id)
+                    .expect("dir")
+                    .join("fs")
+                    .is_dir()
+            );
+        }
+        assert!(ContentStore::new(root).contains(&kept.id));
+        let manifest = kept.repo_digests[0].split_once('@').expect("digest").1;
+        assert!(ContentStore::new(root).contains(manifest));
     }
 
     #[tokio::test]
