@@ -33,6 +33,7 @@ export SKIFF_PYTHON="$venv/bin/python"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/skiff-target}"
 cargo build --bin skiff
+bash scripts/build-shim.sh debug
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

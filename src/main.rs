@@ -10,6 +10,14 @@ fn main() -> std::process::ExitCode {
         let code = runtime::monitor_main(args[2..].to_vec());
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    // What the shim execs once a container ended: delete its state and cgroup.
+    if args
+        .get(1)
+        .is_some_and(|a| a == runtime::MONITOR_FINISH_ARG)
+    {
+        let code = runtime::monitor_finish_main(args[2..].to_vec());
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     // The exec helper: one command in a running container, also single-threaded.
     if args.get(1).is_some_and(|a| a == runtime::EXEC_ARG) {
         let code = runtime::exec_main(args[2..].to_vec());

@@ -35,7 +35,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::cri::runtime::{ContainerDefaults, DEFAULT_PIDS_LIMIT};
 pub use crate::error::RuntimeError;
-pub use crate::monitor::{EXEC_ARG, MONITOR_ARG, exec_main, monitor_main};
+pub use crate::monitor::{
+    EXEC_ARG, MONITOR_ARG, MONITOR_FINISH_ARG, exec_main, monitor_finish_main, monitor_main,
+};
 
 /// How the runtime is set up.
 #[derive(Debug, Clone)]

@@ -7,7 +7,6 @@
 //! straight away). [`Launcher`] is that boundary; [`ProcessLauncher`] is the real one.
 
 pub mod exec;
-pub mod log;
 mod process;
 
 use std::path::{Path, PathBuf};
@@ -18,11 +17,13 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 
 pub use self::exec::{EXEC_ARG, exec_main};
-pub use self::process::monitor_main;
+pub use self::process::{monitor_finish_main, monitor_main};
 use crate::error::{Result, RuntimeError};
 
 /// The first argument that selects monitor mode in the skiff binary.
 pub const MONITOR_ARG: &str = "__monitor";
+/// What the shim execs once the container ended: delete its libcontainer state and cgroup.
+pub const MONITOR_FINISH_ARG: &str = "__monitor-finish";
 /// File in the container dir the monitor reads its instructions from.
 pub const MONITOR_CONFIG: &str = "monitor.json";
 /// File in the container dir the monitor writes the exit record to.
@@ -171,17 +172,4 @@ impl Launcher for ProcessLauncher {
     }
 }
 
-/// Whether `/proc/<pid>` exists and is not a zombie.
-pub fn pid_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
+pub use skiff_shim::wait::pid_alive;

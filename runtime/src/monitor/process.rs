@@ -4,29 +4,23 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::wait::{WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 
-use super::log::{CriLineWriter, LogSink, timestamp};
+use skiff_shim::log::LogSink;
+use skiff_shim::wait;
+
 use super::{
-    EXIT_FILE, ExitRecord, MONITOR_ARG, MONITOR_CONFIG, MonitorConfig, PID_FILE, REOPEN_LOG,
-    Readiness,
+    EXIT_FILE, MONITOR_ARG, MONITOR_CONFIG, MONITOR_FINISH_ARG, MonitorConfig, PID_FILE,
+    REOPEN_LOG, Readiness,
 };
 use crate::state;
-
-/// How long to keep draining output after the container's init exited (grandchildren that
-/// escaped the pid namespace teardown cannot hold the pipes open forever).
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Entry point of the monitor: `args` are the arguments after `__monitor` (a leading program
 /// name and `__monitor` are skipped if present), i.e. `[<container-dir>]`. Returns the exit code.
@@ -108,30 +102,77 @@ fn run(dir: &Path) -> Result<(), String> {
     let _ = state::write_atomic(&dir.join(PID_FILE), pid.as_raw().to_string().as_bytes());
     report(&Readiness::Running { pid: pid.as_raw() });
 
+    // Become the small static shim, if it is installed: same process, same children and
+    // pipes, without the memory of the whole skiff binary. Returns only if it is not.
+    exec_shim(dir, &cfg, pid.as_raw(), &out_r, &err_r);
+
     let mut log = LogSink::open(cfg.log_path.clone(), cfg.log_max_size, cfg.log_max_files);
-    let status = copy_and_wait(
-        pid,
+    let ended = wait::copy_and_wait(
+        pid.as_raw(),
         File::from(out_r),
         File::from(err_r),
         &mut log,
         &dir.join(REOPEN_LOG),
     );
+    let oom_killed = wait::oom_killed(&cfg.cgroup_path);
+    wait::write_exit(dir, ended.exit_code(), state::now_ns(), oom_killed, "")
+        .map_err(|e| format!("write {}: {e}", dir.join(EXIT_FILE).display()))?;
+    delete_state(&cfg);
+    Ok(())
+}
 
-    let oom_killed = oom_killed(&cfg.cgroup_path);
-    let (exit_code, message) = match status {
-        Ok(WaitStatus::Exited(_, code)) => (code, String::new()),
-        Ok(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, String::new()),
-        Ok(other) => (255, format!("unexpected wait status {other:?}")),
-        Err(e) => (255, e),
+/// Where the shim is: `$SKIFF_SHIM`, else `skiff-shim` next to this executable.
+fn shim_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SKIFF_SHIM") {
+        return Some(PathBuf::from(p));
+    }
+    let p = std::env::current_exe().ok()?.parent()?.join("skiff-shim");
+    p.is_file().then_some(p)
+}
+
+fn exec_shim(dir: &Path, cfg: &MonitorConfig, pid: i32, out: &OwnedFd, err: &OwnedFd) {
+    let (Some(shim), Ok(exe)) = (shim_path(), std::env::current_exe()) else {
+        return;
     };
-    let record = ExitRecord {
-        exit_code,
-        finished_at: state::now_ns(),
-        oom_killed,
-        message,
+    for fd in [out, err] {
+        // The pipes must survive the exec; everything else of ours closes on it.
+        let _ = nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        );
+    }
+    let log = cfg
+        .log_path
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), |p| p.to_string_lossy().into_owned());
+    let args: Vec<String> = vec![
+        shim.to_string_lossy().into_owned(),
+        dir.to_string_lossy().into_owned(),
+        pid.to_string(),
+        out.as_raw_fd().to_string(),
+        err.as_raw_fd().to_string(),
+        log,
+        cfg.log_max_size.to_string(),
+        cfg.log_max_files.to_string(),
+        cfg.cgroup_path.clone(),
+        exe.to_string_lossy().into_owned(),
+    ];
+    let Ok(args) = args
+        .into_iter()
+        .map(std::ffi::CString::new)
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return;
     };
-    state::write_json(&dir.join(EXIT_FILE), &record).map_err(|e| e.to_string())?;
-    // libcontainer's delete removes its state dir and the container's cgroup.
+    let Err(e) = nix::unistd::execv(&args[0], &args);
+    eprintln!(
+        "exec {}: {e}; this monitor keeps the container itself",
+        shim.display()
+    );
+}
+
+/// libcontainer's delete removes the container's state dir and its cgroup.
+fn delete_state(cfg: &MonitorConfig) {
     match Container::load(cfg.state_root.join(&cfg.id)) {
         Ok(mut c) => {
             if let Err(e) = c.delete(true) {
@@ -140,7 +181,29 @@ fn run(dir: &Path) -> Result<(), String> {
         }
         Err(e) => eprintln!("load container state: {}", chain(&e)),
     }
-    Ok(())
+}
+
+/// `skiff __monitor-finish <container-dir>`: what the shim execs once the container ended and
+/// its exit is recorded, to delete the container's libcontainer state and cgroup.
+pub fn monitor_finish_main(args: Vec<std::ffi::OsString>) -> i32 {
+    let Some(dir) = args.first().map(PathBuf::from) else {
+        eprintln!("usage: skiff {MONITOR_FINISH_ARG} <container-dir>");
+        return 2;
+    };
+    match state::read_json::<MonitorConfig>(&dir.join(MONITOR_CONFIG)) {
+        Ok(Some(cfg)) => {
+            delete_state(&cfg);
+            0
+        }
+        Ok(None) => {
+            eprintln!("{} missing", dir.join(MONITOR_CONFIG).display());
+            1
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
 }
 
 pub(super) fn set_sigpipe(handler: nix::sys::signal::SigHandler) {
@@ -166,134 +229,4 @@ pub(super) fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-/// Copies both pipes into the CRI log until the init process exits (and its output is drained),
-/// reaping every child we inherit as subreaper. Returns the init's wait status.
-fn copy_and_wait(
-    init: Pid,
-    out: File,
-    err: File,
-    log: &mut LogSink,
-    reopen: &Path,
-) -> Result<WaitStatus, String> {
-    let mut streams = [
-        (Some(out), CriLineWriter::new("stdout")),
-        (Some(err), CriLineWriter::new("stderr")),
-    ];
-    let mut status: Option<WaitStatus> = None;
-    let mut exited_at: Option<Instant> = None;
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        // ReopenContainerLog: the runtime asked (one stat per wakeup, at most every 200ms).
-        if reopen.exists() {
-            log.reopen();
-            let _ = std::fs::remove_file(reopen);
-        }
-        // Reap everything that has exited; remember the init's status.
-        loop {
-            match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(ws) => {
-                    if ws.pid() == Some(init) && status.is_none() {
-                        status = Some(ws);
-                        exited_at = Some(Instant::now());
-                    }
-                }
-                Err(nix::errno::Errno::ECHILD) => {
-                    if status.is_none() {
-                        // Not our child (should not happen): poll /proc instead.
-                        if !super::pid_alive(init.as_raw()) {
-                            status = Some(WaitStatus::Exited(init, 255));
-                            exited_at = Some(Instant::now());
-                        }
-                    }
-                    break;
-                }
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(format!("waitpid: {e}")),
-            }
-        }
-        let open = streams.iter().any(|(f, _)| f.is_some());
-        if let (Some(ws), Some(at)) = (status, exited_at)
-            && (!open || at.elapsed() > DRAIN_GRACE)
-        {
-            let ts = timestamp();
-            for (_, w) in streams.iter_mut() {
-                let _ = w.finish(&ts, log);
-            }
-            return Ok(ws);
-        }
-        if !open {
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        }
-        let mut ready = [false; 2];
-        {
-            let mut fds = Vec::new();
-            let mut which = Vec::new();
-            for (i, (f, _)) in streams.iter().enumerate() {
-                if let Some(f) = f {
-                    fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-                    which.push(i);
-                }
-            }
-            match nix::poll::poll(&mut fds, PollTimeout::from(200u16)) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(format!("poll: {e}")),
-            }
-            for (pfd, i) in fds.iter().zip(which) {
-                if pfd.revents().is_some_and(|r| !r.is_empty()) {
-                    ready[i] = true;
-                }
-            }
-        }
-        for (i, (file, writer)) in streams.iter_mut().enumerate() {
-            if !ready[i] {
-                continue;
-            }
-            let Some(f) = file.as_mut() else { continue };
-            match f.read(&mut buf) {
-                Ok(0) => {
-                    *file = None;
-                }
-                Ok(n) => {
-                    let ts = timestamp();
-                    if let Err(e) = writer.feed(&buf[..n], &ts, log) {
-                        eprintln!("write log: {e}");
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => *file = None,
-            }
-        }
-    }
-}
-
-/// Whether the kernel OOM-killed a process in the container's memory cgroup.
-fn oom_killed(cgroup_path: &str) -> bool {
-    let rel = cgroup_path.trim_start_matches('/');
-    let candidates = [
-        // cgroup v1: "oom_kill N" (kernel >= 4.13)
-        (
-            Path::new("/sys/fs/cgroup/memory")
-                .join(rel)
-                .join("memory.oom_control"),
-            "oom_kill ",
-        ),
-        // cgroup v2
-        (
-            Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
-            "oom_kill ",
-        ),
-    ];
-    for (path, key) in candidates {
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            return text
-                .lines()
-                .filter_map(|l| l.strip_prefix(key))
-                .any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0));
-        }
-    }
-    false
 }

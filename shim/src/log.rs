@@ -121,10 +121,7 @@ impl LogSink {
             return;
         }
         let Some(p) = self.path.clone() else { return };
-        let stamp = jiff::Zoned::now()
-            .with_time_zone(jiff::tz::TimeZone::UTC)
-            .strftime("%Y%m%d-%H%M%S")
-            .to_string();
+        let stamp = crate::clock::rotation_stamp(crate::clock::now());
         // Several rotations in one second get a zero-padded counter, so names still sort in
         // the order the files were written.
         let mut target = rotated_name(&p, &stamp);
@@ -193,8 +190,7 @@ impl Write for LogSink {
 
 /// The current time as RFC 3339 with nanoseconds, as kubelet parses log timestamps.
 pub fn timestamp() -> String {
-    let ts = jiff::Timestamp::now();
-    format!("{ts:.9}")
+    crate::clock::rfc3339_nano(crate::clock::now())
 }
 
 #[cfg(test)]

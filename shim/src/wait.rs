@@ -1,0 +1,269 @@
+//! The monitor's loop once the container runs: copy its stdout and stderr pipes into the CRI
+//! log, reap every child (the monitor is the subreaper of the container's processes), reopen
+//! the log when asked, and once the init exited and its output is drained, say how it ended:
+//! the exit record `exit.json`, whose fields the runtime reads.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::log::{CriLineWriter, LogSink, timestamp};
+
+/// How long to keep draining output after the container's init exited (grandchildren that
+/// escaped the pid namespace teardown cannot hold the pipes open forever).
+pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// File in the container dir the monitor writes the exit record to.
+pub const EXIT_FILE: &str = "exit.json";
+/// File in the container dir whose appearance asks for the log to be reopened.
+pub const REOPEN_LOG: &str = "reopen-log";
+
+/// How the init process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl Ended {
+    /// The exit code as CRI reports it: 128 + signal for a signal.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Ended::Exited(c) => c,
+            Ended::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+/// Whether `pid` is alive (not a zombie).
+pub fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Reaps every exited child without blocking; returns the init's end if it was among them.
+/// `Err` only when there is no child at all to wait for.
+fn reap(init: i32) -> Result<Option<Ended>, ()> {
+    let mut ended = None;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes one int through the pointer, which lives across the call.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid == 0 {
+            return Ok(ended);
+        }
+        if pid < 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            if errno == Some(libc::EINTR) {
+                continue;
+            }
+            return if ended.is_some() { Ok(ended) } else { Err(()) };
+        }
+        if pid == init && ended.is_none() {
+            if libc::WIFEXITED(status) {
+                ended = Some(Ended::Exited(libc::WEXITSTATUS(status)));
+            } else if libc::WIFSIGNALED(status) {
+                ended = Some(Ended::Signaled(libc::WTERMSIG(status)));
+            }
+        }
+    }
+}
+
+/// Copies both pipes into `log` until the init process `init` exits (and its output is
+/// drained), reaping every child inherited as subreaper; `reopen` is the file whose
+/// appearance asks for the log to be reopened.
+pub fn copy_and_wait(init: i32, out: File, err: File, log: &mut LogSink, reopen: &Path) -> Ended {
+    let mut streams = [
+        (Some(out), CriLineWriter::new("stdout")),
+        (Some(err), CriLineWriter::new("stderr")),
+    ];
+    let mut ended: Option<(Ended, Instant)> = None;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // ReopenContainerLog: the runtime asked (one stat per wakeup, at most every 200ms).
+        if reopen.exists() {
+            log.reopen();
+            let _ = std::fs::remove_file(reopen);
+        }
+        if ended.is_none() {
+            match reap(init) {
+                Ok(Some(e)) => ended = Some((e, Instant::now())),
+                Ok(None) => {}
+                // Not our child (should not happen): watch /proc instead.
+                Err(()) if !pid_alive(init) => ended = Some((Ended::Exited(255), Instant::now())),
+                Err(()) => {}
+            }
+        } else {
+            let _ = reap(init);
+        }
+        let open = streams.iter().any(|(f, _)| f.is_some());
+        if let Some((e, at)) = ended
+            && (!open || at.elapsed() > DRAIN_GRACE)
+        {
+            let ts = timestamp();
+            for (_, w) in streams.iter_mut() {
+                let _ = w.finish(&ts, log);
+            }
+            return e;
+        }
+        if !open {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let mut which = Vec::new();
+        for (i, (f, _)) in streams.iter().enumerate() {
+            if let Some(f) = f {
+                fds.push(libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                which.push(i);
+            }
+        }
+        // SAFETY: `fds` is a live array of `fds.len()` pollfd structs for the whole call.
+        let _ = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 200) };
+        for (pfd, i) in fds.iter().zip(which) {
+            if pfd.revents == 0 {
+                continue;
+            }
+            let (file, writer) = &mut streams[i];
+            let Some(f) = file.as_mut() else { continue };
+            match f.read(&mut buf) {
+                Ok(0) => *file = None,
+                Ok(n) => {
+                    let ts = timestamp();
+                    if let Err(e) = writer.feed(&buf[..n], &ts, log) {
+                        eprintln!("write log: {e}");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => *file = None,
+            }
+        }
+    }
+}
+
+/// Whether the kernel OOM-killed a process in the container's memory cgroup.
+pub fn oom_killed(cgroup_path: &str) -> bool {
+    let rel = cgroup_path.trim_start_matches('/');
+    let candidates = [
+        // cgroup v1: "oom_kill N" (kernel >= 4.13)
+        Path::new("/sys/fs/cgroup/memory")
+            .join(rel)
+            .join("memory.oom_control"),
+        // cgroup v2
+        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+    ];
+    for path in candidates {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return text
+                .lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0));
+        }
+    }
+    false
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Writes `<dir>/exit.json` atomically (`exit_code`, `finished_at` in ns, `oom_killed`,
+/// `message`), the record the runtime reads.
+pub fn write_exit(
+    dir: &Path,
+    exit_code: i32,
+    finished_at: i64,
+    oom_killed: bool,
+    message: &str,
+) -> std::io::Result<()> {
+    let body = format!(
+        "{{\"exit_code\":{exit_code},\"finished_at\":{finished_at},\"oom_killed\":{oom_killed},\"message\":{}}}",
+        json_string(message)
+    );
+    let path = dir.join(EXIT_FILE);
+    let tmp = dir.join(format!("{EXIT_FILE}.tmp-{}", std::process::id()));
+    let mut f = File::create(&tmp)?;
+    f.write_all(body.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_records_are_json_with_escapes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        write_exit(dir.path(), 137, 42, true, "killed \"hard\"\n\u{1}").expect("write");
+        let text = std::fs::read_to_string(dir.path().join(EXIT_FILE)).expect("read");
+        assert_eq!(
+            text,
+            r#"{"exit_code":137,"finished_at":42,"oom_killed":true,"message":"killed \"hard\"\n\u0001"}"#
+        );
+    }
+
+    #[test]
+    fn signals_are_128_plus() {
+        assert_eq!(Ended::Signaled(9).exit_code(), 137);
+        assert_eq!(Ended::Exited(3).exit_code(), 3);
+    }
+
+    #[test]
+    // copy_and_wait reaps the child itself, with waitpid, as the monitor does.
+    #[allow(clippy::zombie_processes)]
+    fn output_is_copied_and_the_child_reaped() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log_path = dir.path().join("0.log");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "echo out; echo err >&2; exit 3"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let out = File::from(std::os::fd::OwnedFd::from(
+            child.stdout.take().expect("out"),
+        ));
+        let err = File::from(std::os::fd::OwnedFd::from(
+            child.stderr.take().expect("err"),
+        ));
+        let mut log = LogSink::open(Some(log_path.clone()), 0, 1);
+        let pid = i32::try_from(child.id()).expect("pid");
+        let ended = copy_and_wait(pid, out, err, &mut log, &dir.path().join(REOPEN_LOG));
+        assert_eq!(ended, Ended::Exited(3));
+        let text = std::fs::read_to_string(&log_path).expect("log");
+        assert!(
+            text.contains(" stdout F out\n") && text.contains(" stderr F err\n"),
+            "{text}"
+        );
+    }
+}
