@@ -413,17 +413,7 @@ fn exec_sync(c: &Cluster, container_id: &str) -> Result<()> {
     let socket = c.data.join("runtime/cri.sock");
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")?
-            .connect_with_connector(tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await?;
-        let mut client = cri_api::RuntimeServiceClient::new(channel);
+        let mut client = e2e::cri::Cri::connect(socket).await?.rt;
         let resp = client
             .exec_sync(cri::ExecSyncRequest {
                 container_id: container_id.to_string(),

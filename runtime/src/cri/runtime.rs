@@ -455,6 +455,13 @@ impl Runtime {
             .as_ref()
             .map(PodNetwork::ips)
             .unwrap_or_default();
+        // The pod's own name resolves to its IP, as in the kubelet's hosts file.
+        if let (Some(hosts), Some(ip)) = (&record.etc_hosts, ips.first())
+            && !record.hostname.is_empty()
+            && let Err(e) = sandbox::add_host_entry(hosts, ip, &record.hostname)
+        {
+            tracing::warn!(sandbox = %id, error = %e, "the pod's name is not in its hosts file");
+        }
         tracing::info!(sandbox = %id, pod = %record.name, namespace = %record.namespace, host_network, ips = ?ips, "sandbox ready");
         Ok(id)
     }

@@ -86,6 +86,16 @@ fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\
     Ok((hosts_path, hostname_path))
 }
 
+/// Appends `ip<TAB>name` to the pod's hosts file.
+pub fn add_host_entry(hosts: &Path, ip: &str, name: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(hosts)
+        .map_err(RuntimeError::io("open", hosts))?;
+    writeln!(f, "{ip}\t{name}").map_err(RuntimeError::io("write", hosts))
+}
+
 /// Writes a resolv.conf for the pod from CRI's DNS config. Without one, the host's is copied
 /// (containerd's behaviour for the default DNS policy).
 pub fn write_resolv_conf(

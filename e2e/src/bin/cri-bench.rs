@@ -1,0 +1,124 @@
+//! `cri-bench`: times CRI operations against any CRI runtime's socket, so skiff's runtime and
+//! containerd are measured by the same client (`e2e/bench/runtime.sh` runs it against both).
+//!
+//! `cri-bench <socket> <image> <mode> <runs>`, modes:
+//! - `container`: in one running pod, CreateContainer + StartContainer + wait for the exit +
+//!   RemoveContainer of `true`;
+//! - `pod`: RunPodSandbox + CreateContainer + StartContainer (image cached), torn down untimed;
+//! - `pull`: PullImage after an untimed RemoveImage.
+//!
+//! Prints one line: `<mode> runs=<n> mean_ms=<x> p50_ms=<y> min_ms=<z>`.
+//!
+//! Two more modes leave a pod for measuring memory: `hold` starts one pod running `sleep` and
+//! prints `pod=<id>`; `release` (with the pod id in place of the runs) removes it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use cri_api::v1 as cri;
+use e2e::cri::{Cri, container_config, sandbox_config};
+
+const LOG_ROOT: &str = "/tmp/cri-bench";
+
+async fn run_pod(c: &mut Cri, name: &str) -> Result<(String, cri::PodSandboxConfig)> {
+    let uid = format!("bench-{name}-{}", std::process::id());
+    let config = sandbox_config(name, &uid, "bench", Path::new(LOG_ROOT));
+    let id = c.run_pod_with(&config).await?;
+    Ok((id, config))
+}
+
+async fn bench(c: &mut Cri, image: &str, mode: &str, runs: usize) -> Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(runs);
+    match mode {
+        "container" => {
+            c.pull(image).await?;
+            let (pod, pod_config) = run_pod(c, "lifecycle").await?;
+            for i in 0..runs {
+                let config = container_config(&format!("true{i}"), image, &["true"]);
+                let t = Instant::now();
+                let id = c.run(&pod, &pod_config, config).await?;
+                c.wait_state(
+                    &id,
+                    cri::ContainerState::ContainerExited,
+                    Duration::from_millis(2),
+                )
+                .await?;
+                c.rt.remove_container(cri::RemoveContainerRequest { container_id: id })
+                    .await?;
+                times.push(t.elapsed());
+            }
+            c.remove_pod(&pod).await?;
+        }
+        "pod" => {
+            c.pull(image).await?;
+            for i in 0..runs {
+                let t = Instant::now();
+                let (pod, pod_config) = run_pod(c, &format!("pod{i}")).await?;
+                let config = container_config("sleep", image, &["sleep", "3600"]);
+                c.run(&pod, &pod_config, config).await?;
+                times.push(t.elapsed());
+                c.remove_pod(&pod).await?;
+            }
+        }
+        "pull" => {
+            for _ in 0..runs {
+                c.remove_image(image).await?;
+                let t = Instant::now();
+                c.pull(image).await?;
+                times.push(t.elapsed());
+            }
+        }
+        other => bail!("unknown mode {other:?}: container, pod, pull, hold or release"),
+    }
+    Ok(times)
+}
+
+async fn main_async(args: &[String]) -> Result<()> {
+    let [socket, image, mode, arg] = args else {
+        bail!(
+            "usage: cri-bench <socket> <image> <container|pod|pull|hold> <runs>\n       \
+             cri-bench <socket> <image> release <pod-id>"
+        );
+    };
+    let mut c = Cri::connect(PathBuf::from(socket)).await?;
+    match mode.as_str() {
+        "release" => c.remove_pod(arg).await,
+        "hold" => {
+            c.pull(image).await?;
+            let (id, config) = run_pod(&mut c, "hold").await?;
+            c.run(
+                &id,
+                &config,
+                container_config("sleep", image, &["sleep", "3600"]),
+            )
+            .await?;
+            println!("pod={id}");
+            Ok(())
+        }
+        _ => {
+            let runs: usize = arg
+                .parse()
+                .with_context(|| format!("runs must be a number, not {arg:?}"))?;
+            let mut times = bench(&mut c, image, mode, runs.max(1)).await?;
+            times.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            let mean = times.iter().map(|d| ms(*d)).sum::<f64>() / times.len() as f64;
+            println!(
+                "{mode} runs={} mean_ms={mean:.1} p50_ms={:.1} min_ms={:.1}",
+                times.len(),
+                ms(times[times.len() / 2]),
+                ms(times[0])
+            );
+            Ok(())
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(main_async(&args))
+}
