@@ -40,8 +40,8 @@ cleanup() {
     pkill -f "skiff-shim $work" 2>/dev/null || true
     sleep 0.5
     findmnt -rn -o TARGET | grep "^$work" | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    ip link del cnibench0 2>/dev/null || true
-    rm -rf /var/lib/cni/networks/skiff-bench "$work"
+    ip link del cnictrd0 2>/dev/null || true
+    rm -rf /var/lib/cni/networks/skiff-containerd "$work"
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -49,13 +49,10 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 field() { sed -n "s/.* $1=\\([0-9.]*\\).*/\\1/p"; }
 
-# --- a registry with busybox, and a pause image made from it (containerd needs one) ---
+# --- a registry with busybox ---
 reg="127.0.0.1:$(port)"
 bash e2e/scripts/make-busybox-image.sh "$work/image" "$reg" busybox:1.36 >/dev/null 2>&1
 pids+=("$(cat "$work/image/registry.pid")")
-umoci config --image "$work/image/oci:img" --tag pause --config.entrypoint /bin/sleep \
-    --config.cmd 2147483647 >/dev/null
-skopeo copy -q --dest-tls-verify=false "oci:$work/image/oci:pause" "docker://$reg/pause:bench"
 image="$reg/busybox:1.36"
 
 # --- skiff up (its runtime serves CRI at <data>/runtime/cri.sock) ---
@@ -64,40 +61,10 @@ image="$reg/busybox:1.36"
 skiff_pid=$!; pids+=("$skiff_pid")
 skiff_sock="$work/skiff/runtime/cri.sock"
 
-# --- containerd 1.6 with its own root, socket, registry host config and CNI network ---
+# --- containerd 1.6 with its own root, socket, registry config and CNI network ---
 cd_dir="$work/containerd"
-mkdir -p "$cd_dir/certs.d/$reg" "$cd_dir/net.d"
-cat >"$cd_dir/certs.d/$reg/hosts.toml" <<EOF
-server = "http://$reg"
-[host."http://$reg"]
-  capabilities = ["pull", "resolve"]
-EOF
-cat >"$cd_dir/net.d/10-bench.conflist" <<EOF
-{"cniVersion": "0.4.0", "name": "skiff-bench", "plugins": [
-  {"type": "bridge", "bridge": "cnibench0", "isGateway": true, "ipMasq": true,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.199.0.0/16"}]],
-            "routes": [{"dst": "0.0.0.0/0"}]}},
-  {"type": "portmap", "capabilities": {"portMappings": true}}]}
-EOF
-cat >"$cd_dir/config.toml" <<EOF
-version = 2
-root = "$cd_dir/root"
-state = "$cd_dir/state"
-[grpc]
-  address = "$cd_dir/containerd.sock"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$reg/pause:bench"
-  # This machine lacks CAP_SYS_RESOURCE.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$cd_dir/net.d"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$cd_dir/certs.d"
-EOF
-containerd --config "$cd_dir/config.toml" >"$work/containerd.log" 2>&1 &
-cd_pid=$!; pids+=("$cd_pid")
-cd_sock="$cd_dir/containerd.sock"
+cd_sock=$(sh e2e/scripts/start-containerd.sh "$cd_dir" "$reg")
+cd_pid=$(cat "$cd_dir/containerd.pid"); pids+=("$cd_pid")
 
 for s in "$skiff_sock" "$cd_sock"; do
     for _ in $(seq 150); do [ -S "$s" ] && break; sleep 0.2; done
@@ -134,10 +101,13 @@ cd_true=$("$bench" "$cd_sock" "$image" container "$RUNS" | field mean_ms)
 sk_pod=$("$bench" "$skiff_sock" "$image" pod "$RUNS" | field mean_ms)
 cd_pod=$("$bench" "$cd_sock" "$image" pod "$RUNS" | field mean_ms)
 sk_pull=$("$bench" "$skiff_sock" "$image" pull "$RUNS" | field mean_ms)
-cd_pull=$("$bench" "$cd_sock" "$image" pull "$RUNS" | field mean_ms)
+# containerd's RemoveImage leaves the blobs and snapshots for a later collection; skiff's
+# removes them. Removed with a synchronous collection instead, each pull starts from nothing.
+cd_pull=$(CRI_BENCH_REMOVE="ctr --address $cd_sock -n k8s.io images rm --sync {} >/dev/null" \
+    "$bench" "$cd_sock" "$image" pull "$RUNS" | field mean_ms)
 ctr_total=0
 for _ in $(seq "$RUNS"); do
-    ctr --address "$cd_sock" images rm "$image" >/dev/null 2>&1 || true
+    ctr --address "$cd_sock" images rm --sync "$image" >/dev/null 2>&1 || true
     t0=$(date +%s%N)
     ctr --address "$cd_sock" images pull --plain-http "$image" >/dev/null
     t1=$(date +%s%N)

@@ -1,6 +1,7 @@
 //! The command line: `skiff up` (the embedded single-node cluster), and the client commands
 //! `apply`, `get`, `delete` and `logs`, which talk to any Kubernetes API through kube-rs.
 
+mod agent;
 mod client;
 mod controller;
 mod image;
@@ -28,6 +29,8 @@ enum Command {
     Up(up::UpArgs),
     /// Run one member of a replicated control plane, or manage the members (`member ...`).
     Controller(controller::ControllerArgs),
+    /// Run a node agent alone against a control plane (`--kubeconfig`) and any CRI runtime.
+    Agent(agent::AgentArgs),
     /// The node's images: `pull` (with progress), `ls`, `rm`, `import` (OCI or docker archives).
     Image(image::ImageArgs),
     /// Create or update the objects in YAML files (multi-document; a directory; `-` for stdin).
@@ -93,7 +96,7 @@ pub fn main() -> ExitCode {
     // `up` logs what it does; client commands report errors themselves (kube's client would
     // also log each failed connection).
     let default_filter = match cli.command {
-        Command::Up(_) => "info",
+        Command::Up(_) | Command::Agent(_) => "info",
         Command::Controller(ref a) if controller::is_server(a) => "info",
         _ => "warn,kube_client=off",
     };
@@ -122,6 +125,7 @@ pub fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Controller(args) => controller::run(args).await,
             Command::Image(args) => image::run(args).await,
+            Command::Agent(args) => agent::run(kc, args).await,
             Command::Apply { files, namespace } => {
                 client::apply(kc, &files, namespace.as_deref()).await
             }

@@ -5,7 +5,10 @@
 //! - `container`: in one running pod, CreateContainer + StartContainer + wait for the exit +
 //!   RemoveContainer of `true`;
 //! - `pod`: RunPodSandbox + CreateContainer + StartContainer (image cached), torn down untimed;
-//! - `pull`: PullImage after an untimed RemoveImage.
+//! - `pull`: PullImage after an untimed RemoveImage, or after `$CRI_BENCH_REMOVE` (a shell
+//!   command, `{}` standing for every name of the image: tag, repo digest, id) when the
+//!   runtime's RemoveImage keeps the content (containerd collects it later: the benchmark
+//!   removes it with `ctr ... rm --sync` instead).
 //!
 //! Prints one line: `<mode> runs=<n> mean_ms=<x> p50_ms=<y> min_ms=<z>`.
 //!
@@ -62,8 +65,27 @@ async fn bench(c: &mut Cri, image: &str, mode: &str, runs: usize) -> Result<Vec<
             }
         }
         "pull" => {
+            let remove = std::env::var("CRI_BENCH_REMOVE").ok();
+            c.pull(image).await?;
+            let st = c
+                .image_status(image)
+                .await?
+                .context("no image after a pull")?;
+            let mut names = vec![image.to_owned(), st.id];
+            names.extend(st.repo_digests);
             for _ in 0..runs {
-                c.remove_image(image).await?;
+                match &remove {
+                    Some(cmd) => {
+                        let cmd = cmd.replace("{}", &names.join(" "));
+                        let st = std::process::Command::new("sh")
+                            .args(["-c", &cmd])
+                            .status()?;
+                        if !st.success() {
+                            bail!("{cmd}: {st}");
+                        }
+                    }
+                    None => c.remove_image(image).await?,
+                }
                 let t = Instant::now();
                 c.pull(image).await?;
                 times.push(t.elapsed());
