@@ -69,6 +69,15 @@ pub fn stage(archive: &Path, into: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `sha256:<hex>` and size of a file, read in pieces (layers may be gigabytes).
+fn file_digest(path: &Path) -> Result<(String, u64)> {
+    use sha2::Digest as _;
+    let mut file = std::fs::File::open(path).map_err(RuntimeError::io("open", path))?;
+    let mut hasher = sha2::Sha256::new();
+    let size = std::io::copy(&mut file, &mut hasher).map_err(RuntimeError::io("read", path))?;
+    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), size))
+}
+
 /// One image the archive holds: the name to record and the manifest to import.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -210,10 +219,9 @@ impl Staged {
                         format!("manifest.json names {rel:?}, which the archive lacks"),
                     ));
                 }
-                let data = std::fs::read(&path).map_err(RuntimeError::io("read", &path))?;
-                let digest = sha256_digest(&data);
+                let (digest, size) = file_digest(&path)?;
                 self.blobs.insert(digest.clone(), path);
-                Ok((digest, data.len() as u64))
+                Ok((digest, size))
             };
             let (config, config_size) = blob(&e.config)?;
             let mut layers = Vec::new();
