@@ -74,7 +74,18 @@ fn file_digest(path: &Path) -> Result<(String, u64)> {
     use sha2::Digest as _;
     let mut file = std::fs::File::open(path).map_err(RuntimeError::io("open", path))?;
     let mut hasher = sha2::Sha256::new();
-    let size = std::io::copy(&mut file, &mut hasher).map_err(RuntimeError::io("read", path))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(RuntimeError::io("read", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
     Ok((format!("sha256:{}", hex::encode(hasher.finalize())), size))
 }
 
