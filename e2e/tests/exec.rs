@@ -45,7 +45,8 @@ impl Kubectl {
             .spawn()?;
         if let Some(input) = input {
             let mut stdin = child.stdin.take().context("no stdin")?;
-            stdin.write_all(input.as_bytes())?;
+            // kubectl may stop reading its stdin (the command failed at once): not an error.
+            let _ = stdin.write_all(input.as_bytes());
         }
         Ok(child.wait_with_output()?)
     }
@@ -124,6 +125,10 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
 
     let k = Kubectl {
         bin: kubectl_path("1.33"),
+        kubeconfig: c.kubeconfig(),
+    };
+    let old = Kubectl {
+        bin: kubectl_path("1.27"),
         kubeconfig: c.kubeconfig(),
     };
 
@@ -241,6 +246,20 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     // A command that does not exist, and a container that is not running.
     let out = k.output(&["exec", "shell", "--", "/no/such/binary"], None)?;
     ensure!(!out.status.success(), "exec of a missing binary succeeded");
+    // The same while kubectl is still sending stdin: it gets the reason, not a reset connection.
+    let stdin = "x".repeat(8 << 20);
+    for kubectl in [&k, &old] {
+        let out = kubectl.output(
+            &["exec", "-i", "shell", "--", "/no/such/binary"],
+            Some(&stdin),
+        )?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && err.contains("/no/such/binary"),
+            "{} exec -i of a missing binary: {err}",
+            kubectl.bin.display()
+        );
+    }
     let out = k.output(&["exec", "done", "--", "echo", "hi"], None)?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(
@@ -254,10 +273,6 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     wait_for("pod web to be Running", Duration::from_secs(60), || {
         Ok((c.pod("web")?["status"]["phase"] == "Running").then_some(()))
     })?;
-    let old = Kubectl {
-        bin: kubectl_path("1.27"),
-        kubeconfig: c.kubeconfig(),
-    };
     port_forward(&k, &old)?;
     old_kubectl_exec(&old)?;
 

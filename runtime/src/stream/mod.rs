@@ -239,10 +239,21 @@ async fn stream(
         );
     };
     ws.on_upgrade(move |socket| async move {
-        let (incoming, mut outgoing) = split(socket);
-        session(st, request, version, incoming, &mut outgoing).await;
+        let (mut incoming, mut outgoing) = split(socket);
+        session(st, request, version, &mut incoming, &mut outgoing).await;
         close(&mut outgoing).await;
+        drain(incoming).await;
     })
+}
+
+/// How long a finished session keeps reading what its client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Reads and drops what the client still sends after the session ended, for a while: a client
+/// in the middle of sending stdin to a command that failed at once then reads the status,
+/// instead of having its connection reset under it.
+async fn drain(mut incoming: impl futures::Stream<Item = Vec<u8>> + Unpin) {
+    let _ = tokio::time::timeout(LINGER, async { while incoming.next().await.is_some() {} }).await;
 }
 
 /// Answers a SPDY/3.1 upgrade (kubectl before 1.30, and port-forward before 1.31): negotiates

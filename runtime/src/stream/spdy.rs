@@ -514,6 +514,9 @@ impl Outgoing {
     }
 }
 
+/// How long a closed connection keeps reading what the client still sends.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How many DATA frames of one stream may wait for its reader before the connection's reader
 /// waits too (back-pressure: spdystream has no flow control either).
 const STREAM_BACKLOG: usize = 16;
@@ -564,8 +567,16 @@ async fn read_frames<R: AsyncRead + Unpin>(
     loop {
         let n = tokio::select! {
             n = r.read(&mut buf) => n,
-            // The write side ended (GOAWAY sent, or the client is gone): nothing can be answered.
-            _ = out.tx.closed() => break,
+            // The write side ended (GOAWAY sent, or the client is gone): nothing can be
+            // answered. What the client still sends is read and dropped for a moment, so it
+            // gets to read the end instead of a reset connection.
+            _ = out.tx.closed() => {
+                let _ = tokio::time::timeout(LINGER, async {
+                    while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {}
+                })
+                .await;
+                break;
+            }
         };
         match n {
             Ok(n) if n > 0 => dec.push(&buf[..n]),
