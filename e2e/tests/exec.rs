@@ -96,7 +96,7 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
         work,
         "shell",
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: shell\nspec:\n  containers:\n  - name: main\n    image: {reg}/busybox:1.36\n    command: [\"sh\", \"-c\", \"echo attached-$((1+1)); exec sleep 3600\"]\n    env:\n    - {{name: GREETING, value: hello-env}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: shell\nspec:\n  hostAliases:\n  - ip: 1.2.3.4\n    hostnames: [foo.local, bar.local]\n  containers:\n  - name: main\n    image: {reg}/busybox:1.36\n    command: [\"sh\", \"-c\", \"echo attached-$((1+1)); exec sleep 3600\"]\n    env:\n    - {{name: GREETING, value: hello-env}}\n"
         ),
     )?;
     apply(
@@ -246,6 +246,14 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     // A command that does not exist, and a container that is not running.
     let out = k.output(&["exec", "shell", "--", "/no/such/binary"], None)?;
     ensure!(!out.status.success(), "exec of a missing binary succeeded");
+    // /etc/hosts: the kubelet's managed file, with the pod's own name and its hostAliases.
+    let hosts = k.ok(&["exec", "shell", "--", "cat", "/etc/hosts"], None)?;
+    let pod_ip = pod["status"]["podIP"].as_str().unwrap_or_default();
+    ensure!(
+        hosts.contains(&format!("{pod_ip}\tshell\n"))
+            && hosts.contains("1.2.3.4\tfoo.local\tbar.local\n"),
+        "/etc/hosts: {hosts}"
+    );
     // The same while kubectl is still sending stdin: it gets the reason, not a reset connection.
     let stdin = "x".repeat(8 << 20);
     for kubectl in [&k, &old] {

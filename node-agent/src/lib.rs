@@ -126,6 +126,10 @@ pub async fn run_with<C: cri::Cri>(
         node_name: node_name.clone(),
         node_ip,
         pod_log_dir: config.pod_log_dir.clone(),
+        pods_dir: config.state_dir.as_ref().map_or_else(
+            || std::env::temp_dir().join("skiff-agent-pods"),
+            |d| d.join("pods"),
+        ),
         runtime_name: version.runtime_name.clone(),
         pulls: Arc::new(worker::Pulls {
             secrets: Arc::new(pull::KubeSecrets(client.clone())),

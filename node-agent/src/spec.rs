@@ -344,6 +344,44 @@ fn escalation_allowed(container: &Container) -> bool {
         || sys_admin
 }
 
+/// The kubelet's managed hosts file for a pod with `hostAliases` (`None` without): localhost
+/// entries (the node's file for hostNetwork pods), the pod's IP and hostname, then the aliases.
+pub fn hosts_file(pod: &Pod, ips: &[String], node_hosts: Option<&str>) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let aliases = spec.host_aliases.as_ref().filter(|a| !a.is_empty())?;
+    let mut out = String::from("# Kubernetes-managed hosts file.\n");
+    match node_hosts {
+        Some(h) => out.push_str(h),
+        None => {
+            out.push_str(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+                 fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\n\
+                 fe00::2\tip6-allrouters\n",
+            );
+            let name = spec
+                .hostname
+                .clone()
+                .or_else(|| pod.metadata.name.clone())
+                .unwrap_or_default();
+            if let Some(ip) = ips.first() {
+                out.push_str(&format!("{ip}\t{name}\n"));
+            }
+        }
+    }
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str("\n# Entries added by HostAliases.\n");
+    for a in aliases {
+        out.push_str(&format!(
+            "{}\t{}\n",
+            a.ip,
+            a.hostnames.clone().unwrap_or_default().join("\t")
+        ));
+    }
+    Some(out)
+}
+
 /// The `CreateContainer` config for attempt `attempt` of `container`.
 pub fn container_config(
     pod: &Pod,
@@ -707,5 +745,27 @@ mod tests {
             .and_then(|s| s.namespace_options)
             .expect("ns options");
         assert_eq!(ns.network(), v1::NamespaceMode::Node);
+    }
+
+    #[test]
+    fn host_aliases_make_the_kubelets_hosts_file() {
+        let mut pod = pod_with(Container::default());
+        assert_eq!(hosts_file(&pod, &["10.88.0.5".into()], None), None);
+        if let Some(s) = pod.spec.as_mut() {
+            s.host_aliases = Some(vec![k8s_openapi::api::core::v1::HostAlias {
+                ip: "1.2.3.4".into(),
+                hostnames: Some(vec!["foo.local".into(), "bar.local".into()]),
+            }]);
+        }
+        let text = hosts_file(&pod, &["10.88.0.5".into()], None).expect("a hosts file");
+        assert!(text.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
+        assert!(text.contains("\n10.88.0.5\tweb\n"), "{text}");
+        assert!(
+            text.ends_with("\n# Entries added by HostAliases.\n1.2.3.4\tfoo.local\tbar.local\n"),
+            "{text}"
+        );
+        // hostNetwork: the node's file instead of localhost and the pod's own line.
+        let text = hosts_file(&pod, &[], Some("127.0.0.1 node-local")).expect("a hosts file");
+        assert!(text.contains("127.0.0.1 node-local\n\n# Entries added by HostAliases."));
     }
 }

@@ -39,6 +39,8 @@ pub struct NodeContext {
     pub node_name: String,
     pub node_ip: IpAddr,
     pub pod_log_dir: PathBuf,
+    /// Per-pod files the agent makes (`<pods_dir>/<uid>/etc-hosts`).
+    pub pods_dir: PathBuf,
     /// `<runtime_name>` from CRI `Version`, the scheme of `containerID`s.
     pub runtime_name: String,
     /// Pull secrets and what pulled each image.
@@ -644,15 +646,17 @@ impl<C: Cri> PodWorker<C> {
         } else {
             Ok(())
         };
-        let config =
-            match checked.and_then(|()| spec::container_config(pod, c, &node.node_name, attempt)) {
-                Ok(cfg) => cfg,
-                Err(e) => {
-                    slot.waiting = waiting("CreateContainerConfigError", Some(e.to_string()));
-                    slot.crash_backoff.next(now);
-                    return;
-                }
-            };
+        let config = match checked
+            .and_then(|()| spec::container_config(pod, c, &node.node_name, attempt))
+            .and_then(|cfg| with_hosts_file(&node, pod, &sb.ips, cfg))
+        {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                slot.waiting = waiting("CreateContainerConfigError", Some(e.to_string()));
+                slot.crash_backoff.next(now);
+                return;
+            }
+        };
         make_dir(&format!("{}/{}", sb.config.log_directory, c.name), &key).await;
         let id = match cri
             .create_container(&sb.id, config, sb.config.clone())
@@ -943,6 +947,47 @@ async fn refresh<C: Cri>(cri: &C, slot: &mut Slot, now: Instant) -> Result<(), A
         }
         Err(e) => Err(e),
     }
+}
+
+/// With `hostAliases`, the pod gets the kubelet's managed hosts file, mounted at /etc/hosts
+/// (the runtime's own is used otherwise).
+fn with_hosts_file(
+    node: &NodeContext,
+    pod: &Pod,
+    ips: &[String],
+    mut config: v1::ContainerConfig,
+) -> Result<v1::ContainerConfig, AgentError> {
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    let node_hosts =
+        host_network.then(|| std::fs::read_to_string("/etc/hosts").unwrap_or_default());
+    let Some(content) = spec::hosts_file(pod, ips, node_hosts.as_deref()) else {
+        return Ok(config);
+    };
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let dir = node.pods_dir.join(uid);
+    let path = dir.join("etc-hosts");
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, content))
+        .map_err(|source| AgentError::StateDir {
+            path: path.clone(),
+            source,
+        })?;
+    if !config
+        .mounts
+        .iter()
+        .any(|m| m.container_path == "/etc/hosts")
+    {
+        config.mounts.push(v1::Mount {
+            container_path: "/etc/hosts".to_owned(),
+            host_path: path.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+    }
+    Ok(config)
 }
 
 /// The credentials the pod's `imagePullSecrets` hold for `image`, most specific first.

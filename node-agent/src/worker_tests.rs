@@ -32,6 +32,7 @@ fn node_with(secrets: FakeSecrets) -> Arc<NodeContext> {
         node_name: "n1".to_owned(),
         node_ip: "192.168.1.10".parse().expect("ip"),
         pod_log_dir: std::env::temp_dir().join("skiff-node-agent-tests"),
+        pods_dir: std::env::temp_dir().join("skiff-node-agent-tests-pods"),
         runtime_name: "fake".to_owned(),
         pulls: Arc::new(Pulls {
             secrets: Arc::new(secrets),
