@@ -999,8 +999,16 @@ impl Runtime {
             host.unmount(&dir.join("rootfs"))?;
             host.remove_cgroup(&cgroup)?;
             for d in [&lc_state, &dir] {
-                if d.exists() {
-                    std::fs::remove_dir_all(d).map_err(RuntimeError::io("remove", d))?;
+                // The container's monitor may be deleting the libcontainer state at the same
+                // moment (its last step): what it removed first is not an error.
+                let mut tries = 0;
+                loop {
+                    match std::fs::remove_dir_all(d) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                        Err(_) if tries < 3 => tries += 1,
+                        Err(e) => return Err(RuntimeError::io("remove", d)(e)),
+                    }
                 }
             }
             Ok(())
