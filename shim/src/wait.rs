@@ -80,6 +80,30 @@ fn reap(init: i32) -> Result<Option<Ended>, ()> {
     }
 }
 
+/// Blocks until `init` exits, reaping whatever else exits meanwhile. `None` when it is not our
+/// child (nothing to wait for).
+fn wait_blocking(init: i32) -> Option<Ended> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes one int through the pointer, which lives across the call.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return None;
+        }
+        if pid == init {
+            if libc::WIFEXITED(status) {
+                return Some(Ended::Exited(libc::WEXITSTATUS(status)));
+            }
+            if libc::WIFSIGNALED(status) {
+                return Some(Ended::Signaled(libc::WTERMSIG(status)));
+            }
+        }
+    }
+}
+
 /// Copies both pipes into `log` until the init process `init` exits (and its output is
 /// drained), reaping every child inherited as subreaper; `reopen` is the file whose
 /// appearance asks for the log to be reopened.
@@ -118,7 +142,12 @@ pub fn copy_and_wait(init: i32, out: File, err: File, log: &mut LogSink, reopen:
             return e;
         }
         if !open {
-            std::thread::sleep(Duration::from_millis(50));
+            // Nothing left to copy: wait for the exit itself rather than poll for it (the pipes
+            // close a moment before the process can be reaped).
+            match wait_blocking(init) {
+                Some(e) => ended = Some((e, Instant::now())),
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
             continue;
         }
         let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -221,6 +250,10 @@ pub fn write_exit(
 mod tests {
     use super::*;
 
+    /// copy_and_wait reaps any child of the process (waitpid -1), as a subreaper must: the
+    /// tests that spawn children take turns.
+    static CHILDREN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn exit_records_are_json_with_escapes() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -242,6 +275,7 @@ mod tests {
     // copy_and_wait reaps the child itself, with waitpid, as the monitor does.
     #[allow(clippy::zombie_processes)]
     fn output_is_copied_and_the_child_reaped() {
+        let _turn = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().expect("tmp");
         let log_path = dir.path().join("0.log");
         let mut child = std::process::Command::new("sh")
@@ -264,6 +298,35 @@ mod tests {
         assert!(
             text.contains(" stdout F out\n") && text.contains(" stderr F err\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    // copy_and_wait reaps the child itself, with waitpid, as the monitor does.
+    #[allow(clippy::zombie_processes)]
+    fn a_child_that_closes_its_output_early_is_still_waited_for() {
+        let _turn = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "echo bye; exec >&- 2>&-; sleep 0.3; exit 4"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let out = File::from(std::os::fd::OwnedFd::from(
+            child.stdout.take().expect("out"),
+        ));
+        let err = File::from(std::os::fd::OwnedFd::from(
+            child.stderr.take().expect("err"),
+        ));
+        let mut log = LogSink::open(Some(dir.path().join("0.log")), 0, 1);
+        let pid = i32::try_from(child.id()).expect("pid");
+        let started = Instant::now();
+        let ended = copy_and_wait(pid, out, err, &mut log, &dir.path().join(REOPEN_LOG));
+        assert_eq!(ended, Ended::Exited(4));
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "returned before the exit"
         );
     }
 }
