@@ -271,15 +271,16 @@ mod tests {
         assert_eq!(Ended::Exited(3).exit_code(), 3);
     }
 
-    #[test]
+    /// Runs `sh -c script` as a monitor runs a container: its output copied into a CRI log,
+    /// reaped by `copy_and_wait`. Returns how it ended, the log, and how long it took.
     // copy_and_wait reaps the child itself, with waitpid, as the monitor does.
     #[allow(clippy::zombie_processes)]
-    fn output_is_copied_and_the_child_reaped() {
+    fn monitor(script: &str) -> (Ended, String, Duration) {
         let _turn = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().expect("tmp");
         let log_path = dir.path().join("0.log");
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "echo out; echo err >&2; exit 3"])
+            .args(["-c", script])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -292,9 +293,20 @@ mod tests {
         ));
         let mut log = LogSink::open(Some(log_path.clone()), 0, 1);
         let pid = i32::try_from(child.id()).expect("pid");
+        let started = Instant::now();
         let ended = copy_and_wait(pid, out, err, &mut log, &dir.path().join(REOPEN_LOG));
+        let took = started.elapsed();
+        (
+            ended,
+            std::fs::read_to_string(&log_path).expect("log"),
+            took,
+        )
+    }
+
+    #[test]
+    fn output_is_copied_and_the_child_reaped() {
+        let (ended, text, _) = monitor("echo out; echo err >&2; exit 3");
         assert_eq!(ended, Ended::Exited(3));
-        let text = std::fs::read_to_string(&log_path).expect("log");
         assert!(
             text.contains(" stdout F out\n") && text.contains(" stderr F err\n"),
             "{text}"
@@ -302,30 +314,12 @@ mod tests {
     }
 
     #[test]
-    // copy_and_wait reaps the child itself, with waitpid, as the monitor does.
-    #[allow(clippy::zombie_processes)]
     fn a_child_that_closes_its_output_early_is_still_waited_for() {
-        let _turn = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
-        let dir = tempfile::tempdir().expect("tmp");
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "echo bye; exec >&- 2>&-; sleep 0.3; exit 4"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let out = File::from(std::os::fd::OwnedFd::from(
-            child.stdout.take().expect("out"),
-        ));
-        let err = File::from(std::os::fd::OwnedFd::from(
-            child.stderr.take().expect("err"),
-        ));
-        let mut log = LogSink::open(Some(dir.path().join("0.log")), 0, 1);
-        let pid = i32::try_from(child.id()).expect("pid");
-        let started = Instant::now();
-        let ended = copy_and_wait(pid, out, err, &mut log, &dir.path().join(REOPEN_LOG));
+        let (ended, text, took) = monitor("echo bye; exec >&- 2>&-; sleep 0.3; exit 4");
         assert_eq!(ended, Ended::Exited(4));
+        assert!(text.contains(" stdout F bye\n"), "{text}");
         assert!(
-            started.elapsed() >= Duration::from_millis(250),
+            took >= Duration::from_millis(250),
             "returned before the exit"
         );
     }
