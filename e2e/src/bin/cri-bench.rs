@@ -10,7 +10,9 @@
 //!   runtime's RemoveImage keeps the content (containerd collects it later: the benchmark
 //!   removes it with `ctr ... rm --sync` instead).
 //!
-//! Prints one line: `<mode> runs=<n> mean_ms=<x> p50_ms=<y> min_ms=<z>`.
+//! Prints one line: `<mode> runs=<n> mean_ms=<x> p50_ms=<y> min_ms=<z>`; with
+//! `$CRI_BENCH_PHASES` set, `container` also prints each run's create, start, exit and remove
+//! times on stderr.
 //!
 //! Two more modes leave a pod for measuring memory: `hold` starts one pod running `sleep` and
 //! prints `pod=<id>`; `release` (with the pod id in place of the runs) removes it.
@@ -37,19 +39,34 @@ async fn bench(c: &mut Cri, image: &str, mode: &str, runs: usize) -> Result<Vec<
         "container" => {
             c.pull(image).await?;
             let (pod, pod_config) = run_pod(c, "lifecycle").await?;
+            let phases = std::env::var_os("CRI_BENCH_PHASES").is_some();
             for i in 0..runs {
                 let config = container_config(&format!("true{i}"), image, &["true"]);
                 let t = Instant::now();
-                let id = c.run(&pod, &pod_config, config).await?;
+                let id = c.create(&pod, &pod_config, config).await?;
+                let created = t.elapsed();
+                c.start(&id).await?;
+                let started = t.elapsed();
                 c.wait_state(
                     &id,
                     cri::ContainerState::ContainerExited,
                     Duration::from_millis(2),
                 )
                 .await?;
+                let exited = t.elapsed();
                 c.rt.remove_container(cri::RemoveContainerRequest { container_id: id })
                     .await?;
                 times.push(t.elapsed());
+                if phases {
+                    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                    eprintln!(
+                        "create {:.1} start {:.1} exit {:.1} remove {:.1}",
+                        ms(created),
+                        ms(started - created),
+                        ms(exited - started),
+                        ms(t.elapsed() - exited)
+                    );
+                }
             }
             c.remove_pod(&pod).await?;
         }
