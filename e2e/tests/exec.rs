@@ -65,21 +65,7 @@ impl Kubectl {
 
 #[test]
 fn exec_attach_and_port_forward() -> Result<()> {
-    require_root()?;
-    let tmp = tempfile::Builder::new()
-        .prefix("skiff-e2e-exec-")
-        .tempdir()?;
-    let work = tmp.path();
-    let (_registry, reg) = start_registry(work)?;
-    push_busybox(&work.join("image"), &reg, "busybox:1.36")?;
-    let mut c = Cluster::new(work)?;
-    let result = scenario(&mut c, work, &reg);
-    if result.is_err() {
-        eprintln!("--- skiff up log (tail) ---\n{}", tail(&c.log));
-    }
-    let _ = c.stop();
-    cleanup_host(work);
-    result
+    with_cluster(scenario)
 }
 
 fn apply(c: &Cluster, work: &Path, name: &str, yaml: &str) -> Result<()> {

@@ -154,29 +154,17 @@ fn has(log: &str, line: &str) -> Result<()> {
 
 #[test]
 fn security_defaults_stats_and_log_rotation() -> Result<()> {
-    require_root()?;
-    let tmp = tempfile::Builder::new()
-        .prefix("skiff-e2e-sec-")
-        .tempdir()?;
-    let work = tmp.path();
-    let (_registry, reg) = start_registry(work)?;
-    push_busybox(&work.join("image"), &reg, "busybox:1.36")?;
-    let mut c = Cluster::new(work)?;
-    c.extra_args = [
-        "--container-log-max-size",
-        "2048",
-        "--container-log-max-files",
-        "3",
-    ]
-    .map(String::from)
-    .to_vec();
-    let result = scenario(&mut c, work, &reg);
-    if result.is_err() {
-        eprintln!("--- skiff up log (tail) ---\n{}", tail(&c.log));
-    }
-    let _ = c.stop();
-    cleanup_host(work);
-    result
+    with_cluster(|c, work, reg| {
+        c.extra_args = [
+            "--container-log-max-size",
+            "2048",
+            "--container-log-max-files",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec();
+        scenario(c, work, reg)
+    })
 }
 
 fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
