@@ -271,6 +271,13 @@ impl PullRecords {
         }
     }
 
+    /// Whether only some pods may use `image_id`: it was pulled here, and never anonymously.
+    /// Only then are a pod's credentials worth reading to decide.
+    pub fn is_private(&self, image_id: &str) -> bool {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(image_id).is_some_and(|p| !p.contains(""))
+    }
+
     /// Whether a pod holding `creds` may use `image_id` as it is on the node.
     pub fn may_use(&self, image_id: &str, creds: &[v1::AuthConfig]) -> bool {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -387,6 +394,8 @@ mod tests {
         assert!(!records.may_use("sha256:private", &mallory));
         assert!(!records.may_use("sha256:private", &[]));
         assert!(records.may_use("sha256:public", &[]));
+        assert!(records.is_private("sha256:private"));
+        assert!(!records.is_private("sha256:public") && !records.is_private("sha256:unknown"));
         // The record survives a restart, and holds no credential.
         let saved = std::fs::read_to_string(&path).expect("saved");
         assert!(!saved.contains("alice") && !saved.contains("pw"), "{saved}");

@@ -957,13 +957,18 @@ fn with_hosts_file(
     ips: &[String],
     mut config: v1::ContainerConfig,
 ) -> Result<v1::ContainerConfig, AgentError> {
-    let host_network = pod
+    let Some(spec) = pod
         .spec
         .as_ref()
-        .and_then(|s| s.host_network)
-        .unwrap_or(false);
-    let node_hosts =
-        host_network.then(|| std::fs::read_to_string("/etc/hosts").unwrap_or_default());
+        .filter(|s| s.host_aliases.as_ref().is_some_and(|a| !a.is_empty()))
+    else {
+        return Ok(config);
+    };
+    // The node's file is read only for a hostNetwork pod that has aliases to add to it.
+    let node_hosts = spec
+        .host_network
+        .unwrap_or(false)
+        .then(|| std::fs::read_to_string("/etc/hosts").unwrap_or_default());
     let Some(content) = spec::hosts_file(pod, ips, node_hosts.as_deref()) else {
         return Ok(config);
     };
@@ -1028,6 +1033,10 @@ async fn ensure_image<C: Cri>(
     if policy != PullPolicy::Always {
         match cri.image_status(&image).await {
             Ok(Some(img)) => {
+                // Secrets are read only for an image some pods may not use.
+                if !records.is_private(&img.id) {
+                    return Ok(img.id);
+                }
                 let pod_creds = pod_credentials(node, pod, &image).await;
                 if records.may_use(&img.id, &pod_creds) {
                     return Ok(img.id);
