@@ -89,8 +89,9 @@ pub struct Endpoint {
 #[derive(Debug, Clone, Default)]
 pub struct Registries {
     insecure: Vec<String>,
-    /// Mirror endpoints (`scheme://host[:port]`) by registry, `*` for the rest.
-    mirrors: BTreeMap<String, Vec<String>>,
+    /// Mirror endpoints by registry, `*` for the rest: `host[:port]`, and whether the file said
+    /// plain HTTP (`Some(true)`), HTTPS (`Some(false)`) or nothing.
+    mirrors: BTreeMap<String, Vec<(String, Option<bool>)>>,
     hosts: BTreeMap<String, HostSettings>,
 }
 
@@ -168,10 +169,13 @@ impl Registries {
         };
         let mut mirrors = BTreeMap::new();
         for (registry, m) in file.mirrors {
-            for e in &m.endpoint {
-                split_endpoint(e).map_err(|msg| bad(path, format!("mirrors.{registry}: {msg}")))?;
-            }
-            mirrors.insert(registry, m.endpoint);
+            let endpoints = m
+                .endpoint
+                .iter()
+                .map(|e| split_endpoint(e))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|msg| bad(path, format!("mirrors.{registry}: {msg}")))?;
+            mirrors.insert(registry, endpoints);
         }
         let mut hosts = BTreeMap::new();
         for (host, c) in file.configs {
@@ -249,16 +253,13 @@ impl Registries {
     /// Where to fetch `registry`'s content from, in order: its mirrors (or those of `*`), then
     /// the registry itself.
     pub fn endpoints(&self, registry: &str) -> Vec<Endpoint> {
-        let mirrors = self
+        let mut out: Vec<Endpoint> = self
             .mirrors
             .get(registry)
             .or_else(|| self.mirrors.get("*"))
-            .cloned()
-            .unwrap_or_default();
-        let mut out: Vec<Endpoint> = mirrors
-            .iter()
-            .filter_map(|e| split_endpoint(e).ok())
-            .map(|(host, plain)| self.endpoint(host, plain))
+            .into_iter()
+            .flatten()
+            .map(|(host, plain)| self.endpoint(host.clone(), *plain))
             .collect();
         if !out.iter().any(|e| e.host == registry) {
             out.push(self.endpoint(registry.to_owned(), None));
