@@ -10,12 +10,9 @@ fn main() -> std::process::ExitCode {
         let code = runtime::monitor_main(args[2..].to_vec());
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    // What the shim execs once a container ended: delete its state and cgroup.
-    if args
-        .get(1)
-        .is_some_and(|a| a == runtime::MONITOR_FINISH_ARG)
-    {
-        let code = runtime::monitor_finish_main(args[2..].to_vec());
+    // The zygote that forks monitors, single-threaded as well.
+    if args.get(1).is_some_and(|a| a == runtime::ZYGOTE_ARG) {
+        let code = runtime::zygote_main();
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     // The exec helper: one command in a running container, also single-threaded.

@@ -37,13 +37,19 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     pkill -f "containerd-shim-runc-v2 .*$work" 2>/dev/null || true
-    pkill -f "skiff-shim $work" 2>/dev/null || true
+    for p in $(skiff_procs); do kill "$p" 2>/dev/null || true; done
     sleep 0.5
     findmnt -rn -o TARGET | grep "^$work" | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     ip link del cnictrd0 2>/dev/null || true
     rm -rf /var/lib/cni/networks/skiff-containerd "$work"
 }
 trap cleanup EXIT
+# skiff's monitors and shims: children of its zygote (or of skiff itself without one); their
+# command lines name the task state under /run/skiff, not $work.
+skiff_procs() {
+    local parents="${skiff_pid:-} $(pgrep -f -P "${skiff_pid:-0}" __zygote || true)"
+    for p in $parents; do pgrep -P "$p" -f 'skiff-shim|__monitor' || true; done
+}
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
@@ -116,12 +122,15 @@ done
 ctr_pull=$(awk -v t="$ctr_total" -v n="$RUNS" 'BEGIN { printf "%.1f", t / n / 1e6 }')
 
 # Memory: the daemons idle, then one running pod of one container on each.
-sk_rss=$(rss_kb "$skiff_pid"); cd_rss=$(rss_kb "$cd_pid")
+# skiff's figure includes its monitor zygote, the process that forks each container's monitor.
+sk_rss=$(rss_kb "$skiff_pid")
+for p in $(pgrep -f -P "$skiff_pid" __zygote || true); do sk_rss=$((sk_rss + $(rss_kb "$p"))); done
+cd_rss=$(rss_kb "$cd_pid")
 sk_hold=$("$bench" "$skiff_sock" "$image" hold 1 | sed -n 's/^pod=//p')
 cd_hold=$("$bench" "$cd_sock" "$image" hold 1 | sed -n 's/^pod=//p')
 sleep 1
 sk_pod_rss=0
-for p in $(pgrep -f "skiff-shim $work" || true); do sk_pod_rss=$((sk_pod_rss + $(rss_kb "$p"))); done
+for p in $(skiff_procs); do sk_pod_rss=$((sk_pod_rss + $(rss_kb "$p"))); done
 cd_pod_rss=0
 for p in $(pgrep -f "containerd-shim-runc-v2 .*$cd_dir" || true); do
     cd_pod_rss=$((cd_pod_rss + $(rss_kb "$p")))
@@ -141,5 +150,5 @@ printf '%-46s %12s %12s %s\n' "  the same through containerd's CRI" "" "$cd_true
 printf '%-46s %12s %12s %s\n' "pod start via CRI (image cached)" "$sk_pod" "$cd_pod" "containerd 1.6"
 printf '%-46s %12s %12s %s\n' "image pull+unpack via CRI" "$sk_pull" "$cd_pull" "containerd 1.6"
 printf '%-46s %12s %12s %s\n' "  ctr images pull" "" "$ctr_pull" "ctr"
-printf '%-46s %12s %12s %s\n' "daemon RSS, MiB (skiff: API+store+agent+runtime)" "$(mib "$sk_rss")" "$(mib "$cd_rss")" "containerd"
+printf '%-46s %12s %12s %s\n' "daemon RSS, MiB (skiff: API+store+agent+runtime+zygote)" "$(mib "$sk_rss")" "$(mib "$cd_rss")" "containerd"
 printf '%-46s %12s %12s %s\n' "RSS one running pod adds, MiB" "$(mib "$sk_pod_rss")" "$(mib "$cd_pod_rss")" "shim + pause"

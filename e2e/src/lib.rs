@@ -207,7 +207,10 @@ pub fn cleanup_host(work: &Path) {
         }
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        let monitor = String::from_utf8_lossy(&cmdline).contains(&work_s);
+        // Monitors and shims name their task state, under /run/skiff, by container id.
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let monitor =
+            cmdline.contains(&work_s) || ids.iter().any(|id| cmdline.contains(id.as_str()));
         let contained = ids.iter().any(|id| cgroup.contains(id.as_str()));
         if monitor || contained {
             let _ = Command::new("kill").args(["-KILL", &pid]).status();
@@ -250,8 +253,20 @@ pub fn cleanup_host(work: &Path) {
             }
         }
     }
+    // The runtime's volatile task state for these containers.
+    for run in std::fs::read_dir(RUN_BASE).into_iter().flatten().flatten() {
+        if ids
+            .iter()
+            .any(|id| run.path().join("containers").join(id).exists())
+        {
+            let _ = std::fs::remove_dir_all(run.path());
+        }
+    }
     release_cni(work);
 }
+
+/// Where skiff's runtime keeps volatile task state, one directory per data dir.
+const RUN_BASE: &str = "/run/skiff";
 
 /// What CNI DEL would have released for the sandboxes of a `skiff up` that was killed: their
 /// host-local leases (host-wide, under /var/lib/cni/networks) and the bridge plugin's masquerade

@@ -4,7 +4,7 @@
 //! running container keeps its id, process and restart count, the ended one is reported with
 //! its exit code.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
@@ -14,20 +14,54 @@ fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The container id and its process id (from the runtime's record) of a pod's only container.
+/// The container's task directory (bundle, pid, exit record): the directory its monitor or
+/// shim was started on, found in their command lines.
+fn task_dir(id: &str) -> Result<PathBuf> {
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let dir = match args.iter().position(|a| a == "__monitor") {
+            Some(i) => args.get(i + 1),
+            None if args[0].ends_with("skiff-shim") => args.get(1),
+            None => None,
+        };
+        if let Some(dir) = dir.filter(|d| d.ends_with(id)) {
+            return Ok(PathBuf::from(dir));
+        }
+    }
+    anyhow::bail!("no monitor process for container {id}")
+}
+
+/// The container id and its process id (as its monitor recorded it) of a pod's only container.
 fn container(c: &e2e::Cluster, pod: &str) -> Result<(String, u32)> {
     let p = c.pod(pod)?;
     let id = p["status"]["containerStatuses"][0]["containerID"]
         .as_str()
         .and_then(|s| s.split_once("://").map(|(_, id)| id.to_string()))
         .with_context(|| format!("{pod} has no container id: {}", p["status"]))?;
-    let pid_file = c.data.join("runtime/containers").join(&id).join("pid");
+    let pid_file = task_dir(&id)?.join("pid");
     let pid = std::fs::read_to_string(&pid_file)
         .with_context(|| format!("reading {}", pid_file.display()))?
         .trim()
         .parse()
         .with_context(|| format!("pid in {}", pid_file.display()))?;
     Ok((id, pid))
+}
+
+/// Whether `path` lies on a tmpfs, from the longest matching mount point in /proc/mounts.
+fn on_tmpfs(path: &Path) -> Result<bool> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    let best = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && path.starts_with(f[1])).then(|| (f[1].len(), f[2] == "tmpfs"))
+        })
+        .max_by_key(|(len, _)| *len);
+    Ok(best.is_some_and(|(_, tmpfs)| tmpfs))
 }
 
 fn running(c: &e2e::Cluster, pod: &str) -> Result<bool> {
@@ -53,6 +87,13 @@ fn kill_9_leaves_containers_running_and_reports_exits() -> Result<()> {
             Ok((running(c, "keep")? && running(c, "ender")?).then_some(()))
         })?;
         let (keep_id, keep_pid) = container(c, "keep")?;
+        // Task state is volatile: on a tmpfs (the runtime mounts one when /run is not).
+        let keep_task = task_dir(&keep_id)?;
+        ensure!(
+            on_tmpfs(&keep_task)?,
+            "{} is not on a tmpfs",
+            keep_task.display()
+        );
         let (_, ender_pid) = container(c, "ender")?;
         ensure!(
             alive(keep_pid) && alive(ender_pid),

@@ -65,6 +65,7 @@ async fn smoke() -> anyhow::Result<()> {
     let server = tokio::spawn(runtime::serve(
         runtime::RuntimeConfig {
             root_dir: root.clone(),
+            run_dir: None,
             socket: socket.clone(),
             registries: runtime::image::hosts::Registries::default(),
             defaults: runtime::ContainerDefaults::default(),

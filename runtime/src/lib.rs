@@ -15,7 +15,14 @@
 //!   attachment and ADD result)
 //! - `sandboxes/<id>/{hosts,hostname}`: the pod's /etc files
 //! - `cni/10-skiff.conflist`: the default pod network, written when the node supplies none
-//! - `containers/<id>/{state.json,monitor.json,bundle/config.json,rootfs,upper,work,pid,exit.json,monitor.log,reopen-log}`
+//! - `containers/<id>/{state.json,started.json,rootfs,upper,work}`: the container's record (the
+//!   newer file wins) and its writable layer
+//! - `trash/<id>`: removed containers' directories until they are deleted, after the answer
+//!
+//! Volatile task state, under `run_dir` (by default `/run/skiff/<hash of root_dir>`, on a
+//! tmpfs that the runtime mounts at `/run/skiff` when `/run` is not one, as `/run/runc` and
+//! `/run/containerd` are on a usual host):
+//! - `containers/<id>/{monitor.json,bundle/config.json,pid,exit.json,monitor.log,reopen-log,exec-*}`
 //! - `libcontainer/<id>`: libcontainer's own state while a container runs
 
 pub mod container;
@@ -28,22 +35,22 @@ pub mod sandbox;
 pub mod state;
 pub mod stream;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 pub use crate::cri::runtime::{ContainerDefaults, DEFAULT_PIDS_LIMIT};
 pub use crate::error::RuntimeError;
-pub use crate::monitor::{
-    EXEC_ARG, MONITOR_ARG, MONITOR_FINISH_ARG, exec_main, monitor_finish_main, monitor_main,
-};
+pub use crate::monitor::{EXEC_ARG, MONITOR_ARG, ZYGOTE_ARG, exec_main, monitor_main, zygote_main};
 
 /// How the runtime is set up.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// State root, e.g. `<data-dir>/runtime`.
     pub root_dir: PathBuf,
+    /// Volatile task state; `None` for [`default_run_dir`] on the tmpfs at [`RUN_BASE`].
+    pub run_dir: Option<PathBuf>,
     /// CRI unix socket to serve, e.g. `<data-dir>/runtime/cri.sock`.
     pub socket: PathBuf,
     /// Where images come from: mirrors, plain-HTTP hosts, node-wide credentials.
@@ -54,10 +61,78 @@ pub struct RuntimeConfig {
     pub network: network::NetworkOptions,
 }
 
+/// Where default run dirs live: a tmpfs, mounted by the runtime if it is not one already.
+pub const RUN_BASE: &str = "/run/skiff";
+
+/// The default volatile state directory of the runtime rooted at `root_dir`:
+/// `/run/skiff/<16 hex digits of the SHA-256 of its absolute path>`, so that several nodes on
+/// one machine keep apart, and a restarted runtime finds its running containers again.
+pub fn default_run_dir(root_dir: &Path) -> PathBuf {
+    use sha2::Digest;
+    let abs = std::fs::canonicalize(root_dir).unwrap_or_else(|_| root_dir.to_path_buf());
+    let digest = sha2::Sha256::digest(abs.as_os_str().as_encoded_bytes());
+    Path::new(RUN_BASE).join(&hex::encode(digest)[..16])
+}
+
+/// The run dir for `config`, created; for the default one, [`RUN_BASE`] is made a tmpfs first
+/// when it is not one (an empty mount: what a tmpfs holds ends with the machine anyway). When
+/// that mount is not permitted, the state stays on the disk under it, with a warning.
+pub fn prepare_run_dir(config: &RuntimeConfig) -> Result<PathBuf, RuntimeError> {
+    let dir = match &config.run_dir {
+        Some(d) => d.clone(),
+        None => {
+            ensure_tmpfs(Path::new(RUN_BASE))?;
+            default_run_dir(&config.root_dir)
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(RuntimeError::io("create dir", &dir))?;
+    Ok(dir)
+}
+
+fn is_tmpfs(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+}
+
+fn ensure_tmpfs(dir: &Path) -> Result<(), RuntimeError> {
+    std::fs::create_dir_all(dir).map_err(RuntimeError::io("create dir", dir))?;
+    if is_tmpfs(dir) {
+        return Ok(());
+    }
+    // Two runtimes starting at once must not stack two mounts (the second would hide the
+    // first one's state): the check and the mount happen under a lock next to the directory.
+    let lock_path = dir.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path).map_err(RuntimeError::io("create", &lock_path))?;
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| RuntimeError::sys(format!("lock {}", lock_path.display()))(e))?;
+    if is_tmpfs(dir) {
+        return Ok(());
+    }
+    use nix::mount::MsFlags;
+    match nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0711,size=256m"),
+    ) {
+        Ok(()) => {
+            tracing::info!(dir = %dir.display(), "mounted a tmpfs for the runtime's task state")
+        }
+        Err(e) => tracing::warn!(
+            dir = %dir.display(),
+            error = %e,
+            "cannot mount a tmpfs: task state stays on disk, and container starts are slower"
+        ),
+    }
+    Ok(())
+}
+
 /// Builds the runtime with the real OS implementations. The monitor executable is the current
 /// one (the `skiff` binary, which dispatches `__monitor` to [`monitor_main`]).
 pub fn build_runtime(config: &RuntimeConfig) -> Result<Arc<cri::Runtime>, RuntimeError> {
     let exe = std::env::current_exe().map_err(RuntimeError::io("current exe", "/proc/self/exe"))?;
+    let run_dir = prepare_run_dir(config)?;
     let images = image::ImageStore::open(
         &config.root_dir,
         Arc::new(image::registry::OciRegistry::new(config.registries.clone())),
@@ -66,6 +141,7 @@ pub fn build_runtime(config: &RuntimeConfig) -> Result<Arc<cri::Runtime>, Runtim
     Ok(Arc::new(
         cri::Runtime::open(
             &config.root_dir,
+            &run_dir,
             images,
             Arc::new(sandbox::LinuxNamespaces),
             Arc::new(container::LinuxHost),
@@ -93,7 +169,12 @@ pub async fn serve(config: RuntimeConfig, cancel: CancellationToken) -> Result<(
         _ => {}
     }
     let listener = tokio::net::UnixListener::bind(sock).map_err(RuntimeError::io("bind", sock))?;
-    tracing::info!(socket = %sock.display(), root = %config.root_dir.display(), "cri server listening");
+    tracing::info!(
+        socket = %sock.display(),
+        root = %config.root_dir.display(),
+        run = %rt.run_dir().display(),
+        "cri server listening"
+    );
     // The streaming server: loopback only, on a port the kernel picks; its URLs reach clients
     // only through the node agent's proxy.
     let stream_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
@@ -106,7 +187,7 @@ pub async fn serve(config: RuntimeConfig, cancel: CancellationToken) -> Result<(
     let exe = std::env::current_exe().map_err(RuntimeError::io("current exe", "/proc/self/exe"))?;
     let spawner: Arc<dyn stream::exec::ExecSpawner> = Arc::new(stream::exec::HelperSpawner::new(
         exe,
-        config.root_dir.clone(),
+        rt.run_dir().to_path_buf(),
     ));
     let running_rt = rt.clone();
     let stream_state = stream::StreamState {

@@ -1,5 +1,7 @@
 //! Small helpers for the runtime's persistent JSON state files: written to a temp file in the same
-//! directory, synced and renamed, so a crash leaves either the old or the new file, never half.
+//! directory and renamed, so a crash leaves either the old or the new file, never half. Records
+//! that must survive a power cut (images) are synced first; records of containers are not, as
+//! no container survives the machine going down (see [`write_json_unsynced`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -9,17 +11,38 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Result, RuntimeError};
 
-/// Atomically replaces `path` with `value` as pretty JSON.
+/// Atomically replaces `path` with `value` as pretty JSON, durable once this returns.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let data = serde_json::to_vec_pretty(value).map_err(|source| RuntimeError::State {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    write_atomic(path, &data)
+    write(path, &encode(path, value)?, true)
 }
 
-/// Atomically replaces `path` with `data`.
+/// Atomically replaces `path` with `value` as JSON, without waiting for the disk: for the
+/// records of containers and their monitors. A process crash cannot lose the file (the page
+/// cache outlives it); a power cut can, and it also ends every container the record describes,
+/// which is what the runtime reports for a record it cannot read. An fsync costs a container
+/// start about as much as everything else the runtime does for it.
+pub fn write_json_unsynced(path: &Path, value: &impl Serialize) -> Result<()> {
+    write(path, &encode(path, value)?, false)
+}
+
+fn encode(path: &Path, value: &impl Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|source| RuntimeError::State {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Atomically replaces `path` with `data`, durable once this returns.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write(path, data, true)
+}
+
+/// Atomically replaces `path` with `data`, unsynced (see [`write_json_unsynced`]).
+pub fn write_atomic_unsynced(path: &Path, data: &[u8]) -> Result<()> {
+    write(path, data, false)
+}
+
+fn write(path: &Path, data: &[u8], sync: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(RuntimeError::io("create dir", dir))?;
     let mut tmp = path.as_os_str().to_owned();
@@ -27,7 +50,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = std::path::PathBuf::from(tmp);
     let mut f = std::fs::File::create(&tmp).map_err(RuntimeError::io("create", &tmp))?;
     f.write_all(data).map_err(RuntimeError::io("write", &tmp))?;
-    f.sync_all().map_err(RuntimeError::io("sync", &tmp))?;
+    if sync {
+        f.sync_all().map_err(RuntimeError::io("sync", &tmp))?;
+    }
     std::fs::rename(&tmp, path).map_err(RuntimeError::io("rename", path))
 }
 

@@ -4,8 +4,10 @@
 //! of the whole skiff binary. The runtime links the same code for when no shim is installed.
 //!
 //! [`log`] writes the CRI log, [`wait`] copies the container's output into it and reaps it,
-//! [`clock`] formats times without a date library.
+//! [`finish`] deletes the ended container's cgroup and libcontainer state, [`clock`] formats
+//! times without a date library.
 
 pub mod clock;
+pub mod finish;
 pub mod log;
 pub mod wait;

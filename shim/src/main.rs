@@ -3,27 +3,26 @@
 //! small static binary in its place, keeping its pid, its children and the output pipes:
 //!
 //! `skiff-shim <container-dir> <init-pid> <stdout-fd> <stderr-fd> <log-path|-> <log-max-size>
-//!  <log-max-files> <cgroup-path> <skiff-exe>`
+//!  <log-max-files> <cgroup-path> <libcontainer-state-dir>`
 //!
 //! It copies output into the CRI log and reaps until the container's init exits, writes
-//! `exit.json`, then execs `<skiff-exe> __monitor-finish <container-dir>` to delete the
-//! container's libcontainer state and cgroup.
+//! `exit.json`, then deletes the container's cgroup and libcontainer state.
+
 #![allow(unsafe_code)]
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::FromRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use skiff_shim::{clock, log::LogSink, wait};
+use skiff_shim::{clock, finish, log::LogSink, wait};
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     if args.len() != 9 {
         eprintln!(
             "usage: skiff-shim <container-dir> <init-pid> <stdout-fd> <stderr-fd> <log-path|-> \
-             <log-max-size> <log-max-files> <cgroup-path> <skiff-exe>"
+             <log-max-size> <log-max-files> <cgroup-path> <libcontainer-state-dir>"
         );
         std::process::exit(2);
     }
@@ -55,24 +54,5 @@ fn main() {
         eprintln!("skiff-shim: write exit record in {}: {e}", dir.display());
     }
     drop(log);
-
-    let finish = [
-        args[8].as_bytes(),
-        b"__monitor-finish".as_slice(),
-        args[0].as_bytes(),
-    ];
-    let finish: Vec<CString> = finish
-        .iter()
-        .filter_map(|a| CString::new(*a).ok())
-        .collect();
-    let mut argv: Vec<*const libc::c_char> = finish.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    // SAFETY: argv is a null-terminated array of pointers to NUL-terminated strings that
-    // outlive the call; execv only returns on failure.
-    unsafe { libc::execv(argv[0], argv.as_ptr()) };
-    eprintln!(
-        "skiff-shim: exec {} __monitor-finish: {}",
-        args[8].to_string_lossy(),
-        std::io::Error::last_os_error()
-    );
+    finish::finish(&finish::cgroup_mounts(), &cgroup, &PathBuf::from(&args[8]));
 }

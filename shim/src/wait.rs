@@ -226,7 +226,8 @@ fn json_string(s: &str) -> String {
 }
 
 /// Writes `<dir>/exit.json` atomically (`exit_code`, `finished_at` in ns, `oom_killed`,
-/// `message`), the record the runtime reads.
+/// `message`), the record the runtime reads. Not synced: the directory is volatile task state,
+/// which a power cut loses along with the container.
 pub fn write_exit(
     dir: &Path,
     exit_code: i32,
@@ -242,7 +243,6 @@ pub fn write_exit(
     let tmp = dir.join(format!("{EXIT_FILE}.tmp-{}", std::process::id()));
     let mut f = File::create(&tmp)?;
     f.write_all(body.as_bytes())?;
-    f.sync_all()?;
     std::fs::rename(&tmp, &path)
 }
 

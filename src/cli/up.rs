@@ -172,6 +172,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let rcfg = runtime::RuntimeConfig {
         socket: runtime_root.join("cri.sock"),
         root_dir: runtime_root,
+        run_dir: None,
         registries,
         defaults: runtime::ContainerDefaults {
             pids_limit: args.pids_limit,

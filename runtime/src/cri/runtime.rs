@@ -1,5 +1,10 @@
 //! The runtime's state and operations behind the CRI services: sandboxes and containers kept in
 //! memory and persisted under `<root>`, the image store, and the OS boundaries as traits.
+//!
+//! A container's state is split the way containerd splits it: its record and writable layer on
+//! disk (`<root>/containers/<id>`), and what lives only while it can run (bundle, monitor files,
+//! libcontainer's state) under the volatile `<run>` directory, a tmpfs on a real node: nothing
+//! there is worth a disk write, as none of it outlives the machine.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -68,6 +73,8 @@ pub struct Runtime {
     /// counter into a rate (`usage_nano_cores`), as containerd keeps it.
     cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
     root: PathBuf,
+    /// Volatile task state: `containers/<id>` (bundle, monitor files) and `libcontainer/`.
+    run: PathBuf,
     pub(crate) images: ImageStore,
     ns: Arc<dyn NamespaceHelper>,
     host: Arc<dyn Host>,
@@ -85,21 +92,34 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn load_dir<T: serde::de::DeserializeOwned>(dir: &Path) -> Vec<T> {
+/// The records under `dir/<id>/`: the newest of `files` that exists in each (a started
+/// container's record is `started.json`, written as a new file so that starting never frees
+/// the blocks of the old one: on a disk mounted with `discard` that costs a synchronous trim).
+fn load_dir<T: serde::de::DeserializeOwned>(dir: &Path, files: &[&str]) -> Vec<T> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return vec![];
     };
     entries
         .flatten()
-        .filter_map(|e| match state::read_json::<T>(&e.path().join("state.json")) {
-            Ok(v) => v,
-            Err(err) => {
-                tracing::warn!(path = %e.path().display(), error = %err, "skipping unreadable state");
-                None
+        .filter_map(|e| {
+            let path = files
+                .iter()
+                .map(|f| e.path().join(f))
+                .find(|p| p.exists())?;
+            match state::read_json::<T>(&path) {
+                Ok(v) => v,
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), error = %err, "skipping unreadable state");
+                    None
+                }
             }
         })
         .collect()
 }
+
+/// A container's record before and after StartContainer.
+const CREATED_RECORD: &str = "state.json";
+const STARTED_RECORD: &str = "started.json";
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -171,28 +191,75 @@ fn sandbox_cgroup(sb: &SandboxRecord) -> String {
 
 mod stats;
 
+/// Where removed containers' directories wait to be deleted, under the runtime root.
+const TRASH: &str = "trash";
+
+/// Removes `dir` and everything in it; gone already is fine. The container's shim may be
+/// deleting the libcontainer state at the same moment (its last step), so what vanishes midway
+/// is retried rather than an error.
+fn remove_tree(dir: &Path) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) if tries < 3 => tries += 1,
+            Err(e) => return Err(RuntimeError::io("remove", dir)(e)),
+        }
+    }
+}
+
+/// At open: empties the trash of containers removed before a restart, and deletes volatile
+/// state that no container record claims any more.
+fn sweep_volatile(root: &Path, run: &Path, containers: &HashMap<String, ContainerRecord>) {
+    let _ = remove_tree(&root.join(TRASH));
+    for d in ["containers", "libcontainer"] {
+        let Ok(entries) = std::fs::read_dir(run.join(d)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if !containers.contains_key(&id) {
+                let _ = remove_tree(&e.path());
+            }
+        }
+    }
+}
+
 impl Runtime {
-    /// Opens the runtime state under `root`, loading persisted sandboxes and containers.
+    /// Opens the runtime state under `root` (and the volatile task state under `run`), loading
+    /// persisted sandboxes and containers.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         root: &Path,
+        run: &Path,
         images: ImageStore,
         ns: Arc<dyn NamespaceHelper>,
         host: Arc<dyn Host>,
         launcher: Arc<dyn Launcher>,
         cni: Arc<dyn Cni>,
     ) -> Result<Self> {
-        for d in ["sandboxes", "containers", "libcontainer"] {
-            let p = root.join(d);
+        for p in [
+            root.join("sandboxes"),
+            root.join("containers"),
+            run.join("containers"),
+            run.join("libcontainer"),
+        ] {
             std::fs::create_dir_all(&p).map_err(RuntimeError::io("create dir", &p))?;
         }
-        let sandboxes: HashMap<_, _> = load_dir::<SandboxRecord>(&root.join("sandboxes"))
-            .into_iter()
-            .map(|s| (s.id.clone(), s))
-            .collect();
-        let containers: HashMap<_, _> = load_dir::<ContainerRecord>(&root.join("containers"))
-            .into_iter()
-            .map(|c| (c.id.clone(), c))
-            .collect();
+        let sandboxes: HashMap<_, _> =
+            load_dir::<SandboxRecord>(&root.join("sandboxes"), &["state.json"])
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect();
+        let containers: HashMap<_, _> = load_dir::<ContainerRecord>(
+            &root.join("containers"),
+            &[STARTED_RECORD, CREATED_RECORD],
+        )
+        .into_iter()
+        .map(|c| (c.id.clone(), c))
+        .collect();
+        sweep_volatile(root, run, &containers);
         let in_use: HashSet<String> = containers
             .values()
             .flat_map(|c| c.snapshots.iter().cloned())
@@ -215,6 +282,7 @@ impl Runtime {
             cgroups: Arc::from(cgroup::host()),
             cpu_samples: Mutex::default(),
             root: root.to_path_buf(),
+            run: run.to_path_buf(),
             images,
             ns,
             host,
@@ -259,8 +327,19 @@ impl Runtime {
         self.root.join("sandboxes").join(id)
     }
 
+    /// The container's record and writable layer (disk).
     fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join("containers").join(id)
+    }
+
+    /// The volatile task state directory.
+    pub fn run_dir(&self) -> &Path {
+        &self.run
+    }
+
+    /// The container's bundle and monitor files (volatile).
+    pub(crate) fn task_dir(&self, id: &str) -> PathBuf {
+        self.run.join("containers").join(id)
     }
 
     fn save_sandbox(&self, s: &SandboxRecord) -> Result<()> {
@@ -270,7 +349,12 @@ impl Runtime {
     }
 
     fn save_container(&self, c: &ContainerRecord) -> Result<()> {
-        state::write_json(&self.container_dir(&c.id).join("state.json"), c)?;
+        let file = if c.started_at == 0 {
+            CREATED_RECORD
+        } else {
+            STARTED_RECORD
+        };
+        state::write_json_unsynced(&self.container_dir(&c.id).join(file), c)?;
         lock(&self.containers).insert(c.id.clone(), c.clone());
         Ok(())
     }
@@ -652,6 +736,8 @@ impl Runtime {
                 action: "create containers",
             });
         }
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || host.warm_cgroup_attach());
         let meta = config.metadata.clone().ok_or_else(|| {
             RuntimeError::InvalidArgument("container config has no metadata".into())
         })?;
@@ -679,6 +765,7 @@ impl Runtime {
 
         let id = new_id();
         let dir = self.container_dir(&id);
+        let task = self.task_dir(&id);
         let rootfs = dir.join("rootfs");
         let linux = config.linux.clone().unwrap_or_default();
         let sc = linux.security_context.clone().unwrap_or_default();
@@ -827,8 +914,8 @@ impl Runtime {
         };
         let monitor = MonitorConfig {
             id: id.clone(),
-            bundle: dir.join("bundle"),
-            state_root: self.root.join("libcontainer"),
+            bundle: task.join("bundle"),
+            state_root: self.run.join("libcontainer"),
             log_path: (!log_path.is_empty()).then(|| PathBuf::from(&log_path)),
             cgroup_path,
             log_max_size: self.defaults.log_max_size,
@@ -836,17 +923,18 @@ impl Runtime {
         };
         let host = self.host.clone();
         let dir2 = dir.clone();
+        let task2 = task.clone();
         let result = blocking(move || {
-            std::fs::create_dir_all(dir2.join("bundle"))
-                .map_err(RuntimeError::io("create dir", dir2.join("bundle")))?;
+            let bundle = task2.join("bundle");
+            std::fs::create_dir_all(&bundle).map_err(RuntimeError::io("create dir", &bundle))?;
             host.mount_overlay(
                 &lowerdirs,
                 &dir2.join("upper"),
                 &dir2.join("work"),
                 &dir2.join("rootfs"),
             )?;
-            state::write_json(&dir2.join("bundle").join("config.json"), &oci)?;
-            state::write_json(&dir2.join(MONITOR_CONFIG), &monitor)?;
+            state::write_json_unsynced(&bundle.join("config.json"), &oci)?;
+            state::write_json_unsynced(&task2.join(MONITOR_CONFIG), &monitor)?;
             Ok(())
         })
         .await
@@ -854,6 +942,7 @@ impl Runtime {
         if let Err(e) = result {
             let _ = self.host.unmount(&rootfs);
             let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir_all(&task);
             return Err(e);
         }
         tracing::info!(container = %id, sandbox = %sandbox_id, name = %record.name, "container created");
@@ -873,10 +962,21 @@ impl Runtime {
         if c.started_at == 0 {
             return Live::Created;
         }
-        let exit_path = self.container_dir(&c.id).join(EXIT_FILE);
+        let task = self.task_dir(&c.id);
+        let exit_path = task.join(EXIT_FILE);
         let read_exit = || state::read_json::<ExitRecord>(&exit_path).ok().flatten();
         if let Some(e) = read_exit() {
             return Live::Exited(e);
+        }
+        if !task.exists() {
+            // The volatile state is gone with the machine it ran on; so is the container (and
+            // its pids may name other processes now).
+            return Live::Exited(ExitRecord {
+                exit_code: 255,
+                finished_at: c.started_at,
+                oom_killed: false,
+                message: "the container's state was lost: the node restarted while it ran".into(),
+            });
         }
         if self.launcher.alive(c.monitor_pid) || self.launcher.alive(c.pid) {
             return Live::Running;
@@ -916,7 +1016,7 @@ impl Runtime {
                 action: "start containers",
             });
         }
-        let dir = self.container_dir(id);
+        let dir = self.task_dir(id);
         match self.launcher.start(id, &dir).await {
             Ok(started) => {
                 c.pid = started.pid;
@@ -993,25 +1093,32 @@ impl Runtime {
         self.stop_locked(id, 0).await?;
         let host = self.host.clone();
         let dir = self.container_dir(id);
-        let lc_state = self.root.join("libcontainer").join(id);
+        let trash = self.root.join(TRASH).join(id);
+        let volatile = [self.run.join("libcontainer").join(id), self.task_dir(id)];
         let cgroup = c.cgroup_path.clone();
         blocking(move || {
             host.unmount(&dir.join("rootfs"))?;
             host.remove_cgroup(&cgroup)?;
-            for d in [&lc_state, &dir] {
-                // The container's monitor may be deleting the libcontainer state at the same
-                // moment (its last step): what it removed first is not an error.
-                let mut tries = 0;
-                loop {
-                    match std::fs::remove_dir_all(d) {
-                        Ok(()) => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                        Err(_) if tries < 3 => tries += 1,
-                        Err(e) => return Err(RuntimeError::io("remove", d)(e)),
-                    }
-                }
+            for d in &volatile {
+                remove_tree(d)?;
             }
-            Ok(())
+            // The record and writable layer go to the trash at once and are deleted after the
+            // answer: freeing disk blocks can wait on the device (a trim per file).
+            if let Some(parent) = trash.parent() {
+                std::fs::create_dir_all(parent).map_err(RuntimeError::io("create dir", parent))?;
+            }
+            match std::fs::rename(&dir, &trash) {
+                Ok(()) => {
+                    std::thread::spawn(move || {
+                        if let Err(e) = std::fs::remove_dir_all(&trash) {
+                            tracing::warn!(path = %trash.display(), error = %e, "emptying the trash");
+                        }
+                    });
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(_) => remove_tree(&dir),
+            }
         })
         .await?;
         lock(&self.containers).remove(id);

@@ -266,7 +266,7 @@ fn open(
 ) -> CriService {
     let images = store(root, registry);
     CriService::new(Arc::new(
-        Runtime::open(root, images, ns, host, launcher, cni)
+        Runtime::open(root, &root.join("run"), images, ns, host, launcher, cni)
             .expect("open runtime")
             .with_cgroups(cgroups),
     ))
@@ -283,7 +283,7 @@ fn harness() -> Harness {
     );
     let ns = Arc::new(FakeNs::default());
     let host = Arc::new(FakeHost::default());
-    let launcher = Arc::new(FakeLauncher::new(&root));
+    let launcher = Arc::new(FakeLauncher::new(&root.join("run")));
     let cgroups = Arc::new(FakeCgroups::default());
     let cni = Arc::new(FakeCni::new(ns.clone()));
     let svc = open(
@@ -371,6 +371,19 @@ fn container_config(name: &str, command: &[&str], args: &[&str]) -> cri::Contain
 }
 
 impl Harness {
+    /// The runtime opened again on the same state and fakes, as after a restart.
+    fn reopen(&self) -> CriService {
+        open(
+            &self.root,
+            self.registry.clone(),
+            self.ns.clone(),
+            self.host.clone(),
+            self.launcher.clone(),
+            self.cgroups.clone(),
+            self.cni.clone(),
+        )
+    }
+
     async fn pull(&self) -> String {
         self.svc
             .pull_image(Request::new(cri::PullImageRequest {
@@ -470,7 +483,7 @@ impl Harness {
     fn spec(&self, id: &str) -> serde_json::Value {
         let data = std::fs::read(
             self.root
-                .join("containers")
+                .join("run/containers")
                 .join(id)
                 .join("bundle/config.json"),
         )
@@ -725,6 +738,7 @@ async fn container_lifecycle_through_cri() {
     );
     assert_eq!(h.ns.released.lock().expect("lock").len(), 1);
     assert!(!h.root.join("containers").join(&id).exists());
+    assert!(!h.root.join("run/containers").join(&id).exists());
     assert!(!h.root.join("sandboxes").join(&sb).exists());
     let err = h.status(&id).await.expect_err("gone");
     assert_eq!(err.code(), tonic::Code::NotFound);
@@ -839,31 +853,27 @@ async fn bad_requests_are_invalid_argument_and_unknown_ids_not_found() {
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
 
+/// ContainerStatus of `id` through `svc`.
+async fn container_status(svc: &CriService, id: &str) -> cri::ContainerStatus {
+    svc.container_status(Request::new(cri::ContainerStatusRequest {
+        container_id: id.to_string(),
+        verbose: false,
+    }))
+    .await
+    .expect("status")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
 #[tokio::test]
 async fn state_survives_a_runtime_restart() {
     let h = harness();
     let (sb, id) = h.running_app().await;
     let ip = h.sandbox_ip(&sb).await;
     assert_eq!(ip, "10.88.0.2");
-    let svc2 = open(
-        &h.root,
-        h.registry.clone(),
-        h.ns.clone(),
-        h.host.clone(),
-        h.launcher.clone(),
-        h.cgroups.clone(),
-        h.cni.clone(),
-    );
-    let st = svc2
-        .container_status(Request::new(cri::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        }))
-        .await
-        .expect("status after restart")
-        .into_inner()
-        .status
-        .expect("status");
+    let svc2 = h.reopen();
+    let st = container_status(&svc2, &id).await;
     assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
     let sbs = svc2
         .list_pod_sandbox(Request::new(cri::ListPodSandboxRequest::default()))
@@ -877,6 +887,25 @@ async fn state_survives_a_runtime_restart() {
         .pod_sandbox_status(&sb)
         .expect("status after restart");
     assert_eq!(st.network.expect("network").ip, ip, "the pod keeps its IP");
+}
+
+#[tokio::test]
+async fn a_lost_task_state_reports_the_container_exited_and_open_sweeps_leftovers() {
+    let h = harness();
+    let (_, id) = h.running_app().await;
+    // What a reboot leaves: the record on disk, the volatile state gone, and a pid that may
+    // name another process by now (the fake still calls it alive).
+    std::fs::remove_dir_all(h.root.join("run/containers").join(&id)).expect("remove");
+    // And what a crash mid-removal leaves: a container in the trash, state nobody claims.
+    std::fs::create_dir_all(h.root.join("trash/gone/upper")).expect("mkdir");
+    std::fs::create_dir_all(h.root.join("run/libcontainer/gone")).expect("mkdir");
+    let svc2 = h.reopen();
+    let st = container_status(&svc2, &id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 255);
+    assert!(st.message.contains("lost"), "{}", st.message);
+    assert!(!h.root.join("trash").exists());
+    assert!(!h.root.join("run/libcontainer/gone").exists());
 }
 
 fn with_host_ports(mut cfg: cri::PodSandboxConfig) -> cri::PodSandboxConfig {
@@ -1437,7 +1466,7 @@ async fn stats_come_from_the_cgroups_and_update_writes_them() {
         128 << 20
     );
     let rec: crate::container::ContainerRecord =
-        crate::state::read_json(&h.root.join("containers").join(&id).join("state.json"))
+        crate::state::read_json(&h.root.join("containers").join(&id).join("started.json"))
             .expect("read")
             .expect("record");
     assert_eq!(rec.resources.cpu_quota, 20_000);
@@ -1484,7 +1513,7 @@ async fn reopen_log_of_a_stopped_container_fails() {
     // Play the monitor: consume the flag.
     let flag = h
         .root
-        .join("containers")
+        .join("run/containers")
         .join(&id)
         .join(crate::monitor::REOPEN_LOG);
     for _ in 0..200 {

@@ -77,7 +77,7 @@ pub fn exec_main(args: Vec<std::ffi::OsString>) -> i32 {
         Ok(code) => ExecResult::Exited { exit_code: code },
         Err(error) => ExecResult::Failed { error },
     };
-    if let Err(e) = state::write_json(&dir.join(EXEC_RESULT), &result) {
+    if let Err(e) = state::write_json_unsynced(&dir.join(EXEC_RESULT), &result) {
         eprintln!("exec {}: {e}", dir.display());
         return 1;
     }
@@ -102,7 +102,7 @@ fn run(dir: &Path) -> Result<i32, String> {
     process.set_args(Some(cfg.cmd.clone()));
     process.set_terminal(Some(cfg.tty));
     let process_path = dir.join("process.json");
-    state::write_json(&process_path, &process).map_err(|e| e.to_string())?;
+    state::write_json_unsynced(&process_path, &process).map_err(|e| e.to_string())?;
 
     // A console socket for the pty master; bound by a relative name so the path's length
     // never hits the 108-byte limit of unix socket addresses.
@@ -131,7 +131,7 @@ fn run(dir: &Path) -> Result<i32, String> {
         Ok(Ok(pid)) => pid,
         Ok(Err(e)) | Err(e) => return Err(format!("exec in container: {}", chain(&e))),
     };
-    let _ = state::write_atomic(&dir.join(EXEC_PID), pid.as_raw().to_string().as_bytes());
+    let _ = state::write_atomic_unsynced(&dir.join(EXEC_PID), pid.as_raw().to_string().as_bytes());
     let status = match console {
         None => wait(pid),
         Some(listener) => {

@@ -3,13 +3,18 @@
 //! libcontainer, copies its stdout/stderr into the CRI log, reaps it and records its exit in
 //! `<container-dir>/exit.json`. Monitors run in their own session and outlive the runtime.
 //!
-//! The runtime never forks from its multithreaded process: it only spawns the monitor (fork+exec
-//! straight away). [`Launcher`] is that boundary; [`ProcessLauncher`] is the real one.
+//! The runtime never forks from its multithreaded process. It asks its [`zygote`] (one
+//! single-threaded skiff process, spawned once) to fork each monitor, and spawns the monitor
+//! afresh (fork+exec straight away) when there is no zygote. [`Launcher`] is that boundary;
+//! [`ProcessLauncher`] is the real one.
 
 pub mod exec;
 mod process;
+pub mod zygote;
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -17,13 +22,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 
 pub use self::exec::{EXEC_ARG, exec_main};
-pub use self::process::{monitor_finish_main, monitor_main};
+pub use self::process::monitor_main;
+pub use self::zygote::{ZYGOTE_ARG, zygote_main};
 use crate::error::{Result, RuntimeError};
 
 /// The first argument that selects monitor mode in the skiff binary.
 pub const MONITOR_ARG: &str = "__monitor";
-/// What the shim execs once the container ended: delete its libcontainer state and cgroup.
-pub const MONITOR_FINISH_ARG: &str = "__monitor-finish";
 /// File in the container dir the monitor reads its instructions from.
 pub const MONITOR_CONFIG: &str = "monitor.json";
 /// File in the container dir the monitor writes the exit record to.
@@ -94,10 +98,25 @@ pub trait Launcher: Send + Sync {
     fn alive(&self, pid: i32) -> bool;
 }
 
-/// The real launcher: spawns `exe __monitor <dir>`.
+/// The real launcher: has `exe __zygote` fork each monitor, or spawns `exe __monitor <dir>`.
 pub struct ProcessLauncher {
     exe: PathBuf,
     start_timeout: Duration,
+    zygote: Arc<Mutex<Option<Zygote>>>,
+}
+
+/// The running zygote: its socket and process.
+struct Zygote {
+    sock: OwnedFd,
+    child: std::process::Child,
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        // Closing the socket ends it; reap it so it does not linger as a zombie.
+        let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        let _ = self.child.wait();
+    }
 }
 
 impl ProcessLauncher {
@@ -106,6 +125,80 @@ impl ProcessLauncher {
         ProcessLauncher {
             exe,
             start_timeout: Duration::from_secs(60),
+            zygote: Arc::default(),
+        }
+    }
+}
+
+fn spawn_zygote(exe: &Path) -> std::io::Result<Zygote> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    let child = std::process::Command::new(exe)
+        .arg(ZYGOTE_ARG)
+        .stdin(std::process::Stdio::from(theirs))
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    Ok(Zygote { sock: ours, child })
+}
+
+/// Forks a monitor through the zygote (spawning it first if needed, and once more if it has
+/// died): the monitor's pid. `out` and `err` become its stdout and stderr.
+fn fork_via_zygote(
+    exe: &Path,
+    slot: &Mutex<Option<Zygote>>,
+    dir: &Path,
+    out: &OwnedFd,
+    err: &OwnedFd,
+) -> std::io::Result<i32> {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    let mut last = None;
+    for _ in 0..2 {
+        if slot.is_none() {
+            *slot = Some(spawn_zygote(exe)?);
+        }
+        let Some(z) = slot.as_ref() else { continue };
+        match zygote::request(&z.sock, dir, out.as_raw_fd(), err.as_raw_fd()) {
+            Ok(pid) => return Ok(pid),
+            Err(e) => {
+                tracing::warn!(error = %e, "monitor zygote failed; starting a new one");
+                *slot = None;
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no monitor zygote")))
+}
+
+impl ProcessLauncher {
+    /// Reads the monitor's one readiness line from `out`.
+    async fn readiness(
+        &self,
+        out: impl tokio::io::AsyncRead + Unpin,
+        monitor_pid: i32,
+        log_path: &Path,
+        fail: &(dyn Fn(String) -> RuntimeError + Sync),
+    ) -> Result<Started> {
+        let mut lines = tokio::io::BufReader::new(out).lines();
+        let line = tokio::time::timeout(self.start_timeout, lines.next_line())
+            .await
+            .map_err(|_| fail("monitor did not report readiness in time".into()))?
+            .map_err(|e| fail(format!("read monitor readiness: {e}")))?;
+        let Some(line) = line else {
+            let diag = std::fs::read_to_string(log_path).unwrap_or_default();
+            let last = diag.lines().last().unwrap_or("no diagnostics").to_string();
+            return Err(fail(format!(
+                "monitor exited before the container started: {last}"
+            )));
+        };
+        match serde_json::from_str::<Readiness>(&line) {
+            Ok(Readiness::Running { pid }) => Ok(Started { pid, monitor_pid }),
+            Ok(Readiness::Failed { error }) => Err(fail(error)),
+            Err(e) => Err(fail(format!("bad readiness line {line:?}: {e}"))),
         }
     }
 }
@@ -118,6 +211,24 @@ impl Launcher for ProcessLauncher {
                 message,
             };
             let log_path = dir.join(MONITOR_LOG);
+            let log =
+                std::fs::File::create(&log_path).map_err(RuntimeError::io("create", &log_path))?;
+            let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| fail(format!("pipe: {e}")))?;
+            let (exe, slot, dir_buf) = (self.exe.clone(), self.zygote.clone(), dir.to_path_buf());
+            let forked = tokio::task::spawn_blocking(move || {
+                fork_via_zygote(&exe, &slot, &dir_buf, &ready_w, &OwnedFd::from(log))
+            })
+            .await
+            .map_err(|e| fail(format!("fork monitor: {e}")))?;
+            match forked {
+                Ok(monitor_pid) => {
+                    let ready = tokio::net::unix::pipe::Receiver::from_owned_fd(ready_r)
+                        .map_err(|e| fail(format!("readiness pipe: {e}")))?;
+                    return self.readiness(ready, monitor_pid, &log_path, &fail).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "no monitor zygote: spawning the monitor"),
+            }
             let log =
                 std::fs::File::create(&log_path).map_err(RuntimeError::io("create", &log_path))?;
             let mut child = tokio::process::Command::new(&self.exe)
@@ -137,26 +248,9 @@ impl Launcher for ProcessLauncher {
             let Some(stdout) = stdout else {
                 return Err(fail("monitor has no stdout".into()));
             };
-            let mut lines = tokio::io::BufReader::new(stdout).lines();
-            let line = tokio::time::timeout(self.start_timeout, lines.next_line())
-                .await
-                .map_err(|_| fail("monitor did not report readiness in time".into()))?
-                .map_err(|e| fail(format!("read monitor readiness: {e}")))?;
-            let Some(line) = line else {
-                let diag = std::fs::read_to_string(&log_path).unwrap_or_default();
-                let last = diag.lines().last().unwrap_or("no diagnostics").to_string();
-                return Err(fail(format!(
-                    "monitor exited before the container started: {last}"
-                )));
-            };
-            match serde_json::from_str::<Readiness>(&line) {
-                Ok(Readiness::Running { pid }) => Ok(Started { pid, monitor_pid }),
-                Ok(Readiness::Failed { error }) => Err(fail(error)),
-                Err(e) => Err(fail(format!("bad readiness line {line:?}: {e}"))),
-            }
+            self.readiness(stdout, monitor_pid, &log_path, &fail).await
         })
     }
-
     fn signal(&self, pid: i32, signal: nix::sys::signal::Signal) -> Result<()> {
         if pid <= 0 {
             return Ok(());

@@ -8,17 +8,15 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::fcntl::OFlag;
 
 use skiff_shim::log::LogSink;
-use skiff_shim::wait;
+use skiff_shim::{finish, wait};
 
 use super::{
-    EXIT_FILE, MONITOR_ARG, MONITOR_CONFIG, MONITOR_FINISH_ARG, MonitorConfig, PID_FILE,
-    REOPEN_LOG, Readiness,
+    EXIT_FILE, MONITOR_ARG, MONITOR_CONFIG, MonitorConfig, PID_FILE, REOPEN_LOG, Readiness,
 };
 use crate::state;
 
@@ -33,7 +31,13 @@ pub fn monitor_main(args: Vec<std::ffi::OsString>) -> i32 {
         eprintln!("usage: skiff {MONITOR_ARG} <container-dir>");
         return 2;
     };
-    match run(&dir) {
+    run_monitor(&dir)
+}
+
+/// The monitor for the container in `dir`, in this process (started as `skiff __monitor`, or
+/// forked by the zygote with stdout and stderr in place). Returns the exit code.
+pub(super) fn run_monitor(dir: &Path) -> i32 {
+    match run(dir) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("monitor {}: {e}", dir.display());
@@ -99,7 +103,7 @@ fn run(dir: &Path) -> Result<(), String> {
         let _ = container.delete(true);
         return fail("container has no pid after start".into());
     };
-    let _ = state::write_atomic(&dir.join(PID_FILE), pid.as_raw().to_string().as_bytes());
+    let _ = state::write_atomic_unsynced(&dir.join(PID_FILE), pid.as_raw().to_string().as_bytes());
     report(&Readiness::Running { pid: pid.as_raw() });
 
     // Become the small static shim, if it is installed: same process, same children and
@@ -117,7 +121,11 @@ fn run(dir: &Path) -> Result<(), String> {
     let oom_killed = wait::oom_killed(&cfg.cgroup_path);
     wait::write_exit(dir, ended.exit_code(), state::now_ns(), oom_killed, "")
         .map_err(|e| format!("write {}: {e}", dir.join(EXIT_FILE).display()))?;
-    delete_state(&cfg);
+    finish::finish(
+        &finish::cgroup_mounts(),
+        &cfg.cgroup_path,
+        &cfg.state_root.join(&cfg.id),
+    );
     Ok(())
 }
 
@@ -131,7 +139,7 @@ fn shim_path() -> Option<PathBuf> {
 }
 
 fn exec_shim(dir: &Path, cfg: &MonitorConfig, pid: i32, out: &OwnedFd, err: &OwnedFd) {
-    let (Some(shim), Ok(exe)) = (shim_path(), std::env::current_exe()) else {
+    let Some(shim) = shim_path() else {
         return;
     };
     for fd in [out, err] {
@@ -155,7 +163,7 @@ fn exec_shim(dir: &Path, cfg: &MonitorConfig, pid: i32, out: &OwnedFd, err: &Own
         cfg.log_max_size.to_string(),
         cfg.log_max_files.to_string(),
         cfg.cgroup_path.clone(),
-        exe.to_string_lossy().into_owned(),
+        cfg.state_root.join(&cfg.id).to_string_lossy().into_owned(),
     ];
     let Ok(args) = args
         .into_iter()
@@ -169,41 +177,6 @@ fn exec_shim(dir: &Path, cfg: &MonitorConfig, pid: i32, out: &OwnedFd, err: &Own
         "exec {}: {e}; this monitor keeps the container itself",
         shim.display()
     );
-}
-
-/// libcontainer's delete removes the container's state dir and its cgroup.
-fn delete_state(cfg: &MonitorConfig) {
-    match Container::load(cfg.state_root.join(&cfg.id)) {
-        Ok(mut c) => {
-            if let Err(e) = c.delete(true) {
-                eprintln!("delete container state: {}", chain(&e));
-            }
-        }
-        Err(e) => eprintln!("load container state: {}", chain(&e)),
-    }
-}
-
-/// `skiff __monitor-finish <container-dir>`: what the shim execs once the container ended and
-/// its exit is recorded, to delete the container's libcontainer state and cgroup.
-pub fn monitor_finish_main(args: Vec<std::ffi::OsString>) -> i32 {
-    let Some(dir) = args.first().map(PathBuf::from) else {
-        eprintln!("usage: skiff {MONITOR_FINISH_ARG} <container-dir>");
-        return 2;
-    };
-    match state::read_json::<MonitorConfig>(&dir.join(MONITOR_CONFIG)) {
-        Ok(Some(cfg)) => {
-            delete_state(&cfg);
-            0
-        }
-        Ok(None) => {
-            eprintln!("{} missing", dir.join(MONITOR_CONFIG).display());
-            1
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            1
-        }
-    }
 }
 
 pub(super) fn set_sigpipe(handler: nix::sys::signal::SigHandler) {

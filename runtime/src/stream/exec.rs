@@ -59,8 +59,8 @@ pub trait ExecSpawner: Send + Sync {
 /// The real spawner: one `skiff __exec <work-dir>` helper per command.
 pub struct HelperSpawner {
     exe: PathBuf,
-    /// The runtime's root: work dirs go under `containers/<id>/`, libcontainer's state is
-    /// `libcontainer/`.
+    /// The runtime's volatile task state: work dirs go under `containers/<id>/`, libcontainer's
+    /// state is `libcontainer/`.
     root: PathBuf,
 }
 
@@ -87,7 +87,7 @@ impl ExecSpawner for HelperSpawner {
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ));
             std::fs::create_dir_all(&work).map_err(RuntimeError::io("create dir", &work))?;
-            state::write_json(
+            state::write_json_unsynced(
                 &work.join(EXEC_CONFIG),
                 &ExecConfig {
                     container_id: id.clone(),

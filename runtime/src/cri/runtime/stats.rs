@@ -220,7 +220,7 @@ impl Runtime {
             }
         }
         // A created container starts with the new limits: its bundle is rewritten too.
-        let bundle = self.container_dir(id).join("bundle").join("config.json");
+        let bundle = self.task_dir(id).join("bundle").join("config.json");
         if let Ok(Some(mut spec)) = state::read_json::<serde_json::Value>(&bundle) {
             let res = &mut spec["linux"]["resources"];
             if r.memory_limit > 0 {
@@ -235,7 +235,7 @@ impl Runtime {
                     res["cpu"][k] = v.into();
                 }
             }
-            state::write_json(&bundle, &spec)?;
+            state::write_json_unsynced(&bundle, &spec)?;
         }
         self.save_container(&c)?;
         tracing::info!(container = %id, "container resources updated");
@@ -254,7 +254,7 @@ impl Runtime {
                 action: "reopen its log",
             });
         }
-        let flag = self.container_dir(id).join(REOPEN_LOG);
+        let flag = self.task_dir(id).join(REOPEN_LOG);
         std::fs::write(&flag, b"").map_err(RuntimeError::io("write", &flag))?;
         let deadline = std::time::Instant::now() + REOPEN_WAIT;
         while flag.exists() {
