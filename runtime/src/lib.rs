@@ -145,7 +145,7 @@ pub fn build_runtime(config: &RuntimeConfig) -> Result<Arc<cri::Runtime>, Runtim
             images,
             Arc::new(sandbox::LinuxNamespaces),
             Arc::new(container::LinuxHost),
-            Arc::new(monitor::ProcessLauncher::new(exe)),
+            Arc::new(monitor::ProcessLauncher::new(exe).with_zygote()),
             Arc::new(network::CniPlugins::new(
                 &config.network,
                 Arc::new(network::ProcessExec::default()),

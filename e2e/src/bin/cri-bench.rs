@@ -3,7 +3,7 @@
 //!
 //! `cri-bench <socket> <image> <mode> <runs>`, modes:
 //! - `container`: in one running pod, CreateContainer + StartContainer + wait for the exit +
-//!   RemoveContainer of `true`;
+//!   RemoveContainer of `true` (after one untimed run);
 //! - `pod`: RunPodSandbox + CreateContainer + StartContainer (image cached), torn down untimed;
 //! - `pull`: PullImage after an untimed RemoveImage, or after `$CRI_BENCH_REMOVE` (a shell
 //!   command, `{}` standing for every name of the image: tag, repo digest, id) when the
@@ -40,7 +40,9 @@ async fn bench(c: &mut Cri, image: &str, mode: &str, runs: usize) -> Result<Vec<
             c.pull(image).await?;
             let (pod, pod_config) = run_pod(c, "lifecycle").await?;
             let phases = std::env::var_os("CRI_BENCH_PHASES").is_some();
-            for i in 0..runs {
+            // Run 0 warms up (first use of the pod's cgroup, caches) and is not counted, as
+            // the benchmark script does for `runc run`.
+            for i in 0..=runs {
                 let config = container_config(&format!("true{i}"), image, &["true"]);
                 let t = Instant::now();
                 let id = c.create(&pod, &pod_config, config).await?;
@@ -56,6 +58,9 @@ async fn bench(c: &mut Cri, image: &str, mode: &str, runs: usize) -> Result<Vec<
                 let exited = t.elapsed();
                 c.rt.remove_container(cri::RemoveContainerRequest { container_id: id })
                     .await?;
+                if i == 0 {
+                    continue;
+                }
                 times.push(t.elapsed());
                 if phases {
                     let ms = |d: Duration| d.as_secs_f64() * 1e3;

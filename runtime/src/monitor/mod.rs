@@ -128,6 +128,16 @@ impl ProcessLauncher {
             zygote: Arc::default(),
         }
     }
+
+    /// Starts the zygote now rather than at the first container start, so that no start pays
+    /// for it. Without one, monitors are spawned as before.
+    pub fn with_zygote(self) -> Self {
+        match spawn_zygote(&self.exe) {
+            Ok(z) => *self.zygote.lock().unwrap_or_else(|p| p.into_inner()) = Some(z),
+            Err(e) => tracing::warn!(error = %e, "cannot start the monitor zygote"),
+        }
+        self
+    }
 }
 
 fn spawn_zygote(exe: &Path) -> std::io::Result<Zygote> {
