@@ -150,11 +150,13 @@ impl Host for LinuxHost {
     /// bundle and the monitor starts, instead of after. Nothing on cgroup v2, where the
     /// attach is not in the way in the same manner, or when the own cgroup is unknown.
     fn warm_cgroup_attach(&self) {
-        let Some(tasks) = own_v1_tasks_file() else {
+        // The process's cgroups do not change: found once, not on every container create.
+        static TASKS: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+        let Some(tasks) = TASKS.get_or_init(own_v1_tasks_file) else {
             return;
         };
         let tid = nix::unistd::gettid().as_raw();
-        if let Err(e) = std::fs::write(&tasks, tid.to_string()) {
+        if let Err(e) = std::fs::write(tasks, tid.to_string()) {
             tracing::debug!(file = %tasks.display(), error = %e, "warming the cgroup attach");
         }
     }
