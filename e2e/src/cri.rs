@@ -196,6 +196,18 @@ impl Cri {
         }
     }
 
+    /// The runtime's GetContainerEvents stream, or `None` from a runtime without it
+    /// (containerd 1.6 answers Unimplemented).
+    pub async fn events(
+        &mut self,
+    ) -> Result<Option<tonic::Streaming<cri::ContainerEventResponse>>> {
+        match self.rt.get_container_events(cri::GetEventsRequest {}).await {
+            Ok(r) => Ok(Some(r.into_inner())),
+            Err(s) if s.code() == tonic::Code::Unimplemented => Ok(None),
+            Err(s) => Err(s.into()),
+        }
+    }
+
     pub async fn pull(&mut self, image: &str) -> Result<String> {
         Ok(self
             .img
@@ -229,4 +241,26 @@ impl Cri {
             .await?;
         Ok(())
     }
+}
+
+/// The next event on `events` of `kind` for `id` (others are skipped), within 30 s.
+pub async fn next_event(
+    events: &mut tonic::Streaming<cri::ContainerEventResponse>,
+    id: &str,
+    kind: cri::ContainerEventType,
+) -> Result<cri::ContainerEventResponse> {
+    let wait = async {
+        loop {
+            let ev = events
+                .message()
+                .await?
+                .context("the container events stream ended")?;
+            if ev.container_id == id && ev.container_event_type == kind as i32 {
+                return Ok(ev);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .with_context(|| format!("no {kind:?} event for {id} within 30s"))?
 }

@@ -10,6 +10,14 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use e2e::{busybox, wait_for, with_cluster};
 
+fn kill_9(pid: u32) -> Result<()> {
+    let st = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()?;
+    ensure!(st.success(), "kill -9 {pid}: {st}");
+    Ok(())
+}
+
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -168,6 +176,31 @@ fn kill_9_leaves_containers_running_and_reports_exits() -> Result<()> {
         ensure!(
             pid_now == keep_pid,
             "keep's pid changed: {keep_pid} -> {pid_now}"
+        );
+
+        // The restarted runtime watches the monitors it found: keep's end is an event.
+        let socket = c.data.join("runtime/cri.sock");
+        let rt = tokio::runtime::Runtime::new()?;
+        let stopped = rt.block_on(async {
+            let mut cri = e2e::cri::Cri::connect(socket).await?;
+            let mut events = cri.events().await?.context("no GetContainerEvents")?;
+            kill_9(keep_pid)?;
+            e2e::cri::next_event(
+                &mut events,
+                &keep_id,
+                cri_api::v1::ContainerEventType::ContainerStoppedEvent,
+            )
+            .await
+        })?;
+        let st = stopped
+            .containers_statuses
+            .iter()
+            .find(|s| s.id == keep_id)
+            .context("stop event without keep's status")?;
+        ensure!(
+            st.exit_code == 137,
+            "keep's stop event says exit code {}",
+            st.exit_code
         );
         Ok(())
     })

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use cri_api::v1 as cri;
-use e2e::cri::{Cri, container_config, image_spec as spec, sandbox_config};
+use e2e::cri::{Cri, container_config, image_spec as spec, next_event, sandbox_config};
 use e2e::{busybox, with_cluster};
 
 /// The suite's state: the client, the image, where pod logs go.
@@ -267,6 +267,51 @@ async fn container_lifecycle(c: &mut Suite) -> Result<()> {
     let gone = c.status(&id).await;
     ensure!(gone.is_err(), "removed container still has a status");
     c.remove_pod(&pod).await
+}
+
+/// GetContainerEvents: each change of a sandbox and of its containers, with their statuses;
+/// an exit is reported by the runtime without anyone asking for the container's status.
+async fn events(c: &mut Suite) -> Result<()> {
+    use cri::ContainerEventType as T;
+    let mut events = c
+        .events()
+        .await?
+        .context("GetContainerEvents is not served")?;
+    let (pod, pc) = c.run_pod("events").await?;
+    next_event(&mut events, &pod, T::ContainerStartedEvent).await?;
+    let config = c.container_config("four", &["sh", "-c", "sleep 0.5; exit 4"]);
+    let id = c.create(&pod, &pc, config).await?;
+    let ev = next_event(&mut events, &id, T::ContainerCreatedEvent).await?;
+    let sandbox = ev
+        .pod_sandbox_status
+        .context("event without the sandbox status")?;
+    ensure!(
+        sandbox.id == pod,
+        "event names sandbox {}, not {pod}",
+        sandbox.id
+    );
+    c.start(&id).await?;
+    next_event(&mut events, &id, T::ContainerStartedEvent).await?;
+    let ev = next_event(&mut events, &id, T::ContainerStoppedEvent).await?;
+    let st = ev
+        .containers_statuses
+        .iter()
+        .find(|s| s.id == id)
+        .context("stop event without the container's status")?;
+    ensure!(
+        st.state == cri::ContainerState::ContainerExited as i32 && st.exit_code == 4,
+        "stop event reports state {} code {}",
+        st.state,
+        st.exit_code
+    );
+    c.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await?;
+    next_event(&mut events, &id, T::ContainerDeletedEvent).await?;
+    c.remove_pod(&pod).await?;
+    next_event(&mut events, &pod, T::ContainerDeletedEvent).await?;
+    Ok(())
 }
 
 async fn exec(c: &mut Suite) -> Result<()> {
@@ -601,6 +646,7 @@ fn cri_conformance_by_category() -> Result<()> {
             category!("runtime info", runtime_info);
             category!("sandbox lifecycle", sandbox_lifecycle);
             category!("container lifecycle", container_lifecycle);
+            category!("events", events);
             category!("exec", exec);
             category!("logs", logs);
             category!("images", images);

@@ -158,6 +158,7 @@ pub fn build_runtime(config: &RuntimeConfig) -> Result<Arc<cri::Runtime>, Runtim
 /// Serves the CRI RuntimeService and ImageService on `config.socket` until `cancel` fires.
 pub async fn serve(config: RuntimeConfig, cancel: CancellationToken) -> Result<(), RuntimeError> {
     let rt = build_runtime(&config)?;
+    rt.watch_running();
     let sock = &config.socket;
     if let Some(parent) = sock.parent() {
         std::fs::create_dir_all(parent).map_err(RuntimeError::io("create dir", parent))?;

@@ -6,7 +6,8 @@
 //!  <log-max-files> <cgroup-path> <libcontainer-state-dir>`
 //!
 //! It copies output into the CRI log and reaps until the container's init exits, writes
-//! `exit.json`, then deletes the container's cgroup and libcontainer state.
+//! `exit.json`, closes its stdout (the runtime waits for that end), then deletes the
+//! container's cgroup and libcontainer state.
 
 #![allow(unsafe_code)]
 
@@ -53,6 +54,7 @@ fn main() {
     if let Err(e) = wait::write_exit(&dir, ended.exit_code(), clock::now_ns(), oom, "") {
         eprintln!("skiff-shim: write exit record in {}: {e}", dir.display());
     }
+    wait::release_exit_watch();
     drop(log);
     finish::finish(&finish::cgroup_mounts(), &cgroup, &PathBuf::from(&args[8]));
 }

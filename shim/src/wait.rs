@@ -246,6 +246,18 @@ pub fn write_exit(
     std::fs::rename(&tmp, &path)
 }
 
+/// Closes stdout. The monitor keeps its stdout, a pipe whose other end the runtime reads to
+/// the end, open until the exit record is written: the end of that pipe is how the runtime
+/// learns at once that the container exited (StopContainer, GetContainerEvents), rather than
+/// by polling.
+pub fn release_exit_watch() {
+    if let Ok(null) = File::open("/dev/null") {
+        // SAFETY: dup2 onto fd 1 only replaces which file that descriptor names; `null` stays
+        // owned by its File and is closed when it drops.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

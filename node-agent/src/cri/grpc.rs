@@ -338,6 +338,17 @@ mod tests {
                     )))
                 }
 
+                type GetContainerEventsStream = futures::stream::Empty<
+                    Result<v1::ContainerEventResponse, Status>,
+                >;
+
+                async fn get_container_events(
+                    &self,
+                    _: Request<v1::GetEventsRequest>,
+                ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+                    Err(Status::unimplemented("get_container_events"))
+                }
+
                 $(async fn $name(&self, _: Request<v1::$req>) -> Result<Response<v1::$resp>, Status> {
                     Err(Status::unimplemented(stringify!($name)))
                 })*

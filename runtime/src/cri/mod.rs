@@ -1,6 +1,7 @@
 //! The CRI `runtime.v1` gRPC services: thin adapters from tonic requests onto [`Runtime`]. All
 //! error mapping goes through `From<RuntimeError> for tonic::Status`.
 
+pub mod events;
 mod images;
 pub mod runtime;
 
@@ -133,6 +134,30 @@ impl cri_api::RuntimeService for CriService {
                 cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
             }),
         }))
+    }
+
+    type GetContainerEventsStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>,
+    >;
+
+    async fn get_container_events(
+        &self,
+        _req: Request<cri::GetEventsRequest>,
+    ) -> R<Self::GetContainerEventsStream> {
+        use futures::StreamExt as _;
+        use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
+        let rt = self.rt.clone();
+        let stream = BroadcastStream::new(self.rt.subscribe_events()).filter_map(move |ev| {
+            let out = match ev {
+                Ok(ev) => Some(Ok(rt.event_response(&ev))),
+                Err(BroadcastStreamRecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "a container events stream fell behind");
+                    None
+                }
+            };
+            std::future::ready(out)
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn update_container_resources(

@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use cri::ContainerEventType as EventType;
 use cri_api::v1 as cri;
 use nix::sys::signal::Signal;
+
+use super::events::{self, Event, Events};
 
 use crate::container::cgroup::{self, Cgroups};
 use crate::container::seccomp::{self, SeccompProfile};
@@ -20,7 +23,7 @@ use crate::container::spec::{self, BindMount, JoinNamespaces, Resources, SpecInp
 use crate::container::{ContainerRecord, Host, MountRecord, resolve_log_path};
 use crate::error::{Result, RuntimeError};
 use crate::image::ImageStore;
-use crate::monitor::{EXIT_FILE, ExitRecord, Launcher, MONITOR_CONFIG, MonitorConfig};
+use crate::monitor::{EXIT_FILE, Ended, ExitRecord, Launcher, MONITOR_CONFIG, MonitorConfig};
 use crate::network::{self, Attachment, Cni, PodNetwork, PortMapping};
 use crate::sandbox::{self, NamespaceHelper, NsRequest, SandboxPhase, SandboxRecord};
 use crate::state;
@@ -38,7 +41,8 @@ pub enum Live {
 
 /// How long StopContainer waits after SIGKILL before giving up.
 const KILL_WAIT: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(100);
+/// How often waits for an exit re-check the state, besides waking on the stop event.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// Node-wide defaults the runtime applies to every container.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +89,7 @@ pub struct Runtime {
     /// One operation at a time per container: a StartContainer racing a RemoveContainer must
     /// not launch a monitor for a rootfs that is being unmounted.
     ops: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    events: Events,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -291,6 +296,7 @@ impl Runtime {
             sandboxes: Mutex::new(sandboxes),
             containers: Mutex::new(containers),
             ops: Mutex::default(),
+            events: Events::default(),
         })
     }
 
@@ -547,6 +553,8 @@ impl Runtime {
             tracing::warn!(sandbox = %id, error = %e, "the pod's name is not in its hosts file");
         }
         tracing::info!(sandbox = %id, pod = %record.name, namespace = %record.namespace, host_network, ips = ?ips, "sandbox ready");
+        self.events.send(&id, &id, EventType::ContainerCreatedEvent);
+        self.events.send(&id, &id, EventType::ContainerStartedEvent);
         Ok(id)
     }
 
@@ -601,6 +609,7 @@ impl Runtime {
             self.save_sandbox(&sb)?;
         }
         tracing::info!(sandbox = %id, "sandbox stopped");
+        self.events.send(id, id, EventType::ContainerStoppedEvent);
         Ok(())
     }
 
@@ -633,6 +642,7 @@ impl Runtime {
         drop(op);
         lock(&self.ops).remove(id);
         tracing::info!(sandbox = %id, "sandbox removed");
+        self.events.send(id, id, EventType::ContainerDeletedEvent);
         Ok(())
     }
 
@@ -946,6 +956,8 @@ impl Runtime {
             return Err(e);
         }
         tracing::info!(container = %id, sandbox = %sandbox_id, name = %record.name, "container created");
+        self.events
+            .send(&id, sandbox_id, EventType::ContainerCreatedEvent);
         Ok(id)
     }
 
@@ -1022,8 +1034,12 @@ impl Runtime {
                 c.pid = started.pid;
                 c.monitor_pid = started.monitor_pid;
                 c.started_at = state::now_ns();
+                // Watch for the exit before the record is saved, so that no stop goes unseen.
+                self.report_stop(&c, started.ended);
                 self.save_container(&c)?;
                 tracing::info!(container = %id, pid = started.pid, "container started");
+                self.events
+                    .send(id, &c.sandbox_id, EventType::ContainerStartedEvent);
                 Ok(())
             }
             Err(e) => {
@@ -1031,21 +1047,79 @@ impl Runtime {
                 c.start_error = e.to_string();
                 self.save_container(&c)?;
                 tracing::warn!(container = %id, error = %e, "container failed to start");
+                self.events
+                    .send(id, &c.sandbox_id, EventType::ContainerStoppedEvent);
                 Err(e)
             }
         }
     }
 
+    /// Sends the stop event of `c` once `ended` resolves.
+    fn report_stop(&self, c: &ContainerRecord, ended: Ended) {
+        let tx = self.events.sender();
+        let (id, sandbox_id) = (c.id.clone(), c.sandbox_id.clone());
+        tokio::spawn(async move {
+            ended.wait().await;
+            let _ = tx.send(Event {
+                id,
+                sandbox_id,
+                kind: EventType::ContainerStoppedEvent,
+                at: state::now_ns(),
+            });
+        });
+    }
+
+    /// Watches the containers that were running when this runtime opened its state, so that
+    /// their exits are reported too. Call once, from within the tokio runtime.
+    pub fn watch_running(&self) {
+        let running: Vec<ContainerRecord> = lock(&self.containers)
+            .values()
+            .filter(|c| self.live(c) == Live::Running)
+            .cloned()
+            .collect();
+        for c in running {
+            self.report_stop(&c, self.launcher.ended(c.monitor_pid));
+        }
+    }
+
+    /// Lifecycle events from now on (GetContainerEvents).
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// What GetContainerEvents sends for `ev`: the sandbox's and its containers' status now.
+    pub fn event_response(&self, ev: &Event) -> cri::ContainerEventResponse {
+        let containers_statuses = self
+            .containers_of(&ev.sandbox_id)
+            .iter()
+            .filter_map(|id| self.container_status(id).ok())
+            .collect();
+        cri::ContainerEventResponse {
+            container_id: ev.id.clone(),
+            container_event_type: ev.kind as i32,
+            created_at: ev.at,
+            pod_sandbox_status: self.pod_sandbox_status(&ev.sandbox_id).ok(),
+            containers_statuses,
+        }
+    }
+
+    /// Whether `c` exits within `within`: woken by its stop event, and checking every
+    /// [`POLL`] as well in case an event was missed.
     async fn wait_exit(&self, c: &ContainerRecord, within: Duration) -> bool {
+        let mut rx = self.events.subscribe();
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if matches!(self.live(c), Live::Exited(_)) {
                 return true;
             }
-            if tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return false;
             }
-            tokio::time::sleep(POLL).await;
+            tokio::select! {
+                () = events::stopped(&mut rx, &c.id) => {}
+                () = tokio::time::sleep(POLL.min(deadline - now)) => {}
+            }
         }
     }
 
@@ -1124,6 +1198,8 @@ impl Runtime {
         lock(&self.containers).remove(id);
         lock(&self.ops).remove(id);
         tracing::info!(container = %id, "container removed");
+        self.events
+            .send(id, &c.sandbox_id, EventType::ContainerDeletedEvent);
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cri_api::v1 as cri;
 use cri_api::{ImageService, RuntimeService};
@@ -15,7 +16,7 @@ use crate::container::Host;
 use crate::container::cgroup::{CgroupStats, FakeCgroups};
 use crate::error::Result;
 use crate::image::tests::{FakeRegistry, busybox_like_tar, store};
-use crate::monitor::{EXIT_FILE, ExitRecord, Launcher, Started};
+use crate::monitor::{EXIT_FILE, Ended, ExitRecord, Launcher, Started};
 use crate::network::{Attachment, Cni, NetworkList};
 use crate::sandbox::{NamespaceHelper, NsPaths, NsRequest};
 
@@ -162,7 +163,7 @@ impl Host for FakeHost {
 struct FakeLauncher {
     root: PathBuf,
     next_pid: Mutex<i32>,
-    alive: Mutex<HashSet<i32>>,
+    alive: Arc<Mutex<HashSet<i32>>>,
     by_pid: Mutex<std::collections::HashMap<i32, String>>,
     signals: Mutex<Vec<(i32, Signal)>>,
     fail_with: Mutex<Option<String>>,
@@ -173,7 +174,7 @@ impl FakeLauncher {
         FakeLauncher {
             root: root.to_path_buf(),
             next_pid: Mutex::new(1000),
-            alive: Mutex::default(),
+            alive: Arc::default(),
             by_pid: Mutex::default(),
             signals: Mutex::default(),
             fail_with: Mutex::default(),
@@ -220,9 +221,11 @@ impl Launcher for FakeLauncher {
                 .lock()
                 .expect("lock")
                 .extend([(pid, id.to_string()), (pid + 1, id.to_string())]);
+            let alive = Arc::clone(&self.alive);
             Ok(Started {
                 pid,
                 monitor_pid: pid + 1,
+                ended: ended_when_gone(alive, pid + 1),
             })
         })
     }
@@ -239,6 +242,18 @@ impl Launcher for FakeLauncher {
     fn alive(&self, pid: i32) -> bool {
         self.alive.lock().expect("lock").contains(&pid)
     }
+    fn ended(&self, monitor_pid: i32) -> Ended {
+        ended_when_gone(self.alive.clone(), monitor_pid)
+    }
+}
+
+/// The fake's monitors are done once their pid leaves the live set.
+fn ended_when_gone(alive: Arc<Mutex<HashSet<i32>>>, monitor_pid: i32) -> Ended {
+    Ended::new(async move {
+        while alive.lock().expect("lock").contains(&monitor_pid) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
 }
 
 struct Harness {
@@ -779,6 +794,104 @@ async fn stop_container_sends_sigterm_then_sigkill() {
     assert_eq!(sigs, vec![Signal::SIGTERM, Signal::SIGKILL]);
     let st = h.status(&id).await.expect("status");
     assert_eq!((st.exit_code, st.reason.as_str()), (137, "Error"));
+}
+
+#[tokio::test]
+async fn container_events_stream_every_lifecycle_change_with_statuses() {
+    use futures::StreamExt as _;
+    let h = harness();
+    h.pull().await;
+    let mut events = h
+        .svc
+        .get_container_events(Request::new(cri::GetEventsRequest {}))
+        .await
+        .expect("events")
+        .into_inner();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("an event within 5s")
+            .expect("stream open")
+            .expect("event")
+    };
+    use cri::ContainerEventType as T;
+    let sb = h.sandbox(false).await;
+    for kind in [T::ContainerCreatedEvent, T::ContainerStartedEvent] {
+        let ev = next().await;
+        assert_eq!(
+            (ev.container_id.as_str(), ev.container_event_type),
+            (sb.as_str(), kind as i32)
+        );
+    }
+    let id = h
+        .create(&sb, container_config("app", &["sleep"], &["9"]))
+        .await
+        .expect("create");
+    let ev = next().await;
+    assert_eq!(ev.container_event_type, T::ContainerCreatedEvent as i32);
+    assert_eq!(ev.container_id, id);
+    let pod = ev.pod_sandbox_status.expect("sandbox status");
+    assert_eq!(pod.metadata.expect("metadata").uid, "pod-uid-1");
+    assert_eq!(ev.containers_statuses.len(), 1);
+    assert_eq!(
+        ev.containers_statuses[0].state,
+        cri::ContainerState::ContainerCreated as i32
+    );
+
+    h.start(&id).await.expect("start");
+    let ev = next().await;
+    assert_eq!(ev.container_event_type, T::ContainerStartedEvent as i32);
+    assert_eq!(
+        ev.containers_statuses[0].state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+
+    // The exit is reported without anyone asking for the container's status.
+    h.launcher.exit(&id, 3, false);
+    let ev = next().await;
+    assert_eq!(ev.container_event_type, T::ContainerStoppedEvent as i32);
+    assert_eq!(
+        (
+            ev.containers_statuses[0].state,
+            ev.containers_statuses[0].exit_code
+        ),
+        (cri::ContainerState::ContainerExited as i32, 3)
+    );
+
+    h.svc
+        .remove_container(Request::new(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        }))
+        .await
+        .expect("remove");
+    let ev = next().await;
+    assert_eq!(ev.container_event_type, T::ContainerDeletedEvent as i32);
+    assert_eq!(ev.container_id, id);
+    assert!(ev.containers_statuses.is_empty());
+}
+
+#[tokio::test]
+async fn stop_returns_as_soon_as_the_container_exits() {
+    let h = harness();
+    let (_, id) = h.running_app().await;
+    let launcher = h.launcher.clone();
+    let exit_id = id.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        launcher.exit(&exit_id, 0, false);
+    });
+    let t = std::time::Instant::now();
+    h.svc
+        .stop_container(Request::new(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 30,
+        }))
+        .await
+        .expect("stop");
+    // Woken by the exit, not by the next poll (a tenth of a second) or the timeout.
+    assert!(t.elapsed() < runtime::POLL, "stop took {:?}", t.elapsed());
+    let sigs = h.launcher.signals.lock().expect("lock").clone();
+    assert_eq!(sigs.len(), 1, "only SIGTERM was needed: {sigs:?}");
 }
 
 #[tokio::test]

@@ -2,6 +2,8 @@
 //! `<current exe> __monitor <container-dir>`, that creates and starts the container with
 //! libcontainer, copies its stdout/stderr into the CRI log, reaps it and records its exit in
 //! `<container-dir>/exit.json`. Monitors run in their own session and outlive the runtime.
+//! A monitor's stdout is a pipe to the runtime: one readiness line, then its end once the exit
+//! is recorded ([`Started::ended`]), so that the runtime learns of exits without polling.
 //!
 //! The runtime never forks from its multithreaded process. It asks its [`zygote`] (one
 //! single-threaded skiff process, spawned once) to fork each monitor, and spawns the monitor
@@ -81,10 +83,32 @@ enum Readiness {
 }
 
 /// A started container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Started {
     pub pid: i32,
     pub monitor_pid: i32,
+    /// Resolves once the container's exit is recorded.
+    pub ended: Ended,
+}
+
+/// Resolves once a monitor is done watching its container: the exit record is written, or
+/// the monitor is gone without writing it.
+pub struct Ended(BoxFuture<'static, ()>);
+
+impl Ended {
+    pub fn new(f: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        Ended(Box::pin(f))
+    }
+
+    pub async fn wait(self) {
+        self.0.await
+    }
+}
+
+impl std::fmt::Debug for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ended")
+    }
 }
 
 /// Starts monitors and signals containers.
@@ -96,6 +120,9 @@ pub trait Launcher: Send + Sync {
     fn signal(&self, pid: i32, signal: nix::sys::signal::Signal) -> Result<()>;
     /// Whether `pid` is a live (non-zombie) process.
     fn alive(&self, pid: i32) -> bool;
+    /// For a container started before this runtime process: resolves once its monitor
+    /// `monitor_pid` has exited (it records the exit first).
+    fn ended(&self, monitor_pid: i32) -> Ended;
 }
 
 /// The real launcher: has `exe __zygote` fork each monitor, or spawns `exe __monitor <dir>`.
@@ -188,7 +215,7 @@ impl ProcessLauncher {
     /// Reads the monitor's one readiness line from `out`.
     async fn readiness(
         &self,
-        out: impl tokio::io::AsyncRead + Unpin,
+        out: impl tokio::io::AsyncRead + Unpin + Send + 'static,
         monitor_pid: i32,
         log_path: &Path,
         fail: &(dyn Fn(String) -> RuntimeError + Sync),
@@ -206,7 +233,14 @@ impl ProcessLauncher {
             )));
         };
         match serde_json::from_str::<Readiness>(&line) {
-            Ok(Readiness::Running { pid }) => Ok(Started { pid, monitor_pid }),
+            Ok(Readiness::Running { pid }) => Ok(Started {
+                pid,
+                monitor_pid,
+                // The monitor says nothing more; its stdout ends once the exit is recorded.
+                ended: Ended::new(
+                    async move { while let Ok(Some(_)) = lines.next_line().await {} },
+                ),
+            }),
             Ok(Readiness::Failed { error }) => Err(fail(error)),
             Err(e) => Err(fail(format!("bad readiness line {line:?}: {e}"))),
         }
@@ -274,6 +308,42 @@ impl Launcher for ProcessLauncher {
     fn alive(&self, pid: i32) -> bool {
         pid_alive(pid)
     }
+
+    fn ended(&self, monitor_pid: i32) -> Ended {
+        Ended::new(process_exit(monitor_pid))
+    }
+}
+
+/// Resolves when process `pid` exits (at once if it is gone), through a pidfd; polls where
+/// the kernel has no pidfd_open.
+async fn process_exit(pid: i32) {
+    if let Ok(fd) = pidfd_open(pid) {
+        // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the same
+        // for the AsyncFd's whole life.
+        #[allow(unsafe_code)]
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        if let Ok(fd) = registered {
+            let _ = fd.readable().await;
+            return;
+        }
+    }
+    while pid_alive(pid) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[allow(unsafe_code)]
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is new and owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 pub use skiff_shim::wait::pid_alive;

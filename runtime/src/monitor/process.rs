@@ -46,15 +46,14 @@ pub(super) fn run_monitor(dir: &Path) -> i32 {
     }
 }
 
+/// Writes the one readiness line. Stdout stays open while the container runs: the runtime
+/// reads on to the end of it, which comes once the exit is recorded
+/// ([`wait::release_exit_watch`]) or the monitor is gone.
 fn report(r: &Readiness) {
     if let Ok(line) = serde_json::to_string(r) {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
-    }
-    // The runtime reads exactly one line; closing our end tells it we are done talking.
-    if let Ok(null) = File::open("/dev/null") {
-        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
     }
 }
 
@@ -119,8 +118,10 @@ fn run(dir: &Path) -> Result<(), String> {
         &dir.join(REOPEN_LOG),
     );
     let oom_killed = wait::oom_killed(&cfg.cgroup_path);
-    wait::write_exit(dir, ended.exit_code(), state::now_ns(), oom_killed, "")
-        .map_err(|e| format!("write {}: {e}", dir.join(EXIT_FILE).display()))?;
+    let written = wait::write_exit(dir, ended.exit_code(), state::now_ns(), oom_killed, "")
+        .map_err(|e| format!("write {}: {e}", dir.join(EXIT_FILE).display()));
+    wait::release_exit_watch();
+    written?;
     finish::finish(
         &finish::cgroup_mounts(),
         &cfg.cgroup_path,

@@ -37,6 +37,10 @@ pub fn zygote_main() -> i32 {
         eprintln!("zygote: ignore SIGCHLD: {e}");
         return 1;
     }
+    // CPU feature detection runs cpuid, which traps to the hypervisor in a VM (about 10 µs a
+    // time here); done once now, every monitor and container init forked later inherits it.
+    #[cfg(target_arch = "x86_64")]
+    let _ = std::arch::is_x86_feature_detected!("avx2");
     let sock: RawFd = 0;
     loop {
         let mut buf = vec![0u8; MAX_REQUEST];
@@ -101,7 +105,17 @@ fn fork_monitor(dir: PathBuf, out: &OwnedFd, err: &OwnedFd) -> i32 {
             // child of its own to wait for.
             let _ = unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) };
             let code = match become_monitor_stdio(out, err) {
-                Ok(()) => super::process::run_monitor(&dir),
+                Ok(()) => {
+                    // No second copy of the monitor's stdout may stay open: the runtime learns
+                    // that the exit is recorded when the monitor closes fd 1.
+                    // SAFETY: the child owns these descriptors from here and never drops
+                    // their OwnedFd (it leaves by _exit), so each is closed once.
+                    unsafe {
+                        libc::close(out.as_raw_fd());
+                        libc::close(err.as_raw_fd());
+                    }
+                    super::process::run_monitor(&dir)
+                }
                 Err(e) => {
                     eprintln!("zygote: monitor stdio: {e}");
                     1
