@@ -41,6 +41,10 @@ pub fn zygote_main() -> i32 {
     // time here); done once now, every monitor and container init forked later inherits it.
     #[cfg(target_arch = "x86_64")]
     let _ = std::arch::is_x86_feature_detected!("avx2");
+    // libcontainer reaches /proc through pathrs, which mounts a private procfs on first use
+    // and keeps it for the process: made here once, not in every container's setup (where
+    // its unmount also waits for an RCU grace period).
+    let _ = pathrs::procfs::ProcfsHandle::new();
     let sock: RawFd = 0;
     loop {
         let mut buf = vec![0u8; MAX_REQUEST];
