@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 const RESYNC: Duration = Duration::from_secs(10);
 /// How long workers get to finish their current step at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
+/// Wait before subscribing again to the runtime's events after the stream broke.
+const EVENTS_RETRY: Duration = Duration::from_secs(5);
 
 /// Everything a pod worker task needs besides its pod.
 struct Shared<C> {
@@ -63,10 +65,18 @@ pub async fn run<C: Cri>(
     let mut resync = tokio::time::interval(RESYNC);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let worker_cancel = cancel.child_token();
+    // The kubelet's evented PLEG: a container's exit wakes its pod's worker at once, rather
+    // than at its next re-sync.
+    let mut events = RuntimeEvents::default();
 
     let result = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
+            uid = events.next(&*shared.cri) => {
+                if let Some(tx) = workers.get(&uid) {
+                    tx.send_modify(|_| {});
+                }
+            }
             Some(done) = tasks.join_next() => match done {
                 Ok(uid) => { workers.remove(&uid); }
                 Err(e) => tracing::error!(error = %e, "pod worker task failed"),
@@ -129,6 +139,48 @@ pub async fn run<C: Cri>(
         tasks.abort_all();
     }
     result
+}
+
+/// The runtime's event stream, subscribed again when it breaks, and quiet for a runtime that
+/// has none.
+#[derive(Default)]
+struct RuntimeEvents {
+    stream: Option<cri::PodEvents>,
+    unsupported: bool,
+}
+
+impl RuntimeEvents {
+    /// The UID of the next pod the runtime reports a change of. Cancel-safe: a dropped call
+    /// loses no event it had received.
+    async fn next<C: Cri>(&mut self, cri: &C) -> String {
+        loop {
+            if self.unsupported {
+                return std::future::pending().await;
+            }
+            if let Some(stream) = self.stream.as_mut() {
+                match stream.next().await {
+                    Some(Ok(uid)) => return uid,
+                    Some(Err(e)) => tracing::warn!(error = %e, "container events stream failed"),
+                    None => tracing::warn!("the runtime ended the container events stream"),
+                }
+                self.stream = None;
+                tokio::time::sleep(EVENTS_RETRY).await;
+            }
+            match cri.pod_events().await {
+                Ok(Some(stream)) => self.stream = Some(stream),
+                Ok(None) => {
+                    tracing::info!(
+                        "the runtime has no container events; pod status follows re-syncs"
+                    );
+                    self.unsupported = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to container events");
+                    tokio::time::sleep(EVENTS_RETRY).await;
+                }
+            }
+        }
+    }
 }
 
 fn dispatch<C: Cri>(
@@ -317,6 +369,46 @@ async fn remove_sandbox<C: Cri>(cri: &C, id: &str) -> Result<(), AgentError> {
 mod tests {
     use super::*;
     use crate::cri::fake::FakeCri;
+
+    /// Sends `uid` on `tx` after `after`: the subscriber is waiting by then.
+    fn send_later(tx: tokio::sync::broadcast::Sender<String>, uid: &str, after: Duration) {
+        let uid = uid.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(uid);
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runtime_events_name_pods_and_resubscribe_after_a_break() {
+        let fake = FakeCri::new();
+        let (tx, _) = tokio::sync::broadcast::channel(8);
+        fake.state().events = Some(tx.clone());
+        let mut events = RuntimeEvents::default();
+        let within = Duration::from_secs(60);
+        send_later(tx, "uid-1", Duration::from_millis(10));
+        let uid = tokio::time::timeout(within, events.next(&fake)).await;
+        assert_eq!(uid.expect("an event"), "uid-1");
+
+        // The runtime restarts: the old stream ends, and a new one is subscribed to.
+        let (tx2, _) = tokio::sync::broadcast::channel(8);
+        fake.state().events = Some(tx2.clone());
+        send_later(tx2, "uid-2", EVENTS_RETRY * 2);
+        let uid = tokio::time::timeout(within, events.next(&fake)).await;
+        assert_eq!(uid.expect("an event after subscribing again"), "uid-2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_runtime_without_events_is_not_asked_again() {
+        let fake = FakeCri::new();
+        let mut events = RuntimeEvents::default();
+        let waited = tokio::time::timeout(Duration::from_secs(3600), events.next(&fake)).await;
+        assert!(
+            waited.is_err(),
+            "no event can come from a runtime without events"
+        );
+        assert!(events.unsupported);
+    }
 
     #[tokio::test]
     async fn orphans_are_reaped_but_live_and_foreign_sandboxes_kept() {

@@ -44,6 +44,8 @@ pub struct FakeState {
     pub pod_ip: String,
     /// Ops (`"ListPodSandbox"`, ...) whose next call fails with `Unavailable`, once each.
     pub fail_once: BTreeSet<String>,
+    /// Pod UIDs for GetContainerEvents streams; `None`: the fake has no events.
+    pub events: Option<tokio::sync::broadcast::Sender<String>>,
     next_id: u64,
 }
 
@@ -417,6 +419,20 @@ impl Cri for FakeCri {
             "http://streaming.invalid/portforward/{}",
             req.pod_sandbox_id
         ))
+    }
+
+    async fn pod_events(&self) -> Result<Option<super::PodEvents>, AgentError> {
+        use futures::StreamExt as _;
+        let Some(tx) = self.state().events.clone() else {
+            return Ok(None);
+        };
+        let stream = futures::stream::unfold(tx.subscribe(), |mut rx| async move {
+            match rx.recv().await {
+                Ok(uid) => Some((Ok(uid), rx)),
+                Err(_) => None,
+            }
+        });
+        Ok(Some(stream.boxed()))
     }
 
     async fn container_status(&self, id: &str) -> Result<v1::ContainerStatus, AgentError> {

@@ -240,6 +240,28 @@ impl Cri for GrpcCri {
             .map_err(|s| AgentError::cri("PortForward", &id, s))
     }
 
+    async fn pod_events(&self) -> Result<Option<super::PodEvents>, AgentError> {
+        use futures::StreamExt as _;
+        let mut c = self.runtime.clone();
+        // No deadline: the stream lasts as long as the runtime serves it.
+        match c.get_container_events(v1::GetEventsRequest {}).await {
+            Ok(r) => Ok(Some(
+                r.into_inner()
+                    .map(|ev| match ev {
+                        Ok(ev) => Ok(ev
+                            .pod_sandbox_status
+                            .and_then(|s| s.metadata)
+                            .map(|m| m.uid)
+                            .unwrap_or_default()),
+                        Err(s) => Err(AgentError::cri("GetContainerEvents", "", s)),
+                    })
+                    .boxed(),
+            )),
+            Err(s) if s.code() == tonic::Code::Unimplemented => Ok(None),
+            Err(s) => Err(AgentError::cri("GetContainerEvents", "", s)),
+        }
+    }
+
     async fn container_status(&self, id: &str) -> Result<v1::ContainerStatus, AgentError> {
         let msg = v1::ContainerStatusRequest {
             container_id: id.to_owned(),

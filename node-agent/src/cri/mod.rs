@@ -22,6 +22,9 @@ pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
 /// Which skiff node agent created a sandbox, so agents sharing a runtime never reap each other's.
 pub const LABEL_NODE: &str = "skiff.io/node";
 
+/// GetContainerEvents as the agent uses it: the UID of the pod each event is about.
+pub type PodEvents = futures::stream::BoxStream<'static, Result<String, AgentError>>;
+
 /// The CRI calls the node agent makes. Errors are [`AgentError::Cri`] (with the gRPC code, so
 /// `NotFound` can be told apart) except `pull_image`, which fails with
 /// [`AgentError::ImagePull`].
@@ -89,4 +92,7 @@ pub trait Cri: Send + Sync + 'static {
         &self,
         req: v1::PortForwardRequest,
     ) -> impl Future<Output = Result<String, AgentError>> + Send;
+    /// GetContainerEvents, as the UIDs of the pods whose sandbox or containers changed;
+    /// `None` from a runtime without events (containerd 1.6), where re-syncs must do.
+    fn pod_events(&self) -> impl Future<Output = Result<Option<PodEvents>, AgentError>> + Send;
 }
