@@ -4,7 +4,10 @@
 //! skiff's Kubernetes API (POST a ConfigMap) and etcd's v3 JSON gateway (`POST /v3/kv/put`).
 //!
 //! usage: loadgen (k8s|etcd) URL[,URL...] CLIENTS TOTAL VALUE_BYTES
-//! Clients are spread over the URLs round-robin. Prints one line:
+//! Each client sends its writes to the URLs in turn, starting at a different one, so every
+//! member (the leader and the followers alike) takes the same share at any client count:
+//! with one URL per member, a single client's figure does not hang on whether the member it
+//! happened to use leads. Prints one line:
 //! `target=.. clients=.. writes=.. errors=.. seconds=.. throughput=../s p50_ms=.. p99_ms=..`
 
 use std::sync::Arc;
@@ -71,18 +74,19 @@ async fn main() -> Result<()> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let url = urls[c % urls.len()].clone();
+        let urls = urls.clone();
         let (next, errors, value) = (next.clone(), errors.clone(), value.clone());
         let first_error = first_error.clone();
         tasks.push(tokio::spawn(async move {
             let client: Client<_, Full<bytes::Bytes>> =
                 Client::builder(TokioExecutor::new()).build_http();
             let mut lat = Vec::new();
-            loop {
+            for turn in c.. {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
                     break;
                 }
+                let url = &urls[turn % urls.len()];
                 let key = format!("bench-{run_id}-{i}");
                 let (path, json) = body(target, &key, &value);
                 let req = http::Request::post(format!("{url}{path}"))
