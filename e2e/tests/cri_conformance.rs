@@ -658,6 +658,12 @@ fn cri_conformance_by_category() -> Result<()> {
                 "failed categories:\n{}",
                 failed.join("\n")
             );
+            // A graceful stop does not wait for clients' open event streams to end.
+            let events = c.cri.events().await?;
+            let mut proc = cluster.proc.take().context("skiff up is not running")?;
+            let st = proc.terminate(Duration::from_secs(20))?;
+            ensure!(st.success(), "skiff up exited with {st} on SIGTERM");
+            drop(events);
             Ok(())
         })
     })

@@ -72,11 +72,18 @@ pub async fn run<C: Cri>(
     let result = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
-            uid = events.next(&*shared.cri) => {
-                if let Some(tx) = workers.get(&uid) {
-                    tx.send_modify(|_| {});
+            wake = events.next(&*shared.cri) => match wake {
+                Wake::Pod(uid) => {
+                    if let Some(tx) = workers.get(&uid) {
+                        tx.send_modify(|_| {});
+                    }
                 }
-            }
+                Wake::All => {
+                    for tx in workers.values() {
+                        tx.send_modify(|_| {});
+                    }
+                }
+            },
             Some(done) = tasks.join_next() => match done {
                 Ok(uid) => { workers.remove(&uid); }
                 Err(e) => tracing::error!(error = %e, "pod worker task failed"),
@@ -142,32 +149,53 @@ pub async fn run<C: Cri>(
 }
 
 /// The runtime's event stream, subscribed again when it breaks, and quiet for a runtime that
-/// has none.
+/// has none (checked once: a runtime is not expected to gain events while the agent runs).
 #[derive(Default)]
 struct RuntimeEvents {
     stream: Option<cri::PodEvents>,
+    /// No subscribing again before this (set when a stream or a subscription failed).
+    retry_at: Option<Instant>,
+    subscribed_before: bool,
     unsupported: bool,
 }
 
+/// What an event asks of the pod loop.
+#[derive(Debug, PartialEq, Eq)]
+enum Wake {
+    /// Re-sync the pod with this UID.
+    Pod(String),
+    /// Re-sync every pod: events may have been missed while the stream was down.
+    All,
+}
+
 impl RuntimeEvents {
-    /// The UID of the next pod the runtime reports a change of. Cancel-safe: a dropped call
-    /// loses no event it had received.
-    async fn next<C: Cri>(&mut self, cri: &C) -> String {
+    /// What to wake next. Cancel-safe: the loop drops the call whenever another branch wins;
+    /// no received event is lost and the retry delay is kept across calls.
+    async fn next<C: Cri>(&mut self, cri: &C) -> Wake {
         loop {
             if self.unsupported {
                 return std::future::pending().await;
             }
             if let Some(stream) = self.stream.as_mut() {
                 match stream.next().await {
-                    Some(Ok(uid)) => return uid,
+                    Some(Ok(uid)) => return Wake::Pod(uid),
                     Some(Err(e)) => tracing::warn!(error = %e, "container events stream failed"),
                     None => tracing::warn!("the runtime ended the container events stream"),
                 }
                 self.stream = None;
-                tokio::time::sleep(EVENTS_RETRY).await;
+                self.retry_at = Some(Instant::now() + EVENTS_RETRY);
+            }
+            if let Some(at) = self.retry_at {
+                tokio::time::sleep_until(at).await;
+                self.retry_at = None;
             }
             match cri.pod_events().await {
-                Ok(Some(stream)) => self.stream = Some(stream),
+                Ok(Some(stream)) => {
+                    self.stream = Some(stream);
+                    if std::mem::replace(&mut self.subscribed_before, true) {
+                        return Wake::All;
+                    }
+                }
                 Ok(None) => {
                     tracing::info!(
                         "the runtime has no container events; pod status follows re-syncs"
@@ -176,7 +204,7 @@ impl RuntimeEvents {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot subscribe to container events");
-                    tokio::time::sleep(EVENTS_RETRY).await;
+                    self.retry_at = Some(Instant::now() + EVENTS_RETRY);
                 }
             }
         }
@@ -387,15 +415,37 @@ mod tests {
         let mut events = RuntimeEvents::default();
         let within = Duration::from_secs(60);
         send_later(tx, "uid-1", Duration::from_millis(10));
-        let uid = tokio::time::timeout(within, events.next(&fake)).await;
-        assert_eq!(uid.expect("an event"), "uid-1");
+        let wake = tokio::time::timeout(within, events.next(&fake)).await;
+        assert_eq!(wake.expect("an event"), Wake::Pod("uid-1".to_owned()));
 
         // The runtime restarts: the old stream ends, and a new one is subscribed to.
         let (tx2, _) = tokio::sync::broadcast::channel(8);
         fake.state().events = Some(tx2.clone());
         send_later(tx2, "uid-2", EVENTS_RETRY * 2);
-        let uid = tokio::time::timeout(within, events.next(&fake)).await;
-        assert_eq!(uid.expect("an event after subscribing again"), "uid-2");
+        // What changed while the stream was down is unknown: every pod is woken once.
+        let wake = tokio::time::timeout(within, events.next(&fake)).await;
+        assert_eq!(wake.expect("a wake after subscribing again"), Wake::All);
+        let wake = tokio::time::timeout(within, events.next(&fake)).await;
+        assert_eq!(wake.expect("an event"), Wake::Pod("uid-2".to_owned()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_before_subscribing_again_survives_a_dropped_call() {
+        let fake = FakeCri::new();
+        let (tx, _) = tokio::sync::broadcast::channel::<String>(8);
+        fake.state().events = Some(tx);
+        let mut events = RuntimeEvents::default();
+        // Subscribes, then waits for an event that never comes.
+        let waited = tokio::time::timeout(Duration::from_secs(1), events.next(&fake)).await;
+        assert!(waited.is_err());
+        // The runtime goes away: the stream ends and the retry wait begins; the loop drops the
+        // call part-way, as its select! does whenever another branch wins.
+        fake.state().events = None;
+        let waited = tokio::time::timeout(Duration::from_secs(1), events.next(&fake)).await;
+        assert!(waited.is_err());
+        assert!(events.stream.is_none());
+        let retry_at = events.retry_at.expect("still waiting to subscribe again");
+        assert!(retry_at > Instant::now());
     }
 
     #[tokio::test(start_paused = true)]

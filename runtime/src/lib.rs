@@ -203,7 +203,9 @@ pub async fn serve(config: RuntimeConfig, cancel: CancellationToken) -> Result<(
     };
     tracing::info!(addr = %stream_addr, "streaming server listening");
     let stream_task = tokio::spawn(stream::serve(stream_listener, stream_state, cancel.clone()));
-    let svc = cri::CriService::new(rt).with_streaming(streams, spawner);
+    let svc = cri::CriService::new(rt)
+        .with_streaming(streams, spawner)
+        .with_shutdown(cancel.clone());
     let result = tonic::transport::Server::builder()
         .add_service(cri_api::RuntimeServiceServer::new(svc.clone()))
         .add_service(cri_api::ImageServiceServer::new(svc.clone()))

@@ -251,11 +251,13 @@ pub fn write_exit(
 /// learns at once that the container exited (StopContainer, GetContainerEvents), rather than
 /// by polling.
 pub fn release_exit_watch() {
-    if let Ok(null) = File::open("/dev/null") {
+    match File::open("/dev/null") {
         // SAFETY: dup2 onto fd 1 only replaces which file that descriptor names; `null` stays
         // owned by its File and is closed when it drops.
-        unsafe { libc::dup2(null.as_raw_fd(), 1) };
-    }
+        Ok(null) => unsafe { libc::dup2(null.as_raw_fd(), 1) },
+        // SAFETY: nothing in this process uses fd 1 after this; closing it ends the pipe.
+        Err(_) => unsafe { libc::close(1) },
+    };
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub struct CriService {
     /// The streaming server's request table and the exec boundary; `None` answers the
     /// streaming calls with Unimplemented.
     streaming: Option<(Arc<Streams>, Arc<dyn ExecSpawner>)>,
+    /// Ends the GetContainerEvents streams, which a graceful shutdown would otherwise wait for.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl CriService {
@@ -32,7 +34,14 @@ impl CriService {
         CriService {
             rt,
             streaming: None,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Ends the open GetContainerEvents streams when `cancel` fires.
+    pub fn with_shutdown(mut self, cancel: tokio_util::sync::CancellationToken) -> Self {
+        self.shutdown = cancel;
+        self
     }
 
     /// Serves ExecSync, Exec, Attach and PortForward through `streams` and `spawner`.
@@ -147,7 +156,9 @@ impl cri_api::RuntimeService for CriService {
         use futures::StreamExt as _;
         use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
         let rt = self.rt.clone();
-        let stream = BroadcastStream::new(self.rt.subscribe_events()).filter_map(move |ev| {
+        let events = BroadcastStream::new(self.rt.subscribe_events())
+            .take_until(self.shutdown.clone().cancelled_owned());
+        let stream = events.filter_map(move |ev| {
             let out = match ev {
                 Ok(ev) => Some(Ok(rt.event_response(&ev))),
                 Err(BroadcastStreamRecvError::Lagged(n)) => {

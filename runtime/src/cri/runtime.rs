@@ -607,9 +607,9 @@ impl Runtime {
             sb.phase = SandboxPhase::NotReady;
             sb.network = None;
             self.save_sandbox(&sb)?;
+            self.events.send(id, id, EventType::ContainerStoppedEvent);
         }
         tracing::info!(sandbox = %id, "sandbox stopped");
-        self.events.send(id, id, EventType::ContainerStoppedEvent);
         Ok(())
     }
 
@@ -1034,12 +1034,13 @@ impl Runtime {
                 c.pid = started.pid;
                 c.monitor_pid = started.monitor_pid;
                 c.started_at = state::now_ns();
-                // Watch for the exit before the record is saved, so that no stop goes unseen.
-                self.report_stop(&c, started.ended);
                 self.save_container(&c)?;
                 tracing::info!(container = %id, pid = started.pid, "container started");
                 self.events
                     .send(id, &c.sandbox_id, EventType::ContainerStartedEvent);
+                // Watched only now, so that the stop event follows the start and shows the
+                // saved record; an exit meanwhile is not missed (the pipe's end stays readable).
+                self.report_stop(&c, started.ended);
                 Ok(())
             }
             Err(e) => {
@@ -1078,7 +1079,17 @@ impl Runtime {
             .cloned()
             .collect();
         for c in running {
-            self.report_stop(&c, self.launcher.ended(c.monitor_pid));
+            let monitor = self.launcher.ended(c.monitor_pid);
+            let container = self.launcher.ended(c.pid);
+            let exit = self.task_dir(&c.id).join(EXIT_FILE);
+            // A monitor that died without recording the exit leaves the container's own end.
+            let ended = Ended::new(async move {
+                monitor.wait().await;
+                if !exit.exists() {
+                    container.wait().await;
+                }
+            });
+            self.report_stop(&c, ended);
         }
     }
 

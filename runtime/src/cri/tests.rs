@@ -877,7 +877,7 @@ async fn stop_returns_as_soon_as_the_container_exits() {
     let launcher = h.launcher.clone();
     let exit_id = id.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
         launcher.exit(&exit_id, 0, false);
     });
     let t = std::time::Instant::now();
@@ -1000,6 +1000,36 @@ async fn state_survives_a_runtime_restart() {
         .pod_sandbox_status(&sb)
         .expect("status after restart");
     assert_eq!(st.network.expect("network").ip, ip, "the pod keeps its IP");
+}
+
+#[tokio::test]
+async fn a_restarted_runtime_reports_exits_even_after_the_monitor_died_first() {
+    let h = harness();
+    let (_, id) = h.running_app().await;
+    let svc2 = h.reopen();
+    let mut events = svc2.rt.subscribe_events();
+    svc2.rt.watch_running();
+    let c = svc2.rt.container(&id).expect("container");
+    // The monitor is gone without recording an exit; the container itself still runs.
+    h.launcher
+        .alive
+        .lock()
+        .expect("lock")
+        .remove(&c.monitor_pid);
+    let early = tokio::time::timeout(Duration::from_millis(100), events.recv()).await;
+    assert!(
+        early.is_err(),
+        "a stop was reported for a running container: {early:?}"
+    );
+    h.launcher.exit(&id, 9, false);
+    let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("a stop event once the container ended")
+        .expect("event");
+    assert_eq!(
+        (ev.id.as_str(), ev.kind),
+        (id.as_str(), cri::ContainerEventType::ContainerStoppedEvent)
+    );
 }
 
 #[tokio::test]
