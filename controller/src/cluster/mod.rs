@@ -1,7 +1,8 @@
-//! Control-plane members talking to each other over gRPC: the `Peer` service (raft messages in
-//! batches, forwarded proposals, membership management), the outgoing `GrpcTransport` (one task
-//! per peer with a bounded queue, reconnecting with back-off, dropping on overflow: raft
-//! retries), and how `--initial-members` is parsed into raft ids.
+//! Control-plane members talking to each other: the gRPC `Peer` service (forwarded proposals,
+//! membership management, and raft batches from older members), raft messages on connections of
+//! their own on the same port ([`raftstream`]), the outgoing `GrpcTransport` (one task per peer
+//! with a bounded queue, reconnecting with back-off, dropping on overflow: raft retries), and
+//! how `--initial-members` is parsed into raft ids.
 //!
 //! Raft ids are derived from member names (`store::member_id`, FNV-1a), so every member computes
 //! the same ids from the same list in any order, and a member added later by name gets its id
@@ -22,6 +23,8 @@ use tonic::{Request, Response, Status};
 use crate::store::transport::{BoxFuture, Forward, Forwarded, Transport};
 use crate::store::{Applied, Command, MemberInfo, Store, StoreError, member_id};
 
+mod raftstream;
+
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
     tonic::include_proto!("skiff.peer.v1");
@@ -35,8 +38,6 @@ use proto::peer_server::{Peer, PeerServer};
 const PEER_QUEUE: usize = 4096;
 /// Raft messages sent to a peer in one `Step` call, at most.
 const BATCH: usize = 256;
-/// Batches waiting to go out on a peer's stream.
-const STREAM_DEPTH: usize = 64;
 /// How often an idle peer connection is pinged, and how long an unanswered ping may take before
 /// the connection is dropped (its calls fail and the next call reconnects).
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -157,64 +158,53 @@ impl GrpcTransport {
     }
 }
 
-/// Sends one peer's queue in batches on a long-lived `StepStream`; when the stream breaks, waits
-/// (doubling up to 2 s), drops what queued meanwhile (raft resends what matters) and opens
-/// another.
+/// Sends one peer's queue in batches on a raft connection of its own ([`raftstream`]); when the
+/// connection breaks, waits (doubling up to 2 s), drops what queued meanwhile (raft resends what
+/// matters) and dials again.
 async fn peer_loop(
     id: u64,
     addr: String,
-    client: PeerClient<Channel>,
     mut rx: mpsc::Receiver<Message>,
     cancel: CancellationToken,
 ) {
+    use tokio::io::AsyncWriteExt as _;
     let mut backoff = Duration::from_millis(100);
+    let mut buf = Vec::new();
     loop {
-        let (tx, stream_rx) = mpsc::channel::<proto::StepRequest>(STREAM_DEPTH);
-        let mut c = client.clone();
-        let mut call = tokio::spawn(async move {
-            c.step_stream(tokio_stream::wrappers::ReceiverStream::new(stream_rx))
-                .await
-        });
+        let connected = tokio::select! {
+            _ = cancel.cancelled() => return,
+            c = raftstream::connect(&addr) => c,
+        };
         let mut sent_any = false;
-        let ended = loop {
-            tokio::select! {
-                _ = cancel.cancelled() => {
-                    call.abort();
-                    return;
-                }
-                r = &mut call => break r,
-                m = rx.recv() => {
-                    let Some(first) = m else {
-                        call.abort();
-                        return;
-                    };
-                    let mut batch = vec![first];
-                    while batch.len() < BATCH
-                        && let Ok(m) = rx.try_recv()
-                    {
-                        batch.push(m);
-                    }
-                    let messages = batch
-                        .iter()
-                        .filter_map(|m| m.write_to_bytes().ok())
-                        .collect();
-                    // A full stream means the peer is not keeping up: drop, raft resends.
-                    match tx.try_send(proto::StepRequest { messages }) {
-                        Ok(()) => sent_any = true,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            tracing::debug!(peer = id, "raft stream full; dropping a batch");
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => break (&mut call).await,
-                    }
-                }
-            }
-        };
-        let reason = match ended {
-            Ok(Ok(_)) => "the peer closed the stream".to_string(),
-            Ok(Err(status)) => status.message().to_string(),
+        let reason = match connected {
             Err(e) => e.to_string(),
+            Ok(mut stream) => loop {
+                let first = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    m = rx.recv() => match m {
+                        Some(m) => m,
+                        None => return,
+                    },
+                };
+                let mut batch = vec![first];
+                while batch.len() < BATCH
+                    && let Ok(m) = rx.try_recv()
+                {
+                    batch.push(m);
+                }
+                buf.clear();
+                raftstream::encode(&batch, &mut buf);
+                let written = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    w = stream.write_all(&buf) => w,
+                };
+                match written {
+                    Ok(()) => sent_any = true,
+                    Err(e) => break e.to_string(),
+                }
+            },
         };
-        tracing::debug!(peer = id, %addr, error = %reason, "raft stream ended");
+        tracing::debug!(peer = id, %addr, error = %reason, "raft connection ended");
         if sent_any {
             backoff = Duration::from_millis(100);
         }
@@ -301,13 +291,7 @@ impl Transport for GrpcTransport {
             }
         };
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        tokio::spawn(peer_loop(
-            id,
-            addr.clone(),
-            client.clone(),
-            rx,
-            self.cancel.clone(),
-        ));
+        tokio::spawn(peer_loop(id, addr.clone(), rx, self.cancel.clone()));
         tracing::info!(peer = id, %addr, "raft peer");
         peers.insert(
             id,
@@ -548,16 +532,17 @@ pub async fn serve(
         reason: e.to_string(),
     })?;
     tracing::info!(%addr, "peer service listening");
-    // tonic's own nodelay setting does not apply to a supplied listener; without it, answers to
-    // forwarded writes sit in Nagle's buffer until the peer's delayed ACK, 40 ms later.
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |conn| {
-            conn.inspect(|s| {
-                let _ = s.set_nodelay(true);
-            })
-        },
-    );
+    // Raft connections are read by `raftstream`; the rest, with TCP_NODELAY set (tonic's own
+    // setting does not apply to a supplied listener, and without it answers to forwarded writes
+    // sit in Nagle's buffer until the peer's delayed ACK, 40 ms later), go to the gRPC server.
+    let (grpc, incoming) = mpsc::channel(64);
+    tokio::spawn(raftstream::accept(
+        listener,
+        service.inbox.clone(),
+        grpc,
+        cancel.clone(),
+    ));
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming);
     Server::builder()
         .add_service(PeerServer::new(service))
         .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
