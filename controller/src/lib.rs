@@ -92,7 +92,7 @@ pub async fn run(
             let mut scfg =
                 StoreConfig::member(id, members.iter().map(|m| m.id).collect(), store_dir);
             scfg.join = cc.join;
-            let started = Store::start(scfg, transport, cancel.clone())?;
+            let started = Store::start(scfg, transport.clone(), cancel.clone())?;
             let listener = tokio::net::TcpListener::bind(cc.peer_listen)
                 .await
                 .map_err(|source| ControllerError::Listen {
@@ -105,7 +105,12 @@ pub async fn run(
                 members,
                 cancel.clone(),
             );
-            peer_task = Some(tokio::spawn(cluster::serve(svc, listener, cancel.clone())));
+            peer_task = Some(tokio::spawn(cluster::serve(
+                svc,
+                listener,
+                transport.clone(),
+                cancel.clone(),
+            )));
             tracing::info!(member = %cc.name, id, join = cc.join, "control-plane member starting");
             (started, Some(cc.name.clone()))
         }

@@ -10,12 +10,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use protobuf::Message as _;
 use raft::prelude::{ConfChangeV2, Message};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
@@ -24,6 +25,8 @@ use crate::store::transport::{BoxFuture, Forward, Forwarded, Transport};
 use crate::store::{Applied, Command, MemberInfo, Store, StoreError, member_id};
 
 mod raftstream;
+
+use raftstream::Outgoing;
 
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
@@ -126,14 +129,32 @@ fn endpoint(addr: &str) -> Result<Endpoint, ClusterError> {
 
 struct PeerHandle {
     addr: String,
-    queue: mpsc::Sender<Message>,
+    queue: mpsc::Sender<Outgoing>,
+    /// Whether the raft connection to the peer is up: forwards go on it only then.
+    connected: Arc<AtomicBool>,
     client: PeerClient<Channel>,
+}
+
+/// Forwards sent on raft connections, by id, waiting for the leader's answer.
+type Pending =
+    Arc<Mutex<HashMap<u64, oneshot::Sender<Result<proto::ForwardResponse, StoreError>>>>>;
+
+fn settle(pending: &Pending, id: u64, outcome: Result<proto::ForwardResponse, StoreError>) {
+    let waiter = pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id);
+    if let Some(tx) = waiter {
+        let _ = tx.send(outcome);
+    }
 }
 
 /// The transport between member processes.
 pub struct GrpcTransport {
     me: u64,
     peers: RwLock<HashMap<u64, PeerHandle>>,
+    pending: Pending,
+    next_forward: AtomicU64,
     cancel: CancellationToken,
 }
 
@@ -144,6 +165,8 @@ impl GrpcTransport {
         let t = Arc::new(Self {
             me,
             peers: RwLock::new(HashMap::new()),
+            pending: Arc::default(),
+            next_forward: AtomicU64::new(1),
             cancel,
         });
         for m in members {
@@ -156,54 +179,143 @@ impl GrpcTransport {
         let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
         peers.get(&id).map(|p| p.client.clone())
     }
+
+    /// Queues a write for leader `to` on the raft connection, if it is up: the answer's
+    /// receiver, or `None` to use the gRPC call instead.
+    fn forward_on_connection(
+        &self,
+        to: u64,
+        cmd: &Command,
+    ) -> Option<oneshot::Receiver<Result<proto::ForwardResponse, StoreError>>> {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        let peer = peers.get(&to)?;
+        if !peer.connected.load(Ordering::Acquire) {
+            return None;
+        }
+        let id = self.next_forward.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        let item = Outgoing::Forward {
+            id,
+            from: self.me,
+            command: cmd.encode(),
+        };
+        if peer.queue.try_send(item).is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return None;
+        }
+        Some(rx)
+    }
+
+    /// Sends the answer to forward `id` back to member `to`; lost if there is no connection,
+    /// as an answer on a broken gRPC call would be.
+    fn answer(&self, to: u64, id: u64, response: Vec<u8>) {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = peers.get(&to)
+            && p.queue.try_send(Outgoing::Answer { id, response }).is_err()
+        {
+            tracing::debug!(
+                peer = p.addr,
+                "peer queue full; dropping a forward's answer"
+            );
+        }
+    }
+}
+
+/// What the answer to a forward says.
+fn forwarded(resp: proto::ForwardResponse) -> Result<Forwarded, StoreError> {
+    if let Some(e) = resp.error {
+        return Err(error_from_wire(&e));
+    }
+    let applied = Applied::decode(&resp.applied)
+        .ok_or_else(|| StoreError::Raft("undecodable forwarded answer".into()))?;
+    Ok(Forwarded {
+        index: resp.index,
+        applied,
+    })
 }
 
 /// Sends one peer's queue in batches on a raft connection of its own ([`raftstream`]); when the
 /// connection breaks, waits (doubling up to 2 s), drops what queued meanwhile (raft resends what
-/// matters) and dials again.
+/// matters; queued forwards fail as never sent) and dials again. Forwards sent on a connection
+/// that breaks fail as sent without an answer.
 async fn peer_loop(
     id: u64,
     addr: String,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    connected: Arc<AtomicBool>,
+    pending: Pending,
     cancel: CancellationToken,
 ) {
-    use tokio::io::AsyncWriteExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut backoff = Duration::from_millis(100);
     let mut buf = Vec::new();
     loop {
-        let connected = tokio::select! {
+        let dialled = tokio::select! {
             _ = cancel.cancelled() => return,
             c = raftstream::connect(&addr) => c,
         };
         let mut sent_any = false;
-        let reason = match connected {
+        // Forwards written on this connection whose answers may still come.
+        let mut in_flight: Vec<u64> = Vec::new();
+        let reason = match dialled {
             Err(e) => e.to_string(),
-            Ok(mut stream) => loop {
-                let first = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    m = rx.recv() => match m {
-                        Some(m) => m,
-                        None => return,
-                    },
+            Ok(stream) => {
+                let (mut read, mut write) = stream.into_split();
+                connected.store(true, Ordering::Release);
+                let mut byte = [0u8; 1];
+                let reason = loop {
+                    let first = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        // The peer never writes on this connection: a read ends only when it
+                        // closes or resets it.
+                        r = read.read(&mut byte) => break match r {
+                            Ok(_) => "the peer closed the connection".to_string(),
+                            Err(e) => e.to_string(),
+                        },
+                        m = rx.recv() => match m {
+                            Some(m) => m,
+                            None => return,
+                        },
+                    };
+                    let mut batch = vec![first];
+                    while batch.len() < BATCH
+                        && let Ok(m) = rx.try_recv()
+                    {
+                        batch.push(m);
+                    }
+                    if in_flight.len() > 64 {
+                        let waiting = pending.lock().unwrap_or_else(|e| e.into_inner());
+                        in_flight.retain(|f| waiting.contains_key(f));
+                    }
+                    in_flight.extend(batch.iter().filter_map(|m| match m {
+                        Outgoing::Forward { id, .. } => Some(*id),
+                        _ => None,
+                    }));
+                    buf.clear();
+                    raftstream::encode(&batch, &mut buf);
+                    let written = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        w = write.write_all(&buf) => w,
+                    };
+                    match written {
+                        Ok(()) => sent_any = true,
+                        Err(e) => break e.to_string(),
+                    }
                 };
-                let mut batch = vec![first];
-                while batch.len() < BATCH
-                    && let Ok(m) = rx.try_recv()
-                {
-                    batch.push(m);
-                }
-                buf.clear();
-                raftstream::encode(&batch, &mut buf);
-                let written = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    w = stream.write_all(&buf) => w,
-                };
-                match written {
-                    Ok(()) => sent_any = true,
-                    Err(e) => break e.to_string(),
-                }
-            },
+                connected.store(false, Ordering::Release);
+                reason
+            }
         };
+        for f in in_flight {
+            settle(&pending, f, Err(StoreError::NoAnswer { id }));
+        }
         tracing::debug!(peer = id, %addr, error = %reason, "raft connection ended");
         if sent_any {
             backoff = Duration::from_millis(100);
@@ -213,8 +325,12 @@ async fn peer_loop(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
-        // What queued up meanwhile is stale; raft will resend.
-        while rx.try_recv().is_ok() {}
+        // What queued up meanwhile is stale; raft will resend, and a forward was never sent.
+        while let Ok(m) = rx.try_recv() {
+            if let Outgoing::Forward { id: f, .. } = m {
+                settle(&pending, f, Err(StoreError::Unreachable { id }));
+            }
+        }
     }
 }
 
@@ -224,7 +340,7 @@ impl Transport for GrpcTransport {
         for m in messages {
             match peers.get(&m.to) {
                 Some(p) => {
-                    if p.queue.try_send(m).is_err() {
+                    if p.queue.try_send(Outgoing::Raft(m)).is_err() {
                         tracing::debug!(peer = p.addr, "peer queue full; dropping a raft message");
                     }
                 }
@@ -234,6 +350,18 @@ impl Transport for GrpcTransport {
     }
 
     fn forward(&self, to: u64, req: Forward) -> BoxFuture<Result<Forwarded, StoreError>> {
+        // Writes go on the raft connection when it is up: no HTTP/2 on the way there or back.
+        if let Forward::Write(cmd) = &req
+            && let Some(answer) = self.forward_on_connection(to, cmd)
+        {
+            return Box::pin(async move {
+                match answer.await {
+                    Ok(Ok(resp)) => forwarded(resp),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(StoreError::NoAnswer { id: to }),
+                }
+            });
+        }
         let client = self.client(to);
         Box::pin(async move {
             let mut client = client.ok_or(StoreError::Unreachable { id: to })?;
@@ -259,15 +387,7 @@ impl Transport for GrpcTransport {
                     }
                 })?
                 .into_inner();
-            if let Some(e) = resp.error {
-                return Err(error_from_wire(&e));
-            }
-            let applied = Applied::decode(&resp.applied)
-                .ok_or_else(|| StoreError::Raft("undecodable forwarded answer".into()))?;
-            Ok(Forwarded {
-                index: resp.index,
-                applied,
-            })
+            forwarded(resp)
         })
     }
 
@@ -291,13 +411,22 @@ impl Transport for GrpcTransport {
             }
         };
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        tokio::spawn(peer_loop(id, addr.clone(), rx, self.cancel.clone()));
+        let connected = Arc::new(AtomicBool::new(false));
+        tokio::spawn(peer_loop(
+            id,
+            addr.clone(),
+            rx,
+            connected.clone(),
+            self.pending.clone(),
+            self.cancel.clone(),
+        ));
         tracing::info!(peer = id, %addr, "raft peer");
         peers.insert(
             id,
             PeerHandle {
                 addr,
                 queue: tx,
+                connected,
                 client,
             },
         );
@@ -451,19 +580,9 @@ impl Peer for PeerService {
             ),
             None => return Err(Status::invalid_argument("empty forward request")),
         };
-        let resp = match self.store.propose_here(fwd).await {
-            Ok(f) => proto::ForwardResponse {
-                index: f.index,
-                applied: f.applied.encode(),
-                error: None,
-            },
-            Err(e) => proto::ForwardResponse {
-                index: 0,
-                applied: Vec::new(),
-                error: Some(error_to_wire(&e)),
-            },
-        };
-        Ok(Response::new(resp))
+        Ok(Response::new(forward_response(
+            self.store.propose_here(fwd).await,
+        )))
     }
 
     async fn add_member(
@@ -521,10 +640,55 @@ impl Peer for PeerService {
     }
 }
 
-/// Serves the peer service on `listener` until `cancel` fires.
+fn forward_response(r: Result<Forwarded, StoreError>) -> proto::ForwardResponse {
+    match r {
+        Ok(f) => proto::ForwardResponse {
+            index: f.index,
+            applied: f.applied.encode(),
+            error: None,
+        },
+        Err(e) => proto::ForwardResponse {
+            index: 0,
+            applied: Vec::new(),
+            error: Some(error_to_wire(&e)),
+        },
+    }
+}
+
+/// Forwards and answers that arrive on raft connections: a forward is proposed here (this
+/// member leads, or answers why not) and answered on this member's connection to the sender;
+/// an answer settles the forward this member sent.
+struct PeerFrames {
+    store: Store,
+    transport: Arc<GrpcTransport>,
+}
+
+impl raftstream::Frames for PeerFrames {
+    fn forward(&self, from: u64, id: u64, command: Vec<u8>) {
+        let (store, transport) = (self.store.clone(), self.transport.clone());
+        tokio::spawn(async move {
+            let result = match Command::decode(&command) {
+                Some(cmd) => store.propose_here(Forward::Write(cmd)).await,
+                None => Err(StoreError::Raft("undecodable forwarded command".into())),
+            };
+            let response = prost::Message::encode_to_vec(&forward_response(result));
+            transport.answer(from, id, response);
+        });
+    }
+
+    fn answer(&self, id: u64, response: Vec<u8>) {
+        let outcome = <proto::ForwardResponse as prost::Message>::decode(response.as_slice())
+            .map_err(|e| StoreError::Raft(format!("undecodable forward answer: {e}")));
+        settle(&self.transport.pending, id, outcome);
+    }
+}
+
+/// Serves the peer service on `listener` until `cancel` fires; forwards arriving on raft
+/// connections are answered through `transport`.
 pub async fn serve(
     service: PeerService,
     listener: tokio::net::TcpListener,
+    transport: Arc<GrpcTransport>,
     cancel: CancellationToken,
 ) -> Result<(), ClusterError> {
     let addr = listener.local_addr().map_err(|e| ClusterError::Serve {
@@ -536,9 +700,14 @@ pub async fn serve(
     // setting does not apply to a supplied listener, and without it answers to forwarded writes
     // sit in Nagle's buffer until the peer's delayed ACK, 40 ms later), go to the gRPC server.
     let (grpc, incoming) = mpsc::channel(64);
+    let frames = Arc::new(PeerFrames {
+        store: service.store.clone(),
+        transport,
+    });
     tokio::spawn(raftstream::accept(
         listener,
         service.inbox.clone(),
+        frames,
         grpc,
         cancel.clone(),
     ));
@@ -678,6 +847,42 @@ mod tests {
             .expect("the forward gave up");
         assert!(matches!(r, Err(StoreError::NoAnswer { id: 2 })), "{r:?}");
         peer.await.unwrap();
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_forward_on_a_raft_connection_that_breaks_has_no_answer() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let key = "/registry/configmaps/default/forwarded-then-lost";
+        // A peer that takes the raft connection and the forward, then closes it unanswered.
+        let peer = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(key.len()).any(|w| w == key.as_bytes()) {
+                let n = sock.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the forward never arrived");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            assert!(seen.starts_with(raftstream::MAGIC));
+        });
+        let (t, cancel) = transport_to(addr.to_string());
+        let connected = t.peers.read().unwrap()[&2].connected.clone();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !connected.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the raft connection came up");
+        let r = tokio::time::timeout(Duration::from_secs(10), t.forward(2, put(key)))
+            .await
+            .expect("the forward gave up");
+        assert!(matches!(r, Err(StoreError::NoAnswer { id: 2 })), "{r:?}");
+        peer.await.unwrap();
+        assert!(t.pending.lock().unwrap().is_empty());
         cancel.cancel();
     }
 

@@ -1,11 +1,14 @@
 //! Raft messages between members on a TCP connection of their own, beside the gRPC `Peer`
-//! service on the same port. A connection that opens with [`MAGIC`] carries length-prefixed raft
-//! messages one way, from the member that dialled; any other connection is handed to the gRPC
+//! service on the same port. A connection that opens with [`MAGIC`] carries length-prefixed
+//! frames one way, from the member that dialled; any other connection is handed to the gRPC
 //! server. Without HTTP/2 in the way, a message crosses one task on each side (the sender's
 //! writer, the receiver's reader) instead of three, which is most of a round trip's cost on a
-//! busy node.
+//! busy node. Followers' forwarded writes and the leader's answers travel the same way
+//! ([`Outgoing`]): an answer comes back on the leader's own connection to the follower.
 //!
-//! Frames: a little-endian `u32` length, then the message in raft-rs's protobuf 2 encoding.
+//! Frames: a little-endian `u32` length of the rest, a kind byte, then the body: a raft message
+//! in raft-rs's protobuf 2 encoding; a forward (`u64` id, `u64` sender, the store command); or
+//! an answer (`u64` id, a `ForwardResponse`).
 //! A peer cut off by the network is noticed by `TCP_USER_TIMEOUT` on the sending side (unsent
 //! data older than [`DEAD_AFTER`] ends the connection, and the next batch dials again) and by
 //! keepalive probes on the receiving side.
@@ -20,7 +23,33 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// What a raft connection opens with.
-pub const MAGIC: &[u8; 8] = b"SKRAFT01";
+pub const MAGIC: &[u8; 8] = b"SKRAFT02";
+const RAFT: u8 = 0;
+const FORWARD: u8 = 1;
+const ANSWER: u8 = 2;
+
+/// What goes out on a raft connection.
+#[derive(Debug)]
+pub enum Outgoing {
+    Raft(Message),
+    /// A follower's write for the leader to propose; `id` is the follower's own.
+    Forward {
+        id: u64,
+        from: u64,
+        command: Vec<u8>,
+    },
+    /// The leader's answer to forward `id`: a `ForwardResponse`.
+    Answer {
+        id: u64,
+        response: Vec<u8>,
+    },
+}
+
+/// What a reader does with the frames that are not raft messages.
+pub trait Frames: Send + Sync + 'static {
+    fn forward(&self, from: u64, id: u64, command: Vec<u8>);
+    fn answer(&self, id: u64, response: Vec<u8>);
+}
 /// The largest frame accepted: a snapshot of the whole store travels as one message.
 const MAX_FRAME: usize = 1 << 30;
 /// How long sent data may stay unacknowledged, or a connection idle without answering probes,
@@ -52,17 +81,66 @@ pub async fn connect(addr: &str) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Appends `messages` as frames to `buf`.
-pub fn encode(messages: &[Message], buf: &mut Vec<u8>) {
-    for m in messages {
-        let Ok(bytes) = m.write_to_bytes() else {
-            continue;
-        };
-        let Ok(len) = u32::try_from(bytes.len()) else {
-            continue;
-        };
-        buf.extend_from_slice(&len.to_le_bytes());
-        buf.extend_from_slice(&bytes);
+/// Appends `items` as frames to `buf`.
+pub fn encode(items: &[Outgoing], buf: &mut Vec<u8>) {
+    for item in items {
+        let start = buf.len();
+        buf.extend_from_slice(&[0; 4]);
+        match item {
+            Outgoing::Raft(m) => {
+                buf.push(RAFT);
+                if m.write_to_writer(buf).is_err() {
+                    buf.truncate(start);
+                    continue;
+                }
+            }
+            Outgoing::Forward { id, from, command } => {
+                buf.push(FORWARD);
+                buf.extend_from_slice(&id.to_le_bytes());
+                buf.extend_from_slice(&from.to_le_bytes());
+                buf.extend_from_slice(command);
+            }
+            Outgoing::Answer { id, response } => {
+                buf.push(ANSWER);
+                buf.extend_from_slice(&id.to_le_bytes());
+                buf.extend_from_slice(response);
+            }
+        }
+        match u32::try_from(buf.len() - start - 4) {
+            Ok(len) => buf[start..start + 4].copy_from_slice(&len.to_le_bytes()),
+            Err(_) => buf.truncate(start),
+        }
+    }
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Hands one frame to where it goes.
+fn dispatch(frame: &[u8], inbox: &mpsc::Sender<Message>, frames: &dyn Frames) {
+    let Some((&kind, body)) = frame.split_first() else {
+        return;
+    };
+    match kind {
+        // Peers are other skiff members; a frame that does not decode is dropped.
+        RAFT => match Message::parse_from_bytes(body) {
+            Ok(m) => {
+                if inbox.try_send(m).is_err() {
+                    tracing::debug!("raft inbox full; dropping a message");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "undecodable raft message"),
+        },
+        FORWARD => match (u64_at(body, 0), u64_at(body, 8)) {
+            (Some(id), Some(from)) => frames.forward(from, id, body[16..].to_vec()),
+            _ => tracing::warn!("short forward frame"),
+        },
+        ANSWER => match u64_at(body, 0) {
+            Some(id) => frames.answer(id, body[8..].to_vec()),
+            None => tracing::warn!("short answer frame"),
+        },
+        other => tracing::warn!(kind = other, "unknown raft connection frame"),
     }
 }
 
@@ -90,6 +168,7 @@ async fn is_raft(stream: &mut TcpStream) -> bool {
 async fn read_frames(
     mut stream: TcpStream,
     inbox: mpsc::Sender<Message>,
+    frames: std::sync::Arc<dyn Frames>,
     cancel: CancellationToken,
 ) {
     let mut buf = Vec::new();
@@ -106,15 +185,7 @@ async fn read_frames(
             }
             buf.resize(len, 0);
             stream.read_exact(&mut buf).await?;
-            // Peers are other skiff members; a message that does not decode is dropped.
-            match Message::parse_from_bytes(&buf) {
-                Ok(m) => {
-                    if inbox.try_send(m).is_err() {
-                        tracing::debug!("raft inbox full; dropping a message");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "undecodable raft message"),
-            }
+            dispatch(&buf, &inbox, &*frames);
         }
     };
     let ended: std::io::Result<()> = tokio::select! {
@@ -131,6 +202,7 @@ async fn read_frames(
 pub async fn accept(
     listener: tokio::net::TcpListener,
     inbox: mpsc::Sender<Message>,
+    frames: std::sync::Arc<dyn Frames>,
     grpc: mpsc::Sender<std::io::Result<TcpStream>>,
     cancel: CancellationToken,
 ) {
@@ -148,9 +220,10 @@ pub async fn accept(
         };
         tune(&stream);
         let (inbox, grpc, cancel) = (inbox.clone(), grpc.clone(), cancel.clone());
+        let frames = frames.clone();
         tokio::spawn(async move {
             if is_raft(&mut stream).await {
-                read_frames(stream, inbox, cancel).await;
+                read_frames(stream, inbox, frames, cancel).await;
             } else {
                 let _ = grpc.send(Ok(stream)).await;
             }
@@ -163,12 +236,30 @@ mod tests {
     use super::*;
     use raft::prelude::MessageType;
 
-    fn msg(to: u64, index: u64) -> Message {
+    fn msg(to: u64, index: u64) -> Outgoing {
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgHeartbeat);
         m.to = to;
         m.commit = index;
-        m
+        Outgoing::Raft(m)
+    }
+
+    /// Records the forwards and answers it is handed.
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<String>>);
+
+    impl Frames for Seen {
+        fn forward(&self, from: u64, id: u64, command: Vec<u8>) {
+            let c = String::from_utf8_lossy(&command).into_owned();
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("forward {from} {id} {c}"));
+        }
+        fn answer(&self, id: u64, response: Vec<u8>) {
+            let r = String::from_utf8_lossy(&response).into_owned();
+            self.0.lock().unwrap().push(format!("answer {id} {r}"));
+        }
     }
 
     #[tokio::test]
@@ -178,11 +269,21 @@ mod tests {
         let (inbox, mut delivered) = mpsc::channel(16);
         let (grpc, mut others) = mpsc::channel(4);
         let cancel = CancellationToken::new();
-        tokio::spawn(accept(listener, inbox, grpc, cancel.clone()));
+        let seen = std::sync::Arc::new(Seen::default());
+        tokio::spawn(accept(listener, inbox, seen.clone(), grpc, cancel.clone()));
 
         let mut raft = connect(&addr).await.unwrap();
         let mut buf = Vec::new();
-        encode(&[msg(2, 7), msg(2, 8)], &mut buf);
+        let forward = Outgoing::Forward {
+            id: 5,
+            from: 9,
+            command: b"put".to_vec(),
+        };
+        let answer = Outgoing::Answer {
+            id: 6,
+            response: b"ok".to_vec(),
+        };
+        encode(&[msg(2, 7), forward, answer, msg(2, 8)], &mut buf);
         raft.write_all(&buf).await.unwrap();
         for want in [7, 8] {
             let got = tokio::time::timeout(Duration::from_secs(5), delivered.recv())
@@ -191,6 +292,7 @@ mod tests {
                 .unwrap();
             assert_eq!((got.to, got.commit), (2, want));
         }
+        assert_eq!(*seen.0.lock().unwrap(), ["forward 9 5 put", "answer 6 ok"]);
 
         // Anything else, an HTTP/2 preface say, is left whole for the gRPC server.
         let mut other = TcpStream::connect(&addr).await.unwrap();
@@ -216,7 +318,8 @@ mod tests {
         let (inbox, mut delivered) = mpsc::channel(16);
         let (grpc, _others) = mpsc::channel(4);
         let cancel = CancellationToken::new();
-        tokio::spawn(accept(listener, inbox, grpc, cancel.clone()));
+        let seen = std::sync::Arc::new(Seen::default());
+        tokio::spawn(accept(listener, inbox, seen, grpc, cancel.clone()));
         let mut raft = connect(&addr).await.unwrap();
         raft.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
         // The reader gives up on the connection: our next read sees it closed.
