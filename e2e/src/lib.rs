@@ -54,6 +54,18 @@ pub fn require_root() -> Result<()> {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> Result<u16> {
+    // Below the kernel's ephemeral range (32768 and up by default): a port the kernel handed
+    // out here could be taken again by any outgoing connection of the processes under test
+    // before they bind it ("Address already in use" at start).
+    use std::hash::{BuildHasher as _, Hasher as _};
+    for _ in 0..500 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 20000 + (h.finish() % 12000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
