@@ -136,14 +136,16 @@ struct PeerHandle {
 }
 
 /// Forwards sent on raft connections, by id, waiting for the leader's answer.
-type Pending =
-    Arc<Mutex<HashMap<u64, oneshot::Sender<Result<proto::ForwardResponse, StoreError>>>>>;
+type Waiters = HashMap<u64, oneshot::Sender<Result<proto::ForwardResponse, StoreError>>>;
+type Pending = Arc<Mutex<Waiters>>;
+
+fn waiting(pending: &Pending) -> std::sync::MutexGuard<'_, Waiters> {
+    // Entries are inserted and removed whole, so a poisoned map is still consistent.
+    pending.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn settle(pending: &Pending, id: u64, outcome: Result<proto::ForwardResponse, StoreError>) {
-    let waiter = pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&id);
+    let waiter = waiting(pending).remove(&id);
     if let Some(tx) = waiter {
         let _ = tx.send(outcome);
     }
@@ -194,20 +196,14 @@ impl GrpcTransport {
         }
         let id = self.next_forward.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
+        waiting(&self.pending).insert(id, tx);
         let item = Outgoing::Forward {
             id,
             from: self.me,
             command: cmd.encode(),
         };
         if peer.queue.try_send(item).is_err() {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            waiting(&self.pending).remove(&id);
             return None;
         }
         Some(rx)
@@ -291,7 +287,7 @@ async fn peer_loop(
                         batch.push(m);
                     }
                     if in_flight.len() > 64 {
-                        let waiting = pending.lock().unwrap_or_else(|e| e.into_inner());
+                        let waiting = waiting(&pending);
                         in_flight.retain(|f| waiting.contains_key(f));
                     }
                     in_flight.extend(batch.iter().filter_map(|m| match m {
@@ -517,15 +513,7 @@ impl PeerService {
     /// Hands a batch of encoded raft messages to the node loop.
     fn deliver(&self, batch: Vec<Vec<u8>>) {
         for b in batch {
-            // Peers are other skiff members; a message that does not decode is dropped.
-            match Message::parse_from_bytes(&b) {
-                Ok(m) => {
-                    if self.inbox.try_send(m).is_err() {
-                        tracing::debug!("raft inbox full; dropping a message");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "undecodable raft message"),
-            }
+            raftstream::deliver(&b, &self.inbox);
         }
     }
 

@@ -117,21 +117,26 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
+/// Hands one encoded raft message to the node loop. Peers are other skiff members; a message
+/// that does not decode is dropped, as is one that finds the inbox full (raft resends).
+pub fn deliver(bytes: &[u8], inbox: &mpsc::Sender<Message>) {
+    match Message::parse_from_bytes(bytes) {
+        Ok(m) => {
+            if inbox.try_send(m).is_err() {
+                tracing::debug!("raft inbox full; dropping a message");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "undecodable raft message"),
+    }
+}
+
 /// Hands one frame to where it goes.
 fn dispatch(frame: &[u8], inbox: &mpsc::Sender<Message>, frames: &dyn Frames) {
     let Some((&kind, body)) = frame.split_first() else {
         return;
     };
     match kind {
-        // Peers are other skiff members; a frame that does not decode is dropped.
-        RAFT => match Message::parse_from_bytes(body) {
-            Ok(m) => {
-                if inbox.try_send(m).is_err() {
-                    tracing::debug!("raft inbox full; dropping a message");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "undecodable raft message"),
-        },
+        RAFT => deliver(body, inbox),
         FORWARD => match (u64_at(body, 0), u64_at(body, 8)) {
             (Some(id), Some(from)) => frames.forward(from, id, body[16..].to_vec()),
             _ => tracing::warn!("short forward frame"),

@@ -20,7 +20,8 @@ pub struct Event {
     pub at: i64,
 }
 
-/// The broadcast every stream and waiter subscribes to.
+/// The broadcast every stream and waiter subscribes to; clones send on the same one.
+#[derive(Clone)]
 pub struct Events {
     tx: broadcast::Sender<Event>,
 }
@@ -42,11 +43,6 @@ impl Events {
             kind,
             at: crate::state::now_ns(),
         });
-    }
-
-    /// A sender for a task that reports later (a container's exit).
-    pub fn sender(&self) -> broadcast::Sender<Event> {
-        self.tx.clone()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

@@ -1057,16 +1057,11 @@ impl Runtime {
 
     /// Sends the stop event of `c` once `ended` resolves.
     fn report_stop(&self, c: &ContainerRecord, ended: Ended) {
-        let tx = self.events.sender();
+        let events = self.events.clone();
         let (id, sandbox_id) = (c.id.clone(), c.sandbox_id.clone());
         tokio::spawn(async move {
             ended.wait().await;
-            let _ = tx.send(Event {
-                id,
-                sandbox_id,
-                kind: EventType::ContainerStoppedEvent,
-                at: state::now_ns(),
-            });
+            events.send(&id, &sandbox_id, EventType::ContainerStoppedEvent);
         });
     }
 
