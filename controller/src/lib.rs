@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use api::{ApiState, Objects};
 use cluster::{ClusterConfig, ClusterError, GrpcTransport, PeerService};
-use store::{Store, StoreConfig, StoreError, member_id};
+use store::{RaftThread, Store, StoreConfig, StoreError, member_id};
 
 /// Errors of starting or running the control plane.
 #[derive(Debug, thiserror::Error)]
@@ -69,10 +69,12 @@ pub async fn run(
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), ControllerError> {
     let store_dir = Some(config.data_dir.join("store"));
+    let raft = RaftThread::start()?;
     let mut peer_task = None;
     let (started, name) = match &config.cluster {
         None => (
-            Store::start(
+            Store::start_on(
+                raft.handle(),
                 StoreConfig::single(store_dir),
                 Arc::new(store::transport::LocalOnly),
                 cancel.clone(),
@@ -88,11 +90,11 @@ pub async fn run(
                 }
                 .into());
             }
-            let transport = GrpcTransport::new(id, &members, cancel.clone());
+            let transport = GrpcTransport::new(id, &members, raft.handle().clone(), cancel.clone());
             let mut scfg =
                 StoreConfig::member(id, members.iter().map(|m| m.id).collect(), store_dir);
             scfg.join = cc.join;
-            let started = Store::start(scfg, transport.clone(), cancel.clone())?;
+            let started = Store::start_on(raft.handle(), scfg, transport.clone(), cancel.clone())?;
             let listener = tokio::net::TcpListener::bind(cc.peer_listen)
                 .await
                 .map_err(|source| ControllerError::Listen {
@@ -179,6 +181,7 @@ pub async fn run(
         tracing::warn!(error = %e, "peer service ended with an error");
     }
     let _ = started.task.await;
+    raft.stop().await;
     served.map_err(ControllerError::Serve)
 }
 

@@ -109,10 +109,17 @@ pub fn main() -> ExitCode {
         .init();
     // One TLS provider for the whole process (kube's and the registry client's rustls).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Controller(ref a) = cli.command
+        && controller::is_server(a)
     {
+        // A control-plane member runs raft on a thread of its own (`store::RaftThread`), which
+        // is busy whenever the API is: leave it a core. On two cores one API worker also spares
+        // every request the hand-offs between idle workers that cost more than the request.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        builder.worker_threads(cores.saturating_sub(1).max(1));
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

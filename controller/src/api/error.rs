@@ -323,7 +323,9 @@ impl From<StoreError> for ApiError {
                 name: key,
                 detail: "the object has been modified; please apply your changes to the latest version and try again".into(),
             },
-            StoreError::Disk(_) | StoreError::Raft(_) => ApiError::Internal(e.to_string()),
+            StoreError::Disk(_) | StoreError::Raft(_) | StoreError::Thread(_) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

@@ -154,6 +154,8 @@ fn settle(pending: &Pending, id: u64, outcome: Result<proto::ForwardResponse, St
 /// The transport between member processes.
 pub struct GrpcTransport {
     me: u64,
+    /// Where the peers' connection tasks run (the raft thread's runtime).
+    runtime: tokio::runtime::Handle,
     peers: RwLock<HashMap<u64, PeerHandle>>,
     pending: Pending,
     next_forward: AtomicU64,
@@ -161,11 +163,17 @@ pub struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    /// A transport knowing `members` (this member, `me`, is skipped). Must be called within a
-    /// tokio runtime: each peer gets a sending task, stopped by `cancel`.
-    pub fn new(me: u64, members: &[MemberInfo], cancel: CancellationToken) -> Arc<Self> {
+    /// A transport knowing `members` (this member, `me`, is skipped). Each peer gets a sending
+    /// task on `runtime`, stopped by `cancel`.
+    pub fn new(
+        me: u64,
+        members: &[MemberInfo],
+        runtime: tokio::runtime::Handle,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
         let t = Arc::new(Self {
             me,
+            runtime,
             peers: RwLock::new(HashMap::new()),
             pending: Arc::default(),
             next_forward: AtomicU64::new(1),
@@ -408,7 +416,7 @@ impl Transport for GrpcTransport {
         };
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
         let connected = Arc::new(AtomicBool::new(false));
-        tokio::spawn(peer_loop(
+        self.runtime.spawn(peer_loop(
             id,
             addr.clone(),
             rx,
@@ -671,8 +679,8 @@ impl raftstream::Frames for PeerFrames {
     }
 }
 
-/// Serves the peer service on `listener` until `cancel` fires; forwards arriving on raft
-/// connections are answered through `transport`.
+/// Serves the peer service on `listener` until `cancel` fires; raft connections are read on the
+/// transport's runtime, and forwards arriving on them are answered through `transport`.
 pub async fn serve(
     service: PeerService,
     listener: tokio::net::TcpListener,
@@ -688,11 +696,12 @@ pub async fn serve(
     // setting does not apply to a supplied listener, and without it answers to forwarded writes
     // sit in Nagle's buffer until the peer's delayed ACK, 40 ms later), go to the gRPC server.
     let (grpc, incoming) = mpsc::channel(64);
+    let runtime = transport.runtime.clone();
     let frames = Arc::new(PeerFrames {
         store: service.store.clone(),
         transport,
     });
-    tokio::spawn(raftstream::accept(
+    runtime.spawn(raftstream::accept(
         listener,
         service.inbox.clone(),
         frames,
@@ -785,7 +794,11 @@ mod tests {
             name: "b".into(),
             peer_addr: addr,
         };
-        (GrpcTransport::new(1, &[peer], cancel.clone()), cancel)
+        let runtime = tokio::runtime::Handle::current();
+        (
+            GrpcTransport::new(1, &[peer], runtime, cancel.clone()),
+            cancel,
+        )
     }
 
     fn put(key: &str) -> Forward {

@@ -55,6 +55,8 @@ const MAX_FRAME: usize = 1 << 30;
 /// How long sent data may stay unacknowledged, or a connection idle without answering probes,
 /// before it counts as dead.
 const DEAD_AFTER: Duration = Duration::from_secs(2);
+/// How much of a raft connection is read at once.
+const READ_BUFFER: usize = 64 << 10;
 /// How long a new connection may take to say what it is.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -171,12 +173,14 @@ async fn is_raft(stream: &mut TcpStream) -> bool {
 
 /// Reads frames from a raft connection into `inbox` until it ends or `cancel` fires.
 async fn read_frames(
-    mut stream: TcpStream,
+    stream: TcpStream,
     inbox: mpsc::Sender<Message>,
     frames: std::sync::Arc<dyn Frames>,
     cancel: CancellationToken,
 ) {
     let mut buf = Vec::new();
+    // Frames are small and come in bursts: read them out of one buffer, not a read per field.
+    let mut stream = tokio::io::BufReader::with_capacity(READ_BUFFER, stream);
     let read = async {
         loop {
             let mut len = [0u8; 4];

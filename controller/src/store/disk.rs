@@ -8,8 +8,8 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -81,11 +81,82 @@ enum Checkpoint {
     },
 }
 
+/// What waits for the checkpoint thread. The thread is woken only when work arrives on an empty
+/// queue (or a snapshot must be made durable, or the store closes), not once per applied batch:
+/// on a busy member that would be a wake-up and a context switch per write.
+#[derive(Default)]
+struct CheckpointQueue {
+    work: Mutex<Queued>,
+    arrived: Condvar,
+}
+
+#[derive(Default)]
+struct Queued {
+    items: Vec<Checkpoint>,
+    closed: bool,
+}
+
+impl CheckpointQueue {
+    fn lock(&self) -> MutexGuard<'_, Queued> {
+        // Items are pushed and taken whole, so a poisoned queue is still consistent.
+        self.work.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, c: Checkpoint) -> Result<(), StoreError> {
+        let urgent = matches!(c, Checkpoint::Replace { .. });
+        let mut q = self.lock();
+        if q.closed {
+            return Err(StoreError::Stopped);
+        }
+        let was_empty = q.items.is_empty();
+        q.items.push(c);
+        drop(q);
+        if was_empty || urgent {
+            self.arrived.notify_one();
+        }
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.arrived.notify_one();
+    }
+
+    /// The next batch: waits for work, then lets more gather for up to `CHECKPOINT_EVERY`
+    /// unless a snapshot is waiting or the store is closing. `None` once closed and drained.
+    fn next_batch(&self) -> Option<Vec<Checkpoint>> {
+        let mut q = self.lock();
+        while q.items.is_empty() {
+            if q.closed {
+                return None;
+            }
+            q = self.arrived.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+        let deadline = Instant::now() + CHECKPOINT_EVERY;
+        loop {
+            let urgent = q
+                .items
+                .iter()
+                .any(|c| matches!(c, Checkpoint::Replace { .. }));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if urgent || q.closed || left.is_zero() {
+                return Some(std::mem::take(&mut q.items));
+            }
+            q = self
+                .arrived
+                .wait_timeout(q, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
 /// A member's files.
 pub struct DiskStore {
     db: Arc<Database>,
     wal: Mutex<Wal>,
-    checkpoint: Mutex<Option<(Sender<Checkpoint>, JoinHandle<()>)>>,
+    queue: Arc<CheckpointQueue>,
+    checkpoint: Mutex<Option<JoinHandle<()>>>,
     /// The applied index of the last durable checkpoint.
     durable_applied: Arc<AtomicU64>,
 }
@@ -172,18 +243,19 @@ impl DiskStore {
         }
         let db = Arc::new(db);
         let durable_applied = Arc::new(AtomicU64::new(applied));
-        let (tx, rx) = std::sync::mpsc::channel();
+        let queue = Arc::new(CheckpointQueue::default());
         let thread = {
-            let (db, durable) = (db.clone(), durable_applied.clone());
+            let (db, durable, queue) = (db.clone(), durable_applied.clone(), queue.clone());
             std::thread::Builder::new()
                 .name("skiff-checkpoint".into())
-                .spawn(move || checkpointer(&db, &rx, &durable))
+                .spawn(move || checkpointer(&db, &queue, &durable))
                 .map_err(|e| StoreError::Disk(format!("cannot start the checkpoint thread: {e}")))?
         };
         let disk = Self {
             db,
             wal: Mutex::new(wal),
-            checkpoint: Mutex::new(Some((tx, thread))),
+            queue,
+            checkpoint: Mutex::new(Some(thread)),
             durable_applied,
         };
         Ok((Arc::new(disk), log, state))
@@ -194,10 +266,7 @@ impl DiskStore {
     }
 
     fn send(&self, c: Checkpoint) -> Result<(), StoreError> {
-        let guard = self.checkpoint.lock().unwrap_or_else(|e| e.into_inner());
-        let (tx, _) = guard.as_ref().ok_or(StoreError::Stopped)?;
-        tx.send(c)
-            .map_err(|_| StoreError::Disk("the checkpoint thread stopped".into()))
+        self.queue.push(c)
     }
 
     /// Queues the effect of applied entries for the next checkpoint.
@@ -249,8 +318,8 @@ impl DiskStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some((tx, thread)) = taken {
-            drop(tx);
+        if let Some(thread) = taken {
+            self.queue.close();
             let _ = thread.join();
         }
     }
@@ -262,17 +331,8 @@ impl Drop for DiskStore {
     }
 }
 
-fn checkpointer(db: &Database, rx: &Receiver<Checkpoint>, durable: &AtomicU64) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        let deadline = Instant::now() + CHECKPOINT_EVERY;
-        while !matches!(batch.last(), Some(Checkpoint::Replace { .. })) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(c) => batch.push(c),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
-        }
+fn checkpointer(db: &Database, queue: &CheckpointQueue, durable: &AtomicU64) {
+    while let Some(batch) = queue.next_batch() {
         let result = commit_batch(db, &batch);
         match &result {
             Ok(applied) => durable.store(*applied, Ordering::Release),

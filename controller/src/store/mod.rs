@@ -10,6 +10,7 @@ mod disk;
 mod node;
 pub mod state;
 pub mod storage;
+mod thread;
 pub mod transport;
 mod wal;
 pub mod watch;
@@ -29,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use state::{Applied, Command, Event, KvState, Precondition, Record};
+pub use thread::RaftThread;
 pub use transport::{Forward, Forwarded};
 pub use watch::{Subscription, TooOld};
 
@@ -78,6 +80,8 @@ pub enum StoreError {
     Timeout,
     #[error("the store is shutting down")]
     Stopped,
+    #[error("cannot start the raft thread: {0}")]
+    Thread(String),
     #[error("precondition failed for key {key}")]
     PreconditionFailed { key: String, actual: Option<Record> },
     #[error("resource version {requested} is too old; the oldest available is {oldest}")]
@@ -229,6 +233,21 @@ impl Store {
         transport: Arc<dyn Transport>,
         cancel: CancellationToken,
     ) -> Result<Started, StoreError> {
+        Self::start_on(
+            &tokio::runtime::Handle::current(),
+            config,
+            transport,
+            cancel,
+        )
+    }
+
+    /// As [`Store::start`], with the node loop on `runtime` (a [`RaftThread`]'s).
+    pub fn start_on(
+        runtime: &tokio::runtime::Handle,
+        config: StoreConfig,
+        transport: Arc<dyn Transport>,
+        cancel: CancellationToken,
+    ) -> Result<Started, StoreError> {
         let (log, mut state, disk) = match &config.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -287,7 +306,7 @@ impl Store {
             None => (Vec::new(), 0),
         }));
         let node = node::Node::new(&config, log, disk, inner.clone(), transport)?;
-        let task = tokio::spawn(node.run(prx, mrx, cancel));
+        let task = runtime.spawn(node.run(prx, mrx, cancel));
         Ok(Started {
             store: Self { inner },
             inbox: mtx,

@@ -166,7 +166,7 @@ impl Node {
                 }
             }
             if self.raw.has_ready()
-                && let Err(e) = self.handle_ready()
+                && let Err(e) = self.handle_ready().await
             {
                 tracing::error!(error = %e, "raft ready failed; the store stops");
                 break;
@@ -313,10 +313,16 @@ impl Node {
         self.transport.send(messages);
     }
 
-    fn handle_ready(&mut self) -> Result<(), StoreError> {
+    async fn handle_ready(&mut self) -> Result<(), StoreError> {
         let mut snapshots_to = Vec::new();
         let mut rd = self.raw.ready();
+        let sending = !rd.messages().is_empty();
         self.send(rd.take_messages(), &mut snapshots_to);
+        if sending && !rd.entries().is_empty() {
+            // A leader's appends go out before this thread blocks on its own fdatasync: the
+            // connection tasks run now, and the followers write to disk while the leader does.
+            tokio::task::yield_now().await;
+        }
         if !rd.snapshot().is_empty() {
             self.install_snapshot(rd.snapshot().clone())?;
         }
