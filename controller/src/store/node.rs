@@ -152,6 +152,7 @@ impl Node {
                     self.retry_reads();
                 }
                 Some(r) = requests.recv() => {
+                    super::thread::busy();
                     self.request(r);
                     // Batch whatever else is waiting into the same Ready.
                     while let Ok(r) = requests.try_recv() {
@@ -159,9 +160,12 @@ impl Node {
                     }
                 }
                 Some(m) = inbox.recv() => {
-                    self.step(m);
+                    let mut replicating = self.step(m);
                     while let Ok(m) = inbox.try_recv() {
-                        self.step(m);
+                        replicating |= self.step(m);
+                    }
+                    if replicating {
+                        super::thread::busy();
                     }
                 }
             }
@@ -188,10 +192,16 @@ impl Node {
         self.inner.is_leader.send_replace(false);
     }
 
-    fn step(&mut self, m: Message) {
+    /// Steps a peer's message; true unless it was a heartbeat (an idle cluster's only traffic).
+    fn step(&mut self, m: Message) -> bool {
+        let heartbeat = matches!(
+            m.get_msg_type(),
+            MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
+        );
         if let Err(e) = self.raw.step(m) {
             tracing::debug!(error = %e, "dropped raft message");
         }
+        !heartbeat
     }
 
     fn request(&mut self, r: Request) {
