@@ -301,57 +301,35 @@ pub(crate) fn condition(
     c
 }
 
-/// Waits until the store changes after `after`, `period` passes, or `cancel` fires; returns
-/// false when cancelled.
+/// Waits until the store changes after `after` in a way the loop is `interested` in, `period`
+/// passes, or `cancel` fires. The store applies the filter as it publishes, so the loop's task
+/// is not woken for other events (a flood of ConfigMap writes while it waits costs it nothing).
 pub(crate) async fn wait_for_change(
     store: &Store,
     after: u64,
     period: Duration,
     cancel: &CancellationToken,
-    interested: impl Fn(&Event) -> bool,
+    interested: impl Fn(&Event) -> bool + Send + Sync + 'static,
 ) -> Wake {
-    let Ok(mut sub) = store.watch(after) else {
+    let Ok(mut sub) = store.watch_filtered(after, Box::new(interested)) else {
         return Wake::Everything;
     };
-    // Only the events the loop is interested in are kept: a flood of others (ConfigMap writes)
-    // while it waits must not pile up.
     let mut seen: Vec<std::sync::Arc<Event>> = std::mem::take(&mut sub.backlog);
-    seen.retain(|e| interested(e));
-    let first = async {
-        if !seen.is_empty() {
-            return true;
+    if seen.is_empty() {
+        tokio::select! {
+            _ = cancel.cancelled() => return Wake::Cancelled,
+            _ = sub.changed() => {}
+            _ = tokio::time::sleep(period) => return Wake::Quiet,
         }
-        loop {
-            match sub.live.recv().await {
-                Ok(e) if interested(&e) => {
-                    seen.push(e);
-                    return true;
-                }
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    };
-    let hit = tokio::select! {
-        _ = cancel.cancelled() => return Wake::Cancelled,
-        hit = first => hit,
-        _ = tokio::time::sleep(period) => return Wake::Quiet,
-    };
-    if !hit {
-        return Wake::Everything;
     }
     // Let a burst of changes settle into one pass.
     tokio::time::sleep(Duration::from_millis(20)).await;
     if cancel.is_cancelled() {
         return Wake::Cancelled;
     }
-    loop {
-        match sub.live.try_recv() {
-            Ok(e) if interested(&e) => seen.push(e),
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
-            Err(_) => return Wake::Everything,
-        }
+    match sub.take() {
+        Ok(more) => seen.extend(more),
+        Err(_) => return Wake::Everything,
     }
     Wake::Events(seen)
 }

@@ -71,7 +71,7 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
         // A terminating namespace waits for its objects to go.
         let interest = super::Interest::DeletionsAnd(&["namespaces"]);
         let period = Duration::from_secs(5);
-        let wake = super::wait_for_change(&objects.store, after, period, &cancel, |e| {
+        let wake = super::wait_for_change(&objects.store, after, period, &cancel, move |e| {
             interest.matches(e)
         });
         if matches!(wake.await, super::Wake::Cancelled) {

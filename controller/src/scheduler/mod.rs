@@ -263,7 +263,7 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
         }
         let period = Duration::from_secs(5);
         let interest = Interest::Resources(&["pods", "nodes"]);
-        let wake = wait_for_change(&objects.store, after, period, &cancel, |e| {
+        let wake = wait_for_change(&objects.store, after, period, &cancel, move |e| {
             interest.matches(e)
         });
         if matches!(wake.await, Wake::Cancelled) {

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub use state::{Applied, Command, Event, KvState, Precondition, Record};
 pub use thread::RaftThread;
 pub use transport::{Forward, Forwarded};
-pub use watch::{Subscription, TooOld};
+pub use watch::{EventFilter, FilteredSubscription, Lagged, Subscription, TooOld};
 
 use storage::{LogState, LogStore, MemoryBackend};
 use transport::Transport;
@@ -607,6 +607,21 @@ impl Store {
         self.inner
             .hub
             .subscribe(after)
+            .map_err(|TooOld { oldest }| StoreError::TooOld {
+                requested: after,
+                oldest,
+            })
+    }
+
+    /// Watches the events after `after` that `filter` accepts, woken only for those.
+    pub fn watch_filtered(
+        &self,
+        after: u64,
+        filter: EventFilter,
+    ) -> Result<FilteredSubscription, StoreError> {
+        self.inner
+            .hub
+            .subscribe_filtered(after, filter)
             .map_err(|TooOld { oldest }| StoreError::TooOld {
                 requested: after,
                 oldest,

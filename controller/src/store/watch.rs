@@ -1,10 +1,16 @@
 //! The watch cache: a bounded history of applied events plus a broadcast of new ones, so a watch
 //! can start at any revision still in the window and never skips or repeats an event.
+//!
+//! A subscriber that wants only some events (the controllers' loops) gives a filter instead
+//! ([`WatchHub::subscribe_filtered`]): the hub applies it where events are published and wakes
+//! the subscriber only for a match. Through the broadcast, every subscriber's task is woken for
+//! every event, and on a busy store (a stream of ConfigMap writes, say) that wake-up of an idle
+//! thread costs more CPU than the write.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use super::state::Event;
 
@@ -19,6 +25,90 @@ struct HubInner {
     history: VecDeque<Arc<Event>>,
     /// Every event with a revision above `floor` is in `history`.
     floor: u64,
+    /// Subscribers with a filter; dropped ones are pruned as events are published.
+    filtered: Vec<Weak<Filtered>>,
+}
+
+impl HubInner {
+    /// The events after `after` that `keep` accepts, if the history still reaches back there.
+    fn backlog(
+        &self,
+        after: u64,
+        keep: impl Fn(&Event) -> bool,
+    ) -> Result<Vec<Arc<Event>>, TooOld> {
+        if after < self.floor {
+            return Err(TooOld { oldest: self.floor });
+        }
+        Ok(self
+            .history
+            .iter()
+            .filter(|e| e.revision > after && keep(e))
+            .cloned()
+            .collect())
+    }
+}
+
+/// Which events a filtered subscriber wants.
+pub type EventFilter = Box<dyn Fn(&Event) -> bool + Send + Sync>;
+
+/// A filtered subscriber's side of the hub.
+struct Filtered {
+    filter: EventFilter,
+    matched: Mutex<Matched>,
+    arrived: Notify,
+}
+
+#[derive(Default)]
+struct Matched {
+    events: Vec<Arc<Event>>,
+    /// Events it wanted were lost (too many unread, or a snapshot replaced the state).
+    lagged: bool,
+}
+
+impl Filtered {
+    fn matched(&self) -> std::sync::MutexGuard<'_, Matched> {
+        // Events are pushed and taken whole, so a poisoned queue is still consistent.
+        self.matched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A filtered subscription: the matching events already in history, then the matching live
+/// ones as they come ([`FilteredSubscription::changed`], [`FilteredSubscription::take`]).
+pub struct FilteredSubscription {
+    pub backlog: Vec<Arc<Event>>,
+    sub: Arc<Filtered>,
+}
+
+/// Matching events were lost: the subscriber must look at everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lagged;
+
+impl FilteredSubscription {
+    /// Returns once a matching event has been published since the last `take` (at once if one
+    /// already was).
+    pub async fn changed(&self) {
+        loop {
+            let notified = self.sub.arrived.notified();
+            {
+                let m = self.sub.matched();
+                if !m.events.is_empty() || m.lagged {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// The matching events published since the last call, in order.
+    pub fn take(&mut self) -> Result<Vec<Arc<Event>>, Lagged> {
+        let mut m = self.sub.matched();
+        if m.lagged {
+            m.lagged = false;
+            m.events.clear();
+            return Err(Lagged);
+        }
+        Ok(std::mem::take(&mut m.events))
+    }
 }
 
 /// Fan-out of applied events.
@@ -42,6 +132,7 @@ impl WatchHub {
             inner: Mutex::new(HubInner {
                 history: VecDeque::new(),
                 floor,
+                filtered: Vec::new(),
             }),
             tx,
             capacity,
@@ -55,8 +146,29 @@ impl WatchHub {
     /// Publishes events in revision order.
     pub fn publish(&self, events: Vec<Event>) {
         let mut inner = self.lock();
+        let mut filtered: Vec<Arc<Filtered>> = Vec::new();
+        inner.filtered.retain(|w| match w.upgrade() {
+            Some(f) => {
+                filtered.push(f);
+                true
+            }
+            None => false,
+        });
+        let mut woken = vec![false; filtered.len()];
         for ev in events {
             let ev = Arc::new(ev);
+            for (f, woken) in filtered.iter().zip(woken.iter_mut()) {
+                if (f.filter)(&ev) {
+                    let mut m = f.matched();
+                    if m.events.len() >= self.capacity {
+                        m.events.clear();
+                        m.lagged = true;
+                    } else if !m.lagged {
+                        m.events.push(ev.clone());
+                    }
+                    *woken = true;
+                }
+            }
             inner.history.push_back(ev.clone());
             while inner.history.len() > self.capacity {
                 if let Some(old) = inner.history.pop_front() {
@@ -66,6 +178,12 @@ impl WatchHub {
             // No receivers is fine: nobody is watching.
             let _ = self.tx.send(ev);
         }
+        drop(inner);
+        for (f, woken) in filtered.iter().zip(woken) {
+            if woken {
+                f.arrived.notify_one();
+            }
+        }
     }
 
     /// Forgets history at or below `revision` (a snapshot replaced the state, or compaction).
@@ -73,22 +191,34 @@ impl WatchHub {
         let mut inner = self.lock();
         inner.history.retain(|e| e.revision > revision);
         inner.floor = inner.floor.max(revision);
+        // What a snapshot replaced was never published: filtered subscribers look again.
+        for f in inner.filtered.iter().filter_map(Weak::upgrade) {
+            f.matched().lagged = true;
+            f.arrived.notify_one();
+        }
+    }
+
+    /// Subscribes to the events after `after` that `filter` accepts; it is called as events
+    /// are published, under the hub's lock, so it must be quick.
+    pub fn subscribe_filtered(
+        &self,
+        after: u64,
+        filter: EventFilter,
+    ) -> Result<FilteredSubscription, TooOld> {
+        let mut inner = self.lock();
+        let backlog = inner.backlog(after, &filter)?;
+        let sub = Arc::new(Filtered {
+            filter,
+            matched: Mutex::default(),
+            arrived: Notify::new(),
+        });
+        inner.filtered.push(Arc::downgrade(&sub));
+        Ok(FilteredSubscription { backlog, sub })
     }
 
     /// Subscribes to every event after `after`.
     pub fn subscribe(&self, after: u64) -> Result<Subscription, TooOld> {
-        let inner = self.lock();
-        if after < inner.floor {
-            return Err(TooOld {
-                oldest: inner.floor,
-            });
-        }
-        let backlog = inner
-            .history
-            .iter()
-            .filter(|e| e.revision > after)
-            .cloned()
-            .collect();
+        let backlog = self.lock().backlog(after, |_| true)?;
         Ok(Subscription {
             backlog,
             live: self.tx.subscribe(),
@@ -98,6 +228,8 @@ impl WatchHub {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn ev(rev: u64) -> Event {
@@ -117,6 +249,37 @@ mod tests {
         let s = hub.subscribe(2).unwrap();
         let revs: Vec<_> = s.backlog.iter().map(|e| e.revision).collect();
         assert_eq!(revs, [3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_filtered_subscriber_is_woken_only_for_what_it_wants() {
+        let hub = WatchHub::new(0, 4);
+        hub.publish(vec![ev(1), ev(2)]);
+        let even: EventFilter = Box::new(|e| e.revision % 2 == 0);
+        let mut s = hub.subscribe_filtered(0, even).unwrap();
+        let revs = |evs: &[Arc<Event>]| evs.iter().map(|e| e.revision).collect::<Vec<_>>();
+        assert_eq!(revs(&s.backlog), [2]);
+        hub.publish(vec![ev(3)]);
+        let woken = tokio::time::timeout(Duration::from_millis(50), s.changed()).await;
+        assert!(woken.is_err(), "woken for an event it does not want");
+        hub.publish(vec![ev(4), ev(5), ev(6)]);
+        tokio::time::timeout(Duration::from_secs(5), s.changed())
+            .await
+            .unwrap();
+        assert_eq!(revs(&s.take().unwrap()), [4, 6]);
+        assert!(s.take().unwrap().is_empty());
+        // More unread matches than the hub keeps: the subscriber is told it lost some.
+        hub.publish((7..=20).map(ev).collect());
+        s.changed().await;
+        assert_eq!(s.take().err(), Some(Lagged));
+        // So is one whose state a snapshot replaced.
+        hub.reset(30);
+        s.changed().await;
+        assert_eq!(s.take().err(), Some(Lagged));
+        // A dropped subscriber is forgotten.
+        drop(s);
+        hub.publish(vec![ev(32)]);
+        assert!(hub.lock().filtered.is_empty());
     }
 
     #[tokio::test]
