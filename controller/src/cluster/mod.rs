@@ -809,6 +809,20 @@ mod tests {
         })
     }
 
+    /// Reads from `sock` until `key` has arrived; returns everything read. `what` names the
+    /// message in the failure.
+    async fn read_until_key(sock: &mut tokio::net::TcpStream, key: &str, what: &str) -> Vec<u8> {
+        use tokio::io::AsyncReadExt as _;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.windows(key.len()).any(|w| w == key.as_bytes()) {
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the {what} never arrived");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    }
+
     /// Loopback sockets rather than an in-memory pipe: what is tested is how tonic's real
     /// connector reports a connection that could not be made.
     #[tokio::test]
@@ -825,7 +839,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_forward_whose_connection_drops_after_sending_has_no_answer() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio::io::AsyncWriteExt as _;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let key = "/registry/configmaps/default/sent-then-lost";
@@ -834,13 +848,7 @@ mod tests {
             let (mut sock, _) = listener.accept().await.unwrap();
             // An empty SETTINGS frame: the server side of the HTTP/2 preface.
             sock.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !seen.windows(key.len()).any(|w| w == key.as_bytes()) {
-                let n = sock.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the request never arrived");
-                seen.extend_from_slice(&buf[..n]);
-            }
+            read_until_key(&mut sock, key, "request").await;
         });
         let (t, cancel) = transport_to(addr.to_string());
         let r = tokio::time::timeout(Duration::from_secs(10), t.forward(2, put(key)))
@@ -853,20 +861,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_forward_on_a_raft_connection_that_breaks_has_no_answer() {
-        use tokio::io::AsyncReadExt as _;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let key = "/registry/configmaps/default/forwarded-then-lost";
         // A peer that takes the raft connection and the forward, then closes it unanswered.
         let peer = tokio::spawn(async move {
             let (mut sock, _) = listener.accept().await.unwrap();
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !seen.windows(key.len()).any(|w| w == key.as_bytes()) {
-                let n = sock.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the forward never arrived");
-                seen.extend_from_slice(&buf[..n]);
-            }
+            let seen = read_until_key(&mut sock, key, "forward").await;
             assert!(seen.starts_with(raftstream::MAGIC));
         });
         let (t, cancel) = transport_to(addr.to_string());

@@ -265,10 +265,6 @@ impl DiskStore {
         self.wal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn send(&self, c: Checkpoint) -> Result<(), StoreError> {
-        self.queue.push(c)
-    }
-
     /// Queues the effect of applied entries for the next checkpoint.
     pub fn save_applied(
         &self,
@@ -277,7 +273,7 @@ impl DiskStore {
         revision: u64,
         compacted: u64,
     ) -> Result<(), StoreError> {
-        self.send(Checkpoint::Applied {
+        self.queue.push(Checkpoint::Applied {
             changes,
             applied,
             revision,
@@ -289,7 +285,7 @@ impl DiskStore {
     /// log that follows starts after the snapshot.
     pub fn save_snapshot_state(&self, state: &KvState) -> Result<(), StoreError> {
         let (done, answer) = std::sync::mpsc::sync_channel(1);
-        self.send(Checkpoint::Replace {
+        self.queue.push(Checkpoint::Replace {
             records: state.iter().map(|(k, r)| (k.clone(), r.clone())).collect(),
             applied: state.applied_index(),
             revision: state.revision(),

@@ -71,11 +71,16 @@ impl RaftThread {
         &self.handle
     }
 
-    /// Ends the runtime and waits for the thread.
-    pub async fn stop(mut self) {
+    /// Tells the runtime to end (once).
+    fn signal_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Ends the runtime and waits for the thread.
+    pub async fn stop(mut self) {
+        self.signal_stop();
         if let Some(thread) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -127,9 +132,7 @@ async fn poll_while_busy(activity: &Notify) {
 
 impl Drop for RaftThread {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.signal_stop();
     }
 }
 

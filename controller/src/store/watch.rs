@@ -146,18 +146,18 @@ impl WatchHub {
     /// Publishes events in revision order.
     pub fn publish(&self, events: Vec<Event>) {
         let mut inner = self.lock();
-        let mut filtered: Vec<Arc<Filtered>> = Vec::new();
+        // Each live filtered subscriber, and whether this batch has anything for it.
+        let mut filtered: Vec<(Arc<Filtered>, bool)> = Vec::new();
         inner.filtered.retain(|w| match w.upgrade() {
             Some(f) => {
-                filtered.push(f);
+                filtered.push((f, false));
                 true
             }
             None => false,
         });
-        let mut woken = vec![false; filtered.len()];
         for ev in events {
             let ev = Arc::new(ev);
-            for (f, woken) in filtered.iter().zip(woken.iter_mut()) {
+            for (f, woken) in filtered.iter_mut() {
                 if (f.filter)(&ev) {
                     let mut m = f.matched();
                     if m.events.len() >= self.capacity {
@@ -179,7 +179,7 @@ impl WatchHub {
             let _ = self.tx.send(ev);
         }
         drop(inner);
-        for (f, woken) in filtered.iter().zip(woken) {
+        for (f, woken) in filtered {
             if woken {
                 f.arrived.notify_one();
             }
