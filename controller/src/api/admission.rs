@@ -44,8 +44,7 @@ fn round_trip<T: DeserializeOwned + serde::Serialize>(
     kind: &str,
     version: &str,
 ) -> Result<Value, ApiError> {
-    let de = obj.clone();
-    let typed = serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+    let typed = serde_path_to_error::deserialize::<_, T>(obj).map_err(|e| {
         ApiError::BadRequest(format!(
             "{kind} in version \"{version}\" cannot be handled as a {kind}: {}: {}",
             e.path(),

@@ -99,24 +99,34 @@ fn after(seconds: i64) -> String {
 
 /// Decodes a stored record into the object clients see, with its resourceVersion.
 pub fn decode(rec: &Record) -> Result<Value, ApiError> {
-    let mut v: Value = serde_json::from_slice(&rec.value)
+    let v: Value = serde_json::from_slice(&rec.value)
         .map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
+    Ok(with_resource_version(v, rec))
+}
+
+/// The object stored as `rec`, with the record's revision as its resourceVersion.
+fn with_resource_version(mut v: Value, rec: &Record) -> Value {
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         m.insert(
             "resourceVersion".into(),
             json!(rec.mod_revision.to_string()),
         );
     }
-    Ok(v)
+    v
 }
 
+/// `obj` as a stored record's value: without its resourceVersion, which is the record's.
 fn encode(obj: &Value) -> Result<Vec<u8>, ApiError> {
-    let mut o = obj.clone();
-    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
+    let bytes = if obj.pointer("/metadata/resourceVersion").is_some() {
+        let mut o = obj.clone();
+        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        serde_json::to_vec(&o)
+    } else {
+        serde_json::to_vec(obj)
     }
-    let bytes =
-        serde_json::to_vec(&o).map_err(|e| ApiError::Internal(format!("encode object: {e}")))?;
+    .map_err(|e| ApiError::Internal(format!("encode object: {e}")))?;
     if bytes.len() > MAX_OBJECT_BYTES {
         return Err(ApiError::TooLarge(format!(
             "the object is {} bytes; the limit is {MAX_OBJECT_BYTES}",
@@ -153,8 +163,8 @@ fn has_status_subresource(res: &Resource) -> bool {
     res.subresources.contains(&"status")
 }
 
+/// Checks an object that `admission::prune_unknown` (which checks its types) has already seen.
 fn validate(res: &Resource, obj: &Value, old: Option<&Value>, part: Part) -> Result<(), ApiError> {
-    admission::check_types(res, obj)?;
     let mut errs = admission::validate_metadata(res, obj);
     errs.extend(workloads::validate_object(res.kind, obj, old));
     if res.kind == "Pod" {
@@ -222,8 +232,12 @@ impl Objects {
         let Some(rec) = self.store.get(&nsres.key(None, ns)) else {
             return Err(ApiError::not_found("namespaces", ns));
         };
-        let obj = decode(&rec)?;
-        if obj.pointer("/metadata/deletionTimestamp").is_some() {
+        // Most writes land in a namespace that is not being deleted: no need to parse it then.
+        if memchr::memmem::find(&rec.value, b"\"deletionTimestamp\"").is_some()
+            && decode(&rec)?
+                .pointer("/metadata/deletionTimestamp")
+                .is_some()
+        {
             return Err(ApiError::Forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
             )));
@@ -292,7 +306,9 @@ impl Objects {
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now()));
         meta.insert("generation".into(), json!(1));
-        admission::check_types(res, &obj)?;
+        // Types are checked (and unknown fields dropped) before defaulting, which expects them
+        // right; what defaulting adds is known to the type.
+        admission::prune_unknown(res, &mut obj)?;
         workloads::default_object(res.kind, &mut obj);
         match res.kind {
             "Pod" => {
@@ -317,14 +333,13 @@ impl Objects {
                     .map(|l| l.insert("kubernetes.io/metadata.name".into(), json!(name)));
             }
         }
-        admission::prune_unknown(res, &mut obj)?;
         validate(res, &obj, None, Part::Main)?;
         let name = name_of(&obj).to_string();
         if let Some(ns) = ns.filter(|_| res.namespaced) {
             self.check_namespace(ns)?;
         }
         let key = res.key(ns, &name);
-        encode(&obj)?;
+        let mut bytes = encode(&obj)?;
         if dry_run {
             if self.store.get(&key).is_some() {
                 return Err(ApiError::AlreadyExists {
@@ -335,13 +350,15 @@ impl Objects {
             return Ok(obj);
         }
         let reserved = if res.kind == "Service" {
-            self.allocate_cluster_ip(&mut obj, &key).await?
+            let ip = self.allocate_cluster_ip(&mut obj, &key).await?;
+            bytes = encode(&obj)?;
+            ip
         } else {
             None
         };
-        let bytes = encode(&obj)?;
         let out = match self.store.put(&key, bytes, Precondition::Absent).await {
-            Ok((rec, _)) => decode(&rec),
+            // What was stored is `obj` as encoded: it only lacks its resourceVersion.
+            Ok((rec, _)) => Ok(with_resource_version(obj, &rec)),
             Err(StoreError::PreconditionFailed { .. }) => Err(ApiError::AlreadyExists {
                 resource: res.qualified(),
                 name,
@@ -569,7 +586,7 @@ impl Objects {
             .put(&key, bytes, Precondition::ModRevision(expect))
             .await
             .map_err(|e| map_store_err(res, name, e))?;
-        decode(&rec)
+        Ok(with_resource_version(next, &rec))
     }
 
     /// Applies a PATCH to the current object and stores the result, retrying on a concurrent

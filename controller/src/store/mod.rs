@@ -433,12 +433,20 @@ impl Store {
         let mut pause = FIRST_PAUSE;
         loop {
             // A change of leader from here on ends the pause below early.
-            leadership.borrow_and_update();
-            let r = match self.propose_here(req.clone()).await {
-                Err(StoreError::NotLeader {
-                    leader: Some(leader),
-                }) if leader != self.inner.id => self.forward(leader, req.clone()).await,
-                r => r,
+            let known = *leadership.borrow_and_update();
+            let r = match known.leader {
+                // A follower that knows its leader forwards at once, without first asking its
+                // own node loop (a round trip to the raft thread): if the leader changed
+                // meanwhile, the old one says so and the next attempt asks here.
+                Some(leader) if !known.is_leader && leader != self.inner.id => {
+                    self.forward(leader, req.clone()).await
+                }
+                _ => match self.propose_here(req.clone()).await {
+                    Err(StoreError::NotLeader {
+                        leader: Some(leader),
+                    }) if leader != self.inner.id => self.forward(leader, req.clone()).await,
+                    r => r,
+                },
             };
             let e = match r {
                 Err(
