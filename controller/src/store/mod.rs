@@ -104,6 +104,10 @@ pub struct StoreConfig {
     pub watch_history: usize,
     /// Applied entries kept in the raft log before it is compacted behind a snapshot.
     pub log_keep: u64,
+    /// Whether the log's `fdatasync` runs on a thread of its own, awaited by the node loop, or
+    /// on the node loop's thread. Tests on a paused tokio clock keep it on the loop's thread:
+    /// while the runtime waited on another thread, its clock would jump ahead.
+    pub sync_thread: bool,
 }
 
 impl StoreConfig {
@@ -120,6 +124,7 @@ impl StoreConfig {
             data_dir,
             watch_history: 20_000,
             log_keep: 10_000,
+            sync_thread: true,
         }
     }
 }
@@ -253,7 +258,7 @@ impl Store {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Disk(format!("cannot create {}: {e}", dir.display()))
                 })?;
-                let (disk, log_state, kv) = disk::DiskStore::open(dir)?;
+                let (disk, log_state, kv) = disk::DiskStore::open(dir, config.sync_thread)?;
                 let backend: Arc<dyn storage::Backend> = disk.clone();
                 (LogStore::new(log_state, backend), kv, Some(disk))
             }

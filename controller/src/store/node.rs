@@ -329,8 +329,8 @@ impl Node {
         let sending = !rd.messages().is_empty();
         self.send(rd.take_messages(), &mut snapshots_to);
         if sending && !rd.entries().is_empty() {
-            // A leader's appends go out before this thread blocks on its own fdatasync: the
-            // connection tasks run now, and the followers write to disk while the leader does.
+            // A leader's appends go out before it writes them itself: the connection tasks run
+            // now, and the followers write to disk while the leader does.
             tokio::task::yield_now().await;
         }
         if !rd.snapshot().is_empty() {
@@ -340,7 +340,15 @@ impl Node {
             self.read_state(rs);
         }
         self.apply(rd.take_committed_entries())?;
-        self.log.persist(rd.entries(), rd.hs())?;
+        if let Some(durable) = self.log.persist_async(rd.entries(), rd.hs())? {
+            // The flush runs on the disk's sync thread; this thread polls meanwhile (its
+            // readers and senders go on) rather than sleeping in it, and nothing below happens
+            // before the write is durable.
+            super::thread::busy();
+            durable
+                .await
+                .map_err(|_| StoreError::Disk("the WAL sync thread stopped".into()))??;
+        }
         self.send(rd.take_persisted_messages(), &mut snapshots_to);
         let mut light = self.raw.advance(rd);
         self.send(light.take_messages(), &mut snapshots_to);

@@ -227,6 +227,8 @@ impl Cluster {
         );
         cfg.log_keep = self.log_keep;
         cfg.join = join;
+        // The clock is paused: a flush on another thread would let it run ahead meanwhile.
+        cfg.sync_thread = false;
         let cancel = CancellationToken::new();
         let t = Arc::new(SimTransport {
             id,

@@ -5,6 +5,8 @@
 //! `persist` (a `Ready`'s entries and hard state in one write), `apply_snapshot` and `compact`.
 //! Each is durable when it returns, except a hard state that only moved the commit index: raft
 //! re-learns the commit index from the leader, so it is written but not synced (etcd's rule).
+//! `persist_async` is `persist` whose flush, if one is needed, runs on the backend's own thread:
+//! the node loop awaits it, and the raft thread goes on serving its connections meanwhile.
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -13,6 +15,16 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::StoreError;
+
+/// A write on its way to disk: answers once it is durable (or why it could not be made so).
+pub type Durable = tokio::sync::oneshot::Receiver<Result<(), StoreError>>;
+
+/// A `Durable` for a write that already is.
+pub fn already_durable() -> Durable {
+    let (done, durable) = tokio::sync::oneshot::channel();
+    let _ = done.send(Ok(()));
+    durable
+}
 
 /// Where the raft log is made durable.
 pub trait Backend: Send + Sync + 'static {
@@ -29,6 +41,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Records the membership and the snapshot point after a snapshot or compaction, durably;
     /// log entries up to and including `meta.index` are no longer needed.
     fn set_snapshot_meta(&self, meta: &SnapshotMetadata) -> Result<(), StoreError>;
+    /// `persist` with `sync`, except that the flush may run off the caller's thread: the write
+    /// is durable once what this returns answers. By default it is flushed before returning.
+    fn persist_flushing(
+        &self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+    ) -> Result<Durable, StoreError> {
+        self.persist(entries, hs, true)?;
+        Ok(already_durable())
+    }
 }
 
 /// A backend that keeps nothing: for in-memory clusters in tests.
@@ -153,8 +175,28 @@ impl LogStore {
     /// Persists a `Ready`'s entries (replacing any conflicting suffix) and hard state in one
     /// write, synced unless all that changed is the commit index.
     pub fn persist(&self, entries: &[Entry], hs: Option<&HardState>) -> Result<(), StoreError> {
+        self.write(entries, hs, false).map(|_| ())
+    }
+
+    /// `persist`, except that a write that must be synced is flushed on the backend's thread:
+    /// it is durable once what this returns (if anything) answers. raft may read the entries
+    /// meanwhile; nothing that depends on their durability may happen until then.
+    pub fn persist_async(
+        &self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+    ) -> Result<Option<Durable>, StoreError> {
+        self.write(entries, hs, true)
+    }
+
+    fn write(
+        &self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+        flush_elsewhere: bool,
+    ) -> Result<Option<Durable>, StoreError> {
         if entries.is_empty() && hs.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let mut core = self.wl();
         if let Some(first) = entries.first()
@@ -168,7 +210,12 @@ impl LogStore {
         }
         let sync = !entries.is_empty()
             || hs.is_some_and(|h| h.term != core.hard_state.term || h.vote != core.hard_state.vote);
-        self.backend.persist(entries, hs, sync)?;
+        let durable = if sync && flush_elsewhere {
+            Some(self.backend.persist_flushing(entries, hs)?)
+        } else {
+            self.backend.persist(entries, hs, sync)?;
+            None
+        };
         if let Some(first) = entries.first() {
             let keep = (first.index - core.first_index()) as usize;
             core.entries.truncate(keep);
@@ -177,7 +224,7 @@ impl LogStore {
         if let Some(hs) = hs {
             core.hard_state = hs.clone();
         }
-        Ok(())
+        Ok(durable)
     }
 
     pub fn hard_state(&self) -> HardState {

@@ -1,8 +1,8 @@
 //! The raft thread: a single-threaded tokio runtime on an OS thread of its own, where a
-//! member's node loop and its raft connections run. The loop blocks on the log's `fdatasync`;
-//! here that stalls only raft's own work, never the API's workers, and a message between the
-//! loop and a peer connection is a wake-up on the same thread instead of a hand-off between
-//! threads.
+//! member's node loop and its raft connections run. Raft's work never waits behind the API's,
+//! nor the API's behind raft's; the loop awaits the log's `fdatasync` (run on the disk store's
+//! sync thread) while the connections go on; and a message between the loop and a peer
+//! connection is a wake-up on the same thread instead of a hand-off between threads.
 //!
 //! While a write is in flight the thread polls instead of sleeping ([`busy`]): for
 //! [`POLL_WINDOW`] after the last proposal, read or replication message it checks its sockets

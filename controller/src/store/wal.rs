@@ -19,6 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use protobuf::Message as _;
 use raft::prelude::{Entry, HardState};
@@ -56,7 +57,8 @@ pub struct Wal {
     dir: PathBuf,
     segment_size: u64,
     segments: Vec<Segment>,
-    file: File,
+    /// The segment being written; shared with whoever flushes it (`sync_handle`).
+    file: Arc<File>,
     offset: u64,
     hard_state: HardState,
     buf: Vec<u8>,
@@ -275,7 +277,7 @@ impl Wal {
             dir: dir.to_path_buf(),
             segment_size,
             segments,
-            file,
+            file: Arc::new(file),
             offset: end,
             hard_state: out.hard_state.clone().unwrap_or_default(),
             buf: Vec::new(),
@@ -302,6 +304,13 @@ impl Wal {
         }
         let max_index = entries.last().map_or(0, |e| e.index);
         self.flush(max_index, sync)
+    }
+
+    /// The file that an `fdatasync` must flush to make what was written so far durable: a
+    /// `write` without `sync` followed by `sync_data` on this equals a `write` with it (a change
+    /// of segment flushes the old one before writing to the new).
+    pub fn sync_handle(&self) -> Arc<File> {
+        self.file.clone()
     }
 
     /// Voids every entry written so far (a snapshot replaced the log) and records `hs`; durable
@@ -347,7 +356,7 @@ impl Wal {
         self.file
             .sync_data()
             .map_err(|e| io_err(segment_path(&self.dir, seq - 1).display(), e))?;
-        self.file = create_segment(&self.dir, seq, self.segment_size)?;
+        self.file = Arc::new(create_segment(&self.dir, seq, self.segment_size)?);
         self.segments.push(Segment { seq, max_index: 0 });
         let mut head = Vec::with_capacity(64 + self.buf.len());
         push_record(
