@@ -5,6 +5,7 @@
 # the RSS of each skiff member idle and after 60,000 writes.
 #
 # usage: bash e2e/bench/store-writes.sh        (as root on a machine of this kind)
+#        ROUNDS=N (default 4): rounds, alternating the two systems, that each figure is summed over
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v etcd >/dev/null; then
@@ -62,13 +63,52 @@ for _ in $(seq 50); do "$loadgen" etcd "$eclients" 1 1 $SIZE | grep -q "errors=0
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 idle=$(for i in 1 2 3; do printf "c%d=%sMiB " "$i" "$(rss "${spid[$i]}")"; done)
 
+# Each figure is summed over ROUNDS rounds that alternate the two systems (and which goes
+# first), so a change in the machine's speed during the run (shared VMs drift by a third within
+# minutes) weighs on both alike instead of on whichever ran in the slow minute.
+ROUNDS=${ROUNDS:-4}
+# One line per target, as loadgen prints it, from its rounds: writes, errors and seconds summed,
+# percentiles over every write's latency.
+summary() { # target clients
+    python3 - "$work/$1-$2" "$1" "$2" "$ROUNDS" <<'PY'
+import sys
+base, target, clients, rounds = sys.argv[1:]
+w = e = 0; s = 0.0
+for line in open(base + ".out"):
+    f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+    w += int(f["writes"]); e += int(f["errors"]); s += float(f["seconds"])
+lat = sorted(int(x) for x in open(base + ".raw") if x.strip())
+pct = lambda p: lat[min(int(len(lat) * p), len(lat) - 1)] / 1000 if lat else 0
+print(f"target={target} clients={clients} writes={w} errors={e} seconds={s:.2f} "
+      f"throughput={w / s:.0f}/s p50_ms={pct(0.5):.2f} p99_ms={pct(0.99):.2f} ({rounds} rounds)")
+PY
+}
+run_round() { # target urls clients writes
+    LOADGEN_RAW="$work/$1-$3.raw" "$loadgen" "$1" "$2" "$3" "$4" $SIZE >>"$work/$1-$3.out"
+}
+
 echo "== 256-byte writes, 3 members on loopback (skiff: Kubernetes REST POST ConfigMap; etcd 3.4: v3 JSON gateway /v3/kv/put)"
 done_writes=2
 for c in 1 16; do
     n=$N1; [ "$c" = 16 ] && n=$N16
-    "$loadgen" etcd "$eclients" "$c" "$n" $SIZE
-    "$loadgen" k8s "$sapis" "$c" "$n" $SIZE
-    done_writes=$((done_writes + n))
+    per=$((n / ROUNDS))
+    for r in $(seq "$ROUNDS"); do
+        if [ $((r % 2)) = 1 ]; then
+            run_round etcd "$eclients" "$c" "$per"; run_round k8s "$sapis" "$c" "$per"
+        else
+            run_round k8s "$sapis" "$c" "$per"; run_round etcd "$eclients" "$c" "$per"
+        fi
+    done
+    etcd_line=$(summary etcd "$c"); skiff_line=$(summary k8s "$c")
+    echo "$etcd_line"; echo "$skiff_line"
+    python3 - "$etcd_line" "$skiff_line" "$c" <<'PY'
+import sys
+f = [dict(kv.split("=", 1) for kv in l.split() if "=" in kv) for l in sys.argv[1:3]]
+t = [float(x["throughput"].rstrip("/s")) for x in f]
+p = [float(x["p99_ms"]) for x in f]
+print(f"== skiff/etcd at {sys.argv[3]} client(s): throughput {t[1] / t[0]:.2f}x, p99 {p[1] / p[0]:.2f}x")
+PY
+    done_writes=$((done_writes + per * ROUNDS))
 done
 rest=$((60000 - done_writes))
 [ "$rest" -gt 0 ] && "$loadgen" k8s "$sapis" 16 "$rest" $SIZE >/dev/null

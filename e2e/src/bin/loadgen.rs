@@ -9,6 +9,8 @@
 //! with one URL per member, a single client's figure does not hang on whether the member it
 //! happened to use leads. Prints one line:
 //! `target=.. clients=.. writes=.. errors=.. seconds=.. throughput=../s p50_ms=.. p99_ms=..`
+//! With `LOADGEN_RAW=FILE` set it also appends every write's latency (µs, one per line) to FILE,
+//! so runs split into rounds can be summed up with exact percentiles.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,6 +134,16 @@ async fn main() -> Result<()> {
         all.extend(t.await?);
     }
     let secs = start.elapsed().as_secs_f64();
+    if let Some(path) = std::env::var_os("LOADGEN_RAW") {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("LOADGEN_RAW {}", path.to_string_lossy()))?;
+        let lines: String = all.iter().map(|d| format!("{}\n", d.as_micros())).collect();
+        f.write_all(lines.as_bytes()).context("LOADGEN_RAW")?;
+    }
     all.sort();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
