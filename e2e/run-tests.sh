@@ -23,11 +23,12 @@ fi
 # kubectl is on machines of this kind; the e2e test drives it as a real client.
 command -v kubectl >/dev/null || { echo "kubectl is not installed" >&2; exit 1; }
 
-# The Python `kubernetes` client from PyPI, in a venv of its own, for the client e2e test.
+# The Python `kubernetes` client from PyPI, in a venv of its own, for the client e2e test, with
+# openapi-spec-validator to check the OpenAPI documents against the specifications.
 venv="$HOME/.cache/skiff-pyenv"
-if ! "$venv/bin/python" -c "import kubernetes" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import kubernetes, openapi_spec_validator" 2>/dev/null; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q kubernetes
+    "$venv/bin/pip" install -q kubernetes openapi-spec-validator
 fi
 export SKIFF_PYTHON="$venv/bin/python"
 

@@ -113,6 +113,16 @@ fn openapi_suite(k: &Kubectl, version: &str) -> Result<()> {
         err.contains("field \"nosuch\" does not exist"),
         "explain of a missing field: {err}"
     );
+    // v2 in JSON, as `kubectl get --raw` asks for it, is the same schemas in Swagger 2.0.
+    let v2: Value = serde_json::from_str(&k.run(&["get", "--raw", "/openapi/v2"])?)
+        .context("/openapi/v2 is not JSON")?;
+    ensure!(
+        v2["swagger"] == "2.0"
+            && v2["definitions"]["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"].is_object()
+            && v2["paths"]["/api/v1/namespaces/{namespace}/pods"]["post"].is_object(),
+        "/openapi/v2: {}",
+        v2.to_string().chars().take(300).collect::<String>()
+    );
 
     let name = format!("strict-{}", version.replace('.', "-"));
     let manifest = format!(

@@ -58,16 +58,7 @@ pub fn router(state: ApiState) -> Router {
             get(|| async { json_ok(&discovery::core_versions()) }),
         )
         .route("/apis", get(|| async { json_ok(&discovery::group_list()) }))
-        // kubectl validates against OpenAPI v2; an empty protobuf document is accepted.
-        .route(
-            "/openapi/v2",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "application/octet-stream")],
-                    Bytes::new(),
-                )
-            }),
-        )
+        .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_v3_discovery))
         .route("/openapi/v3/{*gv}", get(openapi_v3_document))
         .route("/api/v1", get(|| async { group_version("", "v1") }))
@@ -131,6 +122,27 @@ fn accepts_json(headers: &HeaderMap) -> Result<(), ApiError> {
     } else {
         Err(ApiError::NotAcceptable("application/json".into()))
     }
+}
+
+/// The protobuf form of OpenAPI v2 (gnostic's), which kubectl asks for.
+const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2";
+
+/// `GET /openapi/v2`: Swagger 2.0 in JSON. Asked for in protobuf (kubectl's discovery client),
+/// it answers an empty document, which kubectl accepts: kubectl reads schemas from v3.
+async fn openapi_v2(headers: HeaderMap) -> Result<Response, ApiError> {
+    if accept(&headers).contains(OPENAPI_V2_PROTOBUF) {
+        return Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            Bytes::new(),
+        )
+            .into_response());
+    }
+    accepts_json(&headers)?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::swagger(),
+    )
+        .into_response())
 }
 
 async fn openapi_v3_discovery(headers: HeaderMap) -> Result<Response, ApiError> {

@@ -1,4 +1,4 @@
-//! OpenAPI v3 as kubectl reads it. `/openapi/v3` lists one document per group-version, and each
+//! OpenAPI as kubectl reads it. `/openapi/v3` lists one document per group-version, and each
 //! document (`/openapi/v3/api/v1`, `/openapi/v3/apis/apps/v1`, ...) holds the paths of that
 //! group-version's resources with their operations and parameters, and the schemas of their
 //! kinds. kubectl uses them three ways: a kind whose PATCH operation declares `fieldValidation`
@@ -6,6 +6,10 @@
 //! OpenAPI v2, which skiff leaves empty; `kubectl apply` computes its strategic merge patches
 //! from the schemas' merge keys; and `kubectl explain` renders the schemas. They come from
 //! k8s-openapi's schemars impls, so they carry Kubernetes' names and descriptions.
+//!
+//! `/openapi/v2` in JSON is the same documents merged into one Swagger 2.0 document
+//! ([`swagger`]), for clients that read v2. kubectl asks for v2 in gnostic's protobuf encoding,
+//! which skiff does not produce: it gets an empty document, and reads its schemas from v3.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash as _, Hasher as _};
@@ -41,13 +45,8 @@ pub fn gv_path(group: &str, version: &str) -> String {
 pub fn documents() -> &'static BTreeMap<String, Document> {
     static DOCS: OnceLock<BTreeMap<String, Document>> = OnceLock::new();
     DOCS.get_or_init(|| {
-        let mut gvs: Vec<(&str, &str)> = Vec::new();
-        for r in RESOURCES {
-            if !gvs.contains(&(r.group, r.version)) {
-                gvs.push((r.group, r.version));
-            }
-        }
-        gvs.into_iter()
+        group_versions()
+            .into_iter()
             .map(|(g, v)| {
                 let json = document(g, v).to_string();
                 // Only needs to tell this binary's documents apart: the std hasher will do.
@@ -58,6 +57,130 @@ pub fn documents() -> &'static BTreeMap<String, Document> {
             })
             .collect()
     })
+}
+
+/// The group-versions that serve resources, in the resource table's order.
+fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut gvs: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES {
+        if !gvs.contains(&(r.group, r.version)) {
+            gvs.push((r.group, r.version));
+        }
+    }
+    gvs
+}
+
+/// `GET /openapi/v2` in JSON: every group-version's v3 document merged into one Swagger 2.0
+/// document, rendered once. The schemas are the same (references point into `definitions`;
+/// v3's `nullable` has no v2 form and is left out); operations take their body as an `in: body`
+/// parameter and name their media types in `consumes` and `produces`.
+pub fn swagger() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut paths = Map::new();
+        let mut definitions = Map::new();
+        for (g, v) in group_versions() {
+            let mut doc = document(g, v);
+            if let Some(p) = doc["paths"].as_object_mut() {
+                for (path, item) in std::mem::take(p) {
+                    paths.insert(path, v2_path_item(item));
+                }
+            }
+            if let Some(s) = doc["components"]["schemas"].as_object_mut() {
+                definitions.append(s);
+            }
+        }
+        let mut out = json!({
+            "swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": discovery::version()["gitVersion"]},
+            "paths": paths,
+            "definitions": definitions,
+        });
+        to_v2_schemas(&mut out);
+        out.to_string()
+    })
+}
+
+/// A v3 parameter as v2 writes it: the schema's type (and format, items) on the parameter.
+fn v2_parameter(mut p: Value) -> Value {
+    if let Some(obj) = p.as_object_mut()
+        && let Some(Value::Object(schema)) = obj.remove("schema")
+    {
+        obj.extend(schema);
+    }
+    p
+}
+
+/// A v3 path item as v2 writes it (see [`swagger`]).
+fn v2_path_item(mut item: Value) -> Value {
+    let Some(methods) = item.as_object_mut() else {
+        return item;
+    };
+    for (key, op) in methods.iter_mut() {
+        if key == "parameters" {
+            if let Some(ps) = op.as_array_mut() {
+                for p in ps {
+                    *p = v2_parameter(p.take());
+                }
+            }
+            continue;
+        }
+        let Some(op) = op.as_object_mut() else {
+            continue;
+        };
+        let mut params: Vec<Value> = match op.remove("parameters") {
+            Some(Value::Array(ps)) => ps.into_iter().map(v2_parameter).collect(),
+            _ => Vec::new(),
+        };
+        if let Some(body) = op.remove("requestBody") {
+            let content = body["content"].as_object().cloned().unwrap_or_default();
+            let schema = content
+                .values()
+                .next()
+                .map_or(json!({"type": "object"}), |c| c["schema"].clone());
+            op.insert("consumes".into(), json!(content.keys().collect::<Vec<_>>()));
+            params.push(json!({"name": "body", "in": "body", "required": true, "schema": schema}));
+        }
+        op.insert("parameters".into(), Value::Array(params));
+        let mut produces: Vec<String> = Vec::new();
+        if let Some(Value::Object(responses)) = op.get_mut("responses") {
+            for r in responses.values_mut() {
+                let Some(r) = r.as_object_mut() else { continue };
+                if let Some(Value::Object(content)) = r.remove("content") {
+                    for (media, c) in content {
+                        if !r.contains_key("schema") {
+                            r.insert("schema".into(), c["schema"].clone());
+                        }
+                        if !produces.contains(&media) {
+                            produces.push(media);
+                        }
+                    }
+                }
+            }
+        }
+        op.insert("produces".into(), json!(produces));
+    }
+    item
+}
+
+/// Points references into `definitions` and drops what v2 has no word for.
+fn to_v2_schemas(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get_mut("$ref")
+                && let Some(name) = r.strip_prefix(SCHEMAS)
+            {
+                *r = format!("#/definitions/{name}");
+            }
+            // A keyword, not a property of that name (whose value is a schema).
+            if matches!(m.get("nullable"), Some(Value::Bool(_))) {
+                m.remove("nullable");
+            }
+            m.values_mut().for_each(to_v2_schemas);
+        }
+        Value::Array(a) => a.iter_mut().for_each(to_v2_schemas),
+        _ => {}
+    }
 }
 
 /// `GET /openapi/v3`: where each group-version's document is.
@@ -443,6 +566,12 @@ fn document(group: &str, version: &str) -> Value {
             // k8s-openapi requires metadata to make it non-optional in Rust; the API does not.
             if let Some(req) = s.get_mut("required").and_then(Value::as_array_mut) {
                 req.retain(|f| f != "metadata");
+                // OpenAPI allows no empty `required`.
+                if req.is_empty()
+                    && let Some(o) = s.as_object_mut()
+                {
+                    o.remove("required");
+                }
             }
         }
     }
@@ -589,6 +718,67 @@ mod tests {
         assert_eq!(
             s["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]["x-kubernetes-patch-strategy"],
             "merge"
+        );
+    }
+
+    #[test]
+    fn swagger_merges_every_document_with_v2_references_and_bodies() {
+        let d: Value = serde_json::from_str(swagger()).unwrap();
+        assert_eq!(d["swagger"], "2.0");
+        let defs = d["definitions"].as_object().unwrap();
+        for name in [
+            "io.k8s.api.core.v1.Pod",
+            "io.k8s.api.apps.v1.Deployment",
+            "io.k8s.api.batch.v1.Job",
+            "io.k8s.api.coordination.v1.Lease",
+            "io.k8s.api.discovery.v1.EndpointSlice",
+        ] {
+            assert!(
+                defs[name]["x-kubernetes-group-version-kind"].is_array(),
+                "{name}"
+            );
+        }
+        let text = swagger();
+        assert!(!text.contains("#/components/"));
+        assert!(!text.contains("\"requestBody\""));
+        for r in text.split("\"$ref\":\"").skip(1) {
+            let name = r.split('"').next().unwrap();
+            let name = name.strip_prefix("#/definitions/").unwrap();
+            assert!(defs.contains_key(name), "dangling $ref {name}");
+        }
+        let pods = &d["paths"]["/api/v1/namespaces/{namespace}/pods"];
+        let create = &pods["post"];
+        let body = create["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["in"] == "body")
+            .unwrap();
+        assert_eq!(
+            body["schema"]["$ref"],
+            "#/definitions/io.k8s.api.core.v1.Pod"
+        );
+        assert_eq!(
+            create["responses"]["201"]["schema"]["$ref"],
+            "#/definitions/io.k8s.api.core.v1.Pod"
+        );
+        assert_eq!(create["produces"], json!(["application/json"]));
+        let list = &pods["get"]["parameters"];
+        let selector = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "labelSelector")
+            .unwrap();
+        assert_eq!(selector["type"], "string");
+        assert!(selector.get("schema").is_none());
+        assert_eq!(pods["parameters"][0]["type"], "string");
+        let patch = &d["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert!(
+            patch["consumes"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("application/strategic-merge-patch+json"))
         );
     }
 }
