@@ -19,6 +19,8 @@ loadgen="$CARGO_TARGET_DIR/release/loadgen"
 SIZE=256
 N1=${N1:-2000}      # writes at 1 client
 N16=${N16:-20000}   # writes at 16 clients
+ROUNDS=${ROUNDS:-4} # rounds per figure, alternating etcd and skiff
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a whole number of at least 1, not '$ROUNDS'" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/skiff-bench-XXXXXX)
 pids=()
@@ -63,10 +65,9 @@ for _ in $(seq 50); do "$loadgen" etcd "$eclients" 1 1 $SIZE | grep -q "errors=0
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 idle=$(for i in 1 2 3; do printf "c%d=%sMiB " "$i" "$(rss "${spid[$i]}")"; done)
 
-# Each figure is summed over ROUNDS rounds that alternate the two systems (and which goes
-# first), so a change in the machine's speed during the run (shared VMs drift by a third within
-# minutes) weighs on both alike instead of on whichever ran in the slow minute.
-ROUNDS=${ROUNDS:-4}
+# Each figure is summed over ROUNDS rounds that alternate the two systems (and which goes first),
+# so a change in the machine's speed during the run (shared VMs drift by a third within minutes)
+# weighs on both alike instead of on whichever ran in the slow minute.
 # One line per target, as loadgen prints it, from its rounds: writes, errors and seconds summed,
 # percentiles over every write's latency.
 summary() { # target clients

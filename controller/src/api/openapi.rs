@@ -2,10 +2,10 @@
 //! document (`/openapi/v3/api/v1`, `/openapi/v3/apis/apps/v1`, ...) holds the paths of that
 //! group-version's resources with their operations and parameters, and the schemas of their
 //! kinds. kubectl uses them three ways: a kind whose PATCH operation declares `fieldValidation`
-//! is validated by the server (`kubectl apply --validate`), otherwise kubectl validates against
-//! OpenAPI v2, which skiff leaves empty; `kubectl apply` computes its strategic merge patches
-//! from the schemas' merge keys; and `kubectl explain` renders the schemas. They come from
-//! k8s-openapi's schemars impls, so they carry Kubernetes' names and descriptions.
+//! is validated by the server (`kubectl apply --validate`), otherwise kubectl would validate
+//! against OpenAPI v2, which it gets empty (below); `kubectl apply` computes its strategic
+//! merge patches from the schemas' merge keys; and `kubectl explain` renders the schemas. They
+//! come from k8s-openapi's schemars impls, so they carry Kubernetes' names and descriptions.
 //!
 //! `/openapi/v2` in JSON is the same documents merged into one Swagger 2.0 document
 //! ([`swagger`]), for clients that read v2. kubectl asks for v2 in gnostic's protobuf encoding,

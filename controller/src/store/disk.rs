@@ -157,7 +157,6 @@ impl CheckpointQueue {
     }
 }
 
-/// A member's files.
 /// A flush for the sync thread: the file to `fdatasync`, and whom to tell.
 type Flush = (
     Arc<File>,
@@ -215,6 +214,7 @@ impl Syncer {
     }
 }
 
+/// A member's files.
 pub struct DiskStore {
     db: Arc<Database>,
     wal: Mutex<Wal>,
