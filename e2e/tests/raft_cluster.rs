@@ -7,7 +7,9 @@
 //!   follow the writes across the change of leader.
 //!
 //! Every acknowledged write must be on every member at the end. The leader is found with
-//! `GET /skiff/raft` on any member. The kill test needs no root; the partition test does.
+//! `GET /skiff/raft` on any member. A third test adds a member with `skiff controller member
+//! add` and removes it with `member remove`, as the README shows. The kill and membership tests
+//! need no root; the partition test does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
@@ -64,10 +66,22 @@ fn start(
     logs: &Path,
     netns: Option<&Netns>,
 ) -> Result<()> {
-    let mut cmd = match netns {
+    let cmd = match netns {
         Some(ns) => ns.command(bin),
         None => Command::new(bin),
     };
+    spawn_member(cmd, m, members, logs, false)
+}
+
+/// Runs `skiff controller` for `m` with `cmd` (the binary, maybe inside a namespace); `join`
+/// for a member added to a running cluster.
+fn spawn_member(
+    mut cmd: Command,
+    m: &mut Member,
+    members: &str,
+    logs: &Path,
+    join: bool,
+) -> Result<()> {
     cmd.arg("controller")
         .args(["--name", &m.name])
         .arg("--data-dir")
@@ -76,6 +90,9 @@ fn start(
         .args(["--peer-listen", &m.peer.to_string()])
         .args(["--initial-members", members])
         .env("RUST_LOG", "info");
+    if join {
+        cmd.arg("--join");
+    }
     let log = logs.join(format!("{}.log", m.name));
     // Append: a restarted member's log follows its first life.
     let prev = std::fs::read(&log).unwrap_or_default();
@@ -168,26 +185,100 @@ fn list(m: &Member) -> Result<(Listing, u64)> {
     Ok((items, rv(&v["metadata"])?))
 }
 
+/// A member on loopback ports, its data under `work`; not started.
+fn loopback_member(work: &Path, name: &str) -> Result<Member> {
+    Ok(Member {
+        name: name.to_string(),
+        api: loopback(free_port()?),
+        peer: loopback(free_port()?),
+        data: work.join(name),
+        proc: None,
+    })
+}
+
+/// Members a, b and c on loopback, started; and their `--initial-members` list.
+fn start_three_on_loopback(bin: &Path, work: &Path) -> Result<(Vec<Member>, String)> {
+    let mut members: Vec<Member> = ["a", "b", "c"]
+        .iter()
+        .map(|n| loopback_member(work, n))
+        .collect::<Result<_>>()?;
+    let list_arg = member_list(&members);
+    for m in &mut members {
+        start(bin, m, &list_arg, work, None)?;
+    }
+    Ok((members, list_arg))
+}
+
+/// Every configmap name `m` lists, once it answers.
+fn names_on(m: &Member) -> Option<BTreeSet<String>> {
+    list(m).ok().map(|(items, _)| items.into_keys().collect())
+}
+
+#[test]
+fn members_are_added_and_removed_with_the_cli() -> Result<()> {
+    let bin = skiff_bin()?;
+    let work = tempfile::tempdir()?;
+    let (members, list_arg) = start_three_on_loopback(&bin, work.path())?;
+    leader(&members.iter().collect::<Vec<_>>())?;
+    let before: BTreeSet<String> = (0..20).map(|i| format!("before-{i}")).collect();
+    for (i, name) in before.iter().enumerate() {
+        let code = create(members[i % 3].api, name)?;
+        ensure!(code == 201, "create {name}: {code}");
+    }
+    let member_cmd =
+        |args: &[&str]| run(Command::new(&bin).args(["controller", "member"]).args(args));
+    let via = members[0].peer.to_string();
+
+    let mut d = loopback_member(work.path(), "d")?;
+    let out = member_cmd(&["add", "d", &d.peer.to_string(), "--via", &via])?;
+    ensure!(out.contains("member d added"), "member add: {out}");
+    // Started as the README says: every member listed, itself included, and --join.
+    let full = format!("{list_arg},d={}", d.peer);
+    spawn_member(Command::new(&bin), &mut d, &full, work.path(), true)?;
+    // The new member is caught up (by a snapshot: it starts empty) and serves what was written
+    // before it joined.
+    wait_for(
+        "d to serve the writes made before it joined",
+        Duration::from_secs(30),
+        || Ok(names_on(&d).filter(|n| before.is_subset(n)).map(|_| ())),
+    )?;
+    let out = member_cmd(&["list", "--via", &via])?;
+    ensure!(
+        out.lines().count() == 5
+            && out.contains(&d.peer.to_string())
+            && out.lines().filter(|l| l.ends_with("leader")).count() == 1,
+        "member list with d: {out}"
+    );
+    // A write through the new member is acknowledged and reaches the others.
+    let code = create(d.api, "through-d")?;
+    ensure!(code == 201, "create through d: {code}");
+    for m in &members {
+        wait_for(
+            &format!("{} to list through-d", m.name),
+            Duration::from_secs(10),
+            || Ok(names_on(m).filter(|n| n.contains("through-d")).map(|_| ())),
+        )?;
+    }
+
+    let out = member_cmd(&["remove", "d", "--via", &members[1].peer.to_string()])?;
+    ensure!(out.contains("member d removed"), "member remove: {out}");
+    let out = member_cmd(&["list", "--via", &via])?;
+    ensure!(
+        out.lines().count() == 4 && !out.contains(&d.peer.to_string()),
+        "member list after removing d: {out}"
+    );
+    drop(d.proc.take());
+    // The three go on without it.
+    let code = create(members[2].api, "after-removal")?;
+    ensure!(code == 201, "create after removing d: {code}");
+    Ok(())
+}
+
 #[test]
 fn acknowledged_writes_survive_killing_the_leader() -> Result<()> {
     let bin = skiff_bin()?;
     let work = tempfile::tempdir()?;
-    let mut members: Vec<Member> = ["a", "b", "c"]
-        .iter()
-        .map(|n| {
-            Ok(Member {
-                name: n.to_string(),
-                api: loopback(free_port()?),
-                peer: loopback(free_port()?),
-                data: work.path().join(n),
-                proc: None,
-            })
-        })
-        .collect::<Result<_>>()?;
-    let list_arg = member_list(&members);
-    for m in &mut members {
-        start(&bin, m, &list_arg, work.path(), None)?;
-    }
+    let (mut members, list_arg) = start_three_on_loopback(&bin, work.path())?;
     let first = leader(&members.iter().collect::<Vec<_>>())?;
     println!("leader: {first}");
 
