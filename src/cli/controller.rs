@@ -101,8 +101,10 @@ async fn member(cmd: MemberCommand) -> Result<()> {
             println!("member {name} removed (raft id {id:#x})");
         }
         MemberCommand::List { via } => {
+            let mut members = controller::cluster::member_list(&via).await?;
+            members.sort_by(|a, b| a.name.cmp(&b.name));
             println!("{:<20} {:<18} {:<24} ROLE", "NAME", "ID", "PEER ADDRESS");
-            for m in controller::cluster::member_list(&via).await? {
+            for m in members {
                 let role = match (m.is_leader, m.voter) {
                     (true, _) => "leader",
                     (false, true) => "voter",
