@@ -137,20 +137,13 @@ def main():
     api = client.ApiClient()
 
     def raw(path):
-        # The client's own request path, with its authentication (its API changed over releases).
-        if hasattr(api, "param_serialize"):
-            method, url, headers, _, _ = api.param_serialize(
-                "GET", path, header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-            )
-            resp = api.call_api(method, url, header_params=headers)
-            resp.read()
-        else:
-            resp = api.call_api(
-                path, "GET", header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"], _preload_content=False,
-                _return_http_data_only=True,
-            )
+        # Through the client's own request path, with its authentication.
+        method, url, headers, _, _ = api.param_serialize(
+            "GET", path, header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        resp = api.call_api(method, url, header_params=headers)
+        resp.read()
         return json.loads(resp.data)
 
     v2 = raw("/openapi/v2")
