@@ -7,6 +7,7 @@ pub mod api;
 pub mod cluster;
 pub mod controllers;
 pub mod quantity;
+pub mod reconcile;
 pub mod scheduler;
 pub mod store;
 

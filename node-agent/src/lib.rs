@@ -7,14 +7,17 @@
 mod backoff;
 pub mod cri;
 mod error;
+mod images;
 mod lease;
 pub mod logs;
 mod node;
+mod pod_files;
 mod pods;
 pub mod pull;
 pub mod quantity;
 mod registry;
 mod server;
+mod slot;
 mod spec;
 mod status;
 pub mod stream;

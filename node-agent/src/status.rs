@@ -1,8 +1,14 @@
-//! Pod status as the kubelet computes it: `phase` and `conditions` from the container
-//! statuses and the restart policy (kubelet `getPhase`, `GeneratePodReadyCondition`, ...).
-//! Pure functions, so the rules are tested table by table.
+//! Pod status as the kubelet computes it: the container statuses from what the worker observed
+//! of each container ([`Observed`]), then `phase` and `conditions` from them and the restart
+//! policy (kubelet `getPhase`, `GeneratePodReadyCondition`, ...). Pure functions, so the rules
+//! are tested table by table.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, PodCondition};
+use crate::cri::v1;
+use crate::slot::{Slot, ns_to_time, terminated_of};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStateRunning, ContainerStateWaiting, ContainerStatus,
+    HostIP, PodCondition, PodIP, PodSpec, PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 pub const PENDING: &str = "Pending";
@@ -256,6 +262,146 @@ pub fn merge_conditions(
         }
     }
     out
+}
+
+/// What the worker observed of a pod, which its status is assembled from.
+#[derive(Debug)]
+pub struct Observed<'a> {
+    pub spec: &'a PodSpec,
+    pub init: &'a [Slot],
+    pub containers: &'a [Slot],
+    /// The scheme of `containerID`s (CRI `runtime_name`).
+    pub runtime: &'a str,
+    /// Why the sandbox could not be made, shown on containers still being created.
+    pub sandbox_error: Option<&'a str>,
+    pub sandbox_ready: bool,
+    pub pod_ips: Vec<String>,
+    pub host_ip: String,
+}
+
+impl Observed<'_> {
+    fn statuses(&self, slots: &[Slot], specs: &[Container]) -> Vec<ContainerStatus> {
+        let runtime = self.runtime;
+        slots
+            .iter()
+            .zip(specs)
+            .map(|(slot, c)| {
+                let current = slot.current.as_ref();
+                let mut last = slot.last_terminated.clone();
+                let state = if let Some((reason, message)) = &slot.waiting {
+                    // Waiting to restart: the attempt that ended is the last state.
+                    if let Some(t) = current.and_then(|a| terminated_of(a, runtime)) {
+                        last = Some(t);
+                    }
+                    ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some(reason.clone()),
+                            message: message.clone(),
+                        }),
+                        ..Default::default()
+                    }
+                } else {
+                    match current {
+                        Some(a) if a.state() == v1::ContainerState::ContainerRunning => {
+                            ContainerState {
+                                running: Some(ContainerStateRunning {
+                                    started_at: a
+                                        .status
+                                        .as_ref()
+                                        .and_then(|s| ns_to_time(s.started_at)),
+                                }),
+                                ..Default::default()
+                            }
+                        }
+                        Some(a) if a.exit_code().is_some() => ContainerState {
+                            terminated: terminated_of(a, runtime),
+                            ..Default::default()
+                        },
+                        _ => ContainerState {
+                            waiting: Some(ContainerStateWaiting {
+                                reason: Some("ContainerCreating".to_owned()),
+                                message: self.sandbox_error.map(str::to_owned),
+                            }),
+                            ..Default::default()
+                        },
+                    }
+                };
+                let running = state.running.is_some();
+                ContainerStatus {
+                    name: slot.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    image_id: current
+                        .and_then(|a| a.status.as_ref())
+                        .map(|s| s.image_ref.clone())
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or_else(|| slot.image_ref.clone()),
+                    container_id: current.map(|a| format!("{runtime}://{}", a.id)),
+                    restart_count: i32::try_from(slot.restart_count).unwrap_or(i32::MAX),
+                    ready: running,
+                    started: Some(running),
+                    state: Some(state),
+                    last_state: Some(ContainerState {
+                        terminated: last,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    fn names(specs: &[Container]) -> Vec<String> {
+        specs.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// The phase the pod is in.
+    pub fn phase(&self) -> &'static str {
+        let init_specs = self.spec.init_containers.clone().unwrap_or_default();
+        let policy = RestartPolicy::from_spec(self.spec.restart_policy.as_deref());
+        pod_phase(
+            policy,
+            &Self::names(&init_specs),
+            &self.statuses(self.init, &init_specs),
+            &Self::names(&self.spec.containers),
+            &self.statuses(self.containers, &self.spec.containers),
+        )
+    }
+
+    /// The status the kubelet would write now. `previous` conditions keep their transition
+    /// times while unchanged.
+    pub fn assemble(&self, previous: &[PodCondition], start_time: Time, now: &Time) -> PodStatus {
+        let init_specs = self.spec.init_containers.clone().unwrap_or_default();
+        let policy = RestartPolicy::from_spec(self.spec.restart_policy.as_deref());
+        let init = self.statuses(self.init, &init_specs);
+        let containers = self.statuses(self.containers, &self.spec.containers);
+        let init_names = Self::names(&init_specs);
+        let names = Self::names(&self.spec.containers);
+        let phase = pod_phase(policy, &init_names, &init, &names, &containers);
+        let computed = pod_conditions(
+            phase,
+            self.sandbox_ready,
+            &init_names,
+            &init,
+            &names,
+            &containers,
+        );
+        let conditions = merge_conditions(&computed, previous, now);
+        let host_ip = self.host_ip.clone();
+        let pod_ips = self.pod_ips.clone();
+        PodStatus {
+            phase: Some(phase.to_owned()),
+            conditions: Some(conditions),
+            host_ip: Some(host_ip.clone()),
+            host_ips: Some(vec![HostIP { ip: host_ip }]),
+            pod_ip: pod_ips.first().cloned(),
+            pod_ips: (!pod_ips.is_empty())
+                .then(|| pod_ips.into_iter().map(|ip| PodIP { ip }).collect()),
+            start_time: Some(start_time),
+            init_container_statuses: (!init.is_empty()).then_some(init),
+            container_statuses: Some(containers),
+            ..Default::default()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,14 +9,14 @@
 use crate::AgentError;
 use crate::backoff::Backoff;
 use crate::cri::{self, Cri, v1};
+use crate::images::ensure_image;
+use crate::pod_files::with_hosts_file;
 use crate::pull::{PullRecords, PullSecrets};
 use crate::registry::PodEntry;
-use crate::spec::{self, PullPolicy};
+use crate::slot::{Attempt, Slot, refresh, terminated_of};
+use crate::spec;
 use crate::status::{self, RestartPolicy};
-use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
-};
+use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -30,8 +30,6 @@ use tokio::time::Instant;
 pub const ACTIVE_RESYNC: Duration = Duration::from_secs(1);
 /// Re-sync period once nothing will change on its own (the pod finished).
 pub const IDLE_RESYNC: Duration = Duration::from_secs(10);
-/// How long a failed pull shows as `ErrImagePull` before `ImagePullBackOff`.
-const ERR_IMAGE_PULL_SHOWN: Duration = Duration::from_secs(3);
 
 /// What the node knows that every pod worker needs.
 #[derive(Debug, Clone)]
@@ -94,51 +92,6 @@ enum Lifecycle {
     Terminated,
 }
 
-/// One CRI container attempt of a spec container.
-#[derive(Debug, Clone)]
-struct Attempt {
-    id: String,
-    status: Option<v1::ContainerStatus>,
-    /// When the worker first saw this attempt exited; the crash back-off counts from here.
-    exit_seen: Option<Instant>,
-}
-
-impl Attempt {
-    fn state(&self) -> v1::ContainerState {
-        self.status
-            .as_ref()
-            .map(|s| s.state())
-            .unwrap_or(v1::ContainerState::ContainerUnknown)
-    }
-
-    fn exit_code(&self) -> Option<i32> {
-        (self.state() == v1::ContainerState::ContainerExited)
-            .then(|| self.status.as_ref().map_or(0, |s| s.exit_code))
-    }
-}
-
-/// A spec container and the runtime containers that ran it.
-#[derive(Debug, Default)]
-struct Slot {
-    name: String,
-    /// The newest attempt, if one was created and still exists.
-    current: Option<Attempt>,
-    /// The attempt before `current`, kept for `previous` logs; removed when replaced.
-    previous: Option<String>,
-    /// `restartCount`: the attempt number of the newest container created.
-    restart_count: u32,
-    created_any: bool,
-    /// Why no container runs, while that is so (ErrImagePull, CrashLoopBackOff, ...).
-    waiting: Option<(String, Option<String>)>,
-    last_terminated: Option<ContainerStateTerminated>,
-    crash_backoff: Backoff,
-    pull_backoff: Backoff,
-    /// When the last pull failed and why: the kubelet keeps showing `ErrImagePull` until a
-    /// later pass, and only then `ImagePullBackOff`.
-    pull_error: Option<(Instant, String)>,
-    image_ref: String,
-}
-
 /// What one pass produced.
 #[derive(Debug)]
 pub struct SyncOutcome {
@@ -167,34 +120,6 @@ pub struct PodWorker<C> {
     last_conditions: Vec<PodCondition>,
 }
 
-fn ns_to_time(ns: i64) -> Option<Time> {
-    if ns <= 0 {
-        return None;
-    }
-    jiff::Timestamp::from_nanosecond(i128::from(ns))
-        .ok()
-        .map(Time)
-}
-
-fn terminated_of(a: &Attempt, runtime: &str) -> Option<ContainerStateTerminated> {
-    let s = a.status.as_ref()?;
-    let code = a.exit_code()?;
-    let reason = if s.reason.is_empty() {
-        if code == 0 { "Completed" } else { "Error" }.to_owned()
-    } else {
-        s.reason.clone()
-    };
-    Some(ContainerStateTerminated {
-        exit_code: code,
-        reason: Some(reason),
-        message: (!s.message.is_empty()).then(|| s.message.clone()),
-        started_at: ns_to_time(s.started_at),
-        finished_at: ns_to_time(s.finished_at),
-        container_id: Some(format!("{runtime}://{}", a.id)),
-        ..Default::default()
-    })
-}
-
 fn waiting(reason: &str, message: Option<String>) -> Option<(String, Option<String>)> {
     Some((reason.to_owned(), message))
 }
@@ -211,10 +136,7 @@ impl<C: Cri> PodWorker<C> {
         let slots = |cs: Option<&Vec<Container>>| {
             cs.into_iter()
                 .flatten()
-                .map(|c| Slot {
-                    name: c.name.clone(),
-                    ..Default::default()
-                })
+                .map(|c| Slot::new(&c.name))
                 .collect()
         };
         let spec = pod.spec.as_ref();
@@ -243,11 +165,7 @@ impl<C: Cri> PodWorker<C> {
             .init
             .iter()
             .chain(&self.containers)
-            .filter(|s| {
-                s.current
-                    .as_ref()
-                    .is_some_and(|a| a.state() == v1::ContainerState::ContainerRunning)
-            })
+            .filter(|s| s.running())
             .map(|s| s.name.clone())
             .collect();
         PodEntry {
@@ -388,11 +306,7 @@ impl<C: Cri> PodWorker<C> {
             if let Some(old) = slot.current.take() {
                 slot.previous = Some(old.id);
             }
-            slot.current = Some(Attempt {
-                id: c.id.clone(),
-                status: None,
-                exit_seen: None,
-            });
+            slot.current = Some(Attempt::new(c.id.clone()));
             slot.restart_count = meta.attempt;
             slot.created_any = true;
             slot.image_ref = c.image_ref.clone();
@@ -617,7 +531,7 @@ impl<C: Cri> PodWorker<C> {
             return;
         }
         let image = c.image.clone().unwrap_or_default();
-        match ensure_image(&*cri, &node, pod, slot, c, &sb.config, now).await {
+        match ensure_image(&*cri, &node, pod, &mut slot.pull, c, &sb.config, now).await {
             Ok(image_ref) => slot.image_ref = image_ref,
             Err((reason, message)) => {
                 if reason == "ImagePullBackOff" {
@@ -689,11 +603,7 @@ impl<C: Cri> PodWorker<C> {
             slot.last_terminated = terminated_of(&old, &node.runtime_name);
             slot.previous = Some(old.id);
         }
-        let mut attempt_rec = Attempt {
-            id,
-            status: None,
-            exit_seen: None,
-        };
+        let mut attempt_rec = Attempt::new(id);
         if let Ok(s) = cri.container_status(&attempt_rec.id).await {
             attempt_rec.status = Some(s);
         }
@@ -774,91 +684,34 @@ impl<C: Cri> PodWorker<C> {
         Ok(())
     }
 
-    fn container_statuses(&self, slots: &[Slot], specs: &[Container]) -> Vec<ContainerStatus> {
-        let runtime = &self.node.runtime_name;
-        slots
-            .iter()
-            .zip(specs)
-            .map(|(slot, c)| {
-                let current = slot.current.as_ref();
-                let mut last = slot.last_terminated.clone();
-                let state = if let Some((reason, message)) = &slot.waiting {
-                    // Waiting to restart: the attempt that ended is the last state.
-                    if let Some(t) = current.and_then(|a| terminated_of(a, runtime)) {
-                        last = Some(t);
-                    }
-                    ContainerState {
-                        waiting: Some(ContainerStateWaiting {
-                            reason: Some(reason.clone()),
-                            message: message.clone(),
-                        }),
-                        ..Default::default()
-                    }
-                } else {
-                    match current {
-                        Some(a) if a.state() == v1::ContainerState::ContainerRunning => {
-                            ContainerState {
-                                running: Some(ContainerStateRunning {
-                                    started_at: a
-                                        .status
-                                        .as_ref()
-                                        .and_then(|s| ns_to_time(s.started_at)),
-                                }),
-                                ..Default::default()
-                            }
-                        }
-                        Some(a) if a.exit_code().is_some() => ContainerState {
-                            terminated: terminated_of(a, runtime),
-                            ..Default::default()
-                        },
-                        _ => ContainerState {
-                            waiting: Some(ContainerStateWaiting {
-                                reason: Some("ContainerCreating".to_owned()),
-                                message: self.sandbox_error.clone(),
-                            }),
-                            ..Default::default()
-                        },
-                    }
-                };
-                let running = state.running.is_some();
-                ContainerStatus {
-                    name: slot.name.clone(),
-                    image: c.image.clone().unwrap_or_default(),
-                    image_id: current
-                        .and_then(|a| a.status.as_ref())
-                        .map(|s| s.image_ref.clone())
-                        .filter(|r| !r.is_empty())
-                        .unwrap_or_else(|| slot.image_ref.clone()),
-                    container_id: current.map(|a| format!("{runtime}://{}", a.id)),
-                    restart_count: i32::try_from(slot.restart_count).unwrap_or(i32::MAX),
-                    ready: running,
-                    started: Some(running),
-                    state: Some(state),
-                    last_state: Some(ContainerState {
-                        terminated: last,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }
-            })
-            .collect()
-    }
-
-    fn names(specs: &[Container]) -> Vec<String> {
-        specs.iter().map(|c| c.name.clone()).collect()
+    /// What the worker observed of the pod, for its phase and status.
+    fn observed<'a>(&'a self, spec: &'a PodSpec) -> status::Observed<'a> {
+        let sandbox = match &self.state {
+            Lifecycle::Running(sb) => Some(sb),
+            Lifecycle::Completed(sb) => sb.as_ref(),
+            _ => None,
+        };
+        let host_ip = self.node.node_ip.to_string();
+        let pod_ips = if spec::host_network(spec) {
+            vec![host_ip.clone()]
+        } else {
+            sandbox.map(|sb| sb.ips.clone()).unwrap_or_default()
+        };
+        status::Observed {
+            spec,
+            init: &self.init,
+            containers: &self.containers,
+            runtime: &self.node.runtime_name,
+            sandbox_error: self.sandbox_error.as_deref(),
+            sandbox_ready: matches!(self.state, Lifecycle::Running(_)),
+            pod_ips,
+            host_ip,
+        }
     }
 
     fn phase(&self, pod: &Pod) -> &'static str {
         let spec = pod.spec.clone().unwrap_or_default();
-        let init_specs = spec.init_containers.clone().unwrap_or_default();
-        let policy = RestartPolicy::from_spec(spec.restart_policy.as_deref());
-        status::pod_phase(
-            policy,
-            &Self::names(&init_specs),
-            &self.container_statuses(&self.init, &init_specs),
-            &Self::names(&spec.containers),
-            &self.container_statuses(&self.containers, &spec.containers),
-        )
+        self.observed(&spec).phase()
     }
 
     /// The pod status the kubelet would write now, or `None` when the pod's status is not
@@ -870,50 +723,13 @@ impl<C: Cri> PodWorker<C> {
             return None;
         }
         let spec = pod.spec.clone().unwrap_or_default();
-        let init_specs = spec.init_containers.clone().unwrap_or_default();
-        let policy = RestartPolicy::from_spec(spec.restart_policy.as_deref());
-        let init = self.container_statuses(&self.init, &init_specs);
-        let containers = self.container_statuses(&self.containers, &spec.containers);
-        let init_names = Self::names(&init_specs);
-        let names = Self::names(&spec.containers);
-        let phase = status::pod_phase(policy, &init_names, &init, &names, &containers);
         let now = Time(jiff::Timestamp::now());
-        let sandbox = match &self.state {
-            Lifecycle::Running(sb) => Some(sb),
-            Lifecycle::Completed(sb) => sb.as_ref(),
-            _ => None,
-        };
-        let sandbox_ready = matches!(self.state, Lifecycle::Running(_));
-        let computed = status::pod_conditions(
-            phase,
-            sandbox_ready,
-            &init_names,
-            &init,
-            &names,
-            &containers,
-        );
-        let conditions = status::merge_conditions(&computed, &self.last_conditions, &now);
-        self.last_conditions = conditions.clone();
-        let start_time = self.start_time.get_or_insert(now).clone();
-        let host_ip = self.node.node_ip.to_string();
-        let pod_ips: Vec<String> = if spec::host_network(&spec) {
-            vec![host_ip.clone()]
-        } else {
-            sandbox.map(|sb| sb.ips.clone()).unwrap_or_default()
-        };
-        Some(PodStatus {
-            phase: Some(phase.to_owned()),
-            conditions: Some(conditions),
-            host_ip: Some(host_ip.clone()),
-            host_ips: Some(vec![HostIP { ip: host_ip }]),
-            pod_ip: pod_ips.first().cloned(),
-            pod_ips: (!pod_ips.is_empty())
-                .then(|| pod_ips.into_iter().map(|ip| PodIP { ip }).collect()),
-            start_time: Some(start_time),
-            init_container_statuses: (!init.is_empty()).then_some(init),
-            container_statuses: Some(containers),
-            ..Default::default()
-        })
+        let start_time = self.start_time.get_or_insert_with(|| now.clone()).clone();
+        let status = self
+            .observed(&spec)
+            .assemble(&self.last_conditions, start_time, &now);
+        self.last_conditions = status.conditions.clone().unwrap_or_default();
+        Some(status)
     }
 }
 
@@ -925,182 +741,6 @@ async fn make_dir(path: &str, key: &str) {
     if let Err(e) = tokio::fs::create_dir_all(path).await {
         tracing::warn!(pod = %key, path, error = %e, "create log directory failed");
     }
-}
-
-/// Reads the runtime's view of the slot's current container; records when an exit was first
-/// seen. A container the runtime no longer knows is forgotten, so it is started again.
-async fn refresh<C: Cri>(cri: &C, slot: &mut Slot, now: Instant) -> Result<(), AgentError> {
-    let Some(a) = slot.current.as_mut() else {
-        return Ok(());
-    };
-    match cri.container_status(&a.id).await {
-        Ok(s) => {
-            a.status = Some(s);
-            if a.exit_code().is_some() && a.exit_seen.is_none() {
-                a.exit_seen = Some(now);
-            }
-            Ok(())
-        }
-        Err(e) if e.is_not_found() => {
-            slot.current = None;
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// With `hostAliases`, the pod gets the kubelet's managed hosts file, mounted at /etc/hosts
-/// (the runtime's own is used otherwise).
-fn with_hosts_file(
-    node: &NodeContext,
-    pod: &Pod,
-    ips: &[String],
-    mut config: v1::ContainerConfig,
-) -> Result<v1::ContainerConfig, AgentError> {
-    let Some(spec) = pod
-        .spec
-        .as_ref()
-        .filter(|s| s.host_aliases.as_ref().is_some_and(|a| !a.is_empty()))
-    else {
-        return Ok(config);
-    };
-    // The node's file is read only for a hostNetwork pod that has aliases to add to it.
-    let node_hosts = spec
-        .host_network
-        .unwrap_or(false)
-        .then(|| std::fs::read_to_string("/etc/hosts").unwrap_or_default());
-    let Some(content) = spec::hosts_file(pod, ips, node_hosts.as_deref()) else {
-        return Ok(config);
-    };
-    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-    let dir = node.pods_dir.join(uid);
-    let path = dir.join("etc-hosts");
-    std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&path, content))
-        .map_err(|source| AgentError::StateDir {
-            path: path.clone(),
-            source,
-        })?;
-    if !config
-        .mounts
-        .iter()
-        .any(|m| m.container_path == "/etc/hosts")
-    {
-        config.mounts.push(v1::Mount {
-            container_path: "/etc/hosts".to_owned(),
-            host_path: path.to_string_lossy().into_owned(),
-            ..Default::default()
-        });
-    }
-    Ok(config)
-}
-
-/// The credentials the pod's `imagePullSecrets` hold for `image`, most specific first.
-async fn pod_credentials(node: &NodeContext, pod: &Pod, image: &str) -> Vec<v1::AuthConfig> {
-    let names: Vec<String> = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.image_pull_secrets.as_ref())
-        .into_iter()
-        .flatten()
-        .map(|r| r.name.clone())
-        .filter(|n| !n.is_empty())
-        .collect();
-    if names.is_empty() {
-        return Vec::new();
-    }
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let keys = node.pulls.secrets.keys(namespace, &names).await;
-    crate::pull::credentials_for(image, &keys)
-}
-
-/// Makes sure the image is on the node as `imagePullPolicy` says (kubelet
-/// `EnsureImageExists`), pulling with the pod's credentials, and keeps an image that was pulled
-/// with credentials from pods without them (KEP-2535). Errors are `(waiting reason, message)`.
-async fn ensure_image<C: Cri>(
-    cri: &C,
-    node: &NodeContext,
-    pod: &Pod,
-    slot: &mut Slot,
-    c: &Container,
-    sandbox_config: &v1::PodSandboxConfig,
-    now: Instant,
-) -> Result<String, (&'static str, String)> {
-    let image = c.image.clone().unwrap_or_default();
-    let policy = spec::pull_policy(c);
-    let records = &node.pulls.records;
-    let mut creds = None;
-    if policy != PullPolicy::Always {
-        match cri.image_status(&image).await {
-            Ok(Some(img)) => {
-                // Secrets are read only for an image some pods may not use.
-                if !records.is_private(&img.id) {
-                    return Ok(img.id);
-                }
-                let pod_creds = pod_credentials(node, pod, &image).await;
-                if records.may_use(&img.id, &pod_creds) {
-                    return Ok(img.id);
-                }
-                if policy == PullPolicy::Never {
-                    return Err((
-                        "ErrImageNeverPull",
-                        format!(
-                            "image {image:?} on the node was pulled with credentials this pod does \
-                             not hold, and pull policy Never forbids pulling it to check them"
-                        ),
-                    ));
-                }
-                creds = Some(pod_creds);
-            }
-            Ok(None) if policy == PullPolicy::Never => {
-                return Err((
-                    "ErrImageNeverPull",
-                    AgentError::ImageNeverPull { image }.to_string(),
-                ));
-            }
-            Ok(None) => {}
-            Err(e) => return Err(("ErrImagePull", e.to_string())),
-        }
-    }
-    if slot.pull_backoff.remaining(now).is_some() {
-        if let Some((at, msg)) = &slot.pull_error
-            && now.duration_since(*at) < ERR_IMAGE_PULL_SHOWN
-        {
-            return Err(("ErrImagePull", msg.clone()));
-        }
-        return Err((
-            "ImagePullBackOff",
-            format!("Back-off pulling image {image:?}"),
-        ));
-    }
-    let creds = match creds {
-        Some(c) => c,
-        None => pod_credentials(node, pod, &image).await,
-    };
-    // With credentials, each is tried in turn (no anonymous fallback), as the kubelet does.
-    let attempts: Vec<Option<v1::AuthConfig>> = if creds.is_empty() {
-        vec![None]
-    } else {
-        creds.into_iter().map(Some).collect()
-    };
-    let mut errors = Vec::new();
-    for auth in attempts {
-        match cri
-            .pull_image(&image, Some(sandbox_config.clone()), auth.clone())
-            .await
-        {
-            Ok(image_ref) => {
-                records.record(&image_ref, auth.as_ref());
-                slot.pull_error = None;
-                return Ok(image_ref);
-            }
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    let message = errors.join("; ");
-    slot.pull_backoff.next(now);
-    slot.pull_error = Some((now, message.clone()));
-    Err(("ErrImagePull", message))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use super::*;
 use crate::cri::fake::FakeCri;
 use crate::pull::RegistryKey;
+use k8s_openapi::api::core::v1::ContainerStatus;
 use k8s_openapi::api::core::v1::PodSpec;
 use std::time::Duration;
 

@@ -145,7 +145,7 @@ pub fn list(
     let mut selected = items.into_iter().filter(|o| {
         start.as_ref().is_none_or(|s| key_of(res, o) > *s)
             && opts.labels.matches(o)
-            && opts.fields.matches(res.kind, o)
+            && opts.fields.matches(res, o)
     });
     let Some(limit) = opts.limit.filter(|l| *l > 0) else {
         return Ok(Page {

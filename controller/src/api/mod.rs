@@ -6,6 +6,7 @@ pub mod admission;
 pub mod apply;
 pub mod discovery;
 pub mod error;
+pub mod kinds;
 pub mod list;
 mod logs;
 pub mod objects;
@@ -14,11 +15,11 @@ pub mod patch;
 pub mod protobuf;
 pub mod resources;
 pub mod selectors;
+pub mod strategy;
 mod stream;
 pub mod subresources;
 pub mod table;
 pub mod watch;
-pub mod workloads;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -493,7 +494,7 @@ fn list_options(
 ) -> Result<list::ListOptions, ApiError> {
     Ok(list::ListOptions {
         labels: LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))?,
-        fields: FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), res.kind)?,
+        fields: FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), res)?,
         limit: match q.get("limit").filter(|l| !l.is_empty()) {
             Some(l) => Some(
                 l.parse()
@@ -636,9 +637,11 @@ async fn handle(
         }
         (&Method::DELETE, Some(name), None) => {
             let opts = delete_options(res, &q, &headers, &body)?;
-            let warn = (res.kind == "Job" && opts.propagation.is_none()).then(|| {
-                "child pods are preserved by default when jobs are deleted; set propagationPolicy=Background to remove them or set propagationPolicy=Orphan to suppress this warning".to_string()
-            });
+            let warn = res
+                .strategy
+                .delete_warning()
+                .filter(|_| opts.propagation.is_none())
+                .map(str::to_string);
             let out = objects.delete(res, ns, name, &opts).await?;
             Ok(with_warnings(json_ok(&out), warn.as_slice()))
         }
@@ -694,7 +697,7 @@ async fn delete_collection(
     opts: &list::ListOptions,
     del: &DeleteOptions,
 ) -> Result<Value, ApiError> {
-    if res.kind == "Namespace" {
+    if !res.strategy.delete_collection() {
         return Err(ApiError::MethodNotAllowed);
     }
     let page = list::list(objects, res, ns, opts)?;
@@ -759,7 +762,8 @@ fn watch_response(
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-/// `pods/binding`: sets `spec.nodeName` once, as the scheduler's write.
+/// `pods/binding`: sets `spec.nodeName` once, and the PodScheduled condition with it, in one
+/// write (the scheduler's).
 pub async fn bind_pod(
     objects: &Objects,
     ns: Option<&str>,
@@ -776,9 +780,8 @@ pub async fn bind_pod(
             causes: vec![FieldError::required("target.name")],
         })?
         .to_string();
-    let pods = resources::pods();
     objects
-        .modify(pods, ns, name, Part::Binding, |pod| {
+        .modify(resources::pods(), ns, name, Part::Binding, |pod| {
             let cur = pod
                 .pointer("/spec/nodeName")
                 .and_then(Value::as_str)
@@ -798,12 +801,9 @@ pub async fn bind_pod(
                 });
             }
             pod["spec"]["nodeName"] = json!(node);
-            Ok(())
-        })
-        .await?;
-    // PodScheduled goes into status, as the scheduler's binding does in Kubernetes.
-    objects
-        .modify(pods, ns, name, Part::Status, |pod| {
+            if !pod.get("status").is_some_and(Value::is_object) {
+                pod["status"] = json!({});
+            }
             let conds = pod["status"]
                 .as_object_mut()
                 .map(|s| s.entry("conditions").or_insert_with(|| json!([])));

@@ -9,13 +9,14 @@ use super::admission;
 use super::error::ApiError;
 use super::patch::{self, PatchType};
 use super::resources::{self, Resource};
-use super::workloads;
+use super::strategy::Deletion;
 use crate::store::{Precondition, Record, Store, StoreError};
 
 /// Kubernetes stores objects up to 1.5 MiB (etcd's default request limit).
 pub const MAX_OBJECT_BYTES: usize = 3 * 1024 * 1024 / 2;
 
-const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Which part of an object an update may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,15 +63,6 @@ impl Propagation {
             ))),
         }
     }
-
-    /// The default of a resource, as its REST strategy in Kubernetes 1.35 has it.
-    pub fn default_for(kind: &str) -> Self {
-        if kind == "Job" {
-            Self::Orphan
-        } else {
-            Self::Background
-        }
-    }
 }
 
 /// The finalizer of a foreground deletion.
@@ -90,7 +82,8 @@ pub fn now() -> String {
         .to_string()
 }
 
-fn after(seconds: i64) -> String {
+/// `seconds` from now, as Kubernetes writes timestamps.
+pub fn after(seconds: i64) -> String {
     let t = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_secs(seconds))
         .unwrap_or_else(|_| jiff::Timestamp::now());
@@ -166,17 +159,7 @@ fn has_status_subresource(res: &Resource) -> bool {
 /// Checks an object that `admission::prune_unknown` (which checks its types) has already seen.
 fn validate(res: &Resource, obj: &Value, old: Option<&Value>, part: Part) -> Result<(), ApiError> {
     let mut errs = admission::validate_metadata(res, obj);
-    errs.extend(workloads::validate_object(res.kind, obj, old));
-    if res.kind == "Pod" {
-        errs.extend(admission::validate_pod(obj));
-        if let Some(old) = old {
-            let mut old = old.clone();
-            if part == Part::Binding {
-                old["spec"]["nodeName"] = obj["spec"]["nodeName"].clone();
-            }
-            errs.extend(admission::validate_pod_update(&old, obj));
-        }
-    }
+    errs.extend(res.strategy.validate(obj, old, part));
     if errs.is_empty() {
         Ok(())
     } else {
@@ -309,38 +292,16 @@ impl Objects {
         // Types are checked (and unknown fields dropped) before defaulting, which expects them
         // right; what defaulting adds is known to the type.
         admission::prune_unknown(res, &mut obj)?;
-        workloads::default_object(res.kind, &mut obj);
-        match res.kind {
-            "Pod" => {
-                admission::default_pod(&mut obj);
-            }
-            "Namespace" => {
-                obj["spec"] = json!({"finalizers": ["kubernetes"]});
-                obj["status"] = json!({"phase": "Active"});
-            }
-            _ => {}
-        }
-        if let Some(m) = obj["metadata"].as_object_mut() {
-            let name = m
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            if res.kind == "Namespace" {
-                m.entry("labels")
-                    .or_insert_with(|| json!({}))
-                    .as_object_mut()
-                    .map(|l| l.insert("kubernetes.io/metadata.name".into(), json!(name)));
-            }
-        }
+        res.strategy.default(&mut obj);
+        res.strategy.prepare_create(&mut obj);
         validate(res, &obj, None, Part::Main)?;
         let name = name_of(&obj).to_string();
         if let Some(ns) = ns.filter(|_| res.namespaced) {
             self.check_namespace(ns)?;
         }
         let key = res.key(ns, &name);
-        let mut bytes = encode(&obj)?;
         if dry_run {
+            encode(&obj)?;
             if self.store.get(&key).is_some() {
                 return Err(ApiError::AlreadyExists {
                     resource: res.qualified(),
@@ -349,124 +310,27 @@ impl Objects {
             }
             return Ok(obj);
         }
-        let reserved = if res.kind == "Service" {
-            let ip = self.allocate_cluster_ip(&mut obj, &key).await?;
-            bytes = encode(&obj)?;
-            ip
-        } else {
-            None
+        let allocation = res.strategy.allocate(self, &mut obj, &key).await?;
+        let stored = match encode(&obj) {
+            Ok(bytes) => match self.store.put(&key, bytes, Precondition::Absent).await {
+                // What was stored is `obj` as encoded: it only lacks its resourceVersion.
+                Ok((rec, _)) => Ok(rec),
+                Err(StoreError::PreconditionFailed { .. }) => Err(ApiError::AlreadyExists {
+                    resource: res.qualified(),
+                    name,
+                }),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e),
         };
-        let out = match self.store.put(&key, bytes, Precondition::Absent).await {
-            // What was stored is `obj` as encoded: it only lacks its resourceVersion.
-            Ok((rec, _)) => Ok(with_resource_version(obj, &rec)),
-            Err(StoreError::PreconditionFailed { .. }) => Err(ApiError::AlreadyExists {
-                resource: res.qualified(),
-                name,
-            }),
-            Err(e) => Err(e.into()),
-        };
-        if out.is_err()
-            && let Some(ip) = reserved
-        {
-            self.release_cluster_ip(&ip).await;
-        }
-        out
-    }
-
-    /// Gives a new service its cluster IP from the service CIDR (10.96.0.0/12), reserving it
-    /// under its own store key with a create-if-absent write, so two services racing for one IP
-    /// cannot both get it. Returns the reserved IP, to release if the service is not stored.
-    async fn allocate_cluster_ip(
-        &self,
-        svc: &mut Value,
-        key: &str,
-    ) -> Result<Option<String>, ApiError> {
-        let ty = svc.pointer("/spec/type").and_then(Value::as_str);
-        if ty == Some("ExternalName") {
-            return Ok(None);
-        }
-        let name = name_of(svc).to_string();
-        let asked = svc
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
-        if asked.as_deref() == Some("None") {
-            svc["spec"]["clusterIPs"] = json!(["None"]);
-            return Ok(None);
-        }
-        let invalid = |ip: &str, why: &str| ApiError::Invalid {
-            kind: "Service".into(),
-            name: name.clone(),
-            causes: vec![super::FieldError::invalid(
-                "spec.clusterIPs",
-                &json!([ip]),
-                why,
-            )],
-        };
-        if let Some(ip) = asked {
-            let Some(n) = service_ip_offset(&ip) else {
-                return Err(invalid(
-                    &ip,
-                    "failed to allocate IP: the provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12",
-                ));
-            };
-            let _ = n;
-            if !self.reserve_ip(&ip, key).await? {
-                return Err(invalid(
-                    &ip,
-                    "failed to allocate IP: provided IP is already allocated",
-                ));
+        match stored {
+            Ok(rec) => Ok(with_resource_version(obj, &rec)),
+            Err(e) => {
+                if allocation.is_some() {
+                    res.strategy.release(self, &obj, allocation).await;
+                }
+                Err(e)
             }
-            svc["spec"]["clusterIPs"] = json!([ip]);
-            return Ok(Some(ip));
-        }
-        // Start at a random offset and probe upwards: few collisions, no central counter.
-        let size: u32 = 1 << 20;
-        let start = u32::from_le_bytes(
-            uuid::Uuid::new_v4().as_bytes()[..4]
-                .try_into()
-                .unwrap_or([0; 4]),
-        ) % size;
-        for i in 0..size {
-            let off = (start + i) % size;
-            // .0 is the network, .1 the `kubernetes` service, the last the broadcast.
-            if off < 10 || off == size - 1 {
-                continue;
-            }
-            let ip = service_ip(off);
-            if self.reserve_ip(&ip, key).await? {
-                svc["spec"]["clusterIP"] = json!(ip);
-                svc["spec"]["clusterIPs"] = json!([ip]);
-                return Ok(Some(ip));
-            }
-        }
-        Err(ApiError::Internal("the service IP range is full".into()))
-    }
-
-    async fn reserve_ip(&self, ip: &str, owner: &str) -> Result<bool, ApiError> {
-        match self
-            .store
-            .put(
-                &format!("{SERVICE_IP_PREFIX}{ip}"),
-                owner.as_bytes().to_vec(),
-                Precondition::Absent,
-            )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(StoreError::PreconditionFailed { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn release_cluster_ip(&self, ip: &str) {
-        if let Err(e) = self
-            .store
-            .delete(&format!("{SERVICE_IP_PREFIX}{ip}"), Precondition::None)
-            .await
-        {
-            tracing::debug!(ip, error = %e, "cluster IP was not reserved");
         }
     }
 
@@ -511,14 +375,16 @@ impl Objects {
         }
         obj["apiVersion"] = json!(res.api_version());
         obj["kind"] = json!(res.kind);
-        let mut next = match part {
+        let next = match part {
             Part::Status => {
                 let mut n = cur.clone();
                 n["status"] = obj.get("status").cloned().unwrap_or(json!({}));
+                admission::prune_unknown(res, &mut n)?;
                 n
             }
             Part::Main | Part::Binding => {
-                if has_status_subresource(res) {
+                // A binding writes the pod's PodScheduled condition with its nodeName.
+                if has_status_subresource(res) && part == Part::Main {
                     match cur.get("status") {
                         Some(s) => obj["status"] = s.clone(),
                         None => {
@@ -529,15 +395,12 @@ impl Objects {
                     }
                 }
                 preserve_metadata(&cur, &mut obj);
+                res.strategy.prepare_update(&cur, &mut obj);
                 // Defaulting before comparing specs: a replacement that leaves defaults out
-                // does not change the spec, so it does not bump the generation.
-                if workloads::has_defaults(res.kind) {
-                    if res.kind == "Service" {
-                        workloads::keep_allocations(&cur, &mut obj);
-                    }
-                    admission::check_types(res, &obj)?;
-                    workloads::default_object(res.kind, &mut obj);
-                }
+                // does not change the spec, so it does not bump the generation. Types are
+                // checked first, as defaulting expects them right.
+                admission::prune_unknown(res, &mut obj)?;
+                res.strategy.default(&mut obj);
                 let generation = cur
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64)
@@ -551,12 +414,6 @@ impl Objects {
                 obj
             }
         };
-        if res.kind == "Pod" && part != Part::Status {
-            // Defaulting again keeps fields a client left out (kubectl replace) as they were.
-            admission::default_pod(&mut next);
-            next["status"] = cur.get("status").cloned().unwrap_or(json!({}));
-        }
-        admission::prune_unknown(res, &mut next)?;
         validate(res, &next, Some(&cur), part)?;
         // An object that is being deleted goes once its last finalizer is removed.
         let finalizers_done = next
@@ -565,8 +422,7 @@ impl Objects {
             .is_none_or(|f| f.is_empty());
         if next.pointer("/metadata/deletionTimestamp").is_some()
             && finalizers_done
-            && res.kind != "Pod"
-            && res.kind != "Namespace"
+            && !res.strategy.owns_deletion()
         {
             if dry_run {
                 return Ok(next);
@@ -684,14 +540,14 @@ impl Objects {
         }
         let policy = opts
             .propagation
-            .unwrap_or_else(|| Propagation::default_for(res.kind));
+            .unwrap_or_else(|| res.strategy.default_propagation());
         let uid = obj
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
         if policy == Propagation::Foreground
-            && !matches!(res.kind, "Pod" | "Namespace")
+            && !res.strategy.owns_deletion()
             && obj.pointer("/metadata/deletionTimestamp").is_none()
         {
             obj["metadata"]["deletionTimestamp"] = json!(now());
@@ -722,92 +578,34 @@ impl Objects {
             self.orphan_dependents(&uid, obj["metadata"]["namespace"].as_str())
                 .await?;
         }
-        let being_deleted = obj.pointer("/metadata/deletionTimestamp").is_some();
-        let has_finalizers = obj
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        let graceful = match res.kind {
-            "Namespace" => {
-                if SYSTEM_NAMESPACES.contains(&name) {
-                    return Err(ApiError::Forbidden(format!(
-                        "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-                    )));
-                }
-                if being_deleted {
+        match res.strategy.delete(name, &mut obj, opts)? {
+            Deletion::Unchanged => Ok(obj),
+            Deletion::Mark => {
+                if opts.dry_run {
                     return Ok(obj);
                 }
-                obj["metadata"]["deletionTimestamp"] = json!(now());
-                obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-                obj["status"]["phase"] = json!("Terminating");
-                true
+                let bytes = encode(&obj)?;
+                let (rec, _) = self
+                    .store
+                    .put(&key, bytes, Precondition::ModRevision(rec.mod_revision))
+                    .await
+                    .map_err(|e| map_store_err(res, name, e))?;
+                decode(&rec)
             }
-            "Pod" => {
-                let scheduled = obj
-                    .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| !n.is_empty());
-                let grace = opts.grace_period_seconds.unwrap_or_else(|| {
-                    obj.pointer("/spec/terminationGracePeriodSeconds")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(30)
-                });
-                let current = obj
-                    .pointer("/metadata/deletionGracePeriodSeconds")
-                    .and_then(Value::as_i64);
-                if !scheduled || grace <= 0 {
-                    has_finalizers
-                } else if being_deleted && current.is_some_and(|c| c <= grace) {
+            Deletion::Remove => {
+                if opts.dry_run {
                     return Ok(obj);
-                } else {
-                    obj["metadata"]["deletionTimestamp"] = json!(after(grace));
-                    obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-                    true
                 }
+                let (_, rev) = self
+                    .store
+                    .delete(&key, Precondition::ModRevision(rec.mod_revision))
+                    .await
+                    .map_err(|e| map_store_err(res, name, e))?;
+                res.strategy.release(self, &obj, None).await;
+                obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+                Ok(obj)
             }
-            _ => {
-                if has_finalizers {
-                    if being_deleted {
-                        return Ok(obj);
-                    }
-                    obj["metadata"]["deletionTimestamp"] = json!(now());
-                    obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-                }
-                has_finalizers
-            }
-        };
-        if graceful {
-            if obj.pointer("/metadata/deletionTimestamp").is_none() {
-                obj["metadata"]["deletionTimestamp"] = json!(now());
-                obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            }
-            if opts.dry_run {
-                return Ok(obj);
-            }
-            let bytes = encode(&obj)?;
-            let (rec, _) = self
-                .store
-                .put(&key, bytes, Precondition::ModRevision(rec.mod_revision))
-                .await
-                .map_err(|e| map_store_err(res, name, e))?;
-            return decode(&rec);
         }
-        if opts.dry_run {
-            return Ok(obj);
-        }
-        let (_, rev) = self
-            .store
-            .delete(&key, Precondition::ModRevision(rec.mod_revision))
-            .await
-            .map_err(|e| map_store_err(res, name, e))?;
-        if res.kind == "Service"
-            && let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str)
-            && service_ip_offset(ip).is_some()
-        {
-            self.release_cluster_ip(ip).await;
-        }
-        obj["metadata"]["resourceVersion"] = json!(rev.to_string());
-        Ok(obj)
     }
 
     /// Every object owned by `uid`: in `ns` for a namespaced owner, anywhere for a
@@ -865,23 +663,6 @@ impl Objects {
         }
         Ok(())
     }
-}
-
-/// Where reserved service cluster IPs live in the store (not a served resource).
-const SERVICE_IP_PREFIX: &str = "/registry/skiff/serviceips/";
-
-/// The `n`th address of the service CIDR 10.96.0.0/12.
-fn service_ip(n: u32) -> String {
-    let a = (10u32 << 24) | (96 << 16) | n;
-    std::net::Ipv4Addr::from(a).to_string()
-}
-
-/// The offset of `ip` in the service CIDR, if it is in it.
-fn service_ip_offset(ip: &str) -> Option<u32> {
-    let a: std::net::Ipv4Addr = ip.parse().ok()?;
-    let a = u32::from(a);
-    let base = (10u32 << 24) | (96 << 16);
-    (a & 0xFFF0_0000 == base).then_some(a - base)
 }
 
 /// Fields of metadata that only the server sets, kept from the stored object on update.

@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use super::discovery;
 use super::patch;
-use super::resources::{RESOURCES, Resource, WithType, with_type};
+use super::resources::{RESOURCES, Resource};
 
 /// One group-version's document, rendered once.
 #[derive(Debug)]
@@ -202,18 +202,6 @@ fn reference(name: &str) -> Value {
 fn register<T: JsonSchema>(generator: &mut SchemaGenerator) -> String {
     generator.subschema_for::<T>();
     T::schema_name().into_owned()
-}
-
-struct Register<'a>(&'a mut SchemaGenerator);
-
-impl WithType for Register<'_> {
-    type Output = String;
-    fn call<T>(self) -> String
-    where
-        T: serde::de::DeserializeOwned + serde::Serialize + JsonSchema,
-    {
-        register::<T>(self.0)
-    }
 }
 
 fn gvk(group: &str, version: &str, kind: &str) -> Value {
@@ -543,9 +531,7 @@ fn document(group: &str, version: &str) -> Value {
         .iter()
         .filter(|r| r.group == group && r.version == version)
     {
-        let Some(name) = with_type(r.kind, Register(&mut generator)) else {
-            continue;
-        };
+        let name = r.strategy.types().register(&mut generator);
         resource_paths(&mut paths, r, &name, &shared);
         kinds.push((name, r));
     }

@@ -1,8 +1,18 @@
-//! The resources the API server serves: group, version, names, scope, verbs and subresources,
-//! and where their objects live in the store. Discovery and routing both read this table.
+//! The resources the API server serves: group, version, names, scope, verbs, subresources and
+//! the strategy that holds the kind's behaviour, and where their objects live in the store.
+//! Discovery, routing, admission, tables and OpenAPI all read this table.
+
+use super::kinds::{
+    configmap::ConfigMapStrategy, daemonset::DaemonSetStrategy, deployment::DeploymentStrategy,
+    endpoints::EndpointsStrategy, endpointslice::EndpointSliceStrategy, event::EventStrategy,
+    job::JobStrategy, lease::LeaseStrategy, namespace::NamespaceStrategy, node::NodeStrategy,
+    pod::PodStrategy, replicaset::ReplicaSetStrategy, secret::SecretStrategy,
+    service::ServiceStrategy, serviceaccount::ServiceAccountStrategy,
+};
+use super::strategy::Strategy;
 
 /// One served resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Resource {
     /// API group; `""` for the core group.
     pub group: &'static str,
@@ -15,6 +25,26 @@ pub struct Resource {
     pub short_names: &'static [&'static str],
     pub categories: &'static [&'static str],
     pub subresources: &'static [&'static str],
+    /// What this kind does differently from the others.
+    pub strategy: &'static dyn Strategy,
+}
+
+impl PartialEq for Resource {
+    fn eq(&self, other: &Self) -> bool {
+        (self.group, self.version, self.plural) == (other.group, other.version, other.plural)
+    }
+}
+
+impl Eq for Resource {}
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resource")
+            .field("group", &self.group)
+            .field("version", &self.version)
+            .field("plural", &self.plural)
+            .finish_non_exhaustive()
+    }
 }
 
 const VERBS: &[&str] = &[
@@ -87,6 +117,7 @@ const fn res(
     short_names: &'static [&'static str],
     categories: &'static [&'static str],
     subresources: &'static [&'static str],
+    strategy: &'static dyn Strategy,
 ) -> Resource {
     Resource {
         group,
@@ -98,6 +129,7 @@ const fn res(
         short_names,
         categories,
         subresources,
+        strategy,
     }
 }
 
@@ -112,6 +144,7 @@ pub static RESOURCES: &[Resource] = &[
         &["ns"],
         &[],
         &["status"],
+        &NamespaceStrategy,
     ),
     res(
         "",
@@ -122,6 +155,7 @@ pub static RESOURCES: &[Resource] = &[
         &["no"],
         &[],
         &["status"],
+        &NodeStrategy,
     ),
     res(
         "",
@@ -140,6 +174,7 @@ pub static RESOURCES: &[Resource] = &[
             "attach",
             "portforward",
         ],
+        &PodStrategy,
     ),
     res(
         "",
@@ -150,8 +185,19 @@ pub static RESOURCES: &[Resource] = &[
         &["cm"],
         &[],
         &[],
+        &ConfigMapStrategy,
     ),
-    res("", "secrets", "secret", "Secret", true, &[], &[], &[]),
+    res(
+        "",
+        "secrets",
+        "secret",
+        "Secret",
+        true,
+        &[],
+        &[],
+        &[],
+        &SecretStrategy,
+    ),
     res(
         "",
         "serviceaccounts",
@@ -161,8 +207,19 @@ pub static RESOURCES: &[Resource] = &[
         &["sa"],
         &[],
         &[],
+        &ServiceAccountStrategy,
     ),
-    res("", "events", "event", "Event", true, &["ev"], &[], &[]),
+    res(
+        "",
+        "events",
+        "event",
+        "Event",
+        true,
+        &["ev"],
+        &[],
+        &[],
+        &EventStrategy,
+    ),
     res(
         "",
         "services",
@@ -172,6 +229,7 @@ pub static RESOURCES: &[Resource] = &[
         &["svc"],
         &["all"],
         &["status"],
+        &ServiceStrategy,
     ),
     res(
         "",
@@ -182,6 +240,7 @@ pub static RESOURCES: &[Resource] = &[
         &["ep"],
         &[],
         &[],
+        &EndpointsStrategy,
     ),
     res(
         "apps",
@@ -192,6 +251,7 @@ pub static RESOURCES: &[Resource] = &[
         &["deploy"],
         &["all"],
         &["status", "scale"],
+        &DeploymentStrategy,
     ),
     res(
         "apps",
@@ -202,6 +262,7 @@ pub static RESOURCES: &[Resource] = &[
         &["rs"],
         &["all"],
         &["status", "scale"],
+        &ReplicaSetStrategy,
     ),
     res(
         "apps",
@@ -212,6 +273,7 @@ pub static RESOURCES: &[Resource] = &[
         &["ds"],
         &["all"],
         &["status"],
+        &DaemonSetStrategy,
     ),
     res(
         "batch",
@@ -222,6 +284,7 @@ pub static RESOURCES: &[Resource] = &[
         &[],
         &["all"],
         &["status"],
+        &JobStrategy,
     ),
     res(
         "discovery.k8s.io",
@@ -232,6 +295,7 @@ pub static RESOURCES: &[Resource] = &[
         &[],
         &[],
         &[],
+        &EndpointSliceStrategy,
     ),
     res(
         "coordination.k8s.io",
@@ -242,43 +306,9 @@ pub static RESOURCES: &[Resource] = &[
         &[],
         &[],
         &[],
+        &LeaseStrategy,
     ),
 ];
-
-/// Something done with the k8s-openapi type of a kind: decoding a body as it (admission),
-/// generating its schema (OpenAPI).
-pub trait WithType {
-    type Output;
-    fn call<T>(self) -> Self::Output
-    where
-        T: serde::de::DeserializeOwned + serde::Serialize + k8s_openapi::schemars::JsonSchema;
-}
-
-/// Calls `f` with the k8s-openapi type of `kind`, or `None` for a kind without one.
-pub fn with_type<F: WithType>(kind: &str, f: F) -> Option<F::Output> {
-    use k8s_openapi::api::{
-        apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
-        discovery::v1 as disc,
-    };
-    Some(match kind {
-        "Pod" => f.call::<core::Pod>(),
-        "Node" => f.call::<core::Node>(),
-        "Namespace" => f.call::<core::Namespace>(),
-        "ConfigMap" => f.call::<core::ConfigMap>(),
-        "Secret" => f.call::<core::Secret>(),
-        "ServiceAccount" => f.call::<core::ServiceAccount>(),
-        "Event" => f.call::<core::Event>(),
-        "Service" => f.call::<core::Service>(),
-        "Endpoints" => f.call::<core::Endpoints>(),
-        "Lease" => f.call::<coord::Lease>(),
-        "Deployment" => f.call::<apps::Deployment>(),
-        "ReplicaSet" => f.call::<apps::ReplicaSet>(),
-        "DaemonSet" => f.call::<apps::DaemonSet>(),
-        "Job" => f.call::<batch::Job>(),
-        "EndpointSlice" => f.call::<disc::EndpointSlice>(),
-        _ => return None,
-    })
-}
 
 /// The groups served besides the core group, each with its one version.
 pub fn groups() -> Vec<&'static str> {
@@ -372,25 +402,18 @@ mod tests {
     }
 
     #[test]
-    fn every_kind_has_a_type() {
-        struct Name;
-        impl WithType for Name {
-            type Output = String;
-            fn call<T>(self) -> String
-            where
-                T: serde::de::DeserializeOwned
-                    + serde::Serialize
-                    + k8s_openapi::schemars::JsonSchema,
-            {
-                T::schema_name().into_owned()
-            }
-        }
+    fn every_kind_has_its_type() {
         for r in RESOURCES {
-            let name = with_type(r.kind, Name);
+            let name = r.strategy.types().schema_name();
             assert!(
-                name.as_deref()
-                    .is_some_and(|n| n.ends_with(&format!(".{}", r.kind))),
-                "{}: {name:?}",
+                name.ends_with(&format!(".{}", r.kind)),
+                "{}: {name}",
+                r.kind
+            );
+            assert_eq!(
+                r.strategy.columns().len(),
+                r.strategy.cells(&serde_json::json!({})).len(),
+                "{}",
                 r.kind
             );
         }

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::resources::Resource;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Req {
@@ -129,35 +130,17 @@ impl LabelSelector {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
-/// The JSON pointer of a selectable field of `kind`.
-fn field_pointer(kind: &str, field: &str) -> Option<&'static str> {
-    Some(match (kind, field) {
-        (_, "metadata.name") => "/metadata/name",
-        (_, "metadata.namespace") => "/metadata/namespace",
-        ("Pod", "spec.nodeName") => "/spec/nodeName",
-        ("Pod", "spec.restartPolicy") => "/spec/restartPolicy",
-        ("Pod", "spec.schedulerName") => "/spec/schedulerName",
-        ("Pod", "spec.serviceAccountName") => "/spec/serviceAccountName",
-        ("Pod", "status.phase") => "/status/phase",
-        ("Pod", "status.podIP") => "/status/podIP",
-        ("Node", "spec.unschedulable") => "/spec/unschedulable",
-        ("Namespace", "status.phase") => "/status/phase",
-        ("Event", "involvedObject.name") => "/involvedObject/name",
-        ("Event", "involvedObject.namespace") => "/involvedObject/namespace",
-        ("Event", "involvedObject.kind") => "/involvedObject/kind",
-        ("Event", "involvedObject.uid") => "/involvedObject/uid",
-        ("Event", "involvedObject.fieldPath") => "/involvedObject/fieldPath",
-        ("Event", "reason") => "/reason",
-        ("Event", "type") => "/type",
-        ("Secret", "type") => "/type",
-        ("ReplicaSet", "status.replicas") => "/status/replicas",
-        ("Job", "status.successful") => "/status/succeeded",
-        _ => return None,
-    })
+/// The JSON pointer of a selectable field of `res`.
+fn field_pointer(res: &Resource, field: &str) -> Option<&'static str> {
+    match field {
+        "metadata.name" => Some("/metadata/name"),
+        "metadata.namespace" => Some("/metadata/namespace"),
+        _ => res.strategy.selectable_field(field),
+    }
 }
 
 impl FieldSelector {
-    pub fn parse(s: &str, kind: &str) -> Result<Self, ApiError> {
+    pub fn parse(s: &str, res: &Resource) -> Result<Self, ApiError> {
         let mut out = Vec::new();
         for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, eq, v) = if let Some((k, v)) = p.split_once("!=") {
@@ -172,7 +155,7 @@ impl FieldSelector {
                 )));
             };
             let k = k.trim();
-            if field_pointer(kind, k).is_none() {
+            if field_pointer(res, k).is_none() {
                 return Err(ApiError::BadRequest(format!(
                     "field label not supported: {k}"
                 )));
@@ -186,9 +169,9 @@ impl FieldSelector {
         self.0.is_empty()
     }
 
-    pub fn matches(&self, kind: &str, obj: &Value) -> bool {
+    pub fn matches(&self, res: &Resource, obj: &Value) -> bool {
         self.0.iter().all(|(k, eq, v)| {
-            let actual = field_pointer(kind, k)
+            let actual = field_pointer(res, k)
                 .and_then(|p| obj.pointer(p))
                 .map(|x| match x {
                     Value::String(s) => s.clone(),
@@ -275,6 +258,7 @@ pub fn selector_string(sel: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::resources;
     use serde_json::json;
 
     #[test]
@@ -308,13 +292,14 @@ mod tests {
     #[test]
     fn field_selector_pod_fields() {
         let p = json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
-        let f = FieldSelector::parse("spec.nodeName=n1,status.phase!=Failed", "Pod").unwrap();
-        assert!(f.matches("Pod", &p));
-        let f = FieldSelector::parse("spec.nodeName=", "Pod").unwrap();
-        assert!(!f.matches("Pod", &p));
-        assert!(f.matches("Pod", &json!({"spec": {}})));
-        assert!(FieldSelector::parse("spec.bogus=1", "Pod").is_err());
-        assert!(FieldSelector::parse("spec.nodeName=x", "Node").is_err());
+        let f = FieldSelector::parse("spec.nodeName=n1,status.phase!=Failed", resources::pods())
+            .unwrap();
+        assert!(f.matches(resources::pods(), &p));
+        let f = FieldSelector::parse("spec.nodeName=", resources::pods()).unwrap();
+        assert!(!f.matches(resources::pods(), &p));
+        assert!(f.matches(resources::pods(), &json!({"spec": {}})));
+        assert!(FieldSelector::parse("spec.bogus=1", resources::pods()).is_err());
+        assert!(FieldSelector::parse("spec.nodeName=x", resources::nodes()).is_err());
     }
 
     #[test]

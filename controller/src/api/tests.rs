@@ -362,8 +362,12 @@ async fn watch_streams_events_after_a_resource_version_with_selector_transitions
         .map(|l| serde_json::from_slice(l).unwrap())
         .collect();
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    // binding (spec) → ADDED into the selector; PodScheduled status → MODIFIED; delete → DELETED
-    assert_eq!(types, ["ADDED", "MODIFIED", "DELETED"], "{events:?}");
+    // binding (nodeName and PodScheduled in one write) → ADDED into the selector; delete → DELETED
+    assert_eq!(types, ["ADDED", "DELETED"], "{events:?}");
+    assert_eq!(
+        events[0]["object"]["status"]["conditions"][0]["type"],
+        "PodScheduled"
+    );
 
     let req = Request::get("/api/v1/pods?watch=true&resourceVersion=0&timeoutSeconds=1")
         .body(Body::empty())

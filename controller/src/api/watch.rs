@@ -37,7 +37,7 @@ pub struct WatchSpec {
 
 impl WatchSpec {
     fn selects(&self, obj: &Value) -> bool {
-        self.labels.matches(obj) && self.fields.matches(self.res.kind, obj)
+        self.labels.matches(obj) && self.fields.matches(self.res, obj)
     }
 
     fn render(&self, obj: &Value) -> Value {

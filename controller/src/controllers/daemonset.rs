@@ -6,12 +6,12 @@
 use serde_json::{Value, json};
 
 use super::deployment::template_hash;
-use super::events::{EventType, record};
 use super::{
     controlled_by, deleting, name, namespace, pod_active, pod_from_template, pod_ready, uid,
     write_status,
 };
 use crate::api::{ApiError, Objects, resources};
+use crate::reconcile::events::{EventType, record};
 
 const HASH_LABEL: &str = "controller-revision-hash";
 

@@ -8,11 +8,11 @@
 
 use serde_json::{Map, Value, json};
 
-use super::events::{EventType, record};
 use super::{
     condition, controlled_by, controller_ref, deleting, name, namespace, uid, write_status,
 };
 use crate::api::{ApiError, DeleteOptions, Objects, Part, resources};
+use crate::reconcile::events::{EventType, record};
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
 

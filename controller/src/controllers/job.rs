@@ -6,12 +6,12 @@
 
 use serde_json::{Value, json};
 
-use super::events::{EventType, record};
 use super::{
     condition, controlled_by, deleting, name, namespace, pod_active, pod_from_template, pod_ready,
     uid, write_status,
 };
 use crate::api::{ApiError, Objects, objects::now, resources};
+use crate::reconcile::events::{EventType, record};
 
 /// One pass over every job.
 pub async fn reconcile(objects: &Objects) -> Result<(), ApiError> {

@@ -69,12 +69,12 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
             tracing::warn!(error = %e, "namespace pass failed");
         }
         // A terminating namespace waits for its objects to go.
-        let interest = super::Interest::DeletionsAnd(&["namespaces"]);
+        let interest = crate::reconcile::Interest::DeletionsAnd(&["namespaces"]);
         let period = Duration::from_secs(5);
         let wake = super::wait_for_change(&objects.store, after, period, &cancel, move |e| {
             interest.matches(e)
         });
-        if matches!(wake.await, super::Wake::Cancelled) {
+        if matches!(wake.await, crate::reconcile::Wake::Cancelled) {
             return;
         }
     }

@@ -4,12 +4,12 @@
 
 use serde_json::{Value, json};
 
-use super::events::{EventType, record};
 use super::{
     controlled_by, deleting, name, namespace, pod_active, pod_from_template, pod_ready, uid,
     write_status,
 };
 use crate::api::{ApiError, DeleteOptions, Objects, resources};
+use crate::reconcile::events::{EventType, record};
 
 /// At most this many pods are created or deleted per replicaset per pass.
 const BURST: usize = 100;

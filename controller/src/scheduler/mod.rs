@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError, Objects, Part, resources};
-use crate::controllers::events::{self, EventType};
-use crate::controllers::{Interest, Wake, wait_for_change};
 use crate::quantity;
+use crate::reconcile::events::{self, EventType};
+use crate::reconcile::{Interest, Wake, wait_for_change};
 
 /// cpu in millicores, memory in bytes, and a pod count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,0 +1,19 @@
+//! One strategy per served kind (see `strategy`): each file holds everything its kind does
+//! differently. A new kind is a file here plus a row in `resources::RESOURCES`.
+
+pub mod configmap;
+pub mod daemonset;
+pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod event;
+pub mod job;
+pub mod lease;
+pub mod namespace;
+pub mod node;
+pub mod pod;
+pub mod replicaset;
+pub mod secret;
+pub mod service;
+pub mod serviceaccount;
+pub mod workload;

@@ -1,0 +1,107 @@
+//! Nodes (core/v1): the selectable `spec.unschedulable` and the columns of `kubectl get nodes`.
+
+use serde_json::{Value, json};
+
+use crate::api::strategy::{AGE, Column, NAME, Strategy, TypeOps, age_cell, str_at};
+
+#[derive(Debug)]
+pub struct NodeStrategy;
+
+impl Strategy for NodeStrategy {
+    fn types(&self) -> TypeOps {
+        TypeOps::of::<k8s_openapi::api::core::v1::Node>()
+    }
+
+    fn selectable_field(&self, field: &str) -> Option<&'static str> {
+        (field == "spec.unschedulable").then_some("/spec/unschedulable")
+    }
+
+    fn columns(&self) -> &'static [Column] {
+        const C: &[Column] = &[
+            NAME,
+            Column::new("Status", "string", 0, "The status of the node."),
+            Column::new("Roles", "string", 0, "The roles of the node."),
+            AGE,
+            Column::new(
+                "Version",
+                "string",
+                0,
+                "Kubelet version reported by the node.",
+            ),
+            Column::new("Internal-IP", "string", 1, "The internal IP of the node."),
+            Column::new("External-IP", "string", 1, "The external IP of the node."),
+            Column::new(
+                "OS-Image",
+                "string",
+                1,
+                "The OS image reported by the node.",
+            ),
+            Column::new(
+                "Kernel-Version",
+                "string",
+                1,
+                "The kernel version reported by the node.",
+            ),
+            Column::new(
+                "Container-Runtime",
+                "string",
+                1,
+                "The container runtime reported by the node.",
+            ),
+        ];
+        C
+    }
+
+    fn cells(&self, node: &Value) -> Vec<Value> {
+        let ready = node
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["status"].as_str().unwrap_or(""));
+        let mut status = match ready {
+            Some("True") => "Ready".to_string(),
+            Some(_) => "NotReady".to_string(),
+            None => "Unknown".to_string(),
+        };
+        if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+            status.push_str(",SchedulingDisabled");
+        }
+        let mut roles: Vec<String> = node
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .map(|l| {
+                l.keys()
+                    .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        roles.sort();
+        let roles = if roles.is_empty() {
+            "<none>".to_string()
+        } else {
+            roles.join(",")
+        };
+        let addr = |t: &str| {
+            node.pointer("/status/addresses")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().find(|x| x["type"] == t))
+                .and_then(|x| x["address"].as_str())
+                .unwrap_or("<none>")
+                .to_string()
+        };
+        vec![
+            json!(str_at(node, "/metadata/name")),
+            json!(status),
+            json!(roles),
+            age_cell(node),
+            json!(str_at(node, "/status/nodeInfo/kubeletVersion")),
+            json!(addr("InternalIP")),
+            json!(addr("ExternalIP")),
+            json!(str_at(node, "/status/nodeInfo/osImage")),
+            json!(str_at(node, "/status/nodeInfo/kernelVersion")),
+            json!(str_at(node, "/status/nodeInfo/containerRuntimeVersion")),
+        ]
+    }
+}
