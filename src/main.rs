@@ -15,6 +15,12 @@ fn main() -> std::process::ExitCode {
         let code = runtime::zygote_main();
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    // The PID 1 of a pod's shared PID namespace (`shareProcessNamespace`): unshares and forks
+    // before any thread exists.
+    if args.get(1).is_some_and(|a| a == runtime::PAUSE_ARG) {
+        let code = runtime::pause_main();
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     // The exec helper: one command in a running container, also single-threaded.
     if args.get(1).is_some_and(|a| a == runtime::EXEC_ARG) {
         let code = runtime::exec_main(args[2..].to_vec());

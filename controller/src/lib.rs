@@ -49,7 +49,12 @@ pub struct ControllerConfig {
     pub listen: SocketAddr,
     /// `None`: a lone member with no peer service (`skiff up`).
     pub cluster: Option<ClusterConfig>,
+    /// How long an Event lives after it was last seen (`--event-ttl`).
+    pub event_ttl: Duration,
 }
+
+/// kube-apiserver's default `--event-ttl`.
+pub const DEFAULT_EVENT_TTL: Duration = Duration::from_secs(3600);
 
 impl ControllerConfig {
     /// A lone member, as `skiff up` runs it.
@@ -58,6 +63,7 @@ impl ControllerConfig {
             data_dir,
             listen,
             cluster: None,
+            event_ttl: DEFAULT_EVENT_TTL,
         }
     }
 }
@@ -146,7 +152,12 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().map_err(ControllerError::Serve)?;
     tracing::info!(%addr, "API server listening");
-    let loops = tokio::spawn(leader_loops(objects.clone(), store.clone(), cancel.clone()));
+    let loops = tokio::spawn(leader_loops(
+        objects.clone(),
+        store.clone(),
+        config.event_ttl,
+        cancel.clone(),
+    ));
     let mut app = api::router(ApiState {
         objects,
         cancel: cancel.clone(),
@@ -188,7 +199,12 @@ pub async fn run(
 
 /// Runs the scheduler and the controllers while this member leads, and stops them (waiting for
 /// them to finish) as soon as it does not: only one member's loops act on the cluster at a time.
-async fn leader_loops(objects: Objects, store: Store, cancel: CancellationToken) {
+async fn leader_loops(
+    objects: Objects,
+    store: Store,
+    event_ttl: Duration,
+    cancel: CancellationToken,
+) {
     let mut leading = store.leadership();
     loop {
         while !*leading.borrow_and_update() {
@@ -202,6 +218,11 @@ async fn leader_loops(objects: Objects, store: Store, cancel: CancellationToken)
         let sched = tokio::spawn(scheduler::run(objects.clone(), term.clone()));
         let namespaces = tokio::spawn(controllers::namespace::run(objects.clone(), term.clone()));
         let workloads = tokio::spawn(controllers::run(objects.clone(), term.clone()));
+        let events = tokio::spawn(controllers::event_ttl::run(
+            objects.clone(),
+            event_ttl,
+            term.clone(),
+        ));
         while *leading.borrow_and_update() {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -212,6 +233,7 @@ async fn leader_loops(objects: Objects, store: Store, cancel: CancellationToken)
         let _ = sched.await;
         let _ = namespaces.await;
         let _ = workloads.await;
+        let _ = events.await;
         if cancel.is_cancelled() {
             return;
         }

@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -449,6 +449,67 @@ impl Cluster {
         Ok(serde_json::from_str(
             &self.skiff(&["get", "pod", name, "-o", "json"])?,
         )?)
+    }
+}
+
+/// An installed kubectl of this minor version (`1.27` … `1.33`).
+pub fn kubectl_path(version: &str) -> PathBuf {
+    PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.{version}"))
+}
+
+/// kubectl against one cluster.
+pub struct Kubectl {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        cmd
+    }
+
+    /// Runs kubectl with `input` on stdin (or none) and returns everything it did.
+    pub fn output(&self, args: &[&str], input: Option<&str>) -> Result<Output> {
+        use std::io::Write as _;
+        let mut child = self
+            .command(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(input) = input {
+            let mut stdin = child.stdin.take().context("no stdin")?;
+            // kubectl may stop reading its stdin (the command failed at once): not an error.
+            let _ = stdin.write_all(input.as_bytes());
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    pub fn ok(&self, args: &[&str], input: Option<&str>) -> Result<String> {
+        let out = self.output(args, input)?;
+        ensure!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Cluster {
+    /// kubectl `version` (`1.33`) against this cluster.
+    pub fn kubectl(&self, version: &str) -> Kubectl {
+        Kubectl {
+            bin: kubectl_path(version),
+            kubeconfig: self.kubeconfig(),
+        }
     }
 }
 

@@ -6,62 +6,13 @@
 //! channel-based WebSocket port-forward.
 
 use std::io::{BufRead as _, Read as _, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use cri_api::v1 as cri;
 use e2e::*;
-
-fn kubectl_path(version: &str) -> PathBuf {
-    PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.{version}"))
-}
-
-struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Kubectl {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
-        cmd
-    }
-
-    /// Runs kubectl with `input` on stdin (or none) and returns everything it did.
-    fn output(&self, args: &[&str], input: Option<&str>) -> Result<Output> {
-        use std::io::Write as _;
-        let mut child = self
-            .command(args)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        if let Some(input) = input {
-            let mut stdin = child.stdin.take().context("no stdin")?;
-            // kubectl may stop reading its stdin (the command failed at once): not an error.
-            let _ = stdin.write_all(input.as_bytes());
-        }
-        Ok(child.wait_with_output()?)
-    }
-
-    fn ok(&self, args: &[&str], input: Option<&str>) -> Result<String> {
-        let out = self.output(args, input)?;
-        ensure!(
-            out.status.success(),
-            "kubectl {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
 
 #[test]
 fn exec_attach_and_port_forward() -> Result<()> {

@@ -67,6 +67,28 @@ pub enum AgentError {
     /// The CRI endpoint is not a usable address.
     #[error("cri endpoint for socket {path}: {message}")]
     CriEndpoint { path: PathBuf, message: String },
+    /// A ConfigMap, Secret or the Service list could not be read in time (its watch has not
+    /// listed yet: the API server is unreachable or refuses the watch).
+    #[error("cannot read {kind} {name:?} from the api server")]
+    ObjectUnavailable { kind: &'static str, name: String },
+    /// A downward API reference the agent cannot resolve.
+    #[error("invalid downward API reference {field:?}: {reason}")]
+    FieldRef { field: String, reason: String },
+    /// A ConfigMap or Secret the container's environment needs does not exist (the kubelet's
+    /// `CreateContainerConfigError` message).
+    #[error("{kind} \"{name}\" not found")]
+    ObjectMissing { kind: &'static str, name: String },
+    /// A key the container's environment needs is not in its ConfigMap or Secret.
+    #[error("couldn't find key {key} in {kind} {namespace}/{name}")]
+    KeyMissing {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    /// A pod's volume could not be set up or mounted into a container.
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
     /// A background task panicked or was aborted.
     #[error("task {task} failed: {message}")]
     Task { task: &'static str, message: String },

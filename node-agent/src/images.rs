@@ -6,6 +6,7 @@
 use crate::AgentError;
 use crate::backoff::Backoff;
 use crate::cri::{Cri, v1};
+use crate::recorder::EventType;
 use crate::spec::{self, PullPolicy};
 use crate::worker::NodeContext;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -43,9 +44,14 @@ async fn pod_credentials(node: &NodeContext, pod: &Pod, image: &str) -> Vec<v1::
     crate::pull::credentials_for(image, &keys)
 }
 
+/// How an event about the image is told (type, reason, message).
+pub type Emit<'a> = &'a (dyn Fn(EventType, &'static str, String) + Send + Sync);
+
 /// Makes sure the image is on the node as `imagePullPolicy` says (kubelet
 /// `EnsureImageExists`), pulling with the pod's credentials, and keeps an image that was pulled
 /// with credentials from pods without them (KEP-2535). Errors are `(waiting reason, message)`.
+/// The kubelet's events (Pulling, Pulled, Failed, BackOff, ErrImageNeverPull) go to `emit`.
+#[allow(clippy::too_many_arguments)]
 pub async fn ensure_image<C: Cri>(
     cri: &C,
     node: &NodeContext,
@@ -54,6 +60,47 @@ pub async fn ensure_image<C: Cri>(
     c: &Container,
     sandbox_config: &v1::PodSandboxConfig,
     now: Instant,
+    emit: Emit<'_>,
+) -> Result<String, (&'static str, String)> {
+    let image = c.image.clone().unwrap_or_default();
+    let out = ensure(cri, node, pod, state, c, sandbox_config, now, emit).await;
+    match &out {
+        Ok(_) => {}
+        Err(("ErrImageNeverPull", message)) => {
+            emit(EventType::Warning, "ErrImageNeverPull", message.clone());
+            emit(
+                EventType::Warning,
+                "Failed",
+                "Error: ErrImageNeverPull".to_owned(),
+            );
+        }
+        Err(("ImagePullBackOff", _)) => {
+            emit(
+                EventType::Normal,
+                "BackOff",
+                format!("Back-off pulling image {image:?}"),
+            );
+            emit(
+                EventType::Warning,
+                "Failed",
+                "Error: ImagePullBackOff".to_owned(),
+            );
+        }
+        Err(_) => {}
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ensure<C: Cri>(
+    cri: &C,
+    node: &NodeContext,
+    pod: &Pod,
+    state: &mut PullState,
+    c: &Container,
+    sandbox_config: &v1::PodSandboxConfig,
+    now: Instant,
+    emit: Emit<'_>,
 ) -> Result<String, (&'static str, String)> {
     let image = c.image.clone().unwrap_or_default();
     let policy = spec::pull_policy(c);
@@ -62,12 +109,21 @@ pub async fn ensure_image<C: Cri>(
     if policy != PullPolicy::Always {
         match cri.image_status(&image).await {
             Ok(Some(img)) => {
+                let present = || {
+                    emit(
+                        EventType::Normal,
+                        "Pulled",
+                        format!("Container image {image:?} already present on machine"),
+                    )
+                };
                 // Secrets are read only for an image some pods may not use.
                 if !records.is_private(&img.id) {
+                    present();
                     return Ok(img.id);
                 }
                 let pod_creds = pod_credentials(node, pod, &image).await;
                 if records.may_use(&img.id, &pod_creds) {
+                    present();
                     return Ok(img.id);
                 }
                 if policy == PullPolicy::Never {
@@ -112,6 +168,12 @@ pub async fn ensure_image<C: Cri>(
     } else {
         creds.into_iter().map(Some).collect()
     };
+    emit(
+        EventType::Normal,
+        "Pulling",
+        format!("Pulling image {image:?}"),
+    );
+    let started = std::time::Instant::now();
     let mut errors = Vec::new();
     for auth in attempts {
         match cri
@@ -121,6 +183,14 @@ pub async fn ensure_image<C: Cri>(
             Ok(image_ref) => {
                 records.record(&image_ref, auth.as_ref());
                 state.error = None;
+                let took = started.elapsed();
+                emit(
+                    EventType::Normal,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image {image:?} in {took:.3?} ({took:.3?} including waiting)"
+                    ),
+                );
                 return Ok(image_ref);
             }
             Err(e) => errors.push(e.to_string()),
@@ -129,5 +199,15 @@ pub async fn ensure_image<C: Cri>(
     let message = errors.join("; ");
     state.backoff.next(now);
     state.error = Some((now, message.clone()));
+    emit(
+        EventType::Warning,
+        "Failed",
+        format!("Failed to pull image {image:?}: {message}"),
+    );
+    emit(
+        EventType::Warning,
+        "Failed",
+        "Error: ErrImagePull".to_owned(),
+    );
     Err(("ErrImagePull", message))
 }

@@ -6,21 +6,29 @@
 
 mod backoff;
 pub mod cri;
+mod env;
 mod error;
+mod fieldref;
+mod hooks;
 mod images;
 mod lease;
 pub mod logs;
 mod node;
+pub mod objects;
 mod pod_files;
 mod pods;
+mod prepare;
+pub mod probe;
 pub mod pull;
 pub mod quantity;
+pub mod recorder;
 mod registry;
 mod server;
 mod slot;
 mod spec;
 mod status;
 pub mod stream;
+pub mod volumes;
 mod worker;
 
 pub use error::AgentError;
@@ -125,22 +133,55 @@ pub async fn run_with<C: cri::Cri>(
         }
         None => None,
     };
+    // A task failing stops the others through this token without cancelling the caller's.
+    let inner = cancel.child_token();
+    let pods_dir = config.state_dir.as_ref().map_or_else(
+        || std::env::temp_dir().join("skiff-agent-pods"),
+        |d| d.join("pods"),
+    );
+    std::fs::create_dir_all(&pods_dir)
+        .and_then(|()| {
+            std::fs::set_permissions(
+                &pods_dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o750),
+            )
+        })
+        .map_err(|source| AgentError::StateDir {
+            path: pods_dir.clone(),
+            source,
+        })?;
+    // Pods whose ConfigMaps or Secrets changed, or whose probe results did, are re-synced at
+    // once.
+    let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();
     let node_ctx = Arc::new(worker::NodeContext {
         node_name: node_name.clone(),
         node_ip,
         pod_log_dir: config.pod_log_dir.clone(),
-        pods_dir: config.state_dir.as_ref().map_or_else(
-            || std::env::temp_dir().join("skiff-agent-pods"),
-            |d| d.join("pods"),
-        ),
+        pods_dir: pods_dir.clone(),
         runtime_name: version.runtime_name.clone(),
         pulls: Arc::new(worker::Pulls {
             secrets: Arc::new(pull::KubeSecrets(client.clone())),
             records: pull::PullRecords::open(pull_records),
         }),
+        objects: Arc::new(objects::WatchedObjects::new(
+            client.clone(),
+            wake_tx.clone(),
+        )),
+        claims: Arc::new(volumes::claims::ApiClaims(client.clone())),
+        volumes: volumes::VolumeManager::new(pods_dir, Arc::new(volumes::mounter::HostMounter)),
+        events: Arc::new(recorder::spawn(
+            client.clone(),
+            "kubelet",
+            &node_name,
+            inner.clone(),
+        )),
+        allocatable: fieldref::Allocatable {
+            cpu_milli: i64::try_from(machine.cpus).unwrap_or(1) * 1000,
+            memory: i64::try_from(machine.memory_kib).unwrap_or(0) * 1024,
+        },
+        actions: Arc::new(probe::action::NetActions::new(cri.clone())),
+        wake: wake_tx,
     });
-    // A task failing stops the others through this token without cancelling the caller's.
-    let inner = cancel.child_token();
     let mut tasks: JoinSet<(&'static str, Result<(), AgentError>)> = JoinSet::new();
     tasks.spawn(node::run_status_loop(
         nodes,
@@ -158,7 +199,14 @@ pub async fn run_with<C: cri::Cri>(
         ("lease", Ok(()))
     });
     let streams = Arc::new(stream::CriStreams(cri.clone()));
-    let pods_task = pods::run(client, cri, node_ctx, registry.clone(), inner.clone());
+    let pods_task = pods::run(
+        client,
+        cri,
+        node_ctx,
+        registry.clone(),
+        wake_rx,
+        inner.clone(),
+    );
     tasks.spawn(async move { ("pods", pods_task.await) });
     let server_task = server::serve(
         config.listen,

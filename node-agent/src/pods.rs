@@ -45,6 +45,7 @@ pub async fn run<C: Cri>(
     cri: Arc<C>,
     node: Arc<NodeContext>,
     registry: PodRegistry,
+    mut object_changes: tokio::sync::mpsc::UnboundedReceiver<String>,
     cancel: CancellationToken,
 ) -> Result<(), AgentError> {
     let shared = Arc::new(Shared {
@@ -72,6 +73,12 @@ pub async fn run<C: Cri>(
     let result = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
+            // A ConfigMap or Secret the pod reads changed: its volumes are rewritten.
+            Some(uid) = object_changes.recv() => {
+                if let Some(tx) = workers.get(&uid) {
+                    tx.send_modify(|_| {});
+                }
+            }
             wake = events.next(&*shared.cri) => match wake {
                 Wake::Pod(uid) => {
                     if let Some(tx) = workers.get(&uid) {

@@ -3,6 +3,7 @@
 
 use crate::AgentError;
 use crate::cri::{self, v1};
+use crate::env::{Environment, expand_command};
 use crate::quantity;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use std::collections::HashMap;
@@ -382,32 +383,38 @@ pub fn hosts_file(pod: &Pod, ips: &[String], node_hosts: Option<&str>) -> Option
     Some(out)
 }
 
+/// What a container is created with besides its spec: its environment (see `env`) and its
+/// mounts (see `volumes`).
+#[derive(Debug, Clone, Default)]
+pub struct ContainerInputs {
+    pub env: Environment,
+    pub mounts: Vec<v1::Mount>,
+}
+
 /// The `CreateContainer` config for attempt `attempt` of `container`.
 pub fn container_config(
     pod: &Pod,
     container: &Container,
     node: &str,
     attempt: u32,
+    inputs: ContainerInputs,
 ) -> Result<v1::ContainerConfig, AgentError> {
     let spec = pod.spec.as_ref().ok_or_else(|| AgentError::InvalidPod {
         pod: pod_key(pod),
         reason: "no spec".to_owned(),
     })?;
     let image = container.image.clone().unwrap_or_default();
-    let mut envs = Vec::new();
-    for e in container.env.iter().flatten() {
-        match (&e.value, &e.value_from) {
-            (_, Some(_)) => {
-                // valueFrom (secrets, config maps, downward API) is not implemented yet.
-                tracing::warn!(pod = %pod_key(pod), container = %container.name, env = %e.name,
-                    "env valueFrom is not supported; variable skipped");
-            }
-            (value, None) => envs.push(v1::KeyValue {
-                key: e.name.clone(),
-                value: value.clone().unwrap_or_default(),
-            }),
-        }
-    }
+    let command = expand_command(
+        container.command.as_deref().unwrap_or_default(),
+        &inputs.env,
+    );
+    let args = expand_command(container.args.as_deref().unwrap_or_default(), &inputs.env);
+    let envs = inputs
+        .env
+        .vars
+        .into_iter()
+        .map(|(key, value)| v1::KeyValue { key, value })
+        .collect();
     let mut labels = pod_labels(pod, node);
     labels.retain(|k, _| k.starts_with("io.kubernetes.") || k == cri::LABEL_NODE);
     labels.insert(cri::LABEL_CONTAINER_NAME.to_owned(), container.name.clone());
@@ -430,11 +437,12 @@ pub fn container_config(
             user_specified_image: image,
             ..Default::default()
         }),
-        // Passed straight through: the runtime applies the image's entrypoint rule.
-        command: container.command.clone().unwrap_or_default(),
-        args: container.args.clone().unwrap_or_default(),
+        // The runtime applies the image's entrypoint rule to what is left empty.
+        command,
+        args,
         working_dir: container.working_dir.clone().unwrap_or_default(),
         envs,
+        mounts: inputs.mounts,
         labels,
         annotations: HashMap::from([(
             "io.kubernetes.container.restartCount".to_owned(),
@@ -612,7 +620,7 @@ mod tests {
     }
 
     fn linux_sc(pod: &Pod, c: &Container) -> v1::LinuxContainerSecurityContext {
-        container_config(pod, c, "n1", 0)
+        container_config(pod, c, "n1", 0, ContainerInputs::default())
             .expect("config")
             .linux
             .and_then(|l| l.security_context)

@@ -69,18 +69,36 @@ fn is_waiting(s: &ContainerStatus) -> bool {
     s.state.as_ref().is_some_and(|st| st.waiting.is_some())
 }
 
+/// Whether any regular container has run: the pod got past its init containers.
+fn initialized(containers: &[ContainerStatus]) -> bool {
+    containers
+        .iter()
+        .any(|s| is_running(s) || terminated_exit(s).is_some() || last_terminated_exit(s).is_some())
+}
+
 /// The pod phase (kubelet `getPhase`). `init_names`/`names` are the spec's containers in order;
-/// a container without a status counts as unknown.
+/// a container without a status counts as unknown. `sidecars` are the init containers with
+/// `restartPolicy: Always`: one holds the pod Pending only until it runs and has started, and
+/// never decides Succeeded or Failed.
 pub fn pod_phase(
     policy: RestartPolicy,
     init_names: &[String],
     init: &[ContainerStatus],
     names: &[String],
     containers: &[ContainerStatus],
+    sidecars: &[String],
 ) -> &'static str {
     let mut pending_init = 0;
     let mut failed_init = 0;
+    let pod_initialized = initialized(containers);
     for name in init_names {
+        if sidecars.contains(name) {
+            let up = find(init, name).is_some_and(|s| is_running(s) && s.started == Some(true));
+            if !up && !pod_initialized {
+                pending_init += 1;
+            }
+            continue;
+        }
         match find(init, name) {
             None => pending_init += 1,
             Some(s) if is_running(s) => pending_init += 1,
@@ -172,6 +190,7 @@ pub fn pod_conditions(
     init: &[ContainerStatus],
     names: &[String],
     containers: &[ContainerStatus],
+    sidecars: &[String],
 ) -> Vec<Condition> {
     let cond = |type_, status, reason: Option<&str>, message: Option<String>| Condition {
         type_,
@@ -181,9 +200,25 @@ pub fn pod_conditions(
     };
     let mut out = vec![cond("PodReadyToStartContainers", sandbox_ready, None, None)];
 
-    let not_initialized = names_where(init_names, init, |s| {
-        terminated_exit(s) != Some(0) && !(is_waiting(s) && last_terminated_exit(s) == Some(0))
-    });
+    let pod_initialized = initialized(containers);
+    let not_initialized: Vec<String> = if pod_initialized {
+        Vec::new()
+    } else {
+        init_names
+            .iter()
+            .filter(|n| {
+                find(init, n).is_none_or(|s| {
+                    if sidecars.contains(n) {
+                        s.started != Some(true)
+                    } else {
+                        terminated_exit(s) != Some(0)
+                            && !(is_waiting(s) && last_terminated_exit(s) == Some(0))
+                    }
+                })
+            })
+            .cloned()
+            .collect()
+    };
     out.push(if not_initialized.is_empty() {
         cond("Initialized", true, None, None)
     } else {
@@ -199,7 +234,9 @@ pub fn pod_conditions(
     });
 
     let completed = phase == SUCCEEDED || phase == FAILED;
-    let unready = names_where(names, containers, |s| !s.ready);
+    // Sidecars count for readiness as regular containers do.
+    let mut unready = names_where(sidecars, init, |s| !s.ready);
+    unready.extend(names_where(names, containers, |s| !s.ready));
     let ready = if completed {
         (false, Some("PodCompleted"), None)
     } else if unready.is_empty() {
@@ -277,6 +314,8 @@ pub struct Observed<'a> {
     pub sandbox_ready: bool,
     pub pod_ips: Vec<String>,
     pub host_ip: String,
+    /// Why the kubelet failed the pod itself (`DeadlineExceeded`), with its message.
+    pub failure: Option<(&'a str, &'a str)>,
 }
 
 impl Observed<'_> {
@@ -327,6 +366,14 @@ impl Observed<'_> {
                     }
                 };
                 let running = state.running.is_some();
+                let (ready, started) = if running {
+                    (slot.ready, slot.started)
+                } else {
+                    // An init container that completed is ready (the kubelet's rule).
+                    let done = !slot.sidecar
+                        && state.terminated.as_ref().is_some_and(|t| t.exit_code == 0);
+                    (done, false)
+                };
                 ContainerStatus {
                     name: slot.name.clone(),
                     image: c.image.clone().unwrap_or_default(),
@@ -337,8 +384,8 @@ impl Observed<'_> {
                         .unwrap_or_else(|| slot.image_ref.clone()),
                     container_id: current.map(|a| format!("{runtime}://{}", a.id)),
                     restart_count: i32::try_from(slot.restart_count).unwrap_or(i32::MAX),
-                    ready: running,
-                    started: Some(running),
+                    ready,
+                    started: Some(started),
                     state: Some(state),
                     last_state: Some(ContainerState {
                         terminated: last,
@@ -355,6 +402,14 @@ impl Observed<'_> {
     }
 
     /// The phase the pod is in.
+    fn sidecars(&self) -> Vec<String> {
+        self.init
+            .iter()
+            .filter(|s| s.sidecar)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
     pub fn phase(&self) -> &'static str {
         let init_specs = self.spec.init_containers.clone().unwrap_or_default();
         let policy = RestartPolicy::from_spec(self.spec.restart_policy.as_deref());
@@ -364,6 +419,7 @@ impl Observed<'_> {
             &self.statuses(self.init, &init_specs),
             &Self::names(&self.spec.containers),
             &self.statuses(self.containers, &self.spec.containers),
+            &self.sidecars(),
         )
     }
 
@@ -376,7 +432,11 @@ impl Observed<'_> {
         let containers = self.statuses(self.containers, &self.spec.containers);
         let init_names = Self::names(&init_specs);
         let names = Self::names(&self.spec.containers);
-        let phase = pod_phase(policy, &init_names, &init, &names, &containers);
+        let sidecars = self.sidecars();
+        let phase = match self.failure {
+            Some(_) => FAILED,
+            None => pod_phase(policy, &init_names, &init, &names, &containers, &sidecars),
+        };
         let computed = pod_conditions(
             phase,
             self.sandbox_ready,
@@ -384,6 +444,7 @@ impl Observed<'_> {
             &init,
             &names,
             &containers,
+            &sidecars,
         );
         let conditions = merge_conditions(&computed, previous, now);
         let host_ip = self.host_ip.clone();
@@ -397,6 +458,8 @@ impl Observed<'_> {
             pod_ips: (!pod_ips.is_empty())
                 .then(|| pod_ips.into_iter().map(|ip| PodIP { ip }).collect()),
             start_time: Some(start_time),
+            reason: self.failure.map(|(r, _)| r.to_owned()),
+            message: self.failure.map(|(_, m)| m.to_owned()),
             init_container_statuses: (!init.is_empty()).then_some(init),
             container_statuses: Some(containers),
             ..Default::default()
@@ -484,7 +547,7 @@ mod tests {
             (Never, &["W"], PENDING),
         ];
         for (policy, spec, want) in cases {
-            let got = pod_phase(*policy, &[], &[], &names(spec.len()), &statuses(spec));
+            let got = pod_phase(*policy, &[], &[], &names(spec.len()), &statuses(spec), &[]);
             assert_eq!(got, *want, "{policy:?} {spec:?}");
         }
     }
@@ -497,6 +560,7 @@ mod tests {
             &[],
             &names(2),
             &statuses(&["R"]),
+            &[],
         );
         assert_eq!(got, PENDING);
     }
@@ -520,20 +584,65 @@ mod tests {
                 &one(init_state),
                 &names(1),
                 &statuses(&["W"]),
+                &[],
             );
             assert_eq!(got, *want, "{policy:?} init {init_state}");
         }
-        let got = pod_phase(Never, &init, &one("T0"), &names(1), &statuses(&["R"]));
+        let got = pod_phase(Never, &init, &one("T0"), &names(1), &statuses(&["R"]), &[]);
         assert_eq!(got, RUNNING);
+    }
+
+    #[test]
+    fn sidecars_gate_only_until_started_and_count_for_readiness() {
+        let init = vec!["side".to_owned(), "i1".to_owned()];
+        let side = vec!["side".to_owned()];
+        let mut running_side = cs("side", "R");
+        running_side.started = Some(false);
+        // A sidecar that has not started holds the pod Pending.
+        let got = pod_phase(
+            RestartPolicy::Always,
+            &init,
+            &[running_side.clone(), cs("i1", "W")],
+            &names(1),
+            &statuses(&["W"]),
+            &side,
+        );
+        assert_eq!(got, PENDING);
+        // Once the pod runs, a sidecar does not decide the phase: a crashed one is ignored, and
+        // the main container's success completes the pod.
+        let got = pod_phase(
+            RestartPolicy::Never,
+            &init,
+            &[cs("side", "T1"), cs("i1", "T0")],
+            &names(1),
+            &statuses(&["T0"]),
+            &side,
+        );
+        assert_eq!(got, SUCCEEDED);
+        // An unready sidecar makes the pod unready.
+        let mut side_status = cs("side", "R");
+        side_status.ready = false;
+        let conds = pod_conditions(
+            RUNNING,
+            true,
+            &init,
+            &[side_status, cs("i1", "T0")],
+            &names(1),
+            &statuses(&["R"]),
+            &side,
+        );
+        let ready = conds.iter().find(|c| c.type_ == "Ready").expect("ready");
+        assert!(!ready.status);
+        assert!(ready.message.as_deref().unwrap_or("").contains("side"));
     }
 
     #[test]
     fn ready_when_all_running() {
         let n = names(2);
-        let conds = pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["R", "R"]));
+        let conds = pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["R", "R"]), &[]);
         assert!(conds.iter().all(|c| c.status), "{conds:?}");
 
-        let conds = pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["R", "B1"]));
+        let conds = pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["R", "B1"]), &[]);
         let ready = conds.iter().find(|c| c.type_ == "Ready").expect("ready");
         assert!(!ready.status);
         assert_eq!(ready.reason.as_deref(), Some("ContainersNotReady"));
@@ -542,7 +651,15 @@ mod tests {
             Some("containers with unready status: [c1]")
         );
 
-        let conds = pod_conditions(SUCCEEDED, false, &[], &[], &n, &statuses(&["T0", "T0"]));
+        let conds = pod_conditions(
+            SUCCEEDED,
+            false,
+            &[],
+            &[],
+            &n,
+            &statuses(&["T0", "T0"]),
+            &[],
+        );
         let ready = conds.iter().find(|c| c.type_ == "Ready").expect("ready");
         assert_eq!(ready.reason.as_deref(), Some("PodCompleted"));
     }
@@ -553,18 +670,18 @@ mod tests {
         let t1 = Time(jiff::Timestamp::from_second(2_000).expect("ts"));
         let n = names(1);
         let first = merge_conditions(
-            &pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["R"])),
+            &pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["R"]), &[]),
             &[],
             &t0,
         );
         let same = merge_conditions(
-            &pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["R"])),
+            &pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["R"]), &[]),
             &first,
             &t1,
         );
         assert_eq!(first, same);
         let changed = merge_conditions(
-            &pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["B1"])),
+            &pod_conditions(RUNNING, true, &[], &[], &n, &statuses(&["B1"]), &[]),
             &same,
             &t1,
         );

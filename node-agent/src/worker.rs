@@ -9,13 +9,20 @@
 use crate::AgentError;
 use crate::backoff::Backoff;
 use crate::cri::{self, Cri, v1};
+use crate::fieldref::Allocatable;
+use crate::hooks::{self, Stop};
 use crate::images::ensure_image;
-use crate::pod_files::with_hosts_file;
+use crate::objects::ObjectSource;
+use crate::prepare;
+use crate::probe::action::Actions;
+use crate::probe::{self, Kind, Probes, Target};
 use crate::pull::{PullRecords, PullSecrets};
+use crate::recorder::{EventRecord, EventSink, EventType, container_path, pod_ref};
 use crate::registry::PodEntry;
 use crate::slot::{Attempt, Slot, refresh, terminated_of};
 use crate::spec;
 use crate::status::{self, RestartPolicy};
+use crate::volumes::{ClaimResolver, PodVolumes, VolumeContext, VolumeManager};
 use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::HashMap;
@@ -32,17 +39,41 @@ pub const ACTIVE_RESYNC: Duration = Duration::from_secs(1);
 pub const IDLE_RESYNC: Duration = Duration::from_secs(10);
 
 /// What the node knows that every pod worker needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeContext {
     pub node_name: String,
     pub node_ip: IpAddr,
     pub pod_log_dir: PathBuf,
-    /// Per-pod files the agent makes (`<pods_dir>/<uid>/etc-hosts`).
+    /// Per-pod files the agent makes (`<pods_dir>/<uid>/`: volumes, `etc-hosts`).
     pub pods_dir: PathBuf,
     /// `<runtime_name>` from CRI `Version`, the scheme of `containerID`s.
     pub runtime_name: String,
     /// Pull secrets and what pulled each image.
     pub pulls: Arc<Pulls>,
+    /// The ConfigMaps, Secrets and Services pods refer to.
+    pub objects: Arc<dyn ObjectSource>,
+    /// What PersistentVolumeClaims resolve to on this node.
+    pub claims: Arc<dyn ClaimResolver>,
+    /// Pods' volumes under `pods_dir`.
+    pub volumes: VolumeManager,
+    /// Where the kubelet's events go.
+    pub events: Arc<dyn EventSink>,
+    /// What containers without limits may use (the downward API's default).
+    pub allocatable: Allocatable,
+    /// Runs probes and lifecycle hooks.
+    pub actions: Arc<dyn Actions>,
+    /// Asks for a pass of a pod's worker (by UID): a probe result changed.
+    pub wake: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl std::fmt::Debug for NodeContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeContext")
+            .field("node_name", &self.node_name)
+            .field("node_ip", &self.node_ip)
+            .field("pods_dir", &self.pods_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where pull credentials come from, and the KEP-2535 record of who pulled what.
@@ -118,7 +149,16 @@ pub struct PodWorker<C> {
     sandbox_backoff: Backoff,
     start_time: Option<Time>,
     last_conditions: Vec<PodCondition>,
+    volumes: PodVolumes,
+    probes: Probes,
+    /// When `activeDeadlineSeconds` runs out, once known.
+    deadline: Option<Instant>,
+    /// Why the agent failed the pod itself (the deadline), as `(reason, message)`.
+    failure: Option<(&'static str, &'static str)>,
 }
+
+/// The kubelet's message when `activeDeadlineSeconds` ran out.
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
 fn waiting(reason: &str, message: Option<String>) -> Option<(String, Option<String>)> {
     Some((reason.to_owned(), message))
@@ -133,12 +173,6 @@ fn is_terminal_phase(pod: &Pod) -> bool {
 
 impl<C: Cri> PodWorker<C> {
     pub fn new(cri: Arc<C>, node: Arc<NodeContext>, pod: &Pod) -> Self {
-        let slots = |cs: Option<&Vec<Container>>| {
-            cs.into_iter()
-                .flatten()
-                .map(|c| Slot::new(&c.name))
-                .collect()
-        };
         let spec = pod.spec.as_ref();
         PodWorker {
             cri,
@@ -146,10 +180,24 @@ impl<C: Cri> PodWorker<C> {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             key: spec::pod_key(pod),
             state: Lifecycle::Adopting,
-            init: slots(spec.and_then(|s| s.init_containers.as_ref())),
-            containers: slots(spec.map(|s| &s.containers)),
+            init: spec
+                .and_then(|s| s.init_containers.as_ref())
+                .into_iter()
+                .flatten()
+                .map(Slot::init)
+                .collect(),
+            containers: spec
+                .map(|s| &s.containers)
+                .into_iter()
+                .flatten()
+                .map(Slot::new)
+                .collect(),
             sandbox_error: None,
             sandbox_backoff: Backoff::default(),
+            volumes: PodVolumes::default(),
+            probes: Probes::default(),
+            deadline: None,
+            failure: None,
             start_time: pod.status.as_ref().and_then(|s| s.start_time.clone()),
             last_conditions: pod
                 .status
@@ -178,7 +226,7 @@ impl<C: Cri> PodWorker<C> {
     pub async fn sync(&mut self, desired: &Desired) -> Result<SyncOutcome, AgentError> {
         let pod = match desired {
             Desired::Gone => {
-                self.teardown(0).await?;
+                self.teardown(None, 0).await?;
                 self.state = Lifecycle::Terminated;
                 return Ok(SyncOutcome {
                     status: None,
@@ -190,7 +238,7 @@ impl<C: Cri> PodWorker<C> {
             Desired::Pod(pod) => pod.clone(),
         };
         if pod.metadata.deletion_timestamp.is_some() {
-            self.teardown(spec::grace_seconds(&pod)).await?;
+            self.teardown(Some(&pod), spec::grace_seconds(&pod)).await?;
             self.state = Lifecycle::Terminated;
             return Ok(SyncOutcome {
                 status: None,
@@ -338,6 +386,12 @@ impl<C: Cri> PodWorker<C> {
         if self.sandbox_backoff.remaining(now).is_some() {
             return Lifecycle::NeedsSandbox { attempt };
         }
+        // The kubelet mounts a pod's volumes before it makes the sandbox; until they are all
+        // there the pod stays ContainerCreating, and each failure is a FailedMount event.
+        if let Err(e) = self.setup_volumes(pod, &[]).await {
+            self.sandbox_error = Some(e.to_string());
+            return Lifecycle::NeedsSandbox { attempt };
+        }
         let result = async {
             let config =
                 spec::sandbox_config(pod, &self.node.node_name, &self.node.pod_log_dir, attempt)?;
@@ -387,7 +441,15 @@ impl<C: Cri> PodWorker<C> {
             // The kubelet's answer to a dead sandbox: kill what is left and start over in a
             // new one; every container restarts.
             tracing::warn!(pod = %self.key, sandbox = %sb.id, "sandbox not ready; recreating");
-            self.teardown(0).await?;
+            emit(
+                &self.node,
+                pod,
+                None,
+                EventType::Normal,
+                "SandboxChanged",
+                "Pod sandbox changed, it will be killed and re-created.".to_owned(),
+            );
+            self.teardown(None, 0).await?;
             for slot in self.init.iter_mut().chain(self.containers.iter_mut()) {
                 slot.current = None;
                 slot.previous = None;
@@ -398,18 +460,60 @@ impl<C: Cri> PodWorker<C> {
         }
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = RestartPolicy::from_spec(spec.restart_policy.as_deref());
-        for slot in self.init.iter_mut().chain(self.containers.iter_mut()) {
-            refresh(&*self.cri, slot, now).await?;
+        self.refresh_all(now).await?;
+        // ConfigMaps, Secrets and the pod's own labels may have changed since the last pass.
+        let _ = self.setup_volumes(pod, &sb.ips).await;
+        self.follow_probes(pod, &spec, &sb);
+
+        if self.past_deadline(pod, &spec, now) {
+            if self.failure.is_none() {
+                tracing::info!(pod = %self.key, "activeDeadlineSeconds passed; stopping the pod");
+                emit(
+                    &self.node,
+                    pod,
+                    None,
+                    EventType::Normal,
+                    "DeadlineExceeded",
+                    DEADLINE_MESSAGE.to_owned(),
+                );
+                self.failure = Some(("DeadlineExceeded", DEADLINE_MESSAGE));
+            }
+            return self.complete(pod, sb, now).await;
         }
 
-        // Init containers: one at a time, in order, each to a zero exit.
+        self.kill_unhealthy(pod, &spec, policy, &sb, now).await?;
+        let mains_done = self.mains_done(policy);
+
+        // Init containers in order: an ordinary one runs to a zero exit; a sidecar
+        // (restartPolicy Always) is started, kept running, and lets the next one start once it
+        // has started.
         let mut init_done = true;
-        for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-            let Some(slot) = self.init.get_mut(i) else {
+        let inits = spec.init_containers.clone().unwrap_or_default();
+        for (i, c) in inits.iter().enumerate() {
+            let Some(slot) = self.init.get(i) else {
                 break;
             };
+            if slot.sidecar {
+                match slot.current.as_ref().map(Attempt::exit_code) {
+                    _ if mains_done => {}
+                    None => self.start(pod, c, i, true, &sb, now).await,
+                    Some(Some(_)) => self.restart_or_back_off(pod, c, i, true, &sb, now).await,
+                    Some(None) => {}
+                }
+                self.follow_probes(pod, &spec, &sb);
+                if self.init.get(i).is_some_and(|s| s.running() && s.started) {
+                    continue;
+                }
+                if self.init_passed() {
+                    // Restarting after the pod ran: it holds nothing back.
+                    continue;
+                }
+                init_done = false;
+                break;
+            }
             match slot.current.as_ref().map(|a| (a.state(), a.exit_code())) {
                 Some((_, Some(0))) => continue,
+                _ if self.init_passed() => continue,
                 Some((v1::ContainerState::ContainerExited, Some(_))) => {
                     init_done = false;
                     // Init containers restart on failure unless the pod never restarts.
@@ -449,14 +553,280 @@ impl<C: Cri> PodWorker<C> {
                 slot.waiting = waiting("PodInitializing", None);
             }
         }
+        self.follow_probes(pod, &spec, &sb);
 
         let phase = self.phase(pod);
         if phase == status::SUCCEEDED || phase == status::FAILED {
             tracing::info!(pod = %self.key, phase, "pod finished; stopping sandbox");
-            self.ignore_not_found(self.cri.stop_pod_sandbox(&sb.id).await)?;
-            return Ok(Lifecycle::Completed(Some(sb)));
+            return self.complete(pod, sb, now).await;
         }
         Ok(Lifecycle::Running(sb))
+    }
+
+    /// Reads the runtime's view of every container of the pod.
+    async fn refresh_all(&mut self, now: Instant) -> Result<(), AgentError> {
+        for slot in self.init.iter_mut().chain(self.containers.iter_mut()) {
+            refresh(&*self.cri, slot, now).await?;
+        }
+        Ok(())
+    }
+
+    /// The pod is done (its containers finished, or the agent failed it): what still runs
+    /// (sidecars, or everything past the deadline) is stopped, then the sandbox.
+    async fn complete(
+        &mut self,
+        pod: &Pod,
+        sb: Sandbox,
+        now: Instant,
+    ) -> Result<Lifecycle, AgentError> {
+        self.probes.stop_all();
+        self.stop_containers(pod, spec::grace_seconds(pod), &sb.ips)
+            .await?;
+        self.refresh_all(now).await?;
+        for slot in self.init.iter_mut().chain(self.containers.iter_mut()) {
+            slot.ready = false;
+            slot.started = false;
+        }
+        self.ignore_not_found(self.cri.stop_pod_sandbox(&sb.id).await)?;
+        Ok(Lifecycle::Completed(Some(sb)))
+    }
+
+    /// Whether a regular container has run: the pod got past its init containers once, and a
+    /// sidecar or init container restarting later holds nothing back.
+    fn init_passed(&self) -> bool {
+        self.containers.iter().any(|s| s.created_any)
+    }
+
+    /// Whether every regular container has finished and will not run again: sidecars are then
+    /// stopped rather than restarted.
+    fn mains_done(&self, policy: RestartPolicy) -> bool {
+        !self.containers.is_empty()
+            && self.containers.iter().all(|s| {
+                s.current
+                    .as_ref()
+                    .and_then(Attempt::exit_code)
+                    .is_some_and(|code| !policy.restarts(code))
+            })
+    }
+
+    /// Whether `activeDeadlineSeconds` has run out since the pod started on this node.
+    fn past_deadline(&mut self, pod: &Pod, spec: &PodSpec, now: Instant) -> bool {
+        let Some(limit) = spec.active_deadline_seconds.filter(|d| *d > 0) else {
+            return false;
+        };
+        let deadline = *self.deadline.get_or_insert_with(|| {
+            // The start time may come from an earlier run of the agent.
+            let elapsed = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .or(self.start_time.as_ref())
+                .map(|t| jiff::Timestamp::now().duration_since(t.0))
+                .and_then(|d| Duration::try_from(d).ok())
+                .unwrap_or_default();
+            let limit = Duration::from_secs(u64::try_from(limit).unwrap_or(u64::MAX));
+            now + limit.saturating_sub(elapsed)
+        });
+        now >= deadline
+    }
+
+    /// The pod's IP as probes and hooks reach it.
+    fn pod_ip(&self, pod: &Pod, ips: &[String]) -> String {
+        prepare::addresses(&self.node, pod, ips)
+            .pod_ips
+            .first()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Starts probing every running container attempt (stops for the others) and takes each
+    /// container's started and ready state from its probes.
+    fn follow_probes(&mut self, pod: &Pod, spec: &PodSpec, sb: &Sandbox) {
+        let pod_ip = self.pod_ip(pod, &sb.ips);
+        for (init, i, c) in all_containers(spec) {
+            let node = self.node.clone();
+            let uid = self.uid.clone();
+            let Some(slot) = self.slot_mut(init, i) else {
+                continue;
+            };
+            let probed = !init || slot.sidecar;
+            let running = slot
+                .current
+                .as_ref()
+                .filter(|a| a.running())
+                .map(|a| (a.id.clone(), a.status.as_ref().map_or(0, |s| s.started_at)));
+            let Some((id, started_ns)) = running.filter(|_| probed) else {
+                let running = slot.running();
+                slot.started = running && !probed;
+                slot.ready = running && !probed;
+                self.probes.stop(&c.name);
+                continue;
+            };
+            let specs = match probe::specs_of(&c, &pod_ip) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(pod = %self.key, container = %c.name, error = %e, "probe not run");
+                    Vec::new()
+                }
+            };
+            let field = container_path(init, &c.name);
+            let emit_node = node.clone();
+            let emit_pod = pod.clone();
+            let tx = node.wake.clone();
+            self.probes.ensure(
+                Target {
+                    name: c.name.clone(),
+                    id,
+                    started: instant_of(started_ns),
+                    specs,
+                },
+                node.actions.clone(),
+                Arc::new(move |ty, reason, message| {
+                    emit(
+                        &emit_node,
+                        &emit_pod,
+                        Some(field.clone()),
+                        ty,
+                        reason,
+                        message,
+                    )
+                }),
+                Arc::new(move || {
+                    let _ = tx.send(uid.clone());
+                }),
+            );
+            let started = self.probes.started(&c.name);
+            let ready = started && self.probes.ready(&c.name);
+            if let Some(slot) = self.slot_mut(init, i) {
+                slot.started = started;
+                slot.ready = ready;
+            }
+        }
+    }
+
+    /// Kills running containers whose liveness or startup probe failed; the restart logic
+    /// starts them again as their restart policy says.
+    async fn kill_unhealthy(
+        &mut self,
+        pod: &Pod,
+        spec: &PodSpec,
+        policy: RestartPolicy,
+        sb: &Sandbox,
+        now: Instant,
+    ) -> Result<(), AgentError> {
+        let inits = spec.init_containers.clone().unwrap_or_default();
+        let pairs: Vec<(bool, usize, &Container)> = inits
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (true, i, c))
+            .chain(
+                spec.containers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (false, i, c)),
+            )
+            .collect();
+        let pod_ip = self.pod_ip(pod, &sb.ips);
+        for (init, i, c) in pairs {
+            let Some(kind) = self.probes.failed(&c.name) else {
+                continue;
+            };
+            let Some(id) = self
+                .slot_mut(init, i)
+                .and_then(|s| s.current.as_ref().filter(|a| a.running()))
+                .map(|a| a.id.clone())
+            else {
+                continue;
+            };
+            let (what, probe) = match kind {
+                Kind::Liveness => ("liveness", c.liveness_probe.as_ref()),
+                _ => ("startup", c.startup_probe.as_ref()),
+            };
+            let message = if init {
+                format!("Init container {} failed {what} probe", c.name)
+            } else if policy == RestartPolicy::Never {
+                format!("Container {} failed {what} probe", c.name)
+            } else {
+                format!(
+                    "Container {} failed {what} probe, will be restarted",
+                    c.name
+                )
+            };
+            tracing::info!(pod = %self.key, container = %c.name, probe = what, "probe failed; killing");
+            // A probe may have its own grace period; a deletion's would win, but this pod is
+            // not being deleted.
+            let grace = probe
+                .and_then(|p| p.termination_grace_period_seconds)
+                .or(spec.termination_grace_period_seconds)
+                .unwrap_or(spec::DEFAULT_GRACE_SECONDS);
+            let field = container_path(init, &c.name);
+            let node = self.node.clone();
+            hooks::stop(
+                &*self.cri,
+                &self.node.actions,
+                Stop {
+                    id: &id,
+                    container: Some(c),
+                    pod_ip: &pod_ip,
+                    grace: Duration::from_secs(u64::try_from(grace).unwrap_or(0)),
+                    message,
+                },
+                &|ty, reason, msg| emit(&node, pod, Some(field.clone()), ty, reason, msg),
+            )
+            .await?;
+            self.probes.stop(&c.name);
+            let cri = self.cri.clone();
+            if let Some(slot) = self.slot_mut(init, i) {
+                refresh(&*cri, slot, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every container of the pod that runs, as the kubelet kills a pod: the regular
+    /// (and ordinary init) containers together, each with its `Killing` event and preStop
+    /// hook, then the sidecars in reverse order with what is left of the grace period.
+    async fn stop_containers(
+        &mut self,
+        pod: &Pod,
+        grace: i64,
+        ips: &[String],
+    ) -> Result<Vec<String>, AgentError> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let inits = spec.init_containers.clone().unwrap_or_default();
+        let pod_ip = self.pod_ip(pod, ips);
+        let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        let started = Instant::now();
+        let mut first: Vec<(String, &Container, bool)> = Vec::new();
+        let mut sidecars: Vec<(String, &Container)> = Vec::new();
+        for (slot, c) in self.init.iter().zip(&inits) {
+            if let Some(a) = slot.current.as_ref().filter(|a| a.running()) {
+                if slot.sidecar {
+                    sidecars.push((a.id.clone(), c));
+                } else {
+                    first.push((a.id.clone(), c, true));
+                }
+            }
+        }
+        for (slot, c) in self.containers.iter().zip(&spec.containers) {
+            if let Some(a) = slot.current.as_ref().filter(|a| a.running()) {
+                first.push((a.id.clone(), c, false));
+            }
+        }
+        let (node, cri) = (&*self.node, &*self.cri);
+        let mut stopped: Vec<String> = first.iter().map(|(id, _, _)| id.clone()).collect();
+        stopped.extend(sidecars.iter().map(|(id, _)| id.clone()));
+        let stops = first
+            .into_iter()
+            .map(|(id, c, init)| stop_container(cri, node, pod, &pod_ip, id, c, init, grace));
+        for r in futures::future::join_all(stops).await {
+            r?;
+        }
+        for (id, c) in sidecars.into_iter().rev() {
+            let left = grace.saturating_sub(started.elapsed());
+            stop_container(cri, node, pod, &pod_ip, id, c, true, left).await?;
+        }
+        Ok(stopped)
     }
 
     fn slot_mut(&mut self, init: bool, i: usize) -> Option<&mut Slot> {
@@ -525,13 +895,28 @@ impl<C: Cri> PodWorker<C> {
         };
 
         // A failed create/start retries when its back-off window closes.
-        if matches!(slot.waiting.as_ref(), Some((r, _)) if r == "CreateContainerError" || r == "RunContainerError" || r == "CreateContainerConfigError")
+        if matches!(slot.waiting.as_ref(), Some((r, _)) if r == "CreateContainerError" || r == "RunContainerError" || r == "CreateContainerConfigError" || r == "PostStartHookError")
             && slot.crash_backoff.remaining(now).is_some()
         {
             return;
         }
         let image = c.image.clone().unwrap_or_default();
-        match ensure_image(&*cri, &node, pod, &mut slot.pull, c, &sb.config, now).await {
+        let field = container_path(init, &c.name);
+        let emit_image = |ty, reason: &'static str, message| {
+            emit(&node, pod, Some(field.clone()), ty, reason, message)
+        };
+        match ensure_image(
+            &*cri,
+            &node,
+            pod,
+            &mut slot.pull,
+            c,
+            &sb.config,
+            now,
+            &emit_image,
+        )
+        .await
+        {
             Ok(image_ref) => slot.image_ref = image_ref,
             Err((reason, message)) => {
                 if reason == "ImagePullBackOff" {
@@ -548,29 +933,20 @@ impl<C: Cri> PodWorker<C> {
         } else {
             0
         };
-        // Only asked when the pod cares: one more CRI call per start otherwise.
-        let checked = if spec::run_as_non_root(pod, c) {
-            match cri.image_status(&image).await {
-                Ok(Some(img)) => {
-                    spec::verify_run_as_non_root(pod, c, img.uid.map(|u| u.value), &img.username)
-                }
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            }
-        } else {
-            Ok(())
+        let prepared =
+            prepare::container(&*cri, &node, pod, c, attempt, &sb.ips, &self.volumes).await;
+        let Some(slot) = self.slot_mut(init, i) else {
+            return;
         };
-        let config = match checked
-            .and_then(|()| spec::container_config(pod, c, &node.node_name, attempt))
-            .and_then(|cfg| with_hosts_file(&node, pod, &sb.ips, cfg))
-        {
-            Ok(cfg) => cfg,
+        let prepared = match prepared {
+            Ok(p) => p,
             Err(e) => {
-                slot.waiting = waiting("CreateContainerConfigError", Some(e.to_string()));
-                slot.crash_backoff.next(now);
+                let f = Failed::new(&node, pod, field, now);
+                f.start_failed(slot, "CreateContainerConfigError", e.to_string());
                 return;
             }
         };
+        let config = prepared.config;
         make_dir(&format!("{}/{}", sb.config.log_directory, c.name), &key).await;
         let id = match cri
             .create_container(&sb.id, config, sb.config.clone())
@@ -578,19 +954,73 @@ impl<C: Cri> PodWorker<C> {
         {
             Ok(id) => id,
             Err(e) => {
-                tracing::warn!(pod = %key, container = %c.name, error = %e, "create container failed");
-                slot.waiting = waiting("CreateContainerError", Some(e.to_string()));
-                slot.crash_backoff.next(now);
+                let f = Failed::new(&node, pod, field, now);
+                f.start_failed(slot, "CreateContainerError", e.to_string());
                 return;
             }
         };
+        emit(
+            &node,
+            pod,
+            Some(field.clone()),
+            EventType::Normal,
+            "Created",
+            "Container created".to_owned(),
+        );
         if let Err(e) = cri.start_container(&id).await {
-            tracing::warn!(pod = %key, container = %c.name, error = %e, "start container failed");
             let _ = cri.remove_container(&id).await;
-            slot.waiting = waiting("RunContainerError", Some(e.to_string()));
-            slot.crash_backoff.next(now);
+            let f = Failed::new(&node, pod, field, now);
+            f.start_failed(slot, "RunContainerError", e.to_string());
             return;
         }
+        emit(
+            &node,
+            pod,
+            Some(field.clone()),
+            EventType::Normal,
+            "Started",
+            "Container started".to_owned(),
+        );
+        // postStart runs before anything else happens to the pod, as in the kubelet; if it
+        // fails, the container is killed and restarted under its policy.
+        let pod_ip = prepare::addresses(&node, pod, &sb.ips)
+            .pod_ips
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        let emit_c =
+            |ty, reason: &'static str, msg| emit(&node, pod, Some(field.clone()), ty, reason, msg);
+        let hook = hooks::post_start(node.actions.as_ref(), &id, c, &pod_ip, &emit_c).await;
+        let hook_error = match hook {
+            Ok(()) => None,
+            Err(message) => {
+                let grace = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(spec::DEFAULT_GRACE_SECONDS);
+                let stopped = hooks::stop(
+                    &*cri,
+                    &node.actions,
+                    Stop {
+                        id: &id,
+                        container: Some(c),
+                        pod_ip: &pod_ip,
+                        grace: Duration::from_secs(u64::try_from(grace).unwrap_or(0)),
+                        message: "FailedPostStartHook".to_owned(),
+                    },
+                    &emit_c,
+                )
+                .await;
+                if let Err(e) = stopped {
+                    tracing::warn!(pod = %key, container = %c.name, error = %e, "stop after postStart failure failed");
+                }
+                Some(message)
+            }
+        };
+        let Some(slot) = self.slot_mut(init, i) else {
+            return;
+        };
         tracing::info!(pod = %key, container = %c.name, id = %id, attempt, "container started");
         // The attempt before the one that just ended is no longer needed for `previous` logs.
         if let Some(old) = slot.previous.take()
@@ -604,6 +1034,7 @@ impl<C: Cri> PodWorker<C> {
             slot.previous = Some(old.id);
         }
         let mut attempt_rec = Attempt::new(id);
+        attempt_rec.message_file = prepared.message_file;
         if let Ok(s) = cri.container_status(&attempt_rec.id).await {
             attempt_rec.status = Some(s);
         }
@@ -611,6 +1042,10 @@ impl<C: Cri> PodWorker<C> {
         slot.restart_count = attempt;
         slot.created_any = true;
         slot.waiting = None;
+        if let Some(message) = hook_error {
+            slot.waiting = waiting("PostStartHookError", Some(message));
+            slot.crash_backoff.next(now);
+        }
     }
 
     fn ignore_not_found(&self, r: Result<(), AgentError>) -> Result<(), AgentError> {
@@ -621,8 +1056,20 @@ impl<C: Cri> PodWorker<C> {
     }
 
     /// Stops and removes every container and sandbox of this pod, found by label as well as
-    /// from memory, so a teardown after an agent restart misses nothing. Idempotent.
-    async fn teardown(&mut self, grace: i64) -> Result<(), AgentError> {
+    /// from memory, so a teardown after an agent restart misses nothing. With the pod, what
+    /// runs is stopped as the kubelet kills a pod (events, preStop, sidecars last). Idempotent.
+    async fn teardown(&mut self, pod: Option<&Pod>, grace: i64) -> Result<(), AgentError> {
+        self.probes.stop_all();
+        let stopped = match pod {
+            Some(pod) => {
+                let ips = match &self.state {
+                    Lifecycle::Running(sb) => sb.ips.clone(),
+                    _ => Vec::new(),
+                };
+                self.stop_containers(pod, grace, &ips).await?
+            }
+            None => Vec::new(),
+        };
         let by_uid = HashMap::from([(cri::LABEL_POD_UID.to_owned(), self.uid.clone())]);
         let mut ids: Vec<String> = self
             .init
@@ -648,7 +1095,10 @@ impl<C: Cri> PodWorker<C> {
             }
         }
         // Stop concurrently: each stop may take the whole grace period.
-        let stops = ids.iter().map(|id| self.cri.stop_container(id, grace));
+        let stops = ids
+            .iter()
+            .filter(|id| !stopped.contains(id))
+            .map(|id| self.cri.stop_container(id, grace));
         for r in futures::future::join_all(stops).await {
             self.ignore_not_found(r)?;
         }
@@ -681,7 +1131,35 @@ impl<C: Cri> PodWorker<C> {
         if !ids.is_empty() || !sandboxes.is_empty() {
             tracing::info!(pod = %self.key, containers = ids.len(), sandboxes = sandboxes.len(), "pod torn down");
         }
+        // Volumes go once nothing runs that could use them.
+        self.node.objects.release(&self.uid);
+        self.node.volumes.teardown(&self.uid)?;
+        self.volumes = PodVolumes::default();
         Ok(())
+    }
+
+    /// Sets up (or refreshes) the pod's volumes; a failure is a FailedMount event.
+    async fn setup_volumes(&mut self, pod: &Pod, ips: &[String]) -> Result<(), AgentError> {
+        let addresses = prepare::addresses(&self.node, pod, ips);
+        let ctx = VolumeContext {
+            objects: self.node.objects.as_ref(),
+            claims: self.node.claims.as_ref(),
+            addresses: &addresses,
+            allocatable: self.node.allocatable,
+        };
+        let result = self.node.volumes.setup(pod, ctx, &mut self.volumes).await;
+        if let Err(e) = &result {
+            tracing::warn!(pod = %self.key, error = %e, "volume setup failed");
+            emit(
+                &self.node,
+                pod,
+                None,
+                EventType::Warning,
+                "FailedMount",
+                e.to_string(),
+            );
+        }
+        Ok(result?)
     }
 
     /// What the worker observed of the pod, for its phase and status.
@@ -706,6 +1184,7 @@ impl<C: Cri> PodWorker<C> {
             sandbox_ready: matches!(self.state, Lifecycle::Running(_)),
             pod_ips,
             host_ip,
+            failure: self.failure,
         }
     }
 
@@ -731,6 +1210,107 @@ impl<C: Cri> PodWorker<C> {
         self.last_conditions = status.conditions.clone().unwrap_or_default();
         Some(status)
     }
+}
+
+/// Every container of the pod spec with whether it is an init container and its index.
+fn all_containers(spec: &PodSpec) -> Vec<(bool, usize, Container)> {
+    let init = spec.init_containers.iter().flatten().cloned().enumerate();
+    let regular = spec.containers.iter().cloned().enumerate();
+    init.map(|(i, c)| (true, i, c))
+        .chain(regular.map(|(i, c)| (false, i, c)))
+        .collect()
+}
+
+/// Stops one container of the pod with `Stopping container X` (see `hooks::stop`).
+#[allow(clippy::too_many_arguments)]
+async fn stop_container<C: Cri>(
+    cri: &C,
+    node: &NodeContext,
+    pod: &Pod,
+    pod_ip: &str,
+    id: String,
+    c: &Container,
+    init: bool,
+    grace: Duration,
+) -> Result<(), AgentError> {
+    let field = container_path(init, &c.name);
+    hooks::stop(
+        cri,
+        &node.actions,
+        Stop {
+            id: &id,
+            container: Some(c),
+            pod_ip,
+            grace,
+            message: format!("Stopping container {}", c.name),
+        },
+        &|ty, reason, msg| emit(node, pod, Some(field.clone()), ty, reason, msg),
+    )
+    .await
+}
+
+/// A CRI start time (nanoseconds since the epoch) as an instant of this process's clock.
+fn instant_of(started_ns: i64) -> Instant {
+    let now = Instant::now();
+    let age = i128::from(started_ns)
+        .checked_sub(0)
+        .filter(|n| *n > 0)
+        .and_then(|n| jiff::Timestamp::from_nanosecond(n).ok())
+        .map(|t| jiff::Timestamp::now().duration_since(t))
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default();
+    now.checked_sub(age).unwrap_or(now)
+}
+
+/// A container that could not be started: the kubelet's `Failed` event (`Error: ...`), the
+/// waiting reason with the message, and the back-off before the next try.
+struct Failed<'a> {
+    node: &'a NodeContext,
+    pod: &'a Pod,
+    field: String,
+    now: Instant,
+}
+
+impl<'a> Failed<'a> {
+    fn new(node: &'a NodeContext, pod: &'a Pod, field: String, now: Instant) -> Self {
+        Failed {
+            node,
+            pod,
+            field,
+            now,
+        }
+    }
+
+    fn start_failed(self, slot: &mut Slot, reason: &str, message: String) {
+        tracing::warn!(pod = %spec::pod_key(self.pod), container = %slot.name, reason, error = %message, "container not started");
+        emit(
+            self.node,
+            self.pod,
+            Some(self.field),
+            EventType::Warning,
+            "Failed",
+            format!("Error: {message}"),
+        );
+        slot.waiting = waiting(reason, Some(message));
+        slot.crash_backoff.next(self.now);
+    }
+}
+
+/// Records an event about the pod (or one of its containers, by field path).
+fn emit(
+    node: &NodeContext,
+    pod: &Pod,
+    field: Option<String>,
+    ty: EventType,
+    reason: &str,
+    message: String,
+) {
+    node.events.record(EventRecord {
+        object: pod_ref(pod, field),
+        ty,
+        reason: reason.to_owned(),
+        message,
+    });
 }
 
 /// Creates a log directory; a failure is the runtime's to report when it opens the log.

@@ -2,7 +2,11 @@
 
 use super::*;
 use crate::cri::fake::FakeCri;
+use crate::objects::FakeObjects;
+use crate::probe::action::{Actions, Outcome};
 use crate::pull::RegistryKey;
+use crate::recorder::FakeSink;
+use crate::volumes::mounter::FakeMounter;
 use k8s_openapi::api::core::v1::ContainerStatus;
 use k8s_openapi::api::core::v1::PodSpec;
 use std::time::Duration;
@@ -28,18 +32,103 @@ impl PullSecrets for FakeSecrets {
     }
 }
 
-fn node_with(secrets: FakeSecrets) -> Arc<NodeContext> {
-    Arc::new(NodeContext {
+/// Claims resolve to nothing in these tests.
+struct NoClaims;
+
+impl ClaimResolver for NoClaims {
+    fn claim_path<'a>(
+        &'a self,
+        _namespace: &'a str,
+        name: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<PathBuf, String>> {
+        Box::pin(async move { Err(format!("persistentvolumeclaim \"{name}\" not found")) })
+    }
+}
+
+/// Probe and hook actions answered by command line (`exec` actions; anything else succeeds),
+/// set by the test as it goes.
+#[derive(Default)]
+struct Scripted {
+    answers: std::sync::Mutex<std::collections::HashMap<String, Outcome>>,
+}
+
+impl Scripted {
+    fn set(&self, cmd: &str, outcome: Outcome) {
+        self.answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cmd.to_owned(), outcome);
+    }
+}
+
+impl Actions for Scripted {
+    fn run<'a>(
+        &'a self,
+        _id: &'a str,
+        action: &'a crate::probe::action::Action,
+        _timeout: Option<Duration>,
+        _purpose: &'static str,
+    ) -> futures::future::BoxFuture<'a, Outcome> {
+        let key = match action {
+            crate::probe::action::Action::Exec(cmd) => cmd.join(" "),
+            other => format!("{other:?}"),
+        };
+        let out = self
+            .answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned()
+            .unwrap_or(Outcome::Success(String::new()));
+        Box::pin(async move { out })
+    }
+}
+
+/// What a test sees of the node besides the fake runtime.
+struct Node {
+    ctx: Arc<NodeContext>,
+    objects: Arc<FakeObjects>,
+    events: Arc<FakeSink>,
+    actions: Arc<Scripted>,
+}
+
+fn test_node(secrets: FakeSecrets) -> Node {
+    // Each test gets its own directory: pods' volumes are made (and removed) there.
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let objects = Arc::new(FakeObjects::default());
+    let events = Arc::new(FakeSink::default());
+    let actions = Arc::new(Scripted::default());
+    let ctx = Arc::new(NodeContext {
         node_name: "n1".to_owned(),
         node_ip: "192.168.1.10".parse().expect("ip"),
-        pod_log_dir: std::env::temp_dir().join("skiff-node-agent-tests"),
-        pods_dir: std::env::temp_dir().join("skiff-node-agent-tests-pods"),
+        pod_log_dir: dir.join("logs"),
+        pods_dir: dir.join("pods"),
         runtime_name: "fake".to_owned(),
         pulls: Arc::new(Pulls {
             secrets: Arc::new(secrets),
             records: PullRecords::open(None),
         }),
-    })
+        objects: objects.clone(),
+        claims: Arc::new(NoClaims),
+        volumes: VolumeManager::new(dir.join("pods"), Arc::new(FakeMounter::default())),
+        events: events.clone(),
+        allocatable: Allocatable {
+            cpu_milli: 2000,
+            memory: 1 << 30,
+        },
+        actions: actions.clone(),
+        wake: tokio::sync::mpsc::unbounded_channel().0,
+    });
+    Node {
+        ctx,
+        objects,
+        events,
+        actions,
+    }
+}
+
+fn node_with(secrets: FakeSecrets) -> Arc<NodeContext> {
+    test_node(secrets).ctx
 }
 
 fn node() -> Arc<NodeContext> {
@@ -500,4 +589,316 @@ async fn pull_secrets_are_tried_in_turn_and_private_images_stay_private() {
     let st = sync(&mut w4, &fourth).await;
     assert_eq!(st.phase.as_deref(), Some("Running"));
     assert_eq!(pulls(&fake).len(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_config_is_a_config_error_until_it_appears() {
+    use k8s_openapi::api::core::v1::{
+        ConfigMapVolumeSource, EnvVar, EnvVarSource, SecretKeySelector, Volume, VolumeMount,
+    };
+    let fake = Arc::new(FakeCri::new());
+    let n = test_node(FakeSecrets::default());
+    let mut app = container("app", "busybox:1.36");
+    app.env = Some(vec![EnvVar {
+        name: "PASSWORD".into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: "db".into(),
+                key: "password".into(),
+                optional: None,
+            }),
+            ..Default::default()
+        }),
+    }]);
+    app.volume_mounts = Some(vec![VolumeMount {
+        name: "config".into(),
+        mount_path: "/etc/app".into(),
+        ..Default::default()
+    }]);
+    let mut p = pod("Always", vec![app]);
+    p.spec.as_mut().expect("spec").volumes = Some(vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: "app".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]);
+    let mut w = PodWorker::new(fake.clone(), n.ctx.clone(), &p);
+
+    // No ConfigMap: the volume cannot be made, so no sandbox either.
+    let st = sync(&mut w, &p).await;
+    assert_eq!(waiting_reason(&st, 0).as_deref(), Some("ContainerCreating"));
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    assert!(
+        n.events
+            .reasons()
+            .contains(&"FailedMount: MountVolume.SetUp failed for volume \"config\" : configmap \"app\" not found".to_owned()),
+        "{:?}",
+        n.events.reasons()
+    );
+
+    // The ConfigMap appears; the Secret the environment needs is still missing.
+    n.objects
+        .add_config_map("default", "app", &[("app.conf", "x=1")]);
+    let st = sync(&mut w, &p).await;
+    assert_eq!(
+        waiting_reason(&st, 0).as_deref(),
+        Some("CreateContainerConfigError")
+    );
+    assert_eq!(
+        cstatus(&st, 0)
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.message.as_deref()),
+        Some("secret \"db\" not found")
+    );
+    assert!(
+        n.events
+            .reasons()
+            .contains(&"Failed: Error: secret \"db\" not found".to_owned())
+    );
+
+    // The Secret appears: after the back-off the container starts with it.
+    n.objects
+        .add_secret("default", "db", &[("password", b"s3cret")]);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let st = sync(&mut w, &p).await;
+    assert_eq!(st.phase.as_deref(), Some("Running"), "{st:?}");
+    let id = current_id(&fake, "app");
+    let cfg = fake.state().containers[&id].config.clone();
+    assert!(
+        cfg.envs
+            .iter()
+            .any(|e| e.key == "PASSWORD" && e.value == "s3cret")
+    );
+    let m = cfg
+        .mounts
+        .iter()
+        .find(|m| m.container_path == "/etc/app")
+        .expect("config mount");
+    assert!(m.readonly);
+    assert!(std::path::Path::new(&m.host_path).join("app.conf").exists());
+    // No terminationMessagePath in this spec: no message file either.
+    assert_eq!(cfg.mounts.len(), 1, "{:?}", cfg.mounts);
+    let reasons = n.events.reasons();
+    for want in ["Created: Container created", "Started: Container started"] {
+        assert!(reasons.contains(&want.to_owned()), "{reasons:?}");
+    }
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("Pulling: Pulling image")),
+        "{reasons:?}"
+    );
+
+    // Deletion tears the volumes down with the pod.
+    let mut deleting = p.clone();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+    );
+    w.sync(&desired(&deleting)).await.expect("sync");
+    assert!(!n.ctx.volumes.pod_dir("u1").exists());
+    assert!(n.objects.state().readers.is_empty(), "objects released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn termination_message_is_read_when_the_container_exits() {
+    let fake = Arc::new(FakeCri::new());
+    let n = test_node(FakeSecrets::default());
+    let mut c = container("app", "busybox:1.36");
+    c.termination_message_path = Some("/dev/termination-log".into());
+    let p = pod("Never", vec![c]);
+    let mut w = PodWorker::new(fake.clone(), n.ctx.clone(), &p);
+    sync(&mut w, &p).await;
+    let id = current_id(&fake, "app");
+    let file = {
+        let state = fake.state();
+        state.containers[&id]
+            .config
+            .mounts
+            .iter()
+            .find(|m| m.container_path == "/dev/termination-log")
+            .map(|m| m.host_path.clone())
+            .expect("message file mounted")
+    };
+    std::fs::write(&file, "disk full").expect("write message");
+    fake.exit_container(&id, 1);
+    let st = sync(&mut w, &p).await;
+    let term = cstatus(&st, 0)
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("terminated");
+    assert_eq!(term.message.as_deref(), Some("disk full"));
+}
+
+fn exec_probe(cmd: &str, period: i32, failures: i32) -> k8s_openapi::api::core::v1::Probe {
+    k8s_openapi::api::core::v1::Probe {
+        exec: Some(k8s_openapi::api::core::v1::ExecAction {
+            command: Some(cmd.split(' ').map(str::to_owned).collect()),
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
+
+/// Lets probe tasks run, then syncs.
+async fn sync_after(w: &mut PodWorker<FakeCri>, p: &Pod, d: Duration) -> PodStatus {
+    tokio::time::sleep(d).await;
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    sync(w, p).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn readiness_gates_ready_and_liveness_restarts() {
+    let fake = Arc::new(FakeCri::new());
+    let n = test_node(FakeSecrets::default());
+    n.actions
+        .set("cat /ready", Outcome::Failure("not yet".into()));
+    let mut c = container("app", "busybox:1.36");
+    c.readiness_probe = Some(exec_probe("cat /ready", 5, 1));
+    c.liveness_probe = Some(exec_probe("cat /alive", 10, 2));
+    let p = pod("Always", vec![c]);
+    let mut w = PodWorker::new(fake.clone(), n.ctx.clone(), &p);
+    let st = sync(&mut w, &p).await;
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    assert!(
+        !cstatus(&st, 0).ready,
+        "not ready before the probe succeeds"
+    );
+    assert_eq!(condition(&st, "Ready"), "False");
+
+    let st = sync_after(&mut w, &p, Duration::from_secs(6)).await;
+    assert!(!cstatus(&st, 0).ready);
+    assert!(
+        n.events
+            .reasons()
+            .contains(&"Unhealthy: Readiness probe failed: not yet".to_owned())
+    );
+    n.actions.set("cat /ready", Outcome::Success(String::new()));
+    let st = sync_after(&mut w, &p, Duration::from_secs(6)).await;
+    assert!(cstatus(&st, 0).ready, "{st:?}");
+    assert_eq!(condition(&st, "Ready"), "True");
+
+    // Liveness fails twice: the container is killed and started again.
+    let first = current_id(&fake, "app");
+    n.actions.set("cat /alive", Outcome::Failure("dead".into()));
+    let _ = sync_after(&mut w, &p, Duration::from_secs(21)).await;
+    let st = sync(&mut w, &p).await;
+    assert!(
+        fake.calls()
+            .iter()
+            .any(|c| c == &format!("StopContainer {first} 30")),
+        "{:?}",
+        fake.calls()
+    );
+    assert!(
+        n.events.reasons().contains(
+            &"Killing: Container app failed liveness probe, will be restarted".to_owned()
+        ),
+        "{:?}",
+        n.events.reasons()
+    );
+    assert_ne!(current_id(&fake, "app"), first, "restarted");
+    assert_eq!(cstatus(&st, 0).restart_count, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sidecars_start_first_keep_running_and_stop_when_the_job_is_done() {
+    let fake = Arc::new(FakeCri::new());
+    let n = test_node(FakeSecrets::default());
+    let mut side = container("proxy", "busybox:1.36");
+    side.restart_policy = Some("Always".into());
+    let mut p = pod("Never", vec![container("main", "busybox:1.36")]);
+    p.spec.as_mut().expect("spec").init_containers = Some(vec![side]);
+    let mut w = PodWorker::new(fake.clone(), n.ctx.clone(), &p);
+    let st = sync(&mut w, &p).await;
+    // The sidecar started, and (without a startup probe) let the main container start.
+    assert_eq!(fake.containers_named("proxy").len(), 1);
+    assert_eq!(fake.containers_named("main").len(), 1);
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    assert_eq!(condition(&st, "Initialized"), "True");
+
+    // The sidecar crashes: it is restarted even under restartPolicy Never.
+    fake.exit_container(&current_id(&fake, "proxy"), 1);
+    sync(&mut w, &p).await;
+    assert_eq!(fake.containers_named("proxy").len(), 2);
+
+    // The main container finishes: the pod succeeds and the sidecar is stopped.
+    fake.exit_container(&current_id(&fake, "main"), 0);
+    let st = sync(&mut w, &p).await;
+    assert_eq!(st.phase.as_deref(), Some("Succeeded"), "{st:?}");
+    let proxy = current_id(&fake, "proxy");
+    assert!(
+        fake.calls()
+            .iter()
+            .any(|c| c.starts_with(&format!("StopContainer {proxy}"))),
+        "{:?}",
+        fake.calls()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn active_deadline_fails_the_pod() {
+    let fake = Arc::new(FakeCri::new());
+    let n = test_node(FakeSecrets::default());
+    let mut p = pod("Always", vec![container("app", "busybox:1.36")]);
+    p.spec.as_mut().expect("spec").active_deadline_seconds = Some(30);
+    let mut w = PodWorker::new(fake.clone(), n.ctx.clone(), &p);
+    let st = sync(&mut w, &p).await;
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let st = sync(&mut w, &p).await;
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+    assert!(
+        n.events.reasons().contains(
+            &"DeadlineExceeded: Pod was active on the node longer than the specified deadline"
+                .to_owned()
+        )
+    );
+    let id = current_id(&fake, "app");
+    assert!(
+        fake.calls()
+            .iter()
+            .any(|c| c.starts_with(&format!("StopContainer {id}")))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_post_start_hook_kills_the_container() {
+    use k8s_openapi::api::core::v1::{ExecAction, Lifecycle, LifecycleHandler};
+    let fake = Arc::new(FakeCri::new());
+    let n = test_node(FakeSecrets::default());
+    n.actions.set("setup", Outcome::Failure("exit 1".into()));
+    let mut c = container("app", "busybox:1.36");
+    c.lifecycle = Some(Lifecycle {
+        post_start: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec!["setup".into()]),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let p = pod("Always", vec![c]);
+    let mut w = PodWorker::new(fake.clone(), n.ctx.clone(), &p);
+    let st = sync(&mut w, &p).await;
+    assert_eq!(
+        waiting_reason(&st, 0).as_deref(),
+        Some("PostStartHookError")
+    );
+    let reasons = n.events.reasons();
+    for want in [
+        "FailedPostStartHook: PostStartHook failed",
+        "Killing: FailedPostStartHook",
+    ] {
+        assert!(reasons.contains(&want.to_owned()), "{reasons:?}");
+    }
 }

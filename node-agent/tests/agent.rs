@@ -123,6 +123,19 @@ fn fake_api(api: FakeApi) -> Router {
             ),
         )
         .route(
+            // The agent lists Services for the pods' environment variables: there are none.
+            "/api/v1/services",
+            get(|Query(q): Query<HashMap<String, String>>| async move {
+                if q.get("watch").map(String::as_str) == Some("true") {
+                    let quiet = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+                    return Body::from_stream(quiet).into_response();
+                }
+                axum::Json(json!({"apiVersion": "v1", "kind": "ServiceList",
+                    "metadata": {"resourceVersion": "10"}, "items": []}))
+                .into_response()
+            }),
+        )
+        .route(
             "/api/v1/namespaces/{ns}/pods/{name}/status",
             axum::routing::patch(|State(api): State<FakeApi>, body: Bytes| async move {
                 api.record("PATCH", "pods/status", &body);

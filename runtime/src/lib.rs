@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::cri::runtime::{ContainerDefaults, DEFAULT_PIDS_LIMIT};
 pub use crate::error::RuntimeError;
 pub use crate::monitor::{EXEC_ARG, MONITOR_ARG, ZYGOTE_ARG, exec_main, monitor_main, zygote_main};
+pub use crate::sandbox::pause::{PAUSE_ARG, pause_main};
 
 /// How the runtime is set up.
 #[derive(Debug, Clone)]
@@ -143,7 +144,7 @@ pub fn build_runtime(config: &RuntimeConfig) -> Result<Arc<cri::Runtime>, Runtim
             &config.root_dir,
             &run_dir,
             images,
-            Arc::new(sandbox::LinuxNamespaces),
+            Arc::new(sandbox::LinuxNamespaces { exe: exe.clone() }),
             Arc::new(container::LinuxHost),
             Arc::new(monitor::ProcessLauncher::new(exe).with_zygote()),
             Arc::new(network::CniPlugins::new(

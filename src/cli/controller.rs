@@ -41,6 +41,9 @@ struct RunArgs {
     /// up by the leader.
     #[arg(long)]
     join: bool,
+    /// How long an Event is kept after it was last seen (a Go duration: 1h, 30m, 90s).
+    #[arg(long, default_value = "1h", value_parser = crate::cli::duration)]
+    event_ttl: std::time::Duration,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -146,6 +149,7 @@ async fn serve(args: RunArgs) -> Result<()> {
             initial_members: members,
             join: args.join,
         }),
+        event_ttl: args.event_ttl,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let c = cancel.clone();

@@ -91,6 +91,37 @@ enum Command {
     },
 }
 
+/// A Go duration as kube-apiserver's flags take it: `1h`, `1h30m`, `90s`, `500ms`.
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {s:?}: use a number and unit, like 1h, 30m or 90s");
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(digits);
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let secs = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return Err(bad()),
+        };
+        total += std::time::Duration::from_secs_f64(n * secs);
+        rest = tail;
+    }
+    Ok(total)
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // `up` logs what it does; client commands report errors themselves (kube's client would
@@ -200,6 +231,23 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(duration("500ms").unwrap(), Duration::from_millis(500));
+        for bad in ["", "1", "1d", "h", "1h-"] {
+            assert!(duration(bad).is_err(), "{bad}");
         }
     }
 }

@@ -60,6 +60,9 @@ pub struct UpArgs {
         default_value = "/usr/lib/cni:/opt/cni/bin"
     )]
     cni_bin_dir: Vec<PathBuf>,
+    /// How long an Event is kept after it was last seen (a Go duration: 1h, 30m, 90s).
+    #[arg(long, default_value = "1h", value_parser = crate::cli::duration)]
+    event_ttl: std::time::Duration,
 }
 
 fn pod_cidr(s: &str) -> Result<String, String> {
@@ -141,7 +144,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
 
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let ccfg = controller::ControllerConfig::single(data.join("controller"), args.listen);
+    let ccfg = controller::ControllerConfig {
+        event_ttl: args.event_ttl,
+        ..controller::ControllerConfig::single(data.join("controller"), args.listen)
+    };
     let c = cancel.clone();
     tasks.spawn(async move {
         let r = controller::run(ccfg, c.clone(), Some(ready_tx)).await;

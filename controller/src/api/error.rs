@@ -29,6 +29,22 @@ impl FieldError {
             message: "Required value".into(),
         }
     }
+    /// A required field, with why (`Required value: must specify a handler type`).
+    pub fn required_because(field: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Self {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: format!("Required value: {detail}"),
+        }
+    }
+    /// A reference to something that does not exist (`Not found: "data"`).
+    pub fn not_found(field: impl Into<String>, value: &Value) -> Self {
+        Self {
+            reason: "FieldValueNotFound",
+            field: field.into(),
+            message: format!("Not found: {value}"),
+        }
+    }
     pub fn invalid(
         field: impl Into<String>,
         value: &Value,

@@ -561,8 +561,9 @@ async fn handle(
         (&Method::POST, None, None) => {
             let mode = field_validation(&q)?;
             let obj = parse_body(&headers, &body, protobuf::Expected::Object(res))?;
-            let warnings = check_fields(mode, res, &obj)?;
+            let mut warnings = check_fields(mode, res, &obj)?;
             let created = objects.create(res, ns, obj, dry_run(&q)?).await?;
+            warnings.extend(res.strategy.warnings(&created));
             Ok(with_warnings(
                 json_status(StatusCode::CREATED, &created),
                 &warnings,
@@ -583,10 +584,11 @@ async fn handle(
         (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let mode = field_validation(&q)?;
             let obj = parse_body(&headers, &body, protobuf::Expected::Object(res))?;
-            let warnings = check_fields(mode, res, &obj)?;
+            let mut warnings = check_fields(mode, res, &obj)?;
             let out = objects
                 .update(res, ns, name, obj, part_of(sub), dry_run(&q)?)
                 .await?;
+            warnings.extend(res.strategy.warnings(&out));
             Ok(with_warnings(json_ok(&out), &warnings))
         }
         (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
@@ -602,7 +604,7 @@ async fn handle(
                             "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
                         )
                     })?;
-                let warnings = check_fields(mode, res, &patch)?;
+                let mut warnings = check_fields(mode, res, &patch)?;
                 let (out, created) = apply::apply(
                     objects,
                     res,
@@ -615,6 +617,7 @@ async fn handle(
                     dry_run(&q)?,
                 )
                 .await?;
+                warnings.extend(res.strategy.warnings(&out));
                 let code = if created {
                     StatusCode::CREATED
                 } else {
@@ -622,7 +625,7 @@ async fn handle(
                 };
                 return Ok(with_warnings(json_status(code, &out), &warnings));
             }
-            let warnings = if mode == FieldValidation::Ignore {
+            let mut warnings = if mode == FieldValidation::Ignore {
                 Vec::new()
             } else {
                 // Stored objects hold no unknown fields, so any in the result came from the patch.
@@ -633,6 +636,7 @@ async fn handle(
             let out = objects
                 .patch(res, ns, name, kind, &patch, part_of(sub), dry_run(&q)?)
                 .await?;
+            warnings.extend(res.strategy.warnings(&out));
             Ok(with_warnings(json_ok(&out), &warnings))
         }
         (&Method::DELETE, Some(name), None) => {

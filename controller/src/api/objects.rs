@@ -324,7 +324,11 @@ impl Objects {
             Err(e) => Err(e),
         };
         match stored {
-            Ok(rec) => Ok(with_resource_version(obj, &rec)),
+            Ok(rec) => {
+                let obj = with_resource_version(obj, &rec);
+                self.report_unsupported(res, &obj);
+                Ok(obj)
+            }
             Err(e) => {
                 if allocation.is_some() {
                     res.strategy.release(self, &obj, allocation).await;
@@ -332,6 +336,29 @@ impl Objects {
                 Err(e)
             }
         }
+    }
+
+    /// Records an Event on a new object that asks for what skiff does not do, so the warning
+    /// reaches whoever looks at it (`kubectl describe`), not only the client that sent it.
+    fn report_unsupported(&self, res: &Resource, obj: &Value) {
+        let warnings = res.strategy.warnings(obj);
+        if warnings.is_empty() {
+            return;
+        }
+        let objects = self.clone();
+        let obj = obj.clone();
+        // A task of its own: the Event is itself a create.
+        tokio::spawn(async move {
+            crate::reconcile::events::record(
+                &objects,
+                &obj,
+                crate::reconcile::events::EventType::Warning,
+                "UnsupportedField",
+                &format!("skiff does not implement: {}", warnings.join("; ")),
+                "skiff-apiserver",
+            )
+            .await;
+        });
     }
 
     /// Replaces an object (PUT), on the main resource or its status.

@@ -158,6 +158,12 @@ pub trait Strategy: Send + Sync + 'static {
     /// out (a service's allocated cluster IP), before the type check and `default`.
     fn prepare_update(&self, _old: &Value, _obj: &mut Value) {}
 
+    /// What the object asks for that skiff accepts but does not do, one sentence each: sent as
+    /// `Warning` headers and recorded as an Event on the object.
+    fn warnings(&self, _obj: &Value) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether `name` is a valid name of this kind: `None`, or the problem.
     fn name_problem(&self, name: &str) -> Option<String> {
         super::admission::dns_subdomain_problem(name)

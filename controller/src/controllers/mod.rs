@@ -7,6 +7,7 @@
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
+pub mod event_ttl;
 pub mod gc;
 pub mod job;
 pub mod namespace;

@@ -395,3 +395,36 @@ async fn services_get_endpoints_and_slices_from_ready_pods() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn events_expire_after_their_ttl() {
+    let objects = objects().await;
+    let ev = |name: &str, last: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+            "reason": "Started", "message": "x", "type": "Normal",
+            "lastTimestamp": last, "firstTimestamp": last})
+    };
+    let old = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_secs(7200))
+        .unwrap()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    for (name, t) in [("old", old.as_str()), ("new", &crate::api::objects::now())] {
+        objects
+            .create(resources::events(), Some("default"), ev(name, t), false)
+            .await
+            .unwrap();
+    }
+    let n = super::event_ttl::reconcile(&objects, std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let (left, _) = objects.list(resources::events(), Some("default")).unwrap();
+    let names: Vec<&str> = left
+        .iter()
+        .filter_map(|e| e["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["new"]);
+}

@@ -44,6 +44,8 @@ pub struct FakeState {
     pub pod_ip: String,
     /// Ops (`"ListPodSandbox"`, ...) whose next call fails with `Unavailable`, once each.
     pub fail_once: BTreeSet<String>,
+    /// ExecSync answers by command line (`"cat /tmp/healthy"`).
+    pub exec_results: BTreeMap<String, v1::ExecSyncResponse>,
     /// Pod UIDs for GetContainerEvents streams; `None`: the fake has no events.
     pub events: Option<tokio::sync::broadcast::Sender<String>>,
     next_id: u64,
@@ -401,6 +403,26 @@ impl Cri for FakeCri {
                 ..Default::default()
             })
             .collect())
+    }
+
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        _timeout: std::time::Duration,
+    ) -> Result<v1::ExecSyncResponse, AgentError> {
+        let mut st = self.state();
+        st.calls
+            .push(format!("ExecSync {container_id} {}", cmd.join(" ")));
+        if !st.containers.contains_key(container_id) {
+            return Err(not_found("ExecSync", container_id));
+        }
+        // A test scripts answers by command; anything else succeeds silently.
+        Ok(st
+            .exec_results
+            .get(&cmd.join(" "))
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn exec(&self, req: v1::ExecRequest) -> Result<String, AgentError> {

@@ -213,6 +213,25 @@ impl Cri for GrpcCri {
             .map_err(|s| AgentError::cri("ListContainers", "containers", s))
     }
 
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> Result<v1::ExecSyncResponse, AgentError> {
+        let mut c = self.runtime.clone();
+        let msg = v1::ExecSyncRequest {
+            container_id: container_id.to_owned(),
+            cmd,
+            timeout: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        };
+        // The runtime enforces the command's timeout; the call may take that long and more.
+        c.exec_sync(request(msg, CALL_TIMEOUT + timeout))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| AgentError::cri("ExecSync", container_id, s))
+    }
+
     async fn exec(&self, req: v1::ExecRequest) -> Result<String, AgentError> {
         let id = req.container_id.clone();
         let mut c = self.runtime.clone();

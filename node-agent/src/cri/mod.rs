@@ -79,6 +79,14 @@ pub trait Cri: Send + Sync + 'static {
         sandbox_config: Option<v1::PodSandboxConfig>,
         auth: Option<v1::AuthConfig>,
     ) -> impl Future<Output = Result<String, AgentError>> + Send;
+    /// ExecSync: runs `cmd` in the container to completion; `timeout` 0 runs it without limit.
+    /// A command that outlives its timeout is `DeadlineExceeded`.
+    fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<v1::ExecSyncResponse, AgentError>> + Send;
     /// Exec: the URL of the runtime's streaming server for this command.
     fn exec(&self, req: v1::ExecRequest)
     -> impl Future<Output = Result<String, AgentError>> + Send;

@@ -47,6 +47,35 @@ pub struct ContainerRecord {
     /// The cgroup limits as created and as last changed by UpdateContainerResources.
     #[serde(default)]
     pub resources: spec::Resources,
+    /// The image's STOPSIGNAL, sent first by StopContainer (empty: SIGTERM).
+    #[serde(default)]
+    pub stop_signal: String,
+}
+
+/// The signal a STOPSIGNAL names (`SIGQUIT`, `QUIT` or `3`); SIGTERM for none or one this
+/// runtime does not know.
+pub fn stop_signal(name: &str) -> nix::sys::signal::Signal {
+    use nix::sys::signal::Signal;
+    let name = name.trim();
+    if name.is_empty() {
+        return Signal::SIGTERM;
+    }
+    let parsed = match name.parse::<i32>() {
+        Ok(n) => Signal::try_from(n).ok(),
+        Err(_) => {
+            let upper = name.to_ascii_uppercase();
+            let full = if upper.starts_with("SIG") {
+                upper
+            } else {
+                format!("SIG{upper}")
+            };
+            full.parse::<Signal>().ok()
+        }
+    };
+    parsed.unwrap_or_else(|| {
+        tracing::warn!(signal = name, "unknown stop signal; using SIGTERM");
+        Signal::SIGTERM
+    })
 }
 
 /// A CRI mount as reported back in ContainerStatus.
@@ -307,6 +336,16 @@ pub fn resolve_log_path(log_directory: &str, log_path: &str) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stop_signals_by_name_or_number() {
+        use nix::sys::signal::Signal;
+        assert_eq!(super::stop_signal(""), Signal::SIGTERM);
+        assert_eq!(super::stop_signal("SIGQUIT"), Signal::SIGQUIT);
+        assert_eq!(super::stop_signal("quit"), Signal::SIGQUIT);
+        assert_eq!(super::stop_signal("2"), Signal::SIGINT);
+        assert_eq!(super::stop_signal("SIGNOPE"), Signal::SIGTERM);
+    }
+
     use super::*;
 
     #[test]

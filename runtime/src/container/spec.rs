@@ -192,6 +192,19 @@ pub struct JoinNamespaces {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    pub pid: PidNamespace,
+}
+
+/// Which PID namespace a container runs in (CRI `NamespaceOption.pid`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PidNamespace {
+    /// Its own (the default).
+    #[default]
+    Own,
+    /// The pod's shared one (`shareProcessNamespace`), by its file.
+    Join(PathBuf),
+    /// The node's (`hostPID`).
+    Host,
 }
 
 /// A bind mount requested through CRI (or added by the runtime, e.g. resolv.conf).
@@ -200,6 +213,19 @@ pub struct BindMount {
     pub host_path: PathBuf,
     pub container_path: PathBuf,
     pub readonly: bool,
+    pub propagation: Propagation,
+}
+
+/// How mounts propagate between the host and a bind mount (CRI `MountPropagation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Propagation {
+    /// Neither way (`rprivate`).
+    #[default]
+    Private,
+    /// Mounts the host makes below the source appear in the container (`rslave`).
+    HostToContainer,
+    /// Both ways (`rshared`); only privileged containers may ask for it.
+    Bidirectional,
 }
 
 /// cgroup limits from CRI `LinuxContainerResources`; zero means unset.
@@ -466,7 +492,14 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
                 m.container_path.display()
             )));
         }
-        let mut options = vec!["rbind", "rprivate"];
+        let mut options = vec![
+            "rbind",
+            match m.propagation {
+                Propagation::Private => "rprivate",
+                Propagation::HostToContainer => "rslave",
+                Propagation::Bidirectional => "rshared",
+            },
+        ];
         if m.readonly {
             options.push("ro");
         }
@@ -475,7 +508,12 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         }));
     }
 
-    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "mount"})];
+    let mut namespaces = vec![json!({"type": "mount"})];
+    match &input.namespaces.pid {
+        PidNamespace::Own => namespaces.push(json!({"type": "pid"})),
+        PidNamespace::Join(p) => namespaces.push(json!({"type": "pid", "path": p})),
+        PidNamespace::Host => {}
+    }
     for (kind, path) in [
         ("network", &input.namespaces.net),
         ("ipc", &input.namespaces.ipc),
@@ -598,6 +636,14 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
     });
     if let Some(s) = seccomp {
         linux["seccomp"] = s;
+    }
+    // A propagating bind mount needs a root that propagates too (as containerd sets it): rshared
+    // for Bidirectional, else rslave for HostToContainer.
+    let props: Vec<Propagation> = input.mounts.iter().map(|m| m.propagation).collect();
+    if props.contains(&Propagation::Bidirectional) {
+        linux["rootfsPropagation"] = json!("rshared");
+    } else if props.contains(&Propagation::HostToContainer) {
+        linux["rootfsPropagation"] = json!("rslave");
     }
     let spec = json!({
         "ociVersion": "1.0.2",
@@ -766,6 +812,7 @@ mod tests {
                 net: Some("/ns/net".into()),
                 ipc: Some("/ns/ipc".into()),
                 uts: None,
+                pid: PidNamespace::Own,
             },
             resources: Resources {
                 memory_limit: 64 << 20,

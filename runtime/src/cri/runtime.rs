@@ -19,7 +19,9 @@ use super::events::{self, Event, Events};
 
 use crate::container::cgroup::{self, Cgroups};
 use crate::container::seccomp::{self, SeccompProfile};
-use crate::container::spec::{self, BindMount, JoinNamespaces, Resources, SpecInput, UserRequest};
+use crate::container::spec::{
+    self, BindMount, JoinNamespaces, PidNamespace, Propagation, Resources, SpecInput, UserRequest,
+};
 use crate::container::{ContainerRecord, Host, MountRecord, resolve_log_path};
 use crate::error::{Result, RuntimeError};
 use crate::image::ImageStore;
@@ -432,6 +434,7 @@ impl Runtime {
             private_net: !host_network,
             private_ipc: !host_ipc,
             hostname: hostname.clone(),
+            shared_pid: nsopts.pid == cri::NamespaceMode::Pod as i32,
         };
         let ns = self.ns.clone();
         let ns_dir = dir.join("ns");
@@ -797,6 +800,15 @@ impl Runtime {
                 host_path: PathBuf::from(&m.host_path),
                 container_path: PathBuf::from(&m.container_path),
                 readonly: m.readonly,
+                propagation: match cri::MountPropagation::try_from(m.propagation) {
+                    Ok(cri::MountPropagation::PropagationHostToContainer) => {
+                        Propagation::HostToContainer
+                    }
+                    Ok(cri::MountPropagation::PropagationBidirectional) => {
+                        Propagation::Bidirectional
+                    }
+                    _ => Propagation::Private,
+                },
             })
             .collect();
         // The pod's files unless the caller mounts its own (the kubelet mounts /etc/hosts).
@@ -812,6 +824,7 @@ impl Runtime {
                     host_path: file.clone(),
                     container_path: target.into(),
                     readonly: sc.readonly_rootfs,
+                    propagation: Propagation::Private,
                 });
             }
         }
@@ -870,6 +883,24 @@ impl Runtime {
                 net: sb.ns.net.clone(),
                 ipc: sb.ns.ipc.clone(),
                 uts: sb.ns.uts.clone(),
+                pid: match sc
+                    .namespace_options
+                    .as_ref()
+                    .map(|n| n.pid)
+                    .and_then(|p| cri::NamespaceMode::try_from(p).ok())
+                {
+                    // hostPID: the container sees (and is seen by) the node's processes.
+                    Some(cri::NamespaceMode::Node) => PidNamespace::Host,
+                    Some(cri::NamespaceMode::Pod) => match &sb.ns.pid {
+                        Some(p) => PidNamespace::Join(p.clone()),
+                        None => {
+                            return Err(RuntimeError::InvalidArgument(format!(
+                                "container asks for the pod's PID namespace, but sandbox {sandbox_id} was made without one"
+                            )));
+                        }
+                    },
+                    _ => PidNamespace::Own,
+                },
             },
             mounts,
             resources: resources.clone(),
@@ -921,6 +952,7 @@ impl Runtime {
                 .collect(),
             start_error: String::new(),
             resources,
+            stop_signal: image.config.stop_signal.clone(),
         };
         let monitor = MonitorConfig {
             id: id.clone(),
@@ -1129,8 +1161,9 @@ impl Runtime {
         }
     }
 
-    /// StopContainer: SIGTERM, then SIGKILL after `timeout` seconds. Stopping a container that
-    /// is not running is a no-op.
+    /// StopContainer: the image's stop signal (SIGTERM unless its STOPSIGNAL says otherwise),
+    /// then SIGKILL after `timeout` seconds. Stopping a container that is not running is a
+    /// no-op.
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
         let _op = self.op_lock(id).await;
         self.stop_locked(id, timeout).await
@@ -1142,7 +1175,8 @@ impl Runtime {
             return Ok(());
         }
         if timeout > 0 {
-            self.launcher.signal(c.pid, Signal::SIGTERM)?;
+            self.launcher
+                .signal(c.pid, crate::container::stop_signal(&c.stop_signal))?;
             if self
                 .wait_exit(&c, Duration::from_secs(timeout.unsigned_abs()))
                 .await

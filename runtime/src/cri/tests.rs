@@ -33,6 +33,8 @@ impl NamespaceHelper for FakeNs {
             net: req.private_net.then(|| dir.join("net")),
             ipc: req.private_ipc.then(|| dir.join("ipc")),
             uts: req.hostname.is_some().then(|| dir.join("uts")),
+            pid: req.shared_pid.then(|| dir.join("pid")),
+            pid_holder: req.shared_pid.then_some(4242),
         })
     }
     fn release(&self, ns: &NsPaths) -> Result<()> {
@@ -1730,4 +1732,74 @@ async fn exec_needs_a_running_container_and_answers_with_a_url() {
         .await
         .expect_err("unconfigured");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn shared_and_host_pid_namespaces() {
+    let h = harness();
+    h.pull().await;
+    let mut config = sandbox_config(false);
+    let pid_mode = |c: &mut cri::PodSandboxConfig, mode: cri::NamespaceMode| {
+        if let Some(ns) = c
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            ns.pid = mode as i32;
+        }
+    };
+    pid_mode(&mut config, cri::NamespaceMode::Pod);
+    let sb = h
+        .svc
+        .run_pod_sandbox(Request::new(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        }))
+        .await
+        .expect("run sandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    assert!(h.ns.created.lock().expect("lock")[0].shared_pid);
+    let with_pid = |name: &str, mode: cri::NamespaceMode| {
+        let mut c = container_config(name, &["sh"], &[]);
+        c.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: mode as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c
+    };
+    let shared = h
+        .create(&sb, with_pid("a", cri::NamespaceMode::Pod))
+        .await
+        .expect("create");
+    let pid_ns = |id: &str| {
+        h.spec(id)["linux"]["namespaces"]
+            .as_array()
+            .expect("namespaces")
+            .iter()
+            .find(|n| n["type"] == "pid")
+            .cloned()
+    };
+    let ns = pid_ns(&shared).expect("a pid namespace");
+    assert!(
+        ns["path"].as_str().is_some_and(|p| p.ends_with("/ns/pid")),
+        "{ns}"
+    );
+    let host = h
+        .create(&sb, with_pid("b", cri::NamespaceMode::Node))
+        .await
+        .expect("create");
+    assert_eq!(pid_ns(&host), None, "hostPID joins the node's namespace");
+    let own = h
+        .create(&sb, with_pid("c", cri::NamespaceMode::Container))
+        .await
+        .expect("create");
+    assert!(pid_ns(&own).is_some_and(|n| n.get("path").is_none()));
 }

@@ -33,6 +33,9 @@ pub struct ImageConfig {
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
     pub working_dir: String,
+    /// The signal that asks the container to stop (`STOPSIGNAL`); empty for SIGTERM.
+    #[serde(default)]
+    pub stop_signal: String,
 }
 
 /// One layer of an image.
@@ -111,6 +114,7 @@ struct RawContainerConfig {
     entrypoint: Option<Vec<String>>,
     cmd: Option<Vec<String>>,
     working_dir: Option<String>,
+    stop_signal: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -489,6 +493,7 @@ impl ImageStore {
                 entrypoint: c.entrypoint.unwrap_or_default(),
                 cmd: c.cmd.unwrap_or_default(),
                 working_dir: c.working_dir.unwrap_or_default(),
+                stop_signal: c.stop_signal.unwrap_or_default(),
             },
             layers: records,
         };

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod pause;
 pub use self::ns::{LinuxNamespaces, NamespaceHelper, NsPaths, NsRequest};
 use crate::error::{Result, RuntimeError};
 use crate::network::PodNetwork;

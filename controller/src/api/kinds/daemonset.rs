@@ -40,6 +40,10 @@ impl Strategy for DaemonSetStrategy {
         workload::validate("DaemonSet", obj, old, true, &["Always"])
     }
 
+    fn warnings(&self, obj: &Value) -> Vec<String> {
+        workload::warnings(obj)
+    }
+
     fn columns(&self) -> &'static [Column] {
         const C: [Column; 11] = [
             NAME,

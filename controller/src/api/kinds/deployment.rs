@@ -43,6 +43,10 @@ impl Strategy for DeploymentStrategy {
         workload::validate("Deployment", obj, old, true, &["Always"])
     }
 
+    fn warnings(&self, obj: &Value) -> Vec<String> {
+        workload::warnings(obj)
+    }
+
     fn columns(&self) -> &'static [Column] {
         const C: [Column; 8] = [
             NAME,

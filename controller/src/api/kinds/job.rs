@@ -84,6 +84,10 @@ impl Strategy for JobStrategy {
         (field == "status.successful").then_some("/status/succeeded")
     }
 
+    fn warnings(&self, obj: &Value) -> Vec<String> {
+        workload::warnings(obj)
+    }
+
     fn columns(&self) -> &'static [Column] {
         const C: [Column; 8] = [
             NAME,

@@ -12,6 +12,7 @@ pub mod lease;
 pub mod namespace;
 pub mod node;
 pub mod pod;
+pub mod podspec;
 pub mod replicaset;
 pub mod secret;
 pub mod service;

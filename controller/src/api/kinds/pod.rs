@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::podspec;
 use crate::api::admission::dns_label_problem;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::objects::{DeleteOptions, Part, after};
@@ -43,6 +44,10 @@ impl Strategy for PodStrategy {
             errs.extend(validate_pod_update(&old, obj));
         }
         errs
+    }
+
+    fn warnings(&self, obj: &Value) -> Vec<String> {
+        podspec::unsupported(obj.get("spec").unwrap_or(&Value::Null), "spec")
     }
 
     fn owns_deletion(&self) -> bool {
@@ -260,9 +265,11 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
         if let Some(Value::Array(cs)) = spec.get_mut(list) {
             for c in cs.iter_mut().filter_map(Value::as_object_mut) {
                 default_container(c);
+                podspec::default_container(c);
             }
         }
     }
+    podspec::default_volumes(spec);
 }
 
 fn default_container(c: &mut Map<String, Value>) {
@@ -347,6 +354,7 @@ pub fn qos_class(pod: &Value) -> &'static str {
 pub fn validate_pod(pod: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+    let volumes = podspec::validate_spec(&mut errs, &spec);
     let cs = spec.get("containers").and_then(Value::as_array);
     if cs.is_none_or(|c| c.is_empty()) {
         errs.push(FieldError::required("spec.containers"));
@@ -358,6 +366,7 @@ pub fn validate_pod(pod: &Value) -> Vec<FieldError> {
         };
         for (i, c) in cs.iter().enumerate() {
             let path = format!("spec.{list}[{i}]");
+            podspec::validate_container(&mut errs, &path, c, list == "initContainers", &volumes);
             match c.get("name").and_then(Value::as_str) {
                 None | Some("") => errs.push(FieldError::required(format!("{path}.name"))),
                 Some(n) => {

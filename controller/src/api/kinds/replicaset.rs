@@ -33,6 +33,10 @@ impl Strategy for ReplicaSetStrategy {
         (field == "status.replicas").then_some("/status/replicas")
     }
 
+    fn warnings(&self, obj: &Value) -> Vec<String> {
+        workload::warnings(obj)
+    }
+
     fn columns(&self) -> &'static [Column] {
         const C: [Column; 8] = [
             NAME,

@@ -99,6 +99,13 @@ pub fn validate(
     errs
 }
 
+/// What the workload's pod template asks for that skiff does not do (see `podspec`).
+pub fn warnings(obj: &Value) -> Vec<String> {
+    obj.pointer("/spec/template/spec")
+        .map(|s| super::podspec::unsupported(s, "spec.template.spec"))
+        .unwrap_or_default()
+}
+
 /// The columns `-o wide` adds to every workload's table.
 pub const WIDE_COLUMNS: [Column; 3] = [
     Column::new("Containers", "string", 1, "Names of the containers."),
