@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "discovery",
         "autoscaling",
         "policy",
+        "storage",
     ]
     .iter()
     .map(|g| format!("k8s.io/api/{g}/v1/generated.proto"))

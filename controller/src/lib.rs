@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cluster;
 pub mod controllers;
+pub mod cron;
 pub mod quantity;
 pub mod reconcile;
 pub mod scheduler;
@@ -134,7 +135,7 @@ pub async fn run(
         if joining {
             break;
         }
-        match objects.ensure_system_namespaces().await {
+        match objects.ensure_system_objects().await {
             Ok(()) => break,
             Err(e) if tries < 100 || (config.cluster.is_some() && !cancel.is_cancelled()) => {
                 tries += 1;

@@ -247,13 +247,13 @@ spec:
 
     // A field skiff does not implement is named in a warning and an event.
     let warned = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: warned}}\nspec:\n  affinity: {{podAntiAffinity: {{preferredDuringSchedulingIgnoredDuringExecution: [{{weight: 1, podAffinityTerm: {{topologyKey: kubernetes.io/hostname}}}}]}}}}\n  containers:\n  - name: app\n    image: {reg}/busybox:1.36\n    command: [sleep, '3600']\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: warned}}\nspec:\n  hostUsers: false\n  containers:\n  - name: app\n    image: {reg}/busybox:1.36\n    command: [sleep, '3600']\n"
     );
     let out = k.output(&["apply", "-f", "-"], Some(&warned))?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(
         out.status.success()
-            && err.contains("Warning: spec.affinity: ignored by skiff's scheduler"),
+            && err.contains("Warning: spec.hostUsers: user namespaces are not supported by skiff"),
         "warning: {err}"
     );
     wait_for("an UnsupportedField event", Duration::from_secs(30), || {

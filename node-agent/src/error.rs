@@ -50,6 +50,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The local-path storage root could not be made.
+    #[error("local-path storage: {0}")]
+    LocalPath(#[from] crate::volumes::local_path::LocalPathError),
     /// The agent's state directory could not be made.
     #[error("create state dir {path}: {source}")]
     StateDir {

@@ -112,9 +112,21 @@ pub async fn run_with<C: cri::Cri>(
         return Ok(());
     };
     tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version, "cri runtime answered");
+    let local = volumes::local_path::LocalPath {
+        root: config.state_dir.as_ref().map_or_else(
+            || std::env::temp_dir().join("skiff-agent-storage"),
+            |d| d.join("storage"),
+        ),
+        node: node_name.clone(),
+    };
+    local.create_root()?;
+    let annotations = std::collections::BTreeMap::from([(
+        volumes::local_path::ROOT_ANNOTATION.to_owned(),
+        local.root.display().to_string(),
+    )]);
     let nodes: Api<Node> = Api::all(client.clone());
     let Some(registered) = retry("register node", &cancel, || {
-        node::register(&nodes, &node_name)
+        node::register(&nodes, &node_name, &annotations)
     })
     .await
     else {
@@ -167,7 +179,10 @@ pub async fn run_with<C: cri::Cri>(
             client.clone(),
             wake_tx.clone(),
         )),
-        claims: Arc::new(volumes::claims::ApiClaims(client.clone())),
+        claims: Arc::new(volumes::claims::ApiClaims {
+            client: client.clone(),
+            local: local.clone(),
+        }),
         volumes: volumes::VolumeManager::new(pods_dir, Arc::new(volumes::mounter::HostMounter)),
         events: Arc::new(recorder::spawn(
             client.clone(),
@@ -192,6 +207,11 @@ pub async fn run_with<C: cri::Cri>(
         config.listen.port(),
         inner.clone(),
     ));
+    let reclaimer = local.run_reclaimer(client.clone(), inner.clone());
+    tasks.spawn(async move {
+        reclaimer.await;
+        ("local-path reclaimer", Ok(()))
+    });
     let leases: Api<Lease> = Api::namespaced(client.clone(), lease::NAMESPACE);
     let lease_task = lease::run(leases, node_name.clone(), Some(registered), inner.clone());
     tasks.spawn(async move {

@@ -250,9 +250,13 @@ pub fn node_status(
     }
 }
 
-/// Creates the Node, or merges the agent's labels into an existing one. Returns the Node (its
-/// UID owns the Lease).
-pub async fn register(api: &Api<Node>, node_name: &str) -> Result<Node, AgentError> {
+/// Creates the Node, or merges the agent's labels and `annotations` into an existing one.
+/// Returns the Node (its UID owns the Lease).
+pub async fn register(
+    api: &Api<Node>,
+    node_name: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Node, AgentError> {
     let labels = node_labels(node_name);
     match api
         .get_opt(node_name)
@@ -260,7 +264,8 @@ pub async fn register(api: &Api<Node>, node_name: &str) -> Result<Node, AgentErr
         .map_err(|e| AgentError::kube("get", "node", node_name, e))?
     {
         Some(_) => {
-            let patch = serde_json::json!({ "metadata": { "labels": labels } });
+            let patch =
+                serde_json::json!({ "metadata": { "labels": labels, "annotations": annotations } });
             api.patch(node_name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(|e| AgentError::kube("patch", "node", node_name, e))
@@ -270,6 +275,7 @@ pub async fn register(api: &Api<Node>, node_name: &str) -> Result<Node, AgentErr
                 metadata: ObjectMeta {
                     name: Some(node_name.to_owned()),
                     labels: Some(labels),
+                    annotations: Some(annotations.clone()),
                     ..Default::default()
                 },
                 ..Default::default()

@@ -19,7 +19,7 @@ import sys
 api, machinery = map(pathlib.Path, sys.argv[1:3])
 PACKAGES = [(api / d, "k8s.io.api." + d.replace("/", "."))
             for d in ["core/v1", "apps/v1", "batch/v1", "coordination/v1", "discovery/v1",
-                      "autoscaling/v1", "policy/v1"]]
+                      "autoscaling/v1", "policy/v1", "storage/v1"]]
 PACKAGES.append((machinery / "pkg/apis/meta/v1", "k8s.io.apimachinery.pkg.apis.meta.v1"))
 SCALARS = {"double", "float", "int32", "int64", "uint32", "uint64", "sint32", "sint64",
            "fixed32", "fixed64", "sfixed32", "sfixed64", "bool", "string"}

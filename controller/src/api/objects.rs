@@ -310,7 +310,7 @@ impl Objects {
             }
             return Ok(obj);
         }
-        let allocation = res.strategy.allocate(self, &mut obj, &key).await?;
+        let allocation = res.strategy.admit(self, &mut obj, &key).await?;
         let stored = match encode(&obj) {
             Ok(bytes) => match self.store.put(&key, bytes, Precondition::Absent).await {
                 // What was stored is `obj` as encoded: it only lacks its resourceVersion.
@@ -679,8 +679,8 @@ impl Objects {
         Ok(())
     }
 
-    /// Creates the namespaces every cluster has, if missing.
-    pub async fn ensure_system_namespaces(&self) -> Result<(), ApiError> {
+    /// Creates the namespaces every cluster has and the default StorageClass, if missing.
+    pub async fn ensure_system_objects(&self) -> Result<(), ApiError> {
         for ns in SYSTEM_NAMESPACES {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             match self.create(resources::namespaces(), None, obj, false).await {
@@ -688,7 +688,14 @@ impl Objects {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        let class = crate::api::kinds::storageclass::bootstrap_class();
+        match self
+            .create(resources::storage_classes(), None, class, false)
+            .await
+        {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -594,11 +594,12 @@ mod tests {
             "apis/batch/v1",
             "apis/coordination.k8s.io/v1",
             "apis/discovery.k8s.io/v1",
+            "apis/storage.k8s.io/v1",
         ] {
             let url = paths[p]["serverRelativeURL"].as_str().unwrap();
             assert!(url.starts_with(&format!("/openapi/v3/{p}?hash=")), "{url}");
         }
-        assert_eq!(paths.len(), 5);
+        assert_eq!(paths.len(), 6);
     }
 
     /// What kubectl's queryParamVerifierV3 checks before it sends `fieldValidation`: a PATCH

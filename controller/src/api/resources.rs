@@ -3,11 +3,15 @@
 //! Discovery, routing, admission, tables and OpenAPI all read this table.
 
 use super::kinds::{
-    configmap::ConfigMapStrategy, daemonset::DaemonSetStrategy, deployment::DeploymentStrategy,
+    configmap::ConfigMapStrategy, controllerrevision::ControllerRevisionStrategy,
+    cronjob::CronJobStrategy, daemonset::DaemonSetStrategy, deployment::DeploymentStrategy,
     endpoints::EndpointsStrategy, endpointslice::EndpointSliceStrategy, event::EventStrategy,
     job::JobStrategy, lease::LeaseStrategy, namespace::NamespaceStrategy, node::NodeStrategy,
-    pod::PodStrategy, replicaset::ReplicaSetStrategy, secret::SecretStrategy,
-    service::ServiceStrategy, serviceaccount::ServiceAccountStrategy,
+    persistentvolume::PersistentVolumeStrategy,
+    persistentvolumeclaim::PersistentVolumeClaimStrategy, pod::PodStrategy,
+    replicaset::ReplicaSetStrategy, secret::SecretStrategy, service::ServiceStrategy,
+    serviceaccount::ServiceAccountStrategy, statefulset::StatefulSetStrategy,
+    storageclass::StorageClassStrategy,
 };
 use super::strategy::Strategy;
 
@@ -243,6 +247,28 @@ pub static RESOURCES: &[Resource] = &[
         &EndpointsStrategy,
     ),
     res(
+        "",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        "PersistentVolumeClaim",
+        true,
+        &["pvc"],
+        &[],
+        &["status"],
+        &PersistentVolumeClaimStrategy,
+    ),
+    res(
+        "",
+        "persistentvolumes",
+        "persistentvolume",
+        "PersistentVolume",
+        false,
+        &["pv"],
+        &[],
+        &["status"],
+        &PersistentVolumeStrategy,
+    ),
+    res(
         "apps",
         "deployments",
         "deployment",
@@ -276,6 +302,28 @@ pub static RESOURCES: &[Resource] = &[
         &DaemonSetStrategy,
     ),
     res(
+        "apps",
+        "statefulsets",
+        "statefulset",
+        "StatefulSet",
+        true,
+        &["sts"],
+        &["all"],
+        &["status", "scale"],
+        &StatefulSetStrategy,
+    ),
+    res(
+        "apps",
+        "controllerrevisions",
+        "controllerrevision",
+        "ControllerRevision",
+        true,
+        &[],
+        &[],
+        &[],
+        &ControllerRevisionStrategy,
+    ),
+    res(
         "batch",
         "jobs",
         "job",
@@ -285,6 +333,17 @@ pub static RESOURCES: &[Resource] = &[
         &["all"],
         &["status"],
         &JobStrategy,
+    ),
+    res(
+        "batch",
+        "cronjobs",
+        "cronjob",
+        "CronJob",
+        true,
+        &["cj"],
+        &["all"],
+        &["status"],
+        &CronJobStrategy,
     ),
     res(
         "discovery.k8s.io",
@@ -307,6 +366,17 @@ pub static RESOURCES: &[Resource] = &[
         &[],
         &[],
         &LeaseStrategy,
+    ),
+    res(
+        "storage.k8s.io",
+        "storageclasses",
+        "storageclass",
+        "StorageClass",
+        false,
+        &["sc"],
+        &[],
+        &[],
+        &StorageClassStrategy,
     ),
 ];
 
@@ -377,6 +447,24 @@ pub fn daemon_sets() -> &'static Resource {
 pub fn jobs() -> &'static Resource {
     must("batch", "jobs")
 }
+pub fn cron_jobs() -> &'static Resource {
+    must("batch", "cronjobs")
+}
+pub fn stateful_sets() -> &'static Resource {
+    must("apps", "statefulsets")
+}
+pub fn controller_revisions() -> &'static Resource {
+    must("apps", "controllerrevisions")
+}
+pub fn persistent_volume_claims() -> &'static Resource {
+    must("", "persistentvolumeclaims")
+}
+pub fn persistent_volumes() -> &'static Resource {
+    must("", "persistentvolumes")
+}
+pub fn storage_classes() -> &'static Resource {
+    must("storage.k8s.io", "storageclasses")
+}
 
 #[cfg(test)]
 mod tests {
@@ -393,6 +481,12 @@ mod tests {
             replica_sets(),
             daemon_sets(),
             jobs(),
+            cron_jobs(),
+            stateful_sets(),
+            controller_revisions(),
+            persistent_volume_claims(),
+            persistent_volumes(),
+            storage_classes(),
         ] {
             assert!(by_kind(r.group, r.kind).is_some());
         }

@@ -175,9 +175,11 @@ pub trait Strategy: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Reserves what the object needs from a shared pool before it is stored (a service's
-    /// cluster IP), writing it into `obj`; `key` is the object's store key.
-    fn allocate<'a>(
+    /// Admission that needs the cluster's state, before a new object is stored: reserving what
+    /// it needs from a shared pool (a service's cluster IP), or filling in from other objects (a
+    /// claim's default StorageClass). Returns what `release` undoes if the object is not
+    /// stored; `key` is the object's store key.
+    fn admit<'a>(
         &'a self,
         _objects: &'a Objects,
         _obj: &'a mut Value,
@@ -186,7 +188,7 @@ pub trait Strategy: Send + Sync + 'static {
         Box::pin(async { Ok(None) })
     }
 
-    /// Gives back what `allocate` reserved: after a failed create (`allocation`) or when the
+    /// Gives back what `admit` reserved: after a failed create (`allocation`) or when the
     /// object is removed (`allocation` is `None`; what to free is read from `obj`).
     fn release<'a>(
         &'a self,
@@ -257,6 +259,14 @@ pub trait Strategy: Send + Sync + 'static {
 /// A string field, or `""`.
 pub fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The object's annotation `key`, or "".
+pub fn annotation_at<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.pointer("/metadata/annotations")
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// The Age cell of an object.

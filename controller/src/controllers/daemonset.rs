@@ -1,5 +1,5 @@
-//! The daemonset controller: one pod per eligible node (Ready, matching the template's
-//! `nodeSelector`), bound directly with `spec.nodeName` as Kubernetes' daemon pods are pinned to
+//! The daemonset controller: one pod per eligible node (Ready, admitted by the template's
+//! `nodeSelector` and node affinity, taints tolerated with the daemon tolerations added), bound directly with `spec.nodeName` as Kubernetes' daemon pods are pinned to
 //! their node; pods on ineligible nodes, duplicates and failed pods are deleted; pods of an
 //! older template are replaced one unavailable pod at a time (RollingUpdate, maxUnavailable).
 
@@ -12,6 +12,7 @@ use super::{
 };
 use crate::api::{ApiError, Objects, resources};
 use crate::reconcile::events::{EventType, record};
+use crate::scheduler::nodes;
 
 const HASH_LABEL: &str = "controller-revision-hash";
 
@@ -31,22 +32,43 @@ pub async fn reconcile(objects: &Objects) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The tolerations Kubernetes' daemonset controller adds to every daemon pod, so daemons keep
+/// running on cordoned and pressured nodes.
+fn daemon_tolerations() -> Vec<Value> {
+    let t = |key: &str, effect: &str| json!({"key": format!("node.kubernetes.io/{key}"), "operator": "Exists", "effect": effect});
+    vec![
+        t("not-ready", "NoExecute"),
+        t("unreachable", "NoExecute"),
+        t("disk-pressure", "NoSchedule"),
+        t("memory-pressure", "NoSchedule"),
+        t("pid-pressure", "NoSchedule"),
+        t("unschedulable", "NoSchedule"),
+    ]
+}
+
+/// The template's tolerations with the daemon ones added.
+fn with_daemon_tolerations(spec: &Value) -> Vec<Value> {
+    let mut tols = nodes::tolerations(spec).to_vec();
+    for t in daemon_tolerations() {
+        if !tols.contains(&t) {
+            tols.push(t);
+        }
+    }
+    tols
+}
+
+/// A Ready node that the template's `nodeSelector` and node affinity admit and whose
+/// NoSchedule/NoExecute taints the daemon tolerates.
 fn eligible(ds: &Value, node: &Value) -> bool {
-    let ready = node
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        });
-    let selector_ok = ds
-        .pointer("/spec/template/spec/nodeSelector")
-        .and_then(Value::as_object)
-        .is_none_or(|sel| {
-            sel.iter()
-                .all(|(k, v)| node.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v))
-        });
-    ready && selector_ok
+    let spec = ds.pointer("/spec/template/spec").unwrap_or(&Value::Null);
+    crate::scheduler::node_ready(node)
+        && nodes::affinity_matches(spec, node)
+        && nodes::untolerated_taint(
+            &with_daemon_tolerations(spec),
+            node,
+            &["NoSchedule", "NoExecute"],
+        )
+        .is_none()
 }
 
 fn node_of(pod: &Value) -> &str {
@@ -111,6 +133,7 @@ async fn sync(
                     t["metadata"]["labels"][HASH_LABEL] = json!(hash);
                     let mut pod = pod_from_template(ds, &t, name(ds));
                     pod["spec"]["nodeName"] = json!(node_name);
+                    pod["spec"]["tolerations"] = json!(with_daemon_tolerations(&template["spec"]));
                     match objects
                         .create(resources::pods(), Some(ns), pod, false)
                         .await

@@ -4,6 +4,7 @@
 //! stream of ConfigMap writes, say) wake nothing, so the cost of a write does not grow with the
 //! number of objects stored.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -12,6 +13,9 @@ pub mod gc;
 pub mod job;
 pub mod namespace;
 pub mod replicaset;
+pub mod statefulset;
+pub mod storage;
+pub mod taint_eviction;
 
 use std::time::Duration;
 
@@ -22,13 +26,13 @@ use crate::api::{ApiError, Objects, resources};
 use crate::reconcile::{Interest, Wake, wait_for_change};
 use crate::store::state::Event;
 
-/// Runs the workload controllers (deployments, replicasets, daemonsets, jobs, endpoints) and the
-/// garbage collector until cancelled: each pass on a change to what it watches, and every few
-/// seconds (the collector, which reads everything, less often). One loop keeps their writes
+/// Runs the workload controllers (deployments, replicasets, statefulsets, daemonsets, jobs,
+/// cronjobs, endpoints, storage, taint eviction) and the garbage collector until cancelled: each
+/// pass on a change to what it watches, and every few seconds (the collector, which reads everything, less often). One loop keeps their writes
 /// ordered and a chain (deployment → replicaset → pods → endpoints) converges within a few
 /// passes.
 pub async fn run(objects: Objects, cancel: CancellationToken) {
-    const PASSES: [(&str, Interest); 6] = [
+    const PASSES: [(&str, Interest); 10] = [
         ("garbage collector", Interest::Ownership),
         (
             "deployment",
@@ -44,6 +48,27 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
             "endpoints",
             Interest::Resources(&["services", "pods", "endpoints", "endpointslices"]),
         ),
+        (
+            "statefulset",
+            Interest::Resources(&[
+                "statefulsets",
+                "pods",
+                "controllerrevisions",
+                "persistentvolumeclaims",
+            ]),
+        ),
+        ("cronjob", Interest::Resources(&["cronjobs", "jobs"])),
+        (
+            "storage",
+            Interest::Resources(&[
+                "persistentvolumeclaims",
+                "persistentvolumes",
+                "storageclasses",
+                "pods",
+                "nodes",
+            ]),
+        ),
+        ("taint eviction", Interest::Resources(&["nodes", "pods"])),
     ];
     let mut due = [true; PASSES.len()];
     let mut quiet_wakes = 0u32;
@@ -59,7 +84,11 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
                 2 => replicaset::reconcile(&objects).await,
                 3 => daemonset::reconcile(&objects).await,
                 4 => job::reconcile(&objects).await,
-                _ => endpoints::reconcile(&objects).await,
+                5 => endpoints::reconcile(&objects).await,
+                6 => statefulset::reconcile(&objects).await,
+                7 => cronjob::reconcile(&objects).await,
+                8 => storage::reconcile(&objects).await,
+                _ => taint_eviction::reconcile(&objects).await,
             };
             if let Err(e) = r {
                 tracing::warn!(controller = name, error = %e, "pass failed");

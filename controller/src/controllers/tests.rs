@@ -20,7 +20,7 @@ async fn objects() -> Objects {
     .store;
     let objects = Objects::new(store);
     for _ in 0..100 {
-        if objects.ensure_system_namespaces().await.is_ok() {
+        if objects.ensure_system_objects().await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -35,6 +35,8 @@ async fn passes(objects: &Objects, n: usize) {
         replicaset::reconcile(objects).await.unwrap();
         daemonset::reconcile(objects).await.unwrap();
         job::reconcile(objects).await.unwrap();
+        statefulset::reconcile(objects).await.unwrap();
+        storage::reconcile(objects).await.unwrap();
         endpoints::reconcile(objects).await.unwrap();
     }
 }
@@ -61,6 +63,25 @@ async fn set_phase(objects: &Objects, pod: &Value, phase: &str) {
                 p["status"]["podIP"] = json!(ip);
                 p["status"]["conditions"] =
                     json!([{"type": "Ready", "status": if ready { "True" } else { "False" }}]);
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+}
+
+async fn finished_long_ago(objects: &Objects, pod: &Value) {
+    objects
+        .modify(
+            resources::pods(),
+            Some("default"),
+            name(pod),
+            Part::Status,
+            |p| {
+                p["status"]["containerStatuses"] = json!([{
+                    "name": "c",
+                    "state": {"terminated": {"exitCode": 1, "finishedAt": "2020-01-01T00:00:00Z"}},
+                }]);
                 Ok(())
             },
         )
@@ -279,13 +300,33 @@ async fn job_runs_to_completion_and_fails_past_backoff() {
         .create(j, Some("default"), job("bad", 1, 1), false)
         .await
         .unwrap();
+    // A failed pod is replaced only after the back-off (10 s after it failed).
+    passes(&objects, 1).await;
+    let first = pods(&objects)
+        .into_iter()
+        .find(|p| p["status"]["phase"] == "Pending")
+        .unwrap();
+    set_phase(&objects, &first, "Failed").await;
+    passes(&objects, 2).await;
+    assert!(
+        !pods(&objects)
+            .iter()
+            .any(|p| p["status"]["phase"] == "Pending"),
+        "a replacement came before the back-off"
+    );
     for _ in 0..5 {
-        passes(&objects, 1).await;
         for p in pods(&objects) {
             if p["status"]["phase"] == "Pending" {
                 set_phase(&objects, &p, "Failed").await;
             }
         }
+        // Failures long ago: the back-off is over.
+        for p in pods(&objects) {
+            if p["status"]["phase"] == "Failed" {
+                finished_long_ago(&objects, &p).await;
+            }
+        }
+        passes(&objects, 1).await;
     }
     let cur = objects.get(j, Some("default"), "bad").unwrap();
     assert_eq!(cur["status"]["failed"], 2, "{cur}");
@@ -427,4 +468,304 @@ async fn events_expire_after_their_ttl() {
         .filter_map(|e| e["metadata"]["name"].as_str())
         .collect();
     assert_eq!(names, ["new"]);
+}
+
+fn stateful_set(replicas: i64, image: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "default"},
+      "spec": {"replicas": replicas, "serviceName": "db",
+        "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": image}]}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"},
+          "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}})
+}
+
+async fn add_node(objects: &Objects, name: &str) {
+    objects
+        .create(
+            resources::nodes(),
+            None,
+            json!({"apiVersion": "v1", "kind": "Node",
+              "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name},
+                "annotations": {storage::ROOT_ANNOTATION: format!("/var/lib/skiff/{name}/storage")}},
+              "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+            false,
+        )
+        .await
+        .unwrap();
+}
+
+/// What the scheduler does for a pod with a WaitForFirstConsumer claim: names the node on the
+/// claim, then binds the pod once the claim is bound.
+async fn select_node(objects: &Objects, claim: &str, node: &str) {
+    objects
+        .modify(
+            resources::persistent_volume_claims(),
+            Some("default"),
+            claim,
+            Part::Main,
+            |c| {
+                c["metadata"]["annotations"][storage::SELECTED_NODE] = json!(node);
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+}
+
+fn claim(objects: &Objects, name: &str) -> Value {
+    objects
+        .get(resources::persistent_volume_claims(), Some("default"), name)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn stateful_set_starts_in_order_with_claims_and_scales_down_from_the_top() {
+    let objects = objects().await;
+    add_node(&objects, "n1").await;
+    let sts = resources::stateful_sets();
+    objects
+        .create(sts, Some("default"), stateful_set(3, "busybox:1"), false)
+        .await
+        .unwrap();
+    passes(&objects, 2).await;
+    // OrderedReady: db-1 waits for db-0 to be Running and Ready.
+    let ps = pods(&objects);
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    let p0 = &ps[0];
+    assert_eq!(name(p0), "db-0");
+    assert_eq!(p0["spec"]["hostname"], "db-0");
+    assert_eq!(p0["spec"]["subdomain"], "db");
+    assert_eq!(
+        p0["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"],
+        "db-0"
+    );
+    assert_eq!(
+        p0["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "data-db-0"
+    );
+    // The claim got the default class, and waits for the scheduler to pick a node.
+    let c0 = claim(&objects, "data-db-0");
+    assert_eq!(c0["spec"]["storageClassName"], "local-path");
+    assert_eq!(c0["status"]["phase"], "Pending");
+    select_node(&objects, "data-db-0", "n1").await;
+    passes(&objects, 1).await;
+    let c0 = claim(&objects, "data-db-0");
+    assert_eq!(c0["status"]["phase"], "Bound", "{c0}");
+    let pv_name = c0["spec"]["volumeName"].as_str().unwrap().to_string();
+    let pv = objects
+        .get(resources::persistent_volumes(), None, &pv_name)
+        .unwrap();
+    assert_eq!(pv["status"]["phase"], "Bound");
+    assert_eq!(pv["spec"]["storageClassName"], "local-path");
+    assert!(
+        pv["spec"]["hostPath"]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("/var/lib/skiff/n1/storage/pvc-"),
+        "{pv}"
+    );
+    assert_eq!(
+        pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+            [0],
+        "n1"
+    );
+
+    for _ in 0..3 {
+        all_ready(&objects).await;
+        passes(&objects, 1).await;
+    }
+    let names: Vec<String> = pods(&objects).iter().map(|p| name(p).to_string()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let cur = objects.get(sts, Some("default"), "db").unwrap();
+    assert_eq!(cur["status"]["readyReplicas"], 3, "{cur}");
+    assert!(
+        cur["status"]["currentRevision"]
+            .as_str()
+            .unwrap()
+            .starts_with("db-")
+    );
+    let revs = objects
+        .list(resources::controller_revisions(), None)
+        .unwrap()
+        .0;
+    assert_eq!(revs.len(), 1);
+
+    // Scaling down removes the highest ordinal; its claim stays (whenScaled: Retain).
+    objects
+        .modify(sts, Some("default"), "db", Part::Main, |s| {
+            s["spec"]["replicas"] = json!(2);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    passes(&objects, 2).await;
+    let live: Vec<String> = pods(&objects)
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| name(p).to_string())
+        .collect();
+    assert_eq!(live, ["db-0", "db-1"]);
+    assert!(
+        objects
+            .get(
+                resources::persistent_volume_claims(),
+                Some("default"),
+                "data-db-2"
+            )
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_released_claim_frees_its_volume_and_manual_volumes_bind_by_size() {
+    let objects = objects().await;
+    let pvs = resources::persistent_volumes();
+    for (n, size) in [("small", "1Gi"), ("big", "10Gi")] {
+        objects
+            .create(
+                pvs,
+                None,
+                json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": n},
+                  "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "manual", "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": format!("/tmp/{n}")}}}),
+                false,
+            )
+            .await
+            .unwrap();
+    }
+    let pvcs = resources::persistent_volume_claims();
+    objects
+        .create(
+            pvcs,
+            Some("default"),
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "want"},
+              "spec": {"storageClassName": "manual", "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "500Mi"}}}}),
+            false,
+        )
+        .await
+        .unwrap();
+    passes(&objects, 2).await;
+    let c = claim(&objects, "want");
+    assert_eq!(c["spec"]["volumeName"], "small", "{c}");
+    assert_eq!(c["status"]["capacity"]["storage"], "1Gi");
+    assert_eq!(
+        objects.get(pvs, None, "small").unwrap()["status"]["phase"],
+        "Bound"
+    );
+    assert_eq!(
+        objects.get(pvs, None, "big").unwrap()["status"]["phase"],
+        "Available"
+    );
+    // A pod using the claim keeps it (pvc-protection) until the pod is gone.
+    objects
+        .create(
+            resources::pods(),
+            Some("default"),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user"},
+              "spec": {"containers": [{"name": "c", "image": "busybox"}],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "want"}}]}}),
+            false,
+        )
+        .await
+        .unwrap();
+    objects
+        .delete(pvcs, Some("default"), "want", &DeleteOptions::default())
+        .await
+        .unwrap();
+    passes(&objects, 2).await;
+    assert!(claim(&objects, "want")["metadata"]["deletionTimestamp"].is_string());
+    objects
+        .delete(
+            resources::pods(),
+            Some("default"),
+            "user",
+            &DeleteOptions {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    passes(&objects, 2).await;
+    assert!(objects.get(pvcs, Some("default"), "want").is_err());
+    // Retain: the volume stays, Released.
+    assert_eq!(
+        objects.get(pvs, None, "small").unwrap()["status"]["phase"],
+        "Released"
+    );
+}
+
+#[tokio::test]
+async fn cron_job_runs_on_schedule_one_at_a_time_and_keeps_its_history() {
+    let objects = objects().await;
+    let cjs = resources::cron_jobs();
+    let cj = objects
+        .create(
+            cjs,
+            Some("default"),
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick"},
+              "spec": {"schedule": "*/1 * * * *", "concurrencyPolicy": "Forbid",
+                "successfulJobsHistoryLimit": 1,
+                "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never",
+                  "containers": [{"name": "c", "image": "busybox"}]}}}}}}),
+            false,
+        )
+        .await
+        .unwrap();
+    let created: jiff::Timestamp = cj["metadata"]["creationTimestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let minute = |n: i64| created + jiff::SignedDuration::from_secs(60 * n + 1);
+    let run = |at: jiff::Timestamp| {
+        let objects = objects.clone();
+        async move {
+            let cj = objects.get(cjs, Some("default"), "tick").unwrap();
+            let jobs = objects.list(resources::jobs(), None).unwrap().0;
+            cronjob::sync(&objects, &cj, &jobs, at).await.unwrap();
+            objects.list(resources::jobs(), None).unwrap().0
+        }
+    };
+    let jobs = run(minute(1)).await;
+    assert_eq!(jobs.len(), 1);
+    let first = name(&jobs[0]).to_string();
+    // The job is named after its scheduled minute.
+    let scheduled: i64 = first.strip_prefix("tick-").unwrap().parse().unwrap();
+    assert_eq!(scheduled * 60, minute(1).as_second() / 60 * 60);
+    let cur = objects.get(cjs, Some("default"), "tick").unwrap();
+    assert_eq!(cur["status"]["active"][0]["name"], first.as_str());
+    // Forbid: the next run waits while the first is active.
+    assert_eq!(run(minute(2)).await.len(), 1);
+    for j in objects.list(resources::jobs(), None).unwrap().0 {
+        objects
+            .modify(
+                resources::jobs(),
+                Some("default"),
+                name(&j),
+                Part::Status,
+                |j| {
+                    j["status"]["conditions"] = json!([{"type": "Complete", "status": "True",
+                    "lastTransitionTime": minute(2).to_string()}]);
+                    j["status"]["completionTime"] = json!(minute(2).to_string());
+                    Ok(())
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let jobs = run(minute(3)).await;
+    // The finished one left the active list; a new one ran; history keeps one success.
+    let cur = objects.get(cjs, Some("default"), "tick").unwrap();
+    let active = cur["status"]["active"].as_array().unwrap();
+    assert_eq!(active.len(), 1, "{cur}");
+    assert_ne!(active[0]["name"], first.as_str());
+    assert!(cur["status"]["lastSuccessfulTime"].is_string(), "{cur}");
+    assert!(
+        jobs.iter().any(|j| name(j) == first),
+        "history of 1 keeps the success"
+    );
+    assert_eq!(jobs.len(), 2);
 }

@@ -12,6 +12,7 @@
 
 pub mod atomic;
 pub mod claims;
+pub mod local_path;
 pub mod mounter;
 
 use std::collections::{BTreeMap, HashMap};

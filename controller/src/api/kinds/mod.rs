@@ -2,6 +2,8 @@
 //! differently. A new kind is a file here plus a row in `resources::RESOURCES`.
 
 pub mod configmap;
+pub mod controllerrevision;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -11,10 +13,14 @@ pub mod job;
 pub mod lease;
 pub mod namespace;
 pub mod node;
+pub mod persistentvolume;
+pub mod persistentvolumeclaim;
 pub mod pod;
 pub mod podspec;
 pub mod replicaset;
 pub mod secret;
 pub mod service;
 pub mod serviceaccount;
+pub mod statefulset;
+pub mod storageclass;
 pub mod workload;

@@ -1,4 +1,5 @@
-//! Nodes (core/v1): the selectable `spec.unschedulable` and the columns of `kubectl get nodes`.
+//! Nodes (core/v1): NoExecute taints stamped with `timeAdded`, the selectable
+//! `spec.unschedulable` and the columns of `kubectl get nodes`.
 
 use serde_json::{Value, json};
 
@@ -7,9 +8,47 @@ use crate::api::strategy::{AGE, Column, NAME, Strategy, TypeOps, age_cell, str_a
 #[derive(Debug)]
 pub struct NodeStrategy;
 
+/// Gives each NoExecute taint its `timeAdded` (kept from the stored node when the taint was
+/// there already): tolerationSeconds count from it.
+fn stamp_no_execute_taints(old: Option<&Value>, obj: &mut Value) {
+    let before: Vec<Value> = old
+        .and_then(|o| o.pointer("/spec/taints"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let Some(taints) = obj
+        .pointer_mut("/spec/taints")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for t in taints.iter_mut() {
+        if t["effect"] != "NoExecute" || t.get("timeAdded").is_some_and(|v| !v.is_null()) {
+            continue;
+        }
+        let kept = before
+            .iter()
+            .find(|b| {
+                b["key"] == t["key"] && b["value"] == t["value"] && b["effect"] == t["effect"]
+            })
+            .and_then(|b| b.get("timeAdded"))
+            .filter(|v| !v.is_null())
+            .cloned();
+        t["timeAdded"] = kept.unwrap_or_else(|| json!(crate::api::objects::now()));
+    }
+}
+
 impl Strategy for NodeStrategy {
     fn types(&self) -> TypeOps {
         TypeOps::of::<k8s_openapi::api::core::v1::Node>()
+    }
+
+    fn prepare_create(&self, obj: &mut Value) {
+        stamp_no_execute_taints(None, obj);
+    }
+
+    fn prepare_update(&self, old: &Value, obj: &mut Value) {
+        stamp_no_execute_taints(Some(old), obj);
     }
 
     fn selectable_field(&self, field: &str) -> Option<&'static str> {

@@ -842,12 +842,6 @@ pub fn unsupported(spec: &Value, path: &str) -> Vec<String> {
             }
         }
     }
-    if nonempty(spec, "affinity") {
-        say("affinity", "ignored by skiff's scheduler");
-    }
-    if nonempty(spec, "topologySpreadConstraints") {
-        say("topologySpreadConstraints", "ignored by skiff's scheduler");
-    }
     if nonempty(spec, "runtimeClassName") {
         say("runtimeClassName", "ignored: skiff has one runtime");
     }
@@ -862,9 +856,6 @@ pub fn unsupported(spec: &Value, path: &str) -> Vec<String> {
             "resourceClaims",
             "dynamic resource allocation is not supported by skiff",
         );
-    }
-    if nonempty(spec, "schedulingGates") {
-        say("schedulingGates", "ignored by skiff's scheduler");
     }
     if nonempty(spec, "dnsConfig") {
         say(
@@ -1033,7 +1024,7 @@ mod tests {
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/");
         assert_eq!(c["livenessProbe"]["httpGet"]["scheme"], "HTTP");
         let w = unsupported(
-            &json!({"affinity": {"nodeAffinity": {}}, "volumes": [{"name": "n", "nfs": {"server": "x"}}]}),
+            &json!({"runtimeClassName": "kata", "volumes": [{"name": "n", "nfs": {"server": "x"}}]}),
             "spec",
         );
         assert_eq!(w.len(), 2, "{w:?}");

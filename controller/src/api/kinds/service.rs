@@ -248,7 +248,7 @@ impl Strategy for ServiceStrategy {
         errs
     }
 
-    fn allocate<'a>(
+    fn admit<'a>(
         &'a self,
         objects: &'a Objects,
         obj: &'a mut Value,

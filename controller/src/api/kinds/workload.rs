@@ -81,6 +81,24 @@ pub fn validate(
     match obj.pointer("/spec/template/spec") {
         None => errs.push(FieldError::required("spec.template.spec.containers")),
         Some(t) => {
+            // A StatefulSet's claim templates are volumes its containers may mount.
+            let mut t = t.clone();
+            let claims = obj
+                .pointer("/spec/volumeClaimTemplates")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.pointer("/metadata/name").and_then(Value::as_str));
+            for name in claims {
+                if !t.get("volumes").is_some_and(Value::is_array) && t.is_object() {
+                    t["volumes"] = json!([]);
+                }
+                if let Some(vols) = t.get_mut("volumes").and_then(Value::as_array_mut)
+                    && !vols.iter().any(|v| v["name"] == name)
+                {
+                    vols.push(json!({"name": name, "persistentVolumeClaim": {"claimName": name}}));
+                }
+            }
             for mut e in validate_pod(&json!({"spec": t})) {
                 e.field = format!("spec.template.{}", e.field);
                 errs.push(e);

@@ -1,0 +1,370 @@
+//! The workload kinds and storage with real containers and kubectl: a StatefulSet whose pods
+//! keep their local-path volumes across a pod deletion and a restart of skiff, scaled down and
+//! deleted (its volumes reclaimed); an Indexed Job; a CronJob that fires on its schedule; and
+//! a claim naming an unknown StorageClass that stays Pending with an event.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use e2e::*;
+use serde_json::Value;
+
+#[test]
+fn stateful_sets_jobs_and_cron_jobs() -> Result<()> {
+    with_cluster(scenario)
+}
+
+fn json(k: &Kubectl, args: &[&str]) -> Result<Value> {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    Ok(serde_json::from_str(&k.ok(&a, None)?)?)
+}
+
+fn scenario(c: &mut Cluster, _work: &Path, reg: &str) -> Result<()> {
+    c.start()?;
+    let k = c.kubectl("1.33");
+    scheduling(&k, reg)?;
+    stateful_set(c, &k, reg)?;
+    indexed_job(&k, reg)?;
+    unknown_class(&k)?;
+    cron_job(&k, reg)?;
+    Ok(())
+}
+
+fn stateful_set(c: &mut Cluster, k: &Kubectl, reg: &str) -> Result<()> {
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: db}}
+spec:
+  clusterIP: None
+  selector: {{app: db}}
+  ports: [{{port: 80}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db}}
+spec:
+  serviceName: db
+  replicas: 2
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: {reg}/busybox:1.36
+        command: ["sh", "-c", "echo boot-$(hostname) >> /data/boots; exec sleep 3600"]
+        readinessProbe:
+          exec: {{command: ["cat", "/data/boots"]}}
+          periodSeconds: 1
+        volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {{requests: {{storage: 100Mi}}}}
+"#
+    );
+    k.ok(&["apply", "-f", "-"], Some(&manifest))?;
+    let out = k.ok(
+        &["rollout", "status", "statefulset/db", "--timeout=120s"],
+        None,
+    )?;
+    ensure!(
+        out.contains("partitioned roll out complete") || out.contains("complete"),
+        "{out}"
+    );
+    // The default class is skiff's local-path; each ordinal has its own claim, bound.
+    let classes = k.ok(&["get", "storageclass"], None)?;
+    ensure!(
+        classes.contains("local-path (default)") && classes.contains("skiff.io/local-path"),
+        "{classes}"
+    );
+    let pvc = json(k, &["get", "pvc", "data-db-0"])?;
+    ensure!(pvc["status"]["phase"] == "Bound", "{pvc}");
+    ensure!(pvc["spec"]["storageClassName"] == "local-path", "{pvc}");
+    let pv = json(
+        k,
+        &[
+            "get",
+            "pv",
+            pvc["spec"]["volumeName"].as_str().unwrap_or(""),
+        ],
+    )?;
+    let dir = pv["spec"]["hostPath"]["path"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    ensure!(
+        dir.starts_with(&c.data.join("agent/storage").display().to_string()),
+        "the volume lives under the data dir: {pv}"
+    );
+    ensure!(Path::new(&dir).is_dir(), "{dir} was made on the node");
+    let p0 = c.pod("db-0")?;
+    ensure!(
+        p0["spec"]["hostname"] == "db-0" && p0["spec"]["subdomain"] == "db",
+        "{p0}"
+    );
+    ensure!(
+        k.ok(&["exec", "db-0", "--", "hostname"], None)?.trim() == "db-0",
+        "the pod's hostname is its name"
+    );
+
+    // The data outlives the pod: the replacement db-0 sees the first boot's line.
+    k.ok(
+        &["exec", "db-0", "--", "sh", "-c", "echo kept > /data/mark"],
+        None,
+    )?;
+    let uid = p0["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    k.ok(&["delete", "pod", "db-0", "--wait=false"], None)?;
+    wait_for("a new db-0, ready", Duration::from_secs(90), || {
+        let p = c.pod("db-0")?;
+        let ready = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        Ok((p["metadata"]["uid"] != uid.as_str() && ready).then_some(()))
+    })?;
+    let seen = k.ok(
+        &["exec", "db-0", "--", "cat", "/data/mark", "/data/boots"],
+        None,
+    )?;
+    ensure!(
+        seen.starts_with("kept") && seen.matches("boot-db-0").count() == 2,
+        "{seen}"
+    );
+
+    // And a restart of skiff.
+    c.stop()?;
+    c.start()?;
+    wait_for("db-0 after the restart", Duration::from_secs(90), || {
+        let out = k.ok(&["exec", "db-0", "--", "cat", "/data/mark"], None)?;
+        Ok(out.starts_with("kept").then_some(()))
+    })?;
+
+    // Scaling down removes db-1 and keeps its claim; deleting the set and the claims
+    // reclaims the volumes (policy Delete): the PersistentVolumes and their directories go.
+    k.ok(&["scale", "statefulset/db", "--replicas=1"], None)?;
+    wait_for("db-1 gone", Duration::from_secs(60), || {
+        let out = k.ok(&["get", "pods", "-l", "app=db", "-o", "name"], None)?;
+        Ok((!out.contains("db-1")).then_some(()))
+    })?;
+    ensure!(json(k, &["get", "pvc", "data-db-1"])?["status"]["phase"] == "Bound");
+    k.ok(&["delete", "statefulset", "db"], None)?;
+    k.ok(
+        &["delete", "pvc", "data-db-0", "data-db-1", "--timeout=60s"],
+        None,
+    )?;
+    wait_for("the volumes reclaimed", Duration::from_secs(60), || {
+        let pvs = json(k, &["get", "pv"])?;
+        let left = pvs["items"].as_array().map_or(0, Vec::len);
+        Ok((left == 0 && !Path::new(&dir).exists()).then_some(()))
+    })?;
+    Ok(())
+}
+
+/// nodeSelector, taints and tolerations as the scheduler reads them.
+fn scheduling(k: &Kubectl, reg: &str) -> Result<()> {
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: picky}}
+spec:
+  nodeSelector: {{disk: ssd}}
+  tolerations: [{{key: dedicated, operator: Equal, value: db, effect: NoSchedule}}]
+  containers:
+  - name: c
+    image: {reg}/busybox:1.36
+    command: [sleep, "3600"]
+"#
+    );
+    k.ok(&["apply", "-f", "-"], Some(&manifest))?;
+    wait_for("picky to be unschedulable", Duration::from_secs(30), || {
+        let p = json(k, &["get", "pod", "picky"])?;
+        let cond = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "PodScheduled")
+            .cloned();
+        Ok(cond.filter(|c| {
+            c["reason"] == "Unschedulable"
+                && c["message"]
+                    == "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+        }))
+    })?;
+    // A taint the pod tolerates does not keep it off; the label lets it on.
+    k.ok(
+        &["taint", "node", "e2e-node", "dedicated=db:NoSchedule"],
+        None,
+    )?;
+    k.ok(&["label", "node", "e2e-node", "disk=ssd"], None)?;
+    wait_for("picky to be scheduled", Duration::from_secs(30), || {
+        let p = json(k, &["get", "pod", "picky"])?;
+        Ok((p["spec"]["nodeName"] == "e2e-node").then_some(()))
+    })?;
+    // An untolerated taint keeps a pod off and says which taint.
+    let plain = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: plain}}\nspec:\n  containers:\n  - {{name: c, image: {reg}/busybox:1.36}}\n"
+    );
+    k.ok(&["apply", "-f", "-"], Some(&plain))?;
+    wait_for("plain to be unschedulable", Duration::from_secs(30), || {
+        let out = k.ok(&["describe", "pod", "plain"], None)?;
+        Ok(out
+            .contains("1 node(s) had untolerated taint {dedicated: db}")
+            .then_some(()))
+    })?;
+    k.ok(&["taint", "node", "e2e-node", "dedicated-"], None)?;
+    wait_for("plain to be scheduled", Duration::from_secs(30), || {
+        let p = json(k, &["get", "pod", "plain"])?;
+        Ok((p["spec"]["nodeName"] == "e2e-node").then_some(()))
+    })?;
+    k.ok(
+        &["delete", "pod", "picky", "plain", "--grace-period=1"],
+        None,
+    )?;
+    Ok(())
+}
+
+fn indexed_job(k: &Kubectl, reg: &str) -> Result<()> {
+    let manifest = format!(
+        r#"apiVersion: batch/v1
+kind: Job
+metadata: {{name: idx}}
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: w
+        image: {reg}/busybox:1.36
+        command: ["sh", "-c", "echo index=$JOB_COMPLETION_INDEX host=$(hostname)"]
+"#
+    );
+    k.ok(&["apply", "-f", "-"], Some(&manifest))?;
+    k.ok(
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/idx",
+            "--timeout=90s",
+        ],
+        None,
+    )?;
+    let job = json(k, &["get", "job", "idx"])?;
+    ensure!(job["status"]["completedIndexes"] == "0-2", "{job}");
+    ensure!(job["status"]["succeeded"] == 3, "{job}");
+    for i in 0..3 {
+        let pods = json(
+            k,
+            &[
+                "get",
+                "pods",
+                "-l",
+                &format!("batch.kubernetes.io/job-completion-index={i},job-name=idx"),
+            ],
+        )?;
+        let pod = &pods["items"][0];
+        let name = pod["metadata"]["name"].as_str().unwrap_or("");
+        let log = k.ok(&["logs", name], None)?;
+        ensure!(
+            log.trim() == format!("index={i} host=idx-{i}"),
+            "pod {name} logged {log:?}"
+        );
+    }
+    k.ok(&["delete", "job", "idx"], None)?;
+    Ok(())
+}
+
+fn unknown_class(k: &Kubectl) -> Result<()> {
+    let manifest = r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: lost}
+spec:
+  storageClassName: no-such-class
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Mi}}
+"#;
+    k.ok(&["apply", "-f", "-"], Some(manifest))?;
+    wait_for(
+        "a ProvisioningFailed event",
+        Duration::from_secs(30),
+        || {
+            let out = k.ok(&["describe", "pvc", "lost"], None)?;
+            Ok(out
+                .contains("storageclass.storage.k8s.io \"no-such-class\" not found")
+                .then_some(()))
+        },
+    )?;
+    ensure!(json(k, &["get", "pvc", "lost"])?["status"]["phase"] == "Pending");
+    k.ok(&["delete", "pvc", "lost"], None)?;
+    Ok(())
+}
+
+fn cron_job(k: &Kubectl, reg: &str) -> Result<()> {
+    let manifest = format!(
+        r#"apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: tick}}
+spec:
+  schedule: "* * * * *"
+  successfulJobsHistoryLimit: 1
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: t
+            image: {reg}/busybox:1.36
+            command: ["echo", "tick"]
+"#
+    );
+    k.ok(&["apply", "-f", "-"], Some(&manifest))?;
+    let bad = k.output(
+        &[
+            "create",
+            "cronjob",
+            "bad",
+            "--image=x",
+            "--schedule=61 * * * *",
+        ],
+        None,
+    )?;
+    let err = String::from_utf8_lossy(&bad.stderr);
+    ensure!(
+        !bad.status.success() && err.contains("spec.schedule"),
+        "an invalid schedule is refused with its field: {err}"
+    );
+    // A job made by hand from the template runs at once.
+    k.ok(&["create", "job", "now", "--from=cronjob/tick"], None)?;
+    k.ok(
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/now",
+            "--timeout=60s",
+        ],
+        None,
+    )?;
+    // The schedule fires within the next minute.
+    wait_for("the cron job to fire", Duration::from_secs(75), || {
+        let cj = json(k, &["get", "cronjob", "tick"])?;
+        Ok(cj["status"]["lastScheduleTime"].is_string().then_some(()))
+    })?;
+    wait_for("its job to complete", Duration::from_secs(60), || {
+        let cj = json(k, &["get", "cronjob", "tick"])?;
+        Ok(cj["status"]["lastSuccessfulTime"].is_string().then_some(()))
+    })?;
+    let jobs = k.ok(&["get", "jobs"], None)?;
+    ensure!(jobs.contains("tick-"), "{jobs}");
+    k.ok(&["delete", "cronjob", "tick"], None)?;
+    Ok(())
+}
