@@ -1,7 +1,9 @@
 //! The workload kinds and storage with real containers and kubectl: a StatefulSet whose pods
 //! keep their local-path volumes across a pod deletion and a restart of skiff, scaled down and
-//! deleted (its volumes reclaimed); an Indexed Job; a CronJob that fires on its schedule; and
-//! a claim naming an unknown StorageClass that stays Pending with an event.
+//! deleted (its volumes reclaimed); an Indexed Job; a CronJob that fires on its schedule; a
+//! claim naming an unknown StorageClass that stays Pending with an event; the scheduler's
+//! nodeSelector and taints; and `kubectl cordon|drain|uncordon` held back by a
+//! PodDisruptionBudget.
 
 use std::path::Path;
 use std::time::Duration;
@@ -29,6 +31,7 @@ fn scenario(c: &mut Cluster, _work: &Path, reg: &str) -> Result<()> {
     indexed_job(&k, reg)?;
     unknown_class(&k)?;
     cron_job(&k, reg)?;
+    drain(&k, reg)?;
     Ok(())
 }
 
@@ -366,5 +369,128 @@ spec:
     let jobs = k.ok(&["get", "jobs"], None)?;
     ensure!(jobs.contains("tick-"), "{jobs}");
     k.ok(&["delete", "cronjob", "tick"], None)?;
+    Ok(())
+}
+
+fn running(k: &Kubectl, selector: &str) -> Result<Vec<String>> {
+    let pods = json(k, &["get", "pods", "-l", selector])?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| p["status"]["phase"] == "Running")
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect())
+}
+
+fn drain(k: &Kubectl, reg: &str) -> Result<()> {
+    let manifest = format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: drained}}}}
+  template:
+    metadata: {{labels: {{app: drained}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {{name: c, image: {reg}/busybox:1.36, command: [sleep, "3600"]}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {{name: web}}
+spec:
+  minAvailable: 1
+  selector: {{matchLabels: {{app: drained}}}}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {{name: c, image: {reg}/busybox:1.36, command: [sleep, "3600"]}}
+"#
+    );
+    k.ok(&["apply", "-f", "-"], Some(&manifest))?;
+    k.ok(
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+        None,
+    )?;
+    k.ok(
+        &["rollout", "status", "daemonset/agent", "--timeout=60s"],
+        None,
+    )?;
+    wait_for(
+        "the budget to allow one disruption",
+        Duration::from_secs(30),
+        || {
+            let out = k.ok(&["get", "pdb", "web"], None)?;
+            Ok(out
+                .lines()
+                .nth(1)
+                .is_some_and(|l| {
+                    l.split_whitespace().collect::<Vec<_>>()[1..4] == ["1", "N/A", "1"]
+                })
+                .then_some(()))
+        },
+    )?;
+    // One node: the evicted pod's replacement cannot be scheduled, so the budget stops the
+    // second eviction and drain gives up with the budget's reason.
+    let out = k.output(
+        &["drain", "e2e-node", "--ignore-daemonsets", "--timeout=20s"],
+        None,
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "drain should have been held back");
+    ensure!(
+        err.contains("Cannot evict pod as it would violate the pod's disruption budget."),
+        "{err}"
+    );
+    let nodes = k.ok(&["get", "nodes"], None)?;
+    ensure!(nodes.contains("SchedulingDisabled"), "{nodes}");
+    ensure!(running(k, "app=drained")?.len() == 1, "one web pod stays");
+    ensure!(running(k, "app=agent")?.len() == 1, "the daemon pod stays");
+    let pending = json(
+        k,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=drained",
+            "--field-selector=status.phase=Pending",
+        ],
+    )?;
+    ensure!(
+        pending["items"][0]["status"]["conditions"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("node(s) were unschedulable")),
+        "{pending}"
+    );
+    // Uncordoned, the replacement runs; without the budget, drain evicts everything.
+    k.ok(&["uncordon", "e2e-node"], None)?;
+    wait_for("two web pods again", Duration::from_secs(60), || {
+        Ok((running(k, "app=drained")?.len() == 2).then_some(()))
+    })?;
+    k.ok(&["delete", "pdb", "web"], None)?;
+    k.ok(
+        &["drain", "e2e-node", "--ignore-daemonsets", "--timeout=60s"],
+        None,
+    )?;
+    ensure!(running(k, "app=drained")?.is_empty());
+    ensure!(
+        running(k, "app=agent")?.len() == 1,
+        "drain leaves daemon pods"
+    );
+    k.ok(&["uncordon", "e2e-node"], None)?;
+    k.ok(&["delete", "deployment", "web"], None)?;
+    k.ok(&["delete", "daemonset", "agent"], None)?;
     Ok(())
 }

@@ -141,6 +141,10 @@ pub enum ApiError {
     /// retrying a create or an update blindly could apply it twice.
     #[error("{0}")]
     Timeout(String),
+    /// An eviction that would break a PodDisruptionBudget (429; clients such as `kubectl
+    /// drain` retry); `message` is the cause, naming the budget.
+    #[error("Cannot evict pod as it would violate the pod's disruption budget.")]
+    DisruptionBudget { message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -187,6 +191,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::DisruptionBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -209,6 +214,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
             ApiError::ServiceUnavailable(_) | ApiError::RetryLater(_) => "ServiceUnavailable",
             ApiError::Timeout(_) => "Timeout",
+            ApiError::DisruptionBudget { .. } => "TooManyRequests",
             ApiError::Internal(_) => "InternalError",
         }
     }
@@ -256,6 +262,12 @@ impl ApiError {
                     .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                     .collect();
                 details.insert("causes".into(), Value::Array(causes));
+            }
+            ApiError::DisruptionBudget { message } => {
+                details.insert(
+                    "causes".into(),
+                    json!([{"reason": "DisruptionBudget", "message": message}]),
+                );
             }
             ApiError::RetryLater(_) => {
                 details.insert("retryAfterSeconds".into(), json!(RETRY_AFTER_SECONDS));

@@ -595,11 +595,12 @@ mod tests {
             "apis/coordination.k8s.io/v1",
             "apis/discovery.k8s.io/v1",
             "apis/storage.k8s.io/v1",
+            "apis/policy/v1",
         ] {
             let url = paths[p]["serverRelativeURL"].as_str().unwrap();
             assert!(url.starts_with(&format!("/openapi/v3/{p}?hash=")), "{url}");
         }
-        assert_eq!(paths.len(), 6);
+        assert_eq!(paths.len(), 7);
     }
 
     /// What kubectl's queryParamVerifierV3 checks before it sends `fieldValidation`: a PATCH

@@ -9,9 +9,9 @@ use super::kinds::{
     job::JobStrategy, lease::LeaseStrategy, namespace::NamespaceStrategy, node::NodeStrategy,
     persistentvolume::PersistentVolumeStrategy,
     persistentvolumeclaim::PersistentVolumeClaimStrategy, pod::PodStrategy,
-    replicaset::ReplicaSetStrategy, secret::SecretStrategy, service::ServiceStrategy,
-    serviceaccount::ServiceAccountStrategy, statefulset::StatefulSetStrategy,
-    storageclass::StorageClassStrategy,
+    poddisruptionbudget::PodDisruptionBudgetStrategy, replicaset::ReplicaSetStrategy,
+    secret::SecretStrategy, service::ServiceStrategy, serviceaccount::ServiceAccountStrategy,
+    statefulset::StatefulSetStrategy, storageclass::StorageClassStrategy,
 };
 use super::strategy::Strategy;
 
@@ -378,6 +378,17 @@ pub static RESOURCES: &[Resource] = &[
         &[],
         &StorageClassStrategy,
     ),
+    res(
+        "policy",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        &[],
+        &["status"],
+        &PodDisruptionBudgetStrategy,
+    ),
 ];
 
 /// The groups served besides the core group, each with its one version.
@@ -465,6 +476,9 @@ pub fn persistent_volumes() -> &'static Resource {
 pub fn storage_classes() -> &'static Resource {
     must("storage.k8s.io", "storageclasses")
 }
+pub fn pod_disruption_budgets() -> &'static Resource {
+    must("policy", "poddisruptionbudgets")
+}
 
 #[cfg(test)]
 mod tests {
@@ -487,6 +501,7 @@ mod tests {
             persistent_volume_claims(),
             persistent_volumes(),
             storage_classes(),
+            pod_disruption_budgets(),
         ] {
             assert!(by_kind(r.group, r.kind).is_some());
         }

@@ -1,10 +1,12 @@
-//! The `scale` subresource of deployments and replicasets (an `autoscaling/v1` Scale) and the
-//! `eviction` subresource of pods (a graceful delete; no PodDisruptionBudgets are served, so an
-//! eviction is never refused for one).
+//! The `scale` subresource of deployments, replicasets and statefulsets (an `autoscaling/v1`
+//! Scale) and the `eviction` subresource of pods (a graceful delete that the pod's
+//! PodDisruptionBudget must allow, with the DisruptionTarget condition set first).
 
 use serde_json::{Value, json};
 
 use super::error::{ApiError, FieldError};
+use super::kinds::pod::mark_disruption_target;
+use super::kinds::poddisruptionbudget::take_disruption;
 use super::objects::{DeleteOptions, Objects, Part};
 use super::patch::{self, PatchType};
 use super::resources::{self, Resource};
@@ -160,6 +162,46 @@ pub async fn evict(
         {
             opts.dry_run = true;
         }
+    }
+    let pod = objects.get(resources::pods(), ns, name)?;
+    if let Some(u) = &opts.uid
+        && pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(u.as_str())
+    {
+        return Err(ApiError::Conflict {
+            resource: "pods".into(),
+            name: name.to_string(),
+            detail: format!("Precondition failed: UID in precondition: {u}"),
+        });
+    }
+    // Two evictions racing for a budget's last disruption: the loser's update conflicts and it
+    // looks at the budget again, as Kubernetes retries on conflict.
+    let mut tries = 0;
+    loop {
+        match take_disruption(objects, &pod, opts.dry_run).await {
+            Err(ApiError::Conflict { .. }) if tries < 5 => tries += 1,
+            other => break other?,
+        }
+    }
+    let terminal = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !opts.dry_run && !terminal {
+        mark_disruption_target(
+            objects,
+            ns,
+            name,
+            "EvictionByEvictionAPI",
+            "Eviction API: evicting",
+        )
+        .await?;
+    }
+    // The pod that was checked is the one deleted.
+    if opts.uid.is_none() {
+        opts.uid = pod
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
     }
     objects
         .delete(resources::pods(), ns, name, &opts)

@@ -686,6 +686,113 @@ async fn pagination_deletecollection_and_eviction() {
 }
 
 #[tokio::test]
+async fn eviction_honours_the_disruption_budget() {
+    let (app, objects) = app().await;
+    call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        "application/json",
+        POD,
+    )
+    .await;
+    // Running and Ready on a node, as an agent would report it.
+    objects
+        .modify(
+            resources::pods(),
+            Some("default"),
+            "web",
+            Part::Status,
+            |p| {
+                p["status"] = json!({"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}]});
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    let pod = objects
+        .get(resources::pods(), Some("default"), "web")
+        .unwrap();
+    let labels = pod["metadata"]["labels"].clone();
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "keep"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}});
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+        "application/json",
+        &pdb.to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["status"]["disruptionsAllowed"], 0);
+    let evict = r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"web"}}"#;
+    // Not yet seen by the disruption controller: still being processed.
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/pods/web/eviction",
+        "application/json",
+        evict,
+    )
+    .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["details"]["causes"][0]["reason"], "DisruptionBudget");
+    crate::controllers::disruption::reconcile(&objects)
+        .await
+        .unwrap();
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/pods/web/eviction",
+        "application/json",
+        evict,
+    )
+    .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(
+        v["message"],
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    assert_eq!(
+        v["details"]["causes"][0]["message"],
+        "The disruption budget keep needs 1 healthy pods and has 1 currently"
+    );
+    // With room in the budget the eviction takes a disruption and marks the pod.
+    objects
+        .modify(
+            resources::pod_disruption_budgets(),
+            Some("default"),
+            "keep",
+            Part::Main,
+            |b| {
+                b["spec"]["minAvailable"] = json!(0);
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    crate::controllers::disruption::reconcile(&objects)
+        .await
+        .unwrap();
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/pods/web/eviction",
+        "application/json",
+        evict,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let b = objects
+        .get(resources::pod_disruption_budgets(), Some("default"), "keep")
+        .unwrap();
+    assert!(b["status"]["disruptedPods"]["web"].is_string(), "{b}");
+    assert_eq!(b["status"]["disruptionsAllowed"], 0);
+}
+
+#[tokio::test]
 async fn field_validation_strict_warn_and_prune() {
     let (app, _) = app().await;
     let body = r#"{"metadata":{"name":"c","bogus":1},"data":{"a":"b"},"extra":{"x":1}}"#;

@@ -7,6 +7,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod event_ttl;
 pub mod gc;
@@ -27,12 +28,12 @@ use crate::reconcile::{Interest, Wake, wait_for_change};
 use crate::store::state::Event;
 
 /// Runs the workload controllers (deployments, replicasets, statefulsets, daemonsets, jobs,
-/// cronjobs, endpoints, storage, taint eviction) and the garbage collector until cancelled: each
+/// cronjobs, endpoints, storage, taint eviction, disruption budgets) and the garbage collector until cancelled: each
 /// pass on a change to what it watches, and every few seconds (the collector, which reads everything, less often). One loop keeps their writes
 /// ordered and a chain (deployment → replicaset → pods → endpoints) converges within a few
 /// passes.
 pub async fn run(objects: Objects, cancel: CancellationToken) {
-    const PASSES: [(&str, Interest); 10] = [
+    const PASSES: [(&str, Interest); 11] = [
         ("garbage collector", Interest::Ownership),
         (
             "deployment",
@@ -69,6 +70,16 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
             ]),
         ),
         ("taint eviction", Interest::Resources(&["nodes", "pods"])),
+        (
+            "disruption",
+            Interest::Resources(&[
+                "poddisruptionbudgets",
+                "pods",
+                "replicasets",
+                "deployments",
+                "statefulsets",
+            ]),
+        ),
     ];
     let mut due = [true; PASSES.len()];
     let mut quiet_wakes = 0u32;
@@ -88,7 +99,8 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
                 6 => statefulset::reconcile(&objects).await,
                 7 => cronjob::reconcile(&objects).await,
                 8 => storage::reconcile(&objects).await,
-                _ => taint_eviction::reconcile(&objects).await,
+                9 => taint_eviction::reconcile(&objects).await,
+                _ => disruption::reconcile(&objects).await,
             };
             if let Err(e) = r {
                 tracing::warn!(controller = name, error = %e, "pass failed");

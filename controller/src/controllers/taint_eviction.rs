@@ -4,10 +4,11 @@
 //! gets the DisruptionTarget condition (DeletionByTaintManager) first, so its owner and users
 //! see why it went.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{deleting, name, namespace, pod_terminal};
-use crate::api::{ApiError, DeleteOptions, Objects, Part, objects::now, resources};
+use crate::api::kinds::pod::mark_disruption_target;
+use crate::api::{ApiError, DeleteOptions, Objects, resources};
 use crate::reconcile::events::{EventType, record};
 use crate::scheduler::nodes::{tolerates, tolerations};
 
@@ -84,22 +85,14 @@ async fn evict(objects: &Objects, pod: &Value) -> Result<(), ApiError> {
     let ns = namespace(pod);
     let pod_name = name(pod);
     tracing::info!(pod = %format!("{ns}/{pod_name}"), "evicting for a NoExecute taint");
-    let marked = objects
-        .modify(resources::pods(), Some(ns), pod_name, Part::Status, |p| {
-            let conds = p["status"]
-                .as_object_mut()
-                .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
-            if let Some(Value::Array(cs)) = conds {
-                cs.retain(|c| c["type"] != "DisruptionTarget");
-                cs.push(json!({"type": "DisruptionTarget", "status": "True",
-                    "reason": "DeletionByTaintManager",
-                    "message": "Taint manager: deleting due to NoExecute taint",
-                    "lastProbeTime": null, "lastTransitionTime": now()}));
-            }
-            Ok(())
-        })
-        .await;
-    super::ignore_missing(marked)?;
+    mark_disruption_target(
+        objects,
+        Some(ns),
+        pod_name,
+        "DeletionByTaintManager",
+        "Taint manager: deleting due to NoExecute taint",
+    )
+    .await?;
     record(
         objects,
         pod,
@@ -123,6 +116,7 @@ async fn evict(objects: &Objects, pod: &Value) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn untolerated_now_tolerated_for_a_while_or_forever() {

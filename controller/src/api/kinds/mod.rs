@@ -16,6 +16,7 @@ pub mod node;
 pub mod persistentvolume;
 pub mod persistentvolumeclaim;
 pub mod pod;
+pub mod poddisruptionbudget;
 pub mod podspec;
 pub mod replicaset;
 pub mod secret;

@@ -177,6 +177,36 @@ impl Strategy for PodStrategy {
 }
 
 /// The pod STATUS column, following kubectl's printPod.
+/// Sets the pod's DisruptionTarget condition before it is deleted for a disruption (an
+/// eviction, a NoExecute taint), so its owner and users see why it went. A pod already gone
+/// is no error.
+pub async fn mark_disruption_target(
+    objects: &crate::api::Objects,
+    ns: Option<&str>,
+    name: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), ApiError> {
+    let r = objects
+        .modify(crate::api::resources::pods(), ns, name, Part::Status, |p| {
+            let conds = p["status"]
+                .as_object_mut()
+                .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
+            if let Some(Value::Array(cs)) = conds {
+                cs.retain(|c| c["type"] != "DisruptionTarget");
+                cs.push(json!({"type": "DisruptionTarget", "status": "True",
+                    "reason": reason, "message": message,
+                    "lastProbeTime": null, "lastTransitionTime": crate::api::objects::now()}));
+            }
+            Ok(())
+        })
+        .await;
+    match r {
+        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn pod_status(pod: &Value) -> String {
     let mut reason = str_at(pod, "/status/phase").to_string();
     if !str_at(pod, "/status/reason").is_empty() {
