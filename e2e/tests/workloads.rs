@@ -2,8 +2,9 @@
 //! keep their local-path volumes across a pod deletion and a restart of skiff, scaled down and
 //! deleted (its volumes reclaimed); an Indexed Job; a CronJob that fires on its schedule; a
 //! claim naming an unknown StorageClass that stays Pending with an event; the scheduler's
-//! nodeSelector and taints; and `kubectl cordon|drain|uncordon` held back by a
-//! PodDisruptionBudget.
+//! nodeSelector and taints; `kubectl cordon|drain|uncordon` held back by a
+//! PodDisruptionBudget; and `kubectl rollout history|undo|pause|resume|restart|status` on
+//! Deployments and StatefulSets, with a progress deadline that passes.
 
 use std::path::Path;
 use std::time::Duration;
@@ -32,6 +33,7 @@ fn scenario(c: &mut Cluster, _work: &Path, reg: &str) -> Result<()> {
     unknown_class(&k)?;
     cron_job(&k, reg)?;
     drain(&k, reg)?;
+    rollouts(&k, reg)?;
     Ok(())
 }
 
@@ -492,5 +494,196 @@ spec:
     k.ok(&["uncordon", "e2e-node"], None)?;
     k.ok(&["delete", "deployment", "web"], None)?;
     k.ok(&["delete", "daemonset", "agent"], None)?;
+    Ok(())
+}
+
+/// The environment variable V of the pods of `selector` (empty if unset), one line each.
+fn env_v(k: &Kubectl, selector: &str) -> Result<Vec<String>> {
+    let pods = json(k, &["get", "pods", "-l", selector])?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            p["spec"]["containers"][0]["env"]
+                .as_array()
+                .and_then(|e| e.iter().find(|v| v["name"] == "V"))
+                .and_then(|v| v["value"].as_str())
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect())
+}
+
+fn rollouts(k: &Kubectl, reg: &str) -> Result<()> {
+    let manifest = format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: roll
+  annotations: {{kubernetes.io/change-cause: first}}
+spec:
+  replicas: 2
+  minReadySeconds: 1
+  selector: {{matchLabels: {{app: roll}}}}
+  template:
+    metadata: {{labels: {{app: roll}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {{name: c, image: {reg}/busybox:1.36, command: [sleep, "3600"]}}
+"#
+    );
+    k.ok(&["apply", "-f", "-"], Some(&manifest))?;
+    let status = |what: &str| k.ok(&["rollout", "status", what, "--timeout=90s"], None);
+    status("deployment/roll")?;
+    k.ok(&["set", "env", "deployment/roll", "V=2"], None)?;
+    k.ok(
+        &[
+            "annotate",
+            "deployment/roll",
+            "kubernetes.io/change-cause=second",
+            "--overwrite",
+        ],
+        None,
+    )?;
+    status("deployment/roll")?;
+    wait_for(
+        "the change cause on revision 2",
+        Duration::from_secs(30),
+        || {
+            let h = k.ok(&["rollout", "history", "deployment/roll"], None)?;
+            Ok((h.contains("1         first") && h.contains("2         second")).then_some(h))
+        },
+    )?;
+    let rev1 = k.ok(
+        &["rollout", "history", "deployment/roll", "--revision=1"],
+        None,
+    )?;
+    ensure!(
+        rev1.contains("Pod Template:") && !rev1.contains("V:"),
+        "{rev1}"
+    );
+
+    // Undo goes back to revision 1's template, which becomes revision 3.
+    k.ok(&["rollout", "undo", "deployment/roll"], None)?;
+    status("deployment/roll")?;
+    wait_for("the old pods gone", Duration::from_secs(60), || {
+        Ok((env_v(k, "app=roll")? == ["", ""]).then_some(()))
+    })?;
+    let h = k.ok(&["rollout", "history", "deployment/roll"], None)?;
+    ensure!(
+        h.contains("2 ") && h.contains("3 ") && !h.contains("1         first"),
+        "{h}"
+    );
+    let d = json(k, &["get", "deployment", "roll"])?;
+    ensure!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3",
+        "{d}"
+    );
+
+    // Paused: a change makes no new ReplicaSet until resumed.
+    k.ok(&["rollout", "pause", "deployment/roll"], None)?;
+    k.ok(&["set", "env", "deployment/roll", "V=4"], None)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let sets = json(k, &["get", "rs", "-l", "app=roll"])?;
+    ensure!(sets["items"].as_array().map_or(0, Vec::len) == 2, "{sets}");
+    ensure!(env_v(k, "app=roll")? == ["", ""]);
+    k.ok(&["rollout", "resume", "deployment/roll"], None)?;
+    status("deployment/roll")?;
+    wait_for("the resumed rollout", Duration::from_secs(60), || {
+        Ok((env_v(k, "app=roll")? == ["4", "4"]).then_some(()))
+    })?;
+    // restart rolls the pods without a change of spec.
+    let before = json(k, &["get", "pods", "-l", "app=roll"])?;
+    k.ok(&["rollout", "restart", "deployment/roll"], None)?;
+    status("deployment/roll")?;
+    wait_for(
+        "new pods after the restart",
+        Duration::from_secs(60),
+        || {
+            let now = json(k, &["get", "pods", "-l", "app=roll"])?;
+            let old_names: Vec<&Value> = before["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| &p["metadata"]["name"])
+                .collect();
+            let fresh = now["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .all(|p| !old_names.contains(&&p["metadata"]["name"]));
+            Ok(fresh.then_some(()))
+        },
+    )?;
+    k.ok(&["delete", "deployment", "roll"], None)?;
+
+    // A rollout whose pods never become Ready passes its progress deadline.
+    let stuck = format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: stuck}}
+spec:
+  replicas: 1
+  progressDeadlineSeconds: 3
+  selector: {{matchLabels: {{app: stuck}}}}
+  template:
+    metadata: {{labels: {{app: stuck}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: {reg}/busybox:1.36
+        command: [sleep, "3600"]
+        readinessProbe: {{exec: {{command: ["false"]}}, periodSeconds: 1}}
+"#
+    );
+    k.ok(&["apply", "-f", "-"], Some(&stuck))?;
+    let out = k.output(
+        &["rollout", "status", "deployment/stuck", "--timeout=60s"],
+        None,
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("exceeded its progress deadline"),
+        "{err}"
+    );
+    k.ok(&["delete", "deployment", "stuck"], None)?;
+
+    // StatefulSets roll back through their ControllerRevisions.
+    let sts = format!(
+        r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: ordered}}
+spec:
+  serviceName: ordered
+  replicas: 2
+  selector: {{matchLabels: {{app: ordered}}}}
+  template:
+    metadata: {{labels: {{app: ordered}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {{name: c, image: {reg}/busybox:1.36, command: [sleep, "3600"]}}
+"#
+    );
+    k.ok(&["apply", "-f", "-"], Some(&sts))?;
+    status("statefulset/ordered")?;
+    k.ok(&["set", "env", "statefulset/ordered", "V=2"], None)?;
+    status("statefulset/ordered")?;
+    wait_for("the updated set", Duration::from_secs(60), || {
+        Ok((env_v(k, "app=ordered")? == ["2", "2"]).then_some(()))
+    })?;
+    let h = k.ok(&["rollout", "history", "statefulset/ordered"], None)?;
+    ensure!(h.contains("1 ") && h.contains("2 "), "{h}");
+    k.ok(&["rollout", "undo", "statefulset/ordered"], None)?;
+    status("statefulset/ordered")?;
+    wait_for("the set rolled back", Duration::from_secs(60), || {
+        Ok((env_v(k, "app=ordered")? == ["", ""]).then_some(()))
+    })?;
+    k.ok(&["delete", "statefulset", "ordered"], None)?;
     Ok(())
 }

@@ -5,6 +5,14 @@
 //!
 //! Each pass takes one step (scale the new set up within the surge, scale old sets down within
 //! the availability budget) and the next pass, woken by the pods' status changes, takes the next.
+//!
+//! What `kubectl rollout` works from is kept as Kubernetes keeps it: each set's revision
+//! (`deployment.kubernetes.io/revision`, the newest also on the deployment; a set rolled back to
+//! becomes the newest revision and remembers its old numbers in `revision-history`), the
+//! deployment's annotations copied to its new set (so `kubernetes.io/change-cause` shows in
+//! `rollout history`), `spec.paused` (no rollout, but scaling; Progressing Unknown), and
+//! `progressDeadlineSeconds` (Progressing False, ProgressDeadlineExceeded, once a rollout has
+//! made no progress for that long).
 
 use serde_json::{Map, Value, json};
 
@@ -15,6 +23,38 @@ use crate::api::{ApiError, DeleteOptions, Objects, Part, resources};
 use crate::reconcile::events::{EventType, record};
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
+const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
+const DESIRED: &str = "deployment.kubernetes.io/desired-replicas";
+const MAX: &str = "deployment.kubernetes.io/max-replicas";
+/// Deployment annotations that are not copied to its ReplicaSets.
+const NOT_COPIED: &[&str] = &[
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    REVISION_HISTORY,
+    DESIRED,
+    MAX,
+    "deprecated.deployment.rollback.to",
+];
+
+/// The deployment's annotations its new ReplicaSet carries.
+fn copied_annotations(d: &Value) -> Map<String, Value> {
+    d.pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// maxSurge of the deployment's RollingUpdate strategy (0 for Recreate).
+fn surge_of(d: &Value, want: i64) -> i64 {
+    if d.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("Recreate") {
+        return 0;
+    }
+    let ru = d.pointer("/spec/strategy/rollingUpdate");
+    int_or_percent(ru.and_then(|r| r.get("maxSurge")), want, true, 1)
+}
 
 /// One pass over every deployment.
 pub async fn reconcile(objects: &Objects) -> Result<(), ApiError> {
@@ -101,10 +141,8 @@ async fn scale(objects: &Objects, d: &Value, rs: &Value, to: i64) -> Result<(), 
                     .as_object_mut()
                     .map(|m| m.entry("annotations").or_insert_with(|| json!({})));
                 if let Some(Value::Object(a)) = a {
-                    a.insert(
-                        "deployment.kubernetes.io/desired-replicas".into(),
-                        json!(want.to_string()),
-                    );
+                    a.insert(DESIRED.into(), json!(want.to_string()));
+                    a.insert(MAX.into(), json!((want + surge_of(d, want)).to_string()));
                 }
                 Ok(())
             },
@@ -145,9 +183,15 @@ async fn sync(objects: &Objects, d: &Value, all_sets: &[Value]) -> Result<(), Ap
     let mut created_new = false;
     let new_rs = match sets.iter().find(|rs| is_new(rs)).cloned() {
         Some(rs) => {
-            // A rollback to an older template makes its set the newest revision again.
-            if revision(&rs) < max_rev && !paused {
-                let r = (max_rev + 1).to_string();
+            // A rollback to an older template makes its set the newest revision again, and
+            // the deployment's annotations follow it.
+            let rollback = revision(&rs) < max_rev && !paused;
+            let copied = copied_annotations(d);
+            let stale = copied.iter().any(|(k, v)| {
+                rs.pointer("/metadata/annotations").and_then(|a| a.get(k)) != Some(v)
+            });
+            if rollback || stale {
+                let next = (max_rev + 1).to_string();
                 let out = objects
                     .modify(
                         resources::replica_sets(),
@@ -155,7 +199,22 @@ async fn sync(objects: &Objects, d: &Value, all_sets: &[Value]) -> Result<(), Ap
                         name(&rs),
                         Part::Main,
                         |o| {
-                            o["metadata"]["annotations"][REVISION] = json!(r);
+                            let a = &mut o["metadata"]["annotations"];
+                            if !a.is_object() {
+                                *a = json!({});
+                            }
+                            for (k, v) in &copied {
+                                a[k] = v.clone();
+                            }
+                            if rollback {
+                                let old = a[REVISION].as_str().unwrap_or("").to_string();
+                                let history = match a[REVISION_HISTORY].as_str() {
+                                    Some(h) if !h.is_empty() => format!("{h},{old}"),
+                                    _ => old,
+                                };
+                                a[REVISION_HISTORY] = json!(history);
+                                a[REVISION] = json!(next);
+                            }
                             Ok(())
                         },
                     )
@@ -167,7 +226,25 @@ async fn sync(objects: &Objects, d: &Value, all_sets: &[Value]) -> Result<(), Ap
                 rs
             }
         }
-        None if paused => return Ok(()),
+        None if paused => {
+            // Paused with a new template: no new set, but the deployment's scale still holds
+            // for the set that runs.
+            let active: Vec<&Value> = sets
+                .iter()
+                .filter(|rs| replicas(rs, "/spec/replicas") > 0)
+                .collect();
+            let target = match active.as_slice() {
+                [one] => Some(*one),
+                [] => sets.last(),
+                _ => None,
+            };
+            if let Some(rs) = target {
+                scale(objects, d, rs, want).await?;
+            }
+            let newest = sets.last().cloned().unwrap_or(json!({}));
+            let status = status_of(d, &newest, &sets, want, false);
+            return write_status(objects, resources::deployments(), d, status).await;
+        }
         None => {
             let mut t = template.clone();
             t["metadata"]["labels"]["pod-template-hash"] = json!(hash);
@@ -187,10 +264,7 @@ async fn sync(objects: &Objects, d: &Value, all_sets: &[Value]) -> Result<(), Ap
                     "name": format!("{}-{hash}", name(d)),
                     "namespace": ns,
                     "labels": labels,
-                    "annotations": {
-                        REVISION: (max_rev + 1).to_string(),
-                        "deployment.kubernetes.io/desired-replicas": want.to_string(),
-                    },
+                    "annotations": new_annotations(d, max_rev + 1, want),
                     "ownerReferences": [controller_ref(d)],
                 },
                 "spec": {
@@ -229,8 +303,38 @@ async fn sync(objects: &Objects, d: &Value, all_sets: &[Value]) -> Result<(), Ap
         .filter(|rs| uid(rs) != uid(&new_rs))
         .cloned()
         .collect();
-    if !paused {
+    if paused {
+        // Scaling a paused deployment resizes the newest set (the others stay as they are).
+        let total: i64 = sets.iter().map(|rs| replicas(rs, "/spec/replicas")).sum();
+        let old_total = total - replicas(&new_rs, "/spec/replicas");
+        scale(objects, d, &new_rs, (want - old_total).max(0)).await?;
+    } else {
         roll(objects, d, &new_rs, &old, want).await?;
+    }
+    // The deployment carries its newest revision.
+    let rev = revision(&new_rs).to_string();
+    if d.pointer("/metadata/annotations")
+        .and_then(|a| a.get(REVISION))
+        .and_then(Value::as_str)
+        != Some(rev.as_str())
+    {
+        let r = objects
+            .modify(
+                resources::deployments(),
+                Some(ns),
+                name(d),
+                Part::Main,
+                |o| {
+                    let a = &mut o["metadata"]["annotations"];
+                    if !a.is_object() {
+                        *a = json!({});
+                    }
+                    a[REVISION] = json!(rev);
+                    Ok(())
+                },
+            )
+            .await;
+        super::ignore_missing(r)?;
     }
     // Old sets scaled to zero beyond the history limit go, oldest first.
     let limit = d
@@ -260,6 +364,15 @@ async fn sync(objects: &Objects, d: &Value, all_sets: &[Value]) -> Result<(), Ap
     }
     let status = status_of(d, &new_rs, &sets, want, created_new);
     write_status(objects, resources::deployments(), d, status).await
+}
+
+/// A new ReplicaSet's annotations: the deployment's copied ones, its revision and sizes.
+fn new_annotations(d: &Value, rev: i64, want: i64) -> Value {
+    let mut a = copied_annotations(d);
+    a.insert(REVISION.into(), json!(rev.to_string()));
+    a.insert(DESIRED.into(), json!(want.to_string()));
+    a.insert(MAX.into(), json!((want + surge_of(d, want)).to_string()));
+    Value::Object(a)
 }
 
 /// One step of the rollout.
@@ -341,6 +454,123 @@ async fn roll(
     Ok(())
 }
 
+/// What a rollout has achieved, compared between passes to see whether it progresses.
+struct Progress {
+    updated: i64,
+    ready: i64,
+    available: i64,
+    old: i64,
+}
+
+/// The Progressing condition, as Kubernetes' controller keeps it: `lastUpdateTime` moves on
+/// each step of progress (more updated, ready or available pods, fewer old ones); a rollout
+/// without progress for `progressDeadlineSeconds` (600 by default) is ProgressDeadlineExceeded;
+/// a paused deployment is Unknown.
+fn progressing_condition(
+    d: &Value,
+    new_rs: &Value,
+    now_p: Progress,
+    complete: bool,
+    created_new: bool,
+    now: jiff::Timestamp,
+) -> Value {
+    let prev = d
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing"))
+        .cloned();
+    let stamp = crate::api::objects::now();
+    let make = |status: &str, reason: &str, message: String, touched: bool| {
+        let same_status = prev.as_ref().is_some_and(|p| p["status"] == status);
+        let transition = match &prev {
+            Some(p) if same_status => p["lastTransitionTime"].clone(),
+            _ => json!(stamp),
+        };
+        let unchanged = prev.as_ref().is_some_and(|p| {
+            same_status && p["reason"] == reason && p["message"] == message.as_str()
+        });
+        let update = match &prev {
+            Some(p) if unchanged && !touched => p["lastUpdateTime"].clone(),
+            _ => json!(stamp),
+        };
+        json!({"type": "Progressing", "status": status, "reason": reason, "message": message,
+            "lastUpdateTime": update, "lastTransitionTime": transition})
+    };
+    let rs_name = name(new_rs);
+    let paused = d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
+    if paused {
+        return make(
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused".into(),
+            false,
+        );
+    }
+    if prev
+        .as_ref()
+        .is_some_and(|p| p["reason"] == "DeploymentPaused")
+    {
+        return make(
+            "Unknown",
+            "DeploymentResumed",
+            "Deployment is resumed".into(),
+            false,
+        );
+    }
+    if complete {
+        return make(
+            "True",
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+            false,
+        );
+    }
+    if created_new {
+        return make(
+            "True",
+            "NewReplicaSetCreated",
+            format!("Created new replica set \"{rs_name}\""),
+            true,
+        );
+    }
+    let was = |k: &str| {
+        d.pointer(&format!("/status/{k}"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    };
+    let old_before = was("replicas") - was("updatedReplicas");
+    let moved = now_p.updated > was("updatedReplicas")
+        || now_p.ready > was("readyReplicas")
+        || now_p.available > was("availableReplicas")
+        || now_p.old < old_before;
+    let deadline = d
+        .pointer("/spec/progressDeadlineSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(600);
+    let since = prev
+        .as_ref()
+        .and_then(|p| p["lastUpdateTime"].as_str())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let timed_out = prev
+        .as_ref()
+        .is_some_and(|p| p["reason"] == "ProgressDeadlineExceeded")
+        || (!moved && since.is_some_and(|t| t + jiff::SignedDuration::from_secs(deadline) < now));
+    if timed_out && !moved {
+        return make(
+            "False",
+            "ProgressDeadlineExceeded",
+            format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+            false,
+        );
+    }
+    make(
+        "True",
+        "ReplicaSetUpdated",
+        format!("ReplicaSet \"{rs_name}\" is progressing."),
+        moved,
+    )
+}
+
 fn status_of(d: &Value, new_rs: &Value, sets: &[Value], want: i64, created_new: bool) -> Value {
     let sum = |ptr: &str| sets.iter().map(|rs| replicas(rs, ptr)).sum::<i64>();
     let total = sum("/status/replicas");
@@ -372,35 +602,19 @@ fn status_of(d: &Value, new_rs: &Value, sets: &[Value], want: i64, created_new: 
     };
     let complete =
         updated == want && replicas(new_rs, "/status/availableReplicas") >= want && total == want;
-    let rs_name = name(new_rs);
-    let progressing = if complete {
-        condition(
-            d,
-            "Progressing",
-            true,
-            "NewReplicaSetAvailable",
-            &format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
-            true,
-        )
-    } else if created_new {
-        condition(
-            d,
-            "Progressing",
-            true,
-            "NewReplicaSetCreated",
-            &format!("Created new replica set \"{rs_name}\""),
-            true,
-        )
-    } else {
-        condition(
-            d,
-            "Progressing",
-            true,
-            "ReplicaSetUpdated",
-            &format!("ReplicaSet \"{rs_name}\" is progressing."),
-            true,
-        )
-    };
+    let progressing = progressing_condition(
+        d,
+        new_rs,
+        Progress {
+            updated,
+            ready,
+            available,
+            old: total - updated,
+        },
+        complete,
+        created_new,
+        jiff::Timestamp::now(),
+    );
     let mut status = json!({
         "observedGeneration": d.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
         "replicas": total,

@@ -182,6 +182,27 @@ pub(crate) fn pod_ready(pod: &Value) -> bool {
         })
 }
 
+/// Running, Ready, not being deleted, and Ready for at least `min_ready` seconds: what
+/// Kubernetes counts as available.
+pub(crate) fn pod_available(pod: &Value, min_ready: i64) -> bool {
+    let running = pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running");
+    if deleting(pod) || !running || !pod_ready(pod) {
+        return false;
+    }
+    if min_ready <= 0 {
+        return true;
+    }
+    let since = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["lastTransitionTime"].as_str())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    since.is_some_and(|t| {
+        jiff::Timestamp::now().duration_since(t) >= jiff::SignedDuration::from_secs(min_ready)
+    })
+}
+
 /// Whether the pod has finished (Succeeded or Failed).
 pub(crate) fn pod_terminal(pod: &Value) -> bool {
     matches!(

@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    controlled_by, deleting, name, namespace, pod_active, pod_from_template, pod_ready, uid,
-    write_status,
+    controlled_by, deleting, name, namespace, pod_active, pod_available, pod_from_template,
+    pod_ready, uid, write_status,
 };
 use crate::api::{ApiError, DeleteOptions, Objects, resources};
 use crate::reconcile::events::{EventType, record};
@@ -128,6 +128,14 @@ async fn sync(objects: &Objects, rs: &Value, pods: &[Value]) -> Result<(), ApiEr
         }
     }
     let ready = active.iter().filter(|p| pod_ready(p)).count();
+    let min_ready = rs
+        .pointer("/spec/minReadySeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let available = active
+        .iter()
+        .filter(|p| pod_available(p, min_ready))
+        .count();
     let labels = rs
         .pointer("/spec/template/metadata/labels")
         .and_then(Value::as_object);
@@ -144,7 +152,7 @@ async fn sync(objects: &Objects, rs: &Value, pods: &[Value]) -> Result<(), ApiEr
         "replicas": active.len() + created,
         "fullyLabeledReplicas": fully + created,
         "readyReplicas": ready,
-        "availableReplicas": ready,
+        "availableReplicas": available,
         "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
     });
     if let Some(conds) = rs.pointer("/status/conditions") {

@@ -14,8 +14,8 @@ use serde_json::{Map, Value, json};
 
 use super::deployment::int_or_percent;
 use super::{
-    controlled_by, controller_ref, deleting, name, namespace, pod_ready, pod_terminal, uid,
-    write_status,
+    controlled_by, controller_ref, deleting, name, namespace, pod_available, pod_ready,
+    pod_terminal, uid, write_status,
 };
 use crate::api::{ApiError, DeleteOptions, Objects, Part, resources};
 use crate::reconcile::events::{EventType, record};
@@ -347,25 +347,6 @@ async fn release_claims(objects: &Objects, set: &Value, pod: &Value) -> Result<(
     Ok(())
 }
 
-/// Running, Ready, not being deleted, and Ready for at least `min_ready` seconds.
-fn available(pod: &Value, min_ready: i64) -> bool {
-    if !healthy(pod) {
-        return false;
-    }
-    if min_ready <= 0 {
-        return true;
-    }
-    let since = pod
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-        .and_then(|c| c["lastTransitionTime"].as_str())
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-    since.is_some_and(|t| {
-        jiff::Timestamp::now().duration_since(t) >= jiff::SignedDuration::from_secs(min_ready)
-    })
-}
-
 /// Running and Ready and not being deleted.
 fn healthy(pod: &Value) -> bool {
     !deleting(pod)
@@ -526,7 +507,7 @@ async fn sync(
                     }
                     blocked = true;
                 }
-                Some(p) if !available(p, min_ready) => blocked = true,
+                Some(p) if !pod_available(p, min_ready) => blocked = true,
                 Some(_) => {}
             }
             if blocked && !parallel {
@@ -573,7 +554,7 @@ async fn sync(
                 let budget = int_or_percent(Some(mu), replicas, false, 1).max(1);
                 let unavailable = by_ord
                     .iter()
-                    .filter(|(o, p)| in_range(**o) && !available(p, min_ready))
+                    .filter(|(o, p)| in_range(**o) && !pod_available(p, min_ready))
                     .count() as i64;
                 let mut left = budget - unavailable;
                 for p in targets {
@@ -604,7 +585,7 @@ async fn sync(
     let created: Vec<&Value> = mine.clone();
     let count = |f: &dyn Fn(&Value) -> bool| created.iter().filter(|p| f(p)).count() as i64;
     let ready = count(&|p| healthy(p));
-    let avail = count(&|p| available(p, min_ready));
+    let avail = count(&|p| pod_available(p, min_ready));
     let current = count(&|p| !deleting(p) && revision_of(p) == current_name);
     let updated = count(&|p| !deleting(p) && revision_of(p) == update_name);
     let mut status = json!({

@@ -187,6 +187,162 @@ async fn deployment_rolls_out_scales_and_rolls_over() {
     assert!(events.iter().any(|e| e["reason"] == "SuccessfulCreate"));
 }
 
+async fn patch_deploy(objects: &Objects, patch: Value) {
+    objects
+        .patch(
+            resources::deployments(),
+            Some("default"),
+            "web",
+            crate::api::patch::PatchType::Merge,
+            &patch,
+            Part::Main,
+            false,
+        )
+        .await
+        .unwrap();
+}
+
+/// Passes with every pod made Ready, until nothing changes.
+async fn settle(objects: &Objects) {
+    for _ in 0..20 {
+        passes(objects, 1).await;
+        all_ready(objects).await;
+    }
+}
+
+fn set_of_revision(objects: &Objects, rev: &str) -> Value {
+    objects
+        .list(resources::replica_sets(), None)
+        .unwrap()
+        .0
+        .into_iter()
+        .find(|rs| rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == rev)
+        .unwrap_or_else(|| panic!("no set of revision {rev}"))
+}
+
+#[tokio::test]
+async fn deployment_revisions_rollback_pause_and_progress_deadline() {
+    let objects = objects().await;
+    let d = resources::deployments();
+    let mut dep = deploy("busybox:1", 2);
+    dep["metadata"]["annotations"] = json!({"kubernetes.io/change-cause": "first"});
+    objects
+        .create(d, Some("default"), dep, false)
+        .await
+        .unwrap();
+    settle(&objects).await;
+    let cur = objects.get(d, Some("default"), "web").unwrap();
+    assert_eq!(
+        cur["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
+    let rs1 = set_of_revision(&objects, "1");
+    assert_eq!(
+        rs1["metadata"]["annotations"]["kubernetes.io/change-cause"],
+        "first"
+    );
+    assert_eq!(
+        rs1["metadata"]["annotations"]["deployment.kubernetes.io/max-replicas"],
+        "3"
+    );
+
+    patch_deploy(
+        &objects,
+        json!({"metadata": {"annotations": {"kubernetes.io/change-cause": "second"}},
+               "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}}}),
+    )
+    .await;
+    settle(&objects).await;
+    let rs2 = set_of_revision(&objects, "2");
+    assert_eq!(
+        rs2["metadata"]["annotations"]["kubernetes.io/change-cause"],
+        "second"
+    );
+    // Rolling back to the first template makes its set revision 3, remembering 1.
+    patch_deploy(
+        &objects,
+        json!({"metadata": {"annotations": {"kubernetes.io/change-cause": "back"}},
+               "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}}}),
+    )
+    .await;
+    settle(&objects).await;
+    let rs3 = set_of_revision(&objects, "3");
+    assert_eq!(name(&rs3), name(&rs1));
+    assert_eq!(
+        rs3["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"],
+        "1"
+    );
+    assert_eq!(
+        rs3["metadata"]["annotations"]["kubernetes.io/change-cause"],
+        "back"
+    );
+    let cur = objects.get(d, Some("default"), "web").unwrap();
+    assert_eq!(
+        cur["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+
+    // Paused: a new template makes no new set, but scaling still works.
+    patch_deploy(
+        &objects,
+        json!({"spec": {"paused": true, "replicas": 3,
+        "template": {"spec": {"containers": [{"name": "c", "image": "busybox:3"}]}}}}),
+    )
+    .await;
+    settle(&objects).await;
+    assert_eq!(
+        objects
+            .list(resources::replica_sets(), None)
+            .unwrap()
+            .0
+            .len(),
+        2
+    );
+    let live = pods(&objects).into_iter().filter(|p| !deleting(p)).count();
+    assert_eq!(live, 3);
+    let cur = objects.get(d, Some("default"), "web").unwrap();
+    let progressing = cur["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap()
+        .clone();
+    assert_eq!(progressing["reason"], "DeploymentPaused");
+    assert_eq!(progressing["status"], "Unknown");
+
+    // Resumed, the rollout starts; with its pods never Ready and a deadline long passed, it
+    // is reported as timed out.
+    patch_deploy(
+        &objects,
+        json!({"spec": {"paused": false, "progressDeadlineSeconds": 1}}),
+    )
+    .await;
+    passes(&objects, 3).await;
+    objects
+        .modify(d, Some("default"), "web", Part::Status, |o| {
+            for c in o["status"]["conditions"].as_array_mut().unwrap() {
+                if c["type"] == "Progressing" {
+                    c["lastUpdateTime"] = json!("2020-01-01T00:00:00Z");
+                }
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    passes(&objects, 1).await;
+    let cur = objects.get(d, Some("default"), "web").unwrap();
+    let progressing = cur["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap()
+        .clone();
+    assert_eq!(progressing["reason"], "ProgressDeadlineExceeded", "{cur}");
+    assert_eq!(progressing["status"], "False");
+}
+
 #[tokio::test]
 async fn garbage_collector_background_foreground_and_orphan() {
     let objects = objects().await;
