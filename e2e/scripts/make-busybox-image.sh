@@ -2,14 +2,17 @@
 # Builds a busybox-static OCI image with umoci and pushes it with skopeo to a plain-HTTP
 # registry, starting Debian's docker-registry on that address first if nothing listens there.
 #
-# usage: make-busybox-image.sh <workdir> [registry-addr] [image:tag]
+# usage: make-busybox-image.sh <workdir> [registry-addr] [image:tag] [httpd]
 #   defaults: registry 127.0.0.1:5055, image busybox:1
+#   `httpd`: the image serves /www on port 80 (busybox httpd) by default, for charts whose
+#   pods have HTTP probes.
 # Needs root (umoci unpack), busybox-static, umoci, skopeo, docker-registry.
 # The registry's pid is written to <workdir>/registry.pid (kill it when done).
 set -eu
 work=${1:?usage: make-busybox-image.sh <workdir> [registry-addr] [image:tag]}
 addr=${2:-127.0.0.1:5055}
 image=${3:-busybox:1}
+flavour=${4:-}
 mkdir -p "$work"
 
 if ! curl -fsS "http://$addr/v2/" >/dev/null 2>&1; then
@@ -56,7 +59,18 @@ rm -rf "$root/opq"
 mkdir "$root/opq"
 echo new >"$root/opq/new"
 umoci repack --image "$oci:img" "$work/bundle"
-umoci config --image "$oci:img" --config.cmd sh \
+cmd="--config.cmd sh"
+if [ "$flavour" = httpd ]; then
+    umoci unpack --image "$oci:img" "$work/bundle-httpd"
+    ln -sf busybox "$work/bundle-httpd/rootfs/bin/httpd"
+    mkdir -p "$work/bundle-httpd/rootfs/www"
+    echo "hello from skiff" >"$work/bundle-httpd/rootfs/www/index.html"
+    umoci repack --image "$oci:img" "$work/bundle-httpd"
+    rm -rf "$work/bundle-httpd"
+    cmd="--config.cmd httpd --config.cmd -f --config.cmd -p --config.cmd 80 --config.cmd -h --config.cmd /www"
+fi
+# shellcheck disable=SC2086
+umoci config --image "$oci:img" $cmd \
     --config.env PATH=/bin --config.workingdir / --architecture amd64 --os linux
 skopeo copy --dest-tls-verify=false "oci:$oci:img" "docker://$addr/$image"
 echo "pushed $addr/$image"
