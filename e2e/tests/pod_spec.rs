@@ -1,7 +1,10 @@
-//! The pod spec as ordinary manifests use it, with real containers and kubectl: volumes
-//! (configMap, secret, downwardAPI, emptyDir shared with an init container, hostPath, subPath),
-//! the environment (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef, envFrom with a
-//! prefix, `$(VAR)` expansion), a ConfigMap update reaching the running pod, a missing key and
+//! The pod spec as ordinary manifests use it, with real containers and kubectl: a Deployment
+//! with every volume type (configMap, secret, downwardAPI, projected, emptyDir shared with an
+//! init container, memory emptyDir, hostPath, persistentVolumeClaim, subPath, subPathExpr),
+//! every env source (secretKeyRef also optional, configMapKeyRef, fieldRef, resourceFieldRef,
+//! envFrom of a ConfigMap and a Secret with prefixes, `$(VAR)` expansion), startup, readiness and
+//! liveness probes (exec, httpGet, tcpSocket) and hooks (exec, sleep); a ConfigMap update
+//! reaching the running pod, a missing key and
 //! a missing ConfigMap that the pod recovers from once they appear, invalid specs refused with
 //! their field, and warnings for fields skiff does not implement.
 
@@ -39,76 +42,136 @@ stringData:
   password: s3cret
 ---
 apiVersion: v1
-kind: Pod
-metadata:
-  name: web
-  labels: {{app: web}}
+kind: PersistentVolumeClaim
+metadata: {{name: data}}
 spec:
-  terminationGracePeriodSeconds: 2
-  initContainers:
-  - name: prepare
-    image: {reg}/busybox:1.36
-    command: ["sh", "-c", "echo prepared > /work/ready"]
-    volumeMounts: [{{name: work, mountPath: /work}}]
-  containers:
-  - name: app
-    image: {reg}/busybox:1.36
-    command: ["sh", "-c", "echo started $(POD_NAME); exec sleep 3600"]
-    resources: {{limits: {{memory: 64Mi}}}}
-    env:
-    - name: PASSWORD
-      valueFrom: {{secretKeyRef: {{name: db, key: password}}}}
-    - name: LEVEL
-      valueFrom: {{configMapKeyRef: {{name: app-config, key: LOG_LEVEL}}}}
-    - name: POD_NAME
-      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
-    - name: MEM_MB
-      valueFrom: {{resourceFieldRef: {{resource: limits.memory, divisor: 1Mi}}}}
-    - name: GREETING
-      value: "hi-$(POD_NAME)-$$(LITERAL)"
-    envFrom:
-    - configMapRef: {{name: app-config}}
-      prefix: APP_
-    volumeMounts:
-    - {{name: config, mountPath: /etc/app}}
-    - {{name: creds, mountPath: /etc/db}}
-    - {{name: info, mountPath: /etc/podinfo}}
-    - {{name: work, mountPath: /work}}
-    - {{name: host, mountPath: /host}}
-    - {{name: config, mountPath: /etc/single.conf, subPath: app.conf}}
-  volumes:
-  - name: config
-    configMap: {{name: app-config}}
-  - name: creds
-    secret: {{secretName: db, defaultMode: 0400}}
-  - name: info
-    downwardAPI:
-      items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]
-  - name: work
-    emptyDir: {{}}
-  - name: host
-    hostPath: {{path: {host}, type: DirectoryOrCreate}}
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 10Mi}}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      initContainers:
+      - name: prepare
+        image: {reg}/busybox:1.36
+        command: ["sh", "-c", "echo prepared > /work/ready"]
+        volumeMounts: [{{name: work, mountPath: /work}}]
+      containers:
+      - name: app
+        image: {reg}/busybox:1.36
+        command: ["sh", "-c", "echo started $(POD_NAME); mkdir -p /www && echo ok > /www/healthz && exec httpd -f -p 8080 -h /www"]
+        ports: [{{name: http, containerPort: 8080}}]
+        resources: {{limits: {{memory: 64Mi}}}}
+        startupProbe: {{exec: {{command: [cat, /work/ready]}}, periodSeconds: 1}}
+        readinessProbe: {{httpGet: {{path: /healthz, port: http}}, periodSeconds: 1}}
+        livenessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 2}}
+        lifecycle:
+          postStart: {{exec: {{command: [sh, -c, "echo hooked > /work/poststart"]}}}}
+          preStop: {{sleep: {{seconds: 1}}}}
+        env:
+        - name: PASSWORD
+          valueFrom: {{secretKeyRef: {{name: db, key: password}}}}
+        - name: MAYBE
+          valueFrom: {{secretKeyRef: {{name: db, key: absent, optional: true}}}}
+        - name: LEVEL
+          valueFrom: {{configMapKeyRef: {{name: app-config, key: LOG_LEVEL}}}}
+        - name: POD_NAME
+          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+        - name: MEM_MB
+          valueFrom: {{resourceFieldRef: {{resource: limits.memory, divisor: 1Mi}}}}
+        - name: GREETING
+          value: "hi-$(POD_NAME)-$$(LITERAL)"
+        envFrom:
+        - configMapRef: {{name: app-config}}
+          prefix: APP_
+        - secretRef: {{name: db}}
+          prefix: DB_
+        volumeMounts:
+        - {{name: config, mountPath: /etc/app}}
+        - {{name: creds, mountPath: /etc/db}}
+        - {{name: info, mountPath: /etc/podinfo}}
+        - {{name: work, mountPath: /work}}
+        - {{name: host, mountPath: /host}}
+        - {{name: config, mountPath: /etc/single.conf, subPath: app.conf}}
+        - {{name: fast, mountPath: /fast}}
+        - {{name: all, mountPath: /etc/all}}
+        - {{name: data, mountPath: /data}}
+        - {{name: host, mountPath: /per-pod, subPathExpr: $(POD_NAME)}}
+      volumes:
+      - name: config
+        configMap: {{name: app-config}}
+      - name: creds
+        secret: {{secretName: db, defaultMode: 0400}}
+      - name: info
+        downwardAPI:
+          items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]
+      - name: work
+        emptyDir: {{}}
+      - name: fast
+        emptyDir: {{medium: Memory, sizeLimit: 8Mi}}
+      - name: host
+        hostPath: {{path: {host}, type: DirectoryOrCreate}}
+      - name: all
+        projected:
+          sources:
+          - configMap: {{name: app-config, items: [{{key: LOG_LEVEL, path: level}}]}}
+          - secret: {{name: db, items: [{{key: password, path: pw}}]}}
+          - downwardAPI: {{items: [{{path: name, fieldRef: {{fieldPath: metadata.name}}}}]}}
+      - name: data
+        persistentVolumeClaim: {{claimName: data}}
 "#,
         host = host.display()
     );
     let out = k.ok(&["apply", "-f", "-"], Some(&manifest))?;
-    ensure!(out.contains("pod/web created"), "apply: {out}");
-    let pod = wait_for("pod web to be Running", Duration::from_secs(120), || {
-        let p = c.pod("web")?;
-        Ok((p["status"]["phase"] == "Running").then_some(p))
-    })?;
+    ensure!(out.contains("deployment.apps/web created"), "apply: {out}");
+    // Ready only once the startup probe and the HTTP readiness probe pass.
+    k.ok(
+        &["rollout", "status", "deployment/web", "--timeout=120s"],
+        None,
+    )?;
+    let web = pod_named(c, "app=web")?;
+    let web = web.as_str();
+    let pod = c.pod(web)?;
     let uid = pod["metadata"]["uid"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-
-    ensure!(exec(&k, "web", "cat /work/ready")?.trim() == "prepared");
-    ensure!(exec(&k, "web", "cat /etc/app/app.conf")? == "mode=prod");
-    ensure!(exec(&k, "web", "cat /etc/single.conf")? == "mode=prod");
-    ensure!(exec(&k, "web", "cat /etc/db/password")? == "s3cret");
-    let mode = exec(&k, "web", "stat -L -c %a /etc/db/password")?;
+    ensure!(exec(&k, web, "cat /work/poststart")?.trim() == "hooked");
+    ensure!(
+        exec(&k, web, "cat /etc/all/level /etc/all/pw /etc/all/name")?
+            == format!("debugs3cret{web}")
+    );
+    let fast = exec(&k, web, "cat /proc/mounts")?;
+    ensure!(
+        fast.lines()
+            .any(|l| l.contains(" /fast ") && l.starts_with("tmpfs") && l.contains("size=8192k")),
+        "the memory emptyDir is not a tmpfs of 8Mi: {fast}"
+    );
+    exec(&k, web, "echo kept > /data/f && echo mine > /per-pod/f")?;
+    ensure!(
+        std::fs::read_to_string(host.join(web).join("f"))?.trim() == "mine",
+        "subPathExpr"
+    );
+    let db = exec(&k, web, "echo ${MAYBE:-unset} $DB_password")?;
+    ensure!(
+        db.trim() == "unset s3cret",
+        "optional and envFrom secret: {db}"
+    );
+    ensure!(exec(&k, web, "cat /work/ready")?.trim() == "prepared");
+    ensure!(exec(&k, web, "cat /etc/app/app.conf")? == "mode=prod");
+    ensure!(exec(&k, web, "cat /etc/single.conf")? == "mode=prod");
+    ensure!(exec(&k, web, "cat /etc/db/password")? == "s3cret");
+    let mode = exec(&k, web, "stat -L -c %a /etc/db/password")?;
     ensure!(mode.trim() == "400", "secret file mode {mode}");
-    let mounts = exec(&k, "web", "cat /proc/mounts")?;
+    let mounts = exec(&k, web, "cat /proc/mounts")?;
     ensure!(
         mounts
             .lines()
@@ -121,24 +184,28 @@ spec:
             .any(|l| l.contains(" /etc/app ") && l.contains(" ro,")),
         "the configMap volume is not read-only: {mounts}"
     );
-    ensure!(exec(&k, "web", "cat /etc/podinfo/labels")? == "app=\"web\"");
+    let labels = exec(&k, web, "cat /etc/podinfo/labels")?;
+    ensure!(
+        labels.starts_with("app=\"web\"\npod-template-hash="),
+        "{labels}"
+    );
     let env = exec(
         &k,
-        "web",
+        web,
         "echo $PASSWORD $LEVEL $POD_NAME $MEM_MB $GREETING $APP_LOG_LEVEL",
     )?;
     ensure!(
-        env.trim() == "s3cret debug web 64 hi-web-$(LITERAL) debug",
+        env.trim() == format!("s3cret debug {web} 64 hi-{web}-$(LITERAL) debug"),
         "environment: {env}"
     );
-    let logs = c.skiff(&["logs", "web", "-c", "app"])?;
-    ensure!(logs.contains("started web"), "command not expanded: {logs}");
-    exec(&k, "web", "echo from-pod > /host/written")?;
+    let logs = c.skiff(&["logs", web, "-c", "app"])?;
+    ensure!(
+        logs.contains(&format!("started {web}")),
+        "command not expanded: {logs}"
+    );
+    exec(&k, web, "echo from-pod > /host/written")?;
     ensure!(std::fs::read_to_string(host.join("written"))?.trim() == "from-pod");
-    let ro = k.output(
-        &["exec", "web", "--", "sh", "-c", "touch /etc/app/new"],
-        None,
-    )?;
+    let ro = k.output(&["exec", web, "--", "sh", "-c", "touch /etc/app/new"], None)?;
     ensure!(
         !ro.status.success()
             && String::from_utf8_lossy(&ro.stderr).contains("Read-only file system"),
@@ -161,10 +228,10 @@ spec:
     wait_for(
         "the ConfigMap update in the pod",
         Duration::from_secs(10),
-        || Ok((exec(&k, "web", "cat /etc/app/app.conf")? == "mode=test").then_some(())),
+        || Ok((exec(&k, web, "cat /etc/app/app.conf")? == "mode=test").then_some(())),
     )?;
     eprintln!("configMap update visible after {:?}", started.elapsed());
-    ensure!(exec(&k, "web", "cat /etc/single.conf")? == "mode=prod");
+    ensure!(exec(&k, web, "cat /etc/single.conf")? == "mode=prod");
 
     // A key that does not exist: CreateContainerConfigError, until it is added.
     let missing = format!(
@@ -271,9 +338,10 @@ spec:
         Ok((!ev.trim().is_empty()).then_some(()))
     })?;
 
-    // Deleting the pod unmounts and removes its volumes.
+    // Deleting the Deployment's pod unmounts and removes its volumes; the claim's data stays
+    // for the replacement.
     k.ok(
-        &["delete", "pod", "web", "--wait=true", "--timeout=60s"],
+        &["delete", "pod", web, "--wait=true", "--timeout=60s"],
         None,
     )?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
@@ -285,6 +353,12 @@ spec:
         !c.data.join("agent/pods").join(&uid).exists(),
         "the pod's directory is left behind"
     );
+    k.ok(
+        &["rollout", "status", "deployment/web", "--timeout=120s"],
+        None,
+    )?;
+    let next = pod_named(c, "app=web")?;
+    ensure!(exec(&k, &next, "cat /data/f")?.trim() == "kept");
     Ok(())
 }
 

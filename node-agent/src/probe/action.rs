@@ -722,4 +722,91 @@ mod tests {
             Outcome::Failure(m) if m.contains("dial tcp")
         ));
     }
+
+    /// grpc.health.v1 served by tonic: the status for the service named "web", NotFound for
+    /// others, as grpc-go's health server answers.
+    #[derive(Clone)]
+    struct Health(i32);
+
+    impl tonic::server::NamedService for Health {
+        const NAME: &'static str = "grpc.health.v1.Health";
+    }
+
+    struct Check(i32);
+
+    impl tonic::server::UnaryService<HealthCheckRequest> for Check {
+        type Response = HealthCheckResponse;
+        type Future =
+            BoxFuture<'static, Result<tonic::Response<HealthCheckResponse>, tonic::Status>>;
+        fn call(&mut self, req: tonic::Request<HealthCheckRequest>) -> Self::Future {
+            let status = self.0;
+            Box::pin(async move {
+                if req.into_inner().service != "web" {
+                    return Err(tonic::Status::not_found("unknown service"));
+                }
+                Ok(tonic::Response::new(HealthCheckResponse { status }))
+            })
+        }
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for Health {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+            let status = self.0;
+            Box::pin(async move {
+                let codec =
+                    tonic_prost::ProstCodec::<HealthCheckResponse, HealthCheckRequest>::default();
+                Ok(tonic::server::Grpc::new(codec)
+                    .unary(Check(status), req)
+                    .await)
+            })
+        }
+    }
+
+    async fn health_server(status: i32) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let incoming = futures::stream::unfold(l, |l| async move {
+            let conn = l.accept().await.map(|(s, _)| s);
+            Some((conn, l))
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(Health(status))
+                .serve_with_incoming(incoming),
+        );
+        addr
+    }
+
+    #[tokio::test]
+    async fn grpc_against_a_real_health_server() {
+        let a = NetActions::new(Arc::new(crate::cri::fake::FakeCri::new()));
+        let t = Some(Duration::from_secs(2));
+        let serving = health_server(1).await;
+        let probe = |addr, service: &str| Action::Grpc {
+            addr,
+            service: service.into(),
+        };
+        assert_eq!(
+            a.run("c", &probe(serving, "web"), t, "probe").await,
+            Outcome::Success("service healthy".into())
+        );
+        assert!(matches!(
+            a.run("c", &probe(serving, "other"), t, "probe").await,
+            Outcome::Failure(m) if m.starts_with("error: health rpc probe failed")
+        ));
+        let down = health_server(2).await;
+        assert_eq!(
+            a.run("c", &probe(down, "web"), t, "probe").await,
+            Outcome::Failure("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+    }
 }
