@@ -14,21 +14,9 @@
 # usage: bash e2e/bench/runtime.sh        (as root on a machine of this kind; RUNS=20 by default)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-need=(runc containerd docker-registry busybox-static skopeo umoci containernetworking-plugins
-    iptables python3)
-missing=()
-for p in "${need[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-fi
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/skiff-target}"
-cargo build --release -q --bin skiff -p skiff
-cargo build --release -q -p e2e --bin cri-bench
-bash scripts/build-shim.sh release >/dev/null
-skiff="$CARGO_TARGET_DIR/release/skiff"
-bench="$CARGO_TARGET_DIR/release/cri-bench"
+# shellcheck source=e2e/bench/lib.sh
+source e2e/bench/lib.sh runc containerd docker-registry busybox-static skopeo umoci \
+    containernetworking-plugins iptables python3
 RUNS=${RUNS:-20}
 
 work=$(mktemp -d /tmp/skiff-rtbench-XXXXXX)

@@ -119,6 +119,27 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
         out.contains(&container_id),
         "exec is not in the container's cgroup: {out:?}"
     );
+    // With the container's identity and confinement: ids, groups, capabilities,
+    // no_new_privs and its seccomp filter, as its own process has them.
+    let out = k.ok(
+        &[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "f='^(Uid|Gid|Groups|Cap...|NoNewPrivs|Seccomp):'; \
+             grep -E \"$f\" /proc/1/status; echo ---; grep -E \"$f\" /proc/self/status",
+        ],
+        None,
+    )?;
+    let (init, exec) = out.split_once("---\n").context("no separator")?;
+    ensure!(
+        init.trim() == exec.trim()
+            && init.contains("Seccomp:\t2")
+            && init.contains("NoNewPrivs:\t1"),
+        "the exec's identity differs from the container's:\n{out}"
+    );
 
     // Exit codes come back as kubectl's own.
     let out = k.output(&["exec", "shell", "--", "sh", "-c", "exit 3"], None)?;
@@ -157,9 +178,11 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
         k.bin.display(),
         k.kubeconfig.display()
     );
+    // script's stdin stays open (a pipe nobody writes to): at end-of-file script would close
+    // the terminal itself, possibly before the exec has started.
     let mut hung = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()?;
     let running = |k: &Kubectl| -> Result<bool> {

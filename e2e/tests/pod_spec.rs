@@ -567,5 +567,55 @@ spec:
         "hostPID does not see the node's processes:\n{ps}"
     );
     k.ok(&["delete", "pod", "shared", "hostpid", "--wait=true"], None)?;
+
+    // A readiness gate holds Ready back until another component sets its condition.
+    let gated = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: gated}}\nspec:\n  readinessGates: [{{conditionType: example.com/in-lb}}]\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: a\n    image: {reg}/busybox:1.36\n    command: [sleep, '3600']\n"
+    );
+    let out = k.output(&["apply", "-f", "-"], Some(&gated))?;
+    ensure!(
+        out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("Warning"),
+        "readinessGates are implemented: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready_of = |p: &serde_json::Value| {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready")
+            .cloned()
+            .unwrap_or_default()
+    };
+    wait_for(
+        "the gate to hold Ready back",
+        Duration::from_secs(60),
+        || {
+            let p = c.pod("gated")?;
+            let r = ready_of(&p);
+            Ok(
+                (p["status"]["phase"] == "Running" && r["reason"] == "ReadinessGatesNotReady")
+                    .then_some(()),
+            )
+        },
+    )?;
+    k.ok(
+        &[
+            "patch",
+            "pod",
+            "gated",
+            "--subresource=status",
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/status/conditions/-","value":{"type":"example.com/in-lb","status":"True"}}]"#,
+        ],
+        None,
+    )?;
+    wait_for(
+        "Ready once the gate is True",
+        Duration::from_secs(30),
+        || Ok((ready_of(&c.pod("gated")?)["status"] == "True").then_some(())),
+    )?;
+    k.ok(&["delete", "pod", "gated", "--wait=true"], None)?;
     Ok(())
 }

@@ -18,6 +18,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -37,6 +38,9 @@ struct Shared<C> {
     cri: Arc<C>,
     node: Arc<NodeContext>,
     registry: PodRegistry,
+    /// Whether the runtime's container events are being received now: only then may steady
+    /// pods wait for them instead of re-syncing every second.
+    events_live: Arc<AtomicBool>,
 }
 
 /// Runs the pod watch and the workers until `cancel`.
@@ -53,6 +57,7 @@ pub async fn run<C: Cri>(
         cri,
         node: node.clone(),
         registry,
+        events_live: Arc::new(AtomicBool::new(false)),
     });
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", node.node_name));
     let stream = watcher(Api::<Pod>::all(client), config).default_backoff();
@@ -68,7 +73,10 @@ pub async fn run<C: Cri>(
     let worker_cancel = cancel.child_token();
     // The kubelet's evented PLEG: a container's exit wakes its pod's worker at once, rather
     // than at its next re-sync.
-    let mut events = RuntimeEvents::default();
+    let mut events = RuntimeEvents {
+        live: shared.events_live.clone(),
+        ..RuntimeEvents::default()
+    };
 
     let result = loop {
         tokio::select! {
@@ -164,6 +172,8 @@ struct RuntimeEvents {
     retry_at: Option<Instant>,
     subscribed_before: bool,
     unsupported: bool,
+    /// Set while a stream is up.
+    live: Arc<AtomicBool>,
 }
 
 /// What an event asks of the pod loop.
@@ -189,6 +199,7 @@ impl RuntimeEvents {
                     Some(Err(e)) => tracing::warn!(error = %e, "container events stream failed"),
                     None => tracing::warn!("the runtime ended the container events stream"),
                 }
+                self.live.store(false, Ordering::Relaxed);
                 self.stream = None;
                 self.retry_at = Some(Instant::now() + EVENTS_RETRY);
             }
@@ -199,6 +210,7 @@ impl RuntimeEvents {
             match cri.pod_events().await {
                 Ok(Some(stream)) => {
                     self.stream = Some(stream);
+                    self.live.store(true, Ordering::Relaxed);
                     if std::mem::replace(&mut self.subscribed_before, true) {
                         return Wake::All;
                     }
@@ -301,7 +313,11 @@ async fn run_worker<C: Cri>(
                 if outcome.finish_deletion {
                     finished = finish_deletion(&api, &name, &uid, &key).await;
                 }
-                requeue = outcome.requeue;
+                requeue = if outcome.steady && shared.events_live.load(Ordering::Relaxed) {
+                    crate::worker::STEADY_RESYNC
+                } else {
+                    outcome.requeue
+                };
             }
             Err(e) => {
                 error_backoff.next(Instant::now());

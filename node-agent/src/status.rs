@@ -256,6 +256,40 @@ pub fn pod_conditions(
     out
 }
 
+/// Ready also needs the pod's readiness gates: each gate's condition, set by another component
+/// on the pod's status, must be True (kubelet `GeneratePodReadyCondition`).
+pub fn with_readiness_gates(
+    mut computed: Vec<Condition>,
+    gates: &[String],
+    previous: &[PodCondition],
+) -> Vec<Condition> {
+    let Some(ready) = computed.iter_mut().find(|c| c.type_ == "Ready") else {
+        return computed;
+    };
+    if !ready.status || gates.is_empty() {
+        return computed;
+    }
+    let unready: Vec<String> = gates
+        .iter()
+        .filter_map(|g| match previous.iter().find(|p| &p.type_ == g) {
+            None => Some(format!(
+                "corresponding condition of pod readiness gate \"{g}\" does not exist."
+            )),
+            Some(p) if p.status != "True" => Some(format!(
+                "the status of pod readiness gate \"{g}\" is not \"True\", but {}",
+                p.status
+            )),
+            Some(_) => None,
+        })
+        .collect();
+    if !unready.is_empty() {
+        ready.status = false;
+        ready.reason = Some("ReadinessGatesNotReady".to_owned());
+        ready.message = Some(unready.join(", "));
+    }
+    computed
+}
+
 /// Turns computed conditions into API conditions, keeping `lastTransitionTime` from `previous`
 /// while a condition's status is unchanged, and keeping PodScheduled (and any condition another
 /// component owns) as it was.
@@ -446,6 +480,14 @@ impl Observed<'_> {
             &containers,
             &sidecars,
         );
+        let gates: Vec<String> = self
+            .spec
+            .readiness_gates
+            .iter()
+            .flatten()
+            .map(|g| g.condition_type.clone())
+            .collect();
+        let computed = with_readiness_gates(computed, &gates, previous);
         let conditions = merge_conditions(&computed, previous, now);
         let host_ip = self.host_ip.clone();
         let pod_ips = self.pod_ips.clone();
@@ -688,5 +730,50 @@ mod tests {
         let ready = changed.iter().find(|c| c.type_ == "Ready").expect("ready");
         assert_eq!(ready.last_transition_time, Some(t1));
         assert_eq!(changed[0].type_, "PodScheduled");
+    }
+
+    #[test]
+    fn readiness_gates_hold_ready_back_until_their_conditions_are_true() {
+        let computed = vec![
+            Condition {
+                type_: "ContainersReady",
+                status: true,
+                reason: None,
+                message: None,
+            },
+            Condition {
+                type_: "Ready",
+                status: true,
+                reason: None,
+                message: None,
+            },
+        ];
+        let gates = vec!["example.com/lb".to_owned()];
+        let out = with_readiness_gates(computed.clone(), &gates, &[]);
+        let ready = out.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert!(!ready.status);
+        assert_eq!(ready.reason.as_deref(), Some("ReadinessGatesNotReady"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some(
+                "corresponding condition of pod readiness gate \"example.com/lb\" does not exist."
+            )
+        );
+        let gate = |status: &str| PodCondition {
+            type_: "example.com/lb".into(),
+            status: status.into(),
+            ..Default::default()
+        };
+        let out = with_readiness_gates(computed.clone(), &gates, &[gate("False")]);
+        assert!(!out.iter().find(|c| c.type_ == "Ready").unwrap().status);
+        let out = with_readiness_gates(computed, &gates, &[gate("True")]);
+        let ready = out.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert!(ready.status && ready.reason.is_none());
+        assert!(
+            out.iter()
+                .find(|c| c.type_ == "ContainersReady")
+                .unwrap()
+                .status
+        );
     }
 }

@@ -37,6 +37,10 @@ use tokio::time::Instant;
 pub const ACTIVE_RESYNC: Duration = Duration::from_secs(1);
 /// Re-sync period once nothing will change on its own (the pod finished).
 pub const IDLE_RESYNC: Duration = Duration::from_secs(10);
+/// Re-sync period of a pod whose containers all run, started, when the runtime reports
+/// container events: an exit, a probe result or a changed ConfigMap wakes the worker at once,
+/// and the dispatcher re-syncs every pod every 10 s besides (the kubelet's evented PLEG).
+pub const STEADY_RESYNC: Duration = Duration::from_secs(60);
 
 /// What the node knows that every pod worker needs.
 #[derive(Clone)]
@@ -134,6 +138,9 @@ pub struct SyncOutcome {
     pub requeue: Duration,
     /// The worker is done; the loop ends after acting on this outcome.
     pub done: bool,
+    /// Every container runs and has started, and no timer of the pod's own is pending
+    /// (back-off, activeDeadlineSeconds): nothing changes until an event says so.
+    pub steady: bool,
 }
 
 /// The worker for one pod UID.
@@ -233,6 +240,7 @@ impl<C: Cri> PodWorker<C> {
                     finish_deletion: false,
                     requeue: IDLE_RESYNC,
                     done: true,
+                    steady: false,
                 });
             }
             Desired::Pod(pod) => pod.clone(),
@@ -245,6 +253,7 @@ impl<C: Cri> PodWorker<C> {
                 finish_deletion: true,
                 requeue: IDLE_RESYNC,
                 done: true,
+                steady: false,
             });
         }
         let now = Instant::now();
@@ -285,11 +294,23 @@ impl<C: Cri> PodWorker<C> {
             Lifecycle::Completed(_) | Lifecycle::Terminated => IDLE_RESYNC,
             _ => ACTIVE_RESYNC,
         };
+        let steady = matches!(self.state, Lifecycle::Running(_))
+            && self.failure.is_none()
+            && pod
+                .spec
+                .as_ref()
+                .is_none_or(|s| s.active_deadline_seconds.is_none())
+            && self
+                .containers
+                .iter()
+                .chain(self.init.iter().filter(|s| s.sidecar))
+                .all(|s| s.running() && s.started && s.waiting.is_none());
         Ok(SyncOutcome {
             status,
             finish_deletion: false,
             requeue,
             done: false,
+            steady,
         })
     }
 
@@ -1204,9 +1225,40 @@ impl<C: Cri> PodWorker<C> {
         let spec = pod.spec.clone().unwrap_or_default();
         let now = Time(jiff::Timestamp::now());
         let start_time = self.start_time.get_or_insert_with(|| now.clone()).clone();
-        let status = self
-            .observed(&spec)
-            .assemble(&self.last_conditions, start_time, &now);
+        // The kubelet's own conditions as this worker last wrote them; the others (readiness
+        // gates, DisruptionTarget, PodScheduled) as the pod has them now.
+        const OWN: [&str; 4] = [
+            "PodReadyToStartContainers",
+            "Initialized",
+            "ContainersReady",
+            "Ready",
+        ];
+        let mut previous: Vec<PodCondition> = self
+            .last_conditions
+            .iter()
+            .filter(|c| OWN.contains(&c.type_.as_str()))
+            .cloned()
+            .collect();
+        previous.extend(
+            pod.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|c| !OWN.contains(&c.type_.as_str()))
+                .cloned(),
+        );
+        // A pod whose PodScheduled was never written (bound directly) keeps the one this
+        // worker added first, with its time.
+        if !previous.iter().any(|c| c.type_ == "PodScheduled")
+            && let Some(c) = self
+                .last_conditions
+                .iter()
+                .find(|c| c.type_ == "PodScheduled")
+        {
+            previous.push(c.clone());
+        }
+        let status = self.observed(&spec).assemble(&previous, start_time, &now);
         self.last_conditions = status.conditions.clone().unwrap_or_default();
         Some(status)
     }

@@ -131,7 +131,10 @@ fn ensure_tmpfs(dir: &Path) -> Result<(), RuntimeError> {
 
 /// Builds the runtime with the real OS implementations. The monitor executable is the current
 /// one (the `skiff` binary, which dispatches `__monitor` to [`monitor_main`]).
-pub fn build_runtime(config: &RuntimeConfig) -> Result<Arc<cri::Runtime>, RuntimeError> {
+pub fn build_runtime(
+    config: &RuntimeConfig,
+    zygote: Arc<monitor::Zygote>,
+) -> Result<Arc<cri::Runtime>, RuntimeError> {
     let exe = std::env::current_exe().map_err(RuntimeError::io("current exe", "/proc/self/exe"))?;
     let run_dir = prepare_run_dir(config)?;
     let images = image::ImageStore::open(
@@ -146,7 +149,7 @@ pub fn build_runtime(config: &RuntimeConfig) -> Result<Arc<cri::Runtime>, Runtim
             images,
             Arc::new(sandbox::LinuxNamespaces { exe: exe.clone() }),
             Arc::new(container::LinuxHost),
-            Arc::new(monitor::ProcessLauncher::new(exe).with_zygote()),
+            Arc::new(monitor::ProcessLauncher::new(exe, zygote)),
             Arc::new(network::CniPlugins::new(
                 &config.network,
                 Arc::new(network::ProcessExec::default()),
@@ -158,7 +161,10 @@ pub fn build_runtime(config: &RuntimeConfig) -> Result<Arc<cri::Runtime>, Runtim
 
 /// Serves the CRI RuntimeService and ImageService on `config.socket` until `cancel` fires.
 pub async fn serve(config: RuntimeConfig, cancel: CancellationToken) -> Result<(), RuntimeError> {
-    let rt = build_runtime(&config)?;
+    let exe = std::env::current_exe().map_err(RuntimeError::io("current exe", "/proc/self/exe"))?;
+    // One zygote forks both monitors and exec helpers; started now so no start pays for it.
+    let zygote = Arc::new(monitor::Zygote::new(exe.clone()).start());
+    let rt = build_runtime(&config, zygote.clone())?;
     rt.watch_running();
     let sock = &config.socket;
     if let Some(parent) = sock.parent() {
@@ -186,11 +192,9 @@ pub async fn serve(config: RuntimeConfig, cancel: CancellationToken) -> Result<(
         .local_addr()
         .map_err(RuntimeError::io("streaming server address", "127.0.0.1:0"))?;
     let streams = Arc::new(stream::Streams::new(format!("http://{stream_addr}")));
-    let exe = std::env::current_exe().map_err(RuntimeError::io("current exe", "/proc/self/exe"))?;
-    let spawner: Arc<dyn stream::exec::ExecSpawner> = Arc::new(stream::exec::HelperSpawner::new(
-        exe,
-        rt.run_dir().to_path_buf(),
-    ));
+    let spawner: Arc<dyn stream::exec::ExecSpawner> = Arc::new(
+        stream::exec::HelperSpawner::new(exe, rt.run_dir().to_path_buf()).with_zygote(zygote),
+    );
     let running_rt = rt.clone();
     let stream_state = stream::StreamState {
         streams: streams.clone(),

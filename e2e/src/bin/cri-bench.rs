@@ -6,6 +6,8 @@
 //!   RemoveContainer of `true` (after one untimed run); the exit is awaited on
 //!   GetContainerEvents, or by polling ContainerStatus every 2 ms if the runtime has no events;
 //! - `pod`: RunPodSandbox + CreateContainer + StartContainer (image cached), torn down untimed;
+//! - `exec`: ExecSync of `true` in a running container (what an exec probe costs), after one
+//!   untimed call;
 //! - `pull`: PullImage after an untimed RemoveImage, or after `$CRI_BENCH_REMOVE` (a shell
 //!   command, `{}` standing for every name of the image: tag, repo digest, id) when the
 //!   runtime's RemoveImage keeps the content (containerd collects it later: the benchmark
@@ -97,6 +99,30 @@ async fn bench(c: &mut Cri, image: &str, mode: &str, runs: usize) -> Result<Vec<
                 c.remove_pod(&pod).await?;
             }
         }
+        "exec" => {
+            c.pull(image).await?;
+            let (pod, pod_config) = run_pod(c, "exec").await?;
+            let config = container_config("sleep", image, &["sleep", "3600"]);
+            let id = c.run(&pod, &pod_config, config).await?;
+            for i in 0..=runs {
+                let t = Instant::now();
+                let r =
+                    c.rt.exec_sync(cri::ExecSyncRequest {
+                        container_id: id.clone(),
+                        cmd: vec!["true".into()],
+                        timeout: 10,
+                    })
+                    .await?
+                    .into_inner();
+                if r.exit_code != 0 {
+                    bail!("ExecSync of true exited {}", r.exit_code);
+                }
+                if i > 0 {
+                    times.push(t.elapsed());
+                }
+            }
+            c.remove_pod(&pod).await?;
+        }
         "pull" => {
             let remove = std::env::var("CRI_BENCH_REMOVE").ok();
             c.pull(image).await?;
@@ -124,7 +150,7 @@ async fn bench(c: &mut Cri, image: &str, mode: &str, runs: usize) -> Result<Vec<
                 times.push(t.elapsed());
             }
         }
-        other => bail!("unknown mode {other:?}: container, pod, pull, hold or release"),
+        other => bail!("unknown mode {other:?}: container, pod, exec, pull, hold or release"),
     }
     Ok(times)
 }
@@ -132,7 +158,7 @@ async fn bench(c: &mut Cri, image: &str, mode: &str, runs: usize) -> Result<Vec<
 async fn main_async(args: &[String]) -> Result<()> {
     let [socket, image, mode, arg] = args else {
         bail!(
-            "usage: cri-bench <socket> <image> <container|pod|pull|hold> <runs>\n       \
+            "usage: cri-bench <socket> <image> <container|pod|exec|pull|hold> <runs>\n       \
              cri-bench <socket> <image> release <pod-id>"
         );
     };

@@ -1,35 +1,33 @@
-//! The exec helper (`skiff __exec <work-dir>`): runs one command inside a running container as
-//! a libcontainer *tenant* (its namespaces, cgroup, user, capabilities and environment, as
-//! `runc exec` does), then waits for it. Like the monitor it is a fresh single-threaded process,
-//! because libcontainer clones from the calling process.
+//! The exec helper (forked by the zygote, or `skiff __exec <work-dir>`): runs one command inside
+//! a running container (its namespaces, cgroups, user, capabilities, seccomp filter and
+//! environment, as `runc exec` does; see `enter`), then waits for it. Like the monitor it is a
+//! single-threaded process, because it forks the command.
 //!
 //! The runtime talks to it through files in `<work-dir>` (so no file descriptors beyond stdio
 //! have to be passed): `exec.json` ([`ExecConfig`]) in, `pid` and `result.json`
 //! ([`ExecResult`]) out, and for a tty the FIFO `resize` carrying `"<cols> <rows>\n"` lines.
 //!
-//! Without a tty the command inherits the helper's stdin, stdout and stderr. With a tty,
-//! libcontainer opens a pty inside the container (so it is the command's controlling terminal
-//! on the container's own devpts) and hands the master over a console socket; the helper then
-//! copies stdin to the master and the master to stdout, and applies resizes with TIOCSWINSZ.
+//! Without a tty the command inherits the helper's stdin, stdout and stderr. With a tty, the
+//! command's process opens a pty inside the container (so it is its controlling terminal on the
+//! container's own devpts) and hands the master to the helper, which then copies stdin to the
+//! master and the master to stdout, and applies resizes with TIOCSWINSZ.
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::io::{IoSliceMut, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::container::ContainerStatus;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{ControlMessageOwned, MsgFlags};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use super::enter;
 use super::process::{chain, set_sigpipe};
 use crate::state;
 
@@ -90,54 +88,42 @@ fn run(dir: &Path) -> Result<i32, String> {
         Ok(None) => return Err(format!("{} missing", dir.join(EXEC_CONFIG).display())),
         Err(e) => return Err(e.to_string()),
     };
-    // The tenant's process is the container's own (env, user, capabilities, cwd, rlimits) with
-    // the command and terminal replaced, as `runc exec` builds it from the spec.
     let container =
         libcontainer::container::Container::load(cfg.state_root.join(&cfg.container_id))
             .map_err(|e| format!("load container {}: {}", cfg.container_id, chain(&e)))?;
+    if container.status() != ContainerStatus::Running {
+        return Err(format!(
+            "container {} is not running ({:?})",
+            cfg.container_id,
+            container.status()
+        ));
+    }
+    let pid = container
+        .pid()
+        .ok_or_else(|| format!("container {} has no process", cfg.container_id))?;
     let spec_path = container.bundle().join("config.json");
     let spec = oci_spec::runtime::Spec::load(&spec_path)
         .map_err(|e| format!("load {}: {e}", spec_path.display()))?;
+    // The command's process is the container's own (env, user, capabilities, cwd, rlimits)
+    // with the command and terminal replaced, as `runc exec` builds it from the spec.
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_args(Some(cfg.cmd.clone()));
     process.set_terminal(Some(cfg.tty));
-    let process_path = dir.join("process.json");
-    state::write_json_unsynced(&process_path, &process).map_err(|e| e.to_string())?;
-
-    // A console socket for the pty master; bound by a relative name so the path's length
-    // never hits the 108-byte limit of unix socket addresses.
-    let console = if cfg.tty {
-        std::env::set_current_dir(dir).map_err(|e| format!("chdir {}: {e}", dir.display()))?;
-        Some(UnixListener::bind("console.sock").map_err(|e| format!("bind console socket: {e}"))?)
-    } else {
-        None
-    };
-
     // As in the monitor: the command must start with SIGPIPE at its default.
     set_sigpipe(nix::sys::signal::SigHandler::SigDfl);
-    let built = ContainerBuilder::new(cfg.container_id.clone(), SyscallType::default())
-        .with_root_path(&cfg.state_root)
-        .map(|b| {
-            b.with_console_socket(console.as_ref().map(|_| dir.join("console.sock")))
-                .as_tenant()
-                .with_process(Some(&process_path))
-                // libcontainer requires a console socket exactly when detached with a
-                // terminal; the command is our child (CLONE_PARENT) and waited for either way.
-                .with_detach(cfg.tty)
-                .build()
-        });
+    let entered = enter::enter(&enter::Entry {
+        pid: pid.as_raw(),
+        spec: &spec,
+        process: &process,
+        tty: cfg.tty,
+    });
     set_sigpipe(nix::sys::signal::SigHandler::SigIgn);
-    let pid = match built {
-        Ok(Ok(pid)) => pid,
-        Ok(Err(e)) | Err(e) => return Err(format!("exec in container: {}", chain(&e))),
-    };
+    let entered = entered.map_err(|e| format!("exec in container: {e}"))?;
+    let pid = entered.pid;
     let _ = state::write_atomic_unsynced(&dir.join(EXEC_PID), pid.as_raw().to_string().as_bytes());
-    let status = match console {
+    let status = match entered.master {
         None => wait(pid),
-        Some(listener) => {
-            let master = receive_master(&listener)?;
-            copy_tty(pid, master, &dir.join(EXEC_RESIZE))
-        }
+        Some(master) => copy_tty(pid, master, &dir.join(EXEC_RESIZE)),
     }?;
     Ok(match status {
         WaitStatus::Exited(_, code) => code,
@@ -154,35 +140,6 @@ fn wait(pid: Pid) -> Result<WaitStatus, String> {
             Err(e) => return Err(format!("wait for {pid}: {e}")),
         }
     }
-}
-
-/// Accepts libcontainer's connection on the console socket and takes the pty master it sends.
-fn receive_master(listener: &UnixListener) -> Result<File, String> {
-    let (stream, _) = listener
-        .accept()
-        .map_err(|e| format!("accept console socket: {e}"))?;
-    let mut name = [0u8; 256];
-    let mut iov = [IoSliceMut::new(&mut name)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = nix::sys::socket::recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::empty(),
-    )
-    .map_err(|e| format!("receive pty master: {e}"))?;
-    for cmsg in msg
-        .cmsgs()
-        .map_err(|e| format!("receive pty master: {e}"))?
-    {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg
-            && let Some(&fd) = fds.first()
-        {
-            // SAFETY: SCM_RIGHTS installed `fd` in this process just now; nothing else owns it.
-            return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
-        }
-    }
-    Err("the console socket carried no pty master".into())
 }
 
 nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);

@@ -6,17 +6,18 @@
 //! is recorded ([`Started::ended`]), so that the runtime learns of exits without polling.
 //!
 //! The runtime never forks from its multithreaded process. It asks its [`zygote`] (one
-//! single-threaded skiff process, spawned once) to fork each monitor, and spawns the monitor
-//! afresh (fork+exec straight away) when there is no zygote. [`Launcher`] is that boundary;
+//! single-threaded skiff process, spawned once) to fork each monitor and each exec helper, and
+//! spawns them afresh (fork+exec straight away) when there is no zygote. [`Launcher`] is that boundary;
 //! [`ProcessLauncher`] is the real one.
 
+mod enter;
 pub mod exec;
 mod process;
 pub mod zygote;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -25,7 +26,8 @@ use tokio::io::AsyncBufReadExt;
 
 pub use self::exec::{EXEC_ARG, exec_main};
 pub use self::process::monitor_main;
-pub use self::zygote::{ZYGOTE_ARG, zygote_main};
+use self::zygote::Request;
+pub use self::zygote::{ZYGOTE_ARG, Zygote, zygote_main};
 use crate::error::{Result, RuntimeError};
 
 /// The first argument that selects monitor mode in the skiff binary.
@@ -125,90 +127,23 @@ pub trait Launcher: Send + Sync {
     fn ended(&self, monitor_pid: i32) -> Ended;
 }
 
-/// The real launcher: has `exe __zygote` fork each monitor, or spawns `exe __monitor <dir>`.
+/// The real launcher: has the [`Zygote`] fork each monitor, or spawns `exe __monitor <dir>`.
 pub struct ProcessLauncher {
     exe: PathBuf,
     start_timeout: Duration,
-    zygote: Arc<Mutex<Option<Zygote>>>,
-}
-
-/// The running zygote: its socket and process.
-struct Zygote {
-    sock: OwnedFd,
-    child: std::process::Child,
-}
-
-impl Drop for Zygote {
-    fn drop(&mut self) {
-        // Closing the socket ends it; reap it so it does not linger as a zombie.
-        let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-        let _ = self.child.wait();
-    }
+    zygote: Arc<Zygote>,
 }
 
 impl ProcessLauncher {
-    /// A launcher that runs `exe` (normally `std::env::current_exe()`) as the monitor.
-    pub fn new(exe: PathBuf) -> Self {
+    /// A launcher that forks monitors through `zygote`, and runs `exe` (normally
+    /// `std::env::current_exe()`) as the monitor when the zygote cannot.
+    pub fn new(exe: PathBuf, zygote: Arc<Zygote>) -> Self {
         ProcessLauncher {
             exe,
             start_timeout: Duration::from_secs(60),
-            zygote: Arc::default(),
+            zygote,
         }
     }
-
-    /// Starts the zygote now rather than at the first container start, so that no start pays
-    /// for it. Without one, monitors are spawned as before.
-    pub fn with_zygote(self) -> Self {
-        match spawn_zygote(&self.exe) {
-            Ok(z) => *self.zygote.lock().unwrap_or_else(|p| p.into_inner()) = Some(z),
-            Err(e) => tracing::warn!(error = %e, "cannot start the monitor zygote"),
-        }
-        self
-    }
-}
-
-fn spawn_zygote(exe: &Path) -> std::io::Result<Zygote> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?;
-    let child = std::process::Command::new(exe)
-        .arg(ZYGOTE_ARG)
-        .stdin(std::process::Stdio::from(theirs))
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    Ok(Zygote { sock: ours, child })
-}
-
-/// Forks a monitor through the zygote (spawning it first if needed, and once more if it has
-/// died): the monitor's pid. `out` and `err` become its stdout and stderr.
-fn fork_via_zygote(
-    exe: &Path,
-    slot: &Mutex<Option<Zygote>>,
-    dir: &Path,
-    out: &OwnedFd,
-    err: &OwnedFd,
-) -> std::io::Result<i32> {
-    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-    let mut last = None;
-    for _ in 0..2 {
-        if slot.is_none() {
-            *slot = Some(spawn_zygote(exe)?);
-        }
-        let Some(z) = slot.as_ref() else { continue };
-        match zygote::request(&z.sock, dir, out.as_raw_fd(), err.as_raw_fd()) {
-            Ok(pid) => return Ok(pid),
-            Err(e) => {
-                tracing::warn!(error = %e, "monitor zygote failed; starting a new one");
-                *slot = None;
-                last = Some(e);
-            }
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::other("no monitor zygote")))
 }
 
 impl ProcessLauncher {
@@ -259,9 +194,14 @@ impl Launcher for ProcessLauncher {
                 std::fs::File::create(&log_path).map_err(RuntimeError::io("create", &log_path))?;
             let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .map_err(|e| fail(format!("pipe: {e}")))?;
-            let (exe, slot, dir_buf) = (self.exe.clone(), self.zygote.clone(), dir.to_path_buf());
+            let (zygote, dir_buf) = (self.zygote.clone(), dir.to_path_buf());
             let forked = tokio::task::spawn_blocking(move || {
-                fork_via_zygote(&exe, &slot, &dir_buf, &ready_w, &OwnedFd::from(log))
+                let log = OwnedFd::from(log);
+                zygote.fork(&Request::Monitor {
+                    dir: &dir_buf,
+                    out: ready_w.as_raw_fd(),
+                    err: log.as_raw_fd(),
+                })
             })
             .await
             .map_err(|e| fail(format!("fork monitor: {e}")))?;
@@ -335,7 +275,7 @@ async fn process_exit(pid: i32) {
 }
 
 #[allow(unsafe_code)]
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };

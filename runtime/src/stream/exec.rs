@@ -1,8 +1,11 @@
 //! Running a command in a container: the [`ExecSpawner`] boundary, its real implementation
-//! ([`HelperSpawner`], which starts `skiff __exec` — see `monitor::exec`), ExecSync on top of
-//! it, and the session that connects one exec to a WebSocket client.
+//! ([`HelperSpawner`], which has the zygote fork an exec helper, or starts `skiff __exec` — see
+//! `monitor::exec`), ExecSync on top of it, and the session that connects one exec to a
+//! WebSocket client.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -12,9 +15,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::protocol::{self, ClientFrame, Version};
 use crate::error::{Result, RuntimeError};
+use crate::monitor::Zygote;
 use crate::monitor::exec::{
     EXEC_ARG, EXEC_CONFIG, EXEC_PID, EXEC_RESIZE, EXEC_RESULT, ExecConfig, ExecResult,
 };
+use crate::monitor::zygote::Request;
 use crate::state;
 
 /// ExecSync caps each captured stream at 16 MiB, as CRI asks (CVE-2022-1708); the rest is read
@@ -56,18 +61,106 @@ pub trait ExecSpawner: Send + Sync {
     fn spawn(&self, spec: ExecSpec) -> BoxFuture<'_, Result<ExecProcess>>;
 }
 
-/// The real spawner: one `skiff __exec <work-dir>` helper per command.
+/// The real spawner: one exec helper per command, forked by the zygote (an exec probe is
+/// then a fraction of a millisecond cheaper than spawning the skiff binary), or spawned as
+/// `skiff __exec <work-dir>` when there is no zygote.
 pub struct HelperSpawner {
     exe: PathBuf,
     /// The runtime's volatile task state: work dirs go under `containers/<id>/`, libcontainer's
     /// state is `libcontainer/`.
     root: PathBuf,
+    zygote: Option<Arc<Zygote>>,
 }
 
 impl HelperSpawner {
     pub fn new(exe: PathBuf, root: PathBuf) -> Self {
-        HelperSpawner { exe, root }
+        HelperSpawner {
+            exe,
+            root,
+            zygote: None,
+        }
     }
+
+    /// Forks helpers through `zygote`.
+    pub fn with_zygote(mut self, zygote: Arc<Zygote>) -> Self {
+        self.zygote = Some(zygote);
+        self
+    }
+}
+
+/// A started helper: its stdio, and what resolves when it has exited (with how it ended, for
+/// the error when it left no result).
+struct Helper {
+    stdin: Option<Writer>,
+    stdout: Reader,
+    stderr: Reader,
+    exited: BoxFuture<'static, std::io::Result<String>>,
+}
+
+/// Has `zygote` fork the helper for `work`. Its end is the end of a pipe only it holds (the
+/// zygote lets the kernel reap it, so there is no wait status to collect).
+async fn fork_helper(zygote: Arc<Zygote>, work: &Path, stdin: bool) -> std::io::Result<Helper> {
+    use tokio::net::unix::pipe;
+    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+    let (in_r, in_w) = if stdin {
+        let (r, w) = nix::unistd::pipe2(cloexec)?;
+        (r, Some(w))
+    } else {
+        (std::fs::File::open("/dev/null")?.into(), None)
+    };
+    let (out_r, out_w) = nix::unistd::pipe2(cloexec)?;
+    let (err_r, err_w) = nix::unistd::pipe2(cloexec)?;
+    let (done_r, done_w) = nix::unistd::pipe2(cloexec)?;
+    let dir = work.to_path_buf();
+    // The child's ends are dropped here once the zygote holds its copies.
+    tokio::task::spawn_blocking(move || {
+        zygote.fork(&Request::Exec {
+            dir: &dir,
+            stdin: in_r.as_raw_fd(),
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_raw_fd(),
+            done: done_w.as_raw_fd(),
+        })
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    let mut done = pipe::Receiver::from_owned_fd(done_r)?;
+    Ok(Helper {
+        stdin: match in_w {
+            Some(w) => Some(Box::new(pipe::Sender::from_owned_fd(w)?)),
+            None => None,
+        },
+        stdout: Box::new(pipe::Receiver::from_owned_fd(out_r)?),
+        stderr: Box::new(pipe::Receiver::from_owned_fd(err_r)?),
+        exited: Box::pin(async move {
+            let mut buf = [0u8; 64];
+            while done.read(&mut buf).await? > 0 {}
+            Ok("exited".to_string())
+        }),
+    })
+}
+
+/// Spawns `exe __exec <work>`, reaped by tokio.
+fn spawn_helper(exe: &Path, work: &Path, stdin: bool) -> std::io::Result<Helper> {
+    let mut child = tokio::process::Command::new(exe)
+        .arg(EXEC_ARG)
+        .arg(work)
+        .stdin(if stdin {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(false)
+        .spawn()?;
+    let missing = || std::io::Error::other("exec helper without its pipes");
+    Ok(Helper {
+        stdin: child.stdin.take().map(|w| Box::new(w) as Writer),
+        stdout: Box::new(child.stdout.take().ok_or_else(missing)?),
+        stderr: Box::new(child.stderr.take().ok_or_else(missing)?),
+        exited: Box::pin(async move { child.wait().await.map(|s| s.to_string()) }),
+    })
 }
 
 fn exec_error(id: &str) -> impl Fn(String) -> RuntimeError + '_ {
@@ -101,40 +194,42 @@ impl ExecSpawner for HelperSpawner {
             } else {
                 None
             };
-            let stdin = if spec.stdin {
-                std::process::Stdio::piped()
-            } else {
-                std::process::Stdio::null()
+            let forked = match &self.zygote {
+                Some(z) => fork_helper(z.clone(), &work, spec.stdin)
+                    .await
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "no zygote: spawning the exec helper"),
+                    )
+                    .ok(),
+                None => None,
             };
-            let mut child = tokio::process::Command::new(&self.exe)
-                .arg(EXEC_ARG)
-                .arg(&work)
-                .stdin(stdin)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .kill_on_drop(false)
-                .spawn()
-                .map_err(|e| {
+            let helper = match forked {
+                Some(h) => h,
+                None => spawn_helper(&self.exe, &work, spec.stdin).map_err(|e| {
                     let _ = std::fs::remove_dir_all(&work);
                     fail(format!("spawn exec helper {}: {e}", self.exe.display()))
-                })?;
-            let stdin = child.stdin.take().map(|w| Box::new(w) as Writer);
-            let stdout = child.stdout.take().map(|r| Box::new(r) as Reader);
-            let stderr = child.stderr.take().map(|r| Box::new(r) as Reader);
+                })?,
+            };
+            let Helper {
+                stdin,
+                stdout,
+                stderr,
+                exited,
+            } = helper;
             let pid_file = work.join(EXEC_PID);
             let done_work = work.clone();
             let done_id = id.clone();
             let done = Box::pin(async move {
-                let waited = child.wait().await;
+                let waited = exited.await;
                 let result = state::read_json::<ExecResult>(&done_work.join(EXEC_RESULT));
                 let _ = std::fs::remove_dir_all(&done_work);
                 let fail = exec_error(&done_id);
                 match (waited, result) {
                     (_, Ok(Some(r))) => Ok(r),
                     (Err(e), _) => Err(fail(format!("wait for exec helper: {e}"))),
-                    (Ok(status), Ok(None)) => Err(fail(format!(
-                        "exec helper ended ({status}) without a result"
-                    ))),
+                    (Ok(how), Ok(None)) => {
+                        Err(fail(format!("exec helper ended ({how}) without a result")))
+                    }
                     (Ok(_), Err(e)) => Err(e),
                 }
             });
@@ -149,8 +244,8 @@ impl ExecSpawner for HelperSpawner {
             });
             Ok(ExecProcess {
                 stdin,
-                stdout,
-                stderr,
+                stdout: Some(stdout),
+                stderr: Some(stderr),
                 resize,
                 done,
                 signal,

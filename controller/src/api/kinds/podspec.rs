@@ -845,12 +845,6 @@ pub fn unsupported(spec: &Value, path: &str) -> Vec<String> {
     if nonempty(spec, "runtimeClassName") {
         say("runtimeClassName", "ignored: skiff has one runtime");
     }
-    if nonempty(spec, "readinessGates") {
-        say(
-            "readinessGates",
-            "ignored: readiness follows the containers only",
-        );
-    }
     if nonempty(spec, "resourceClaims") {
         say(
             "resourceClaims",
