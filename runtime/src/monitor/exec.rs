@@ -28,6 +28,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::enter;
+use super::filter::Filter;
 use super::process::{chain, set_sigpipe};
 use crate::state;
 
@@ -41,6 +42,9 @@ pub const EXEC_RESULT: &str = "result.json";
 pub const EXEC_PID: &str = "pid";
 /// The resize FIFO in `<work-dir>` (tty only).
 pub const EXEC_RESIZE: &str = "resize";
+
+/// The container's compiled seccomp filter, in its runtime directory (`containers/<id>/`).
+const SECCOMP_CACHE: &str = "seccomp.bpf";
 
 /// After the command exits, how long to keep copying pty output that is still buffered.
 const TTY_DRAIN: Duration = Duration::from_millis(500);
@@ -109,6 +113,14 @@ fn run(dir: &Path) -> Result<i32, String> {
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_args(Some(cfg.cmd.clone()));
     process.set_terminal(Some(cfg.tty));
+    // Cached beside the container's runtime state (the exec's work dir is in it).
+    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(profile) => {
+            let cache = dir.parent().unwrap_or(dir).join(SECCOMP_CACHE);
+            Some(Filter::prepare(profile, &cache)?)
+        }
+        None => None,
+    };
     // As in the monitor: the command must start with SIGPIPE at its default.
     set_sigpipe(nix::sys::signal::SigHandler::SigDfl);
     let entered = enter::enter(&enter::Entry {
@@ -116,6 +128,7 @@ fn run(dir: &Path) -> Result<i32, String> {
         spec: &spec,
         process: &process,
         tty: cfg.tty,
+        seccomp: seccomp.as_ref(),
     });
     set_sigpipe(nix::sys::signal::SigHandler::SigIgn);
     let entered = entered.map_err(|e| format!("exec in container: {e}"))?;

@@ -12,6 +12,7 @@
 
 mod enter;
 pub mod exec;
+mod filter;
 mod process;
 pub mod zygote;
 
