@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 need=(pkg-config libseccomp-dev docker-registry busybox-static skopeo umoci curl iproute2 gcc libc6-dev
-    containernetworking-plugins iptables apache2-utils openssl containerd unzip)
+    containernetworking-plugins iptables nftables apache2-utils openssl containerd unzip)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=e2e/bench/lib.sh
 source e2e/bench/lib.sh containerd docker-registry busybox-static skopeo umoci \
-    containernetworking-plugins iptables python3 curl
+    containernetworking-plugins iptables nftables python3 curl
 RUNS=${RUNS:-200}
 
 work=$(mktemp -d /tmp/skiff-podbench-XXXXXX)
@@ -83,6 +83,12 @@ for _ in $(seq 150); do
 done
 
 echo "pod-spec benchmark: skiff $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $RUNS ExecSync calls each"
+# host-local reads every lease of the network on each pod's ADD: leases that runs killed
+# without CNI DEL left behind slow every pod start, so they are counted in the figures' header.
+stale=$(find /var/lib/cni/networks/skiff -maxdepth 1 -name '*.*.*.*' 2>/dev/null | wc -l)
+[ "$stale" -gt 0 ] && echo "note: $stale host-local leases of other sandboxes in /var/lib/cni/networks/skiff"
+containers_before=$(pgrep -c httpd || true)
+[ "${containers_before:-0}" -gt 0 ] && echo "note: $containers_before httpd processes from earlier runs are running"
 sk_exec=$("$bench" "$work/skiff/runtime/cri.sock" "$image" exec "$RUNS")
 cd_exec=$("$bench" "$cd_sock" "$image" exec "$RUNS")
 

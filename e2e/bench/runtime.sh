@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=e2e/bench/lib.sh
 source e2e/bench/lib.sh runc containerd docker-registry busybox-static skopeo umoci \
-    containernetworking-plugins iptables python3
+    containernetworking-plugins iptables nftables python3
 RUNS=${RUNS:-20}
 
 work=$(mktemp -d /tmp/skiff-rtbench-XXXXXX)

@@ -281,8 +281,9 @@ pub fn cleanup_host(work: &Path) {
 const RUN_BASE: &str = "/run/skiff";
 
 /// What CNI DEL would have released for the sandboxes of a `skiff up` that was killed: their
-/// host-local leases (host-wide, under /var/lib/cni/networks) and the bridge plugin's masquerade
-/// rules (tagged with the sandbox id). Their veths went with their network namespaces.
+/// host-local leases (host-wide, under /var/lib/cni/networks) and any masquerade rules a
+/// bridge plugin with `ipMasq` made (tagged with the sandbox id; skiff's default list masquerades
+/// the subnet once instead). Their veths went with their network namespaces.
 fn release_cni(work: &Path) {
     let sandboxes: Vec<String> = std::fs::read_dir(work.join("data/runtime/sandboxes"))
         .into_iter()

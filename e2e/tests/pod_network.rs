@@ -1,7 +1,9 @@
 //! Pod networking end to end with Debian's CNI plugins (bridge, host-local, loopback,
 //! portmap) and the default network `skiff up` writes: two busybox pods get distinct IPs in
 //! the pod subnet, one reaches the other over the bridge, the host reaches a hostPort through
-//! portmap (on 127.0.0.1 and on a non-loopback node address), all of it survives a restart of
+//! portmap (on 127.0.0.1 and on a non-loopback node address), traffic leaving the node is
+//! masqueraded (a server in a network namespace with no route back to the pod subnet sees the
+//! node's address), all of it survives a restart of
 //! skiff, a hostNetwork pod keeps the host's network, and deleting the pods releases their
 //! addresses, veths and iptables rules. Without the plugins the node is NotReady, naming the
 //! missing one. What the test created on the host (the bridge, portmap's base chains, a dummy
@@ -25,9 +27,15 @@ const POD_CIDR: &str = "10.88.0.0/16";
 const DUMMY_LINK: &str = "skiff-e2e-dum0";
 const DUMMY_IP: &str = "198.18.0.1";
 
+/// A range for the test's "outside" link: the node end and the outside end of a /30.
+const OUTSIDE_NODE_IP: &str = "198.19.0.1";
+const OUTSIDE_IP: &str = "198.19.0.2";
+
 /// What the host looked like before the test, so it removes only what it made.
 struct HostBefore {
     bridge: bool,
+    /// skiff's nftables table (the pod subnet's masquerade) was there.
+    skiff_table: bool,
     hostport_chain: bool,
     network_dir: bool,
     ip_forward: String,
@@ -37,6 +45,7 @@ impl HostBefore {
     fn take() -> Self {
         HostBefore {
             bridge: Path::new("/sys/class/net").join(BRIDGE).exists(),
+            skiff_table: skiff_table().is_ok(),
             hostport_chain: nat_rules().contains("CNI-HOSTPORT-DNAT"),
             network_dir: Path::new(NETWORK_DIR).exists(),
             ip_forward: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
@@ -86,6 +95,11 @@ impl HostBefore {
                 ipt(&["-X", chain]);
             }
         }
+        if !self.skiff_table {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", "skiff"])
+                .output();
+        }
         if !self.network_dir {
             let _ = std::fs::remove_dir_all(NETWORK_DIR);
         }
@@ -94,6 +108,78 @@ impl HostBefore {
         }
         let _ = ip(&["link", "del", DUMMY_LINK]);
     }
+}
+
+/// `nft list table ip skiff`.
+fn skiff_table() -> Result<String> {
+    run(Command::new("nft").args(["list", "table", "ip", "skiff"]))
+}
+
+/// A server in a network namespace of its own, linked to the host by a veth and with no
+/// route to the pod subnet, answers with the address it sees: a pod reaching it must come
+/// out as the node's end of that link, or the answer has nowhere to go.
+fn egress_is_masqueraded(c: &Cluster, pod: &str) -> Result<()> {
+    let table = skiff_table()?;
+    ensure!(
+        table.contains(POD_CIDR) && table.contains("masquerade"),
+        "skiff's nftables table: {table}"
+    );
+    let ns = Netns::for_test("out")?;
+    let link = format!("sko{}", std::process::id());
+    ip(&[
+        "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+    ])?;
+    let result = (|| {
+        ip(&[
+            "addr",
+            "add",
+            &format!("{OUTSIDE_NODE_IP}/30"),
+            "dev",
+            &link,
+        ])?;
+        ip(&["link", "set", &link, "up"])?;
+        ns.ip(&["addr", "add", &format!("{OUTSIDE_IP}/30"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        let server = "import socket\n\
+            s = socket.socket()\n\
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+            s.bind(('198.19.0.2', 8099))\n\
+            s.listen(8)\n\
+            while True:\n    \
+                c, a = s.accept()\n    \
+                c.sendall(('peer=' + a[0] + '\\n').encode())\n    \
+                c.close()\n";
+        let mut child = ns
+            .command(Path::new("python3"))
+            .args(["-c", server])
+            .spawn()
+            .context("start the outside server")?;
+        let seen = wait_for(
+            "the pod to reach the outside server",
+            Duration::from_secs(30),
+            || {
+                let out = Command::new("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(c.kubeconfig())
+                    .args([
+                        "exec", pod, "--", "busybox", "nc", "-w", "3", OUTSIDE_IP, "8099",
+                    ])
+                    .output()?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                Ok(text.contains("peer=").then_some(text))
+            },
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        let seen = seen?;
+        ensure!(
+            seen.trim() == format!("peer={OUTSIDE_NODE_IP}"),
+            "the outside server saw {seen:?}, not the node's address {OUTSIDE_NODE_IP}"
+        );
+        Ok(())
+    })();
+    let _ = ip(&["link", "del", &link]);
+    result
 }
 
 fn nat_rules() -> String {
@@ -275,6 +361,7 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
         },
     )?;
     ensure!(logs.contains("hello-from-server"), "client log: {logs}");
+    egress_is_masqueraded(c, "client")?;
 
     // kubectl sees the pod IPs too.
     let kubectl = run(Command::new("kubectl")

@@ -90,7 +90,8 @@ pub struct WatchedObjects {
     wake: mpsc::UnboundedSender<String>,
     config_maps: Arc<Mutex<Watched<ConfigMap>>>,
     secrets: Arc<Mutex<Watched<Secret>>>,
-    services: tokio::sync::OnceCell<Store<Service>>,
+    /// The Services reflector's store, and whether it has listed once.
+    services: tokio::sync::OnceCell<(Store<Service>, watch::Receiver<bool>)>,
 }
 
 impl Debug for WatchedObjects {
@@ -169,7 +170,7 @@ impl WatchedObjects {
     }
 
     async fn service_store(&self) -> Result<&Store<Service>, AgentError> {
-        let store = self
+        let (store, listed) = self
             .services
             .get_or_init(|| async {
                 let (reader, writer) = reflector::store();
@@ -178,27 +179,35 @@ impl WatchedObjects {
                     watcher(Api::<Service>::all(self.client.clone()), Default::default())
                         .default_backoff(),
                 );
+                // Not `Store::wait_until_ready`: its one-shot channel keeps only the last
+                // waiter's waker, so of the pods that start together, all but one would wait
+                // out FIRST_READ. A watch channel wakes every waiter.
+                let (listed_tx, listed_rx) = watch::channel(false);
                 tokio::spawn(async move {
                     let mut stream = std::pin::pin!(stream);
                     while let Some(ev) = stream.next().await {
-                        if let Err(e) = ev {
-                            tracing::debug!(error = %e, "service watch error");
+                        match ev {
+                            // The reflector yields an event once the store holds it.
+                            Ok(watcher::Event::InitDone) => {
+                                listed_tx.send_replace(true);
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::debug!(error = %e, "service watch error"),
                         }
                     }
                 });
-                reader
+                (reader, listed_rx)
             })
             .await;
-        tokio::time::timeout(FIRST_READ, store.wait_until_ready())
+        let unavailable = || AgentError::ObjectUnavailable {
+            kind: "services",
+            name: String::new(),
+        };
+        let mut listed = listed.clone();
+        tokio::time::timeout(FIRST_READ, listed.wait_for(|l| *l))
             .await
-            .map_err(|_| AgentError::ObjectUnavailable {
-                kind: "services",
-                name: String::new(),
-            })?
-            .map_err(|_| AgentError::ObjectUnavailable {
-                kind: "services",
-                name: String::new(),
-            })?;
+            .map_err(|_| unavailable())?
+            .map_err(|_| unavailable())?;
         Ok(store)
     }
 }

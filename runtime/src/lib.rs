@@ -153,6 +153,7 @@ pub fn build_runtime(
             Arc::new(network::CniPlugins::new(
                 &config.network,
                 Arc::new(network::ProcessExec::default()),
+                Arc::new(network::Nft::default()),
             )?),
         )?
         .with_defaults(config.defaults.clone()),

@@ -64,11 +64,58 @@ pub trait Registry: Send + Sync {
 /// order, over HTTPS or plain HTTP as each endpoint says.
 pub struct OciRegistry {
     registries: Registries,
+    /// Clients kept for reuse: building one loads the system's root certificates, and a kept
+    /// one reuses its connections and tokens. One per endpoint and credentials, since a
+    /// client caches the bearer tokens it obtained per repository whoever asked.
+    clients: std::sync::Mutex<std::collections::HashMap<ClientKey, oci_client::Client>>,
 }
+
+/// What a kept client was made for.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    host: String,
+    plain_http: bool,
+    accept_invalid_certs: bool,
+    ca_pem: Option<Vec<u8>>,
+    /// Username and password of the pull's credentials; `None` for anonymous pulls.
+    auth: Option<(String, String)>,
+}
+
+/// Clients kept at most; past it the cache starts over (credentials come and go with pods).
+const MAX_CLIENTS: usize = 64;
 
 impl OciRegistry {
     pub fn new(registries: Registries) -> Self {
-        OciRegistry { registries }
+        OciRegistry {
+            registries,
+            clients: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The kept client for `ep` and `auth`, made on first use.
+    fn client_for(&self, ep: &Endpoint, auth: &RegistryAuth) -> oci_client::Client {
+        let key = ClientKey {
+            host: ep.host.clone(),
+            plain_http: ep.plain_http,
+            accept_invalid_certs: ep.accept_invalid_certs,
+            ca_pem: ep.ca_pem.clone(),
+            auth: match auth {
+                RegistryAuth::Basic(u, p) => Some((u.clone(), p.clone())),
+                RegistryAuth::Bearer(t) => Some((String::new(), t.clone())),
+                RegistryAuth::Anonymous => None,
+            },
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return c.clone();
+        }
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients
+            .entry(key)
+            .or_insert_with(|| Self::client(ep))
+            .clone()
     }
 
     fn client(ep: &Endpoint) -> oci_client::Client {
@@ -165,10 +212,11 @@ impl Registry for OciRegistry {
         creds: Option<&'a Credentials>,
     ) -> BoxFuture<'a, Result<Bytes>> {
         Box::pin(self.first_answer(image, move |ep| async move {
-            let client = Self::client(&ep);
+            let auth = Self::auth(image, &ep, creds);
+            let client = self.client_for(&ep, &auth);
             let r = Self::reference(&ep.host, image, reference);
             let (body, _digest) = client
-                .pull_manifest_raw(&r, &Self::auth(image, &ep, creds), MANIFEST_TYPES)
+                .pull_manifest_raw(&r, &auth, MANIFEST_TYPES)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(body)
@@ -182,15 +230,12 @@ impl Registry for OciRegistry {
         creds: Option<&'a Credentials>,
     ) -> BoxFuture<'a, Result<BlobStream>> {
         Box::pin(self.first_answer(image, move |ep| async move {
-            let client = Self::client(&ep);
+            let auth = Self::auth(image, &ep, creds);
+            let client = self.client_for(&ep, &auth);
             let r = Self::reference(&ep.host, image, digest);
             // Authenticate for this repository first; pull_blob_stream uses the cached token.
             client
-                .auth(
-                    &r,
-                    &Self::auth(image, &ep, creds),
-                    oci_client::RegistryOperation::Pull,
-                )
+                .auth(&r, &auth, oci_client::RegistryOperation::Pull)
                 .await
                 .map_err(|e| e.to_string())?;
             let sized = client
@@ -201,5 +246,41 @@ impl Registry for OciRegistry {
             let stream: BlobStream = sized.stream.boxed();
             Ok(stream)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(host: &str) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            plain_http: true,
+            credentials: None,
+            accept_invalid_certs: false,
+            ca_pem: None,
+        }
+    }
+
+    #[test]
+    fn clients_are_kept_per_endpoint_and_credentials() {
+        // As the binary does at start.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let reg = OciRegistry::new(Registries::default());
+        let anon = RegistryAuth::Anonymous;
+        let alice = RegistryAuth::Basic("alice".into(), "a".into());
+        let bob = RegistryAuth::Basic("bob".into(), "b".into());
+        reg.client_for(&endpoint("r:5000"), &anon);
+        reg.client_for(&endpoint("r:5000"), &anon);
+        assert_eq!(reg.clients.lock().expect("lock").len(), 1, "reused");
+        reg.client_for(&endpoint("r:5000"), &alice);
+        reg.client_for(&endpoint("r:5000"), &bob);
+        reg.client_for(&endpoint("s:5000"), &alice);
+        assert_eq!(
+            reg.clients.lock().expect("lock").len(),
+            4,
+            "tokens one pull's credentials earned never serve another's"
+        );
     }
 }

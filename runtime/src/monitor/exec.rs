@@ -43,8 +43,10 @@ pub const EXEC_PID: &str = "pid";
 /// The resize FIFO in `<work-dir>` (tty only).
 pub const EXEC_RESIZE: &str = "resize";
 
-/// The container's compiled seccomp filter, in its runtime directory (`containers/<id>/`).
-const SECCOMP_CACHE: &str = "seccomp.bpf";
+/// Compiled seccomp filters, in the runtime's run dir beside libcontainer's state root, named
+/// by the SHA-256 of the profile: the containers of a node mostly share one (RuntimeDefault
+/// with the same capabilities), so it is compiled once for all of them.
+const SECCOMP_CACHE: &str = "seccomp";
 
 /// After the command exits, how long to keep copying pty output that is still buffered.
 const TTY_DRAIN: Duration = Duration::from_millis(500);
@@ -113,10 +115,13 @@ fn run(dir: &Path) -> Result<i32, String> {
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_args(Some(cfg.cmd.clone()));
     process.set_terminal(Some(cfg.tty));
-    // Cached beside the container's runtime state (the exec's work dir is in it).
     let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(profile) => {
-            let cache = dir.parent().unwrap_or(dir).join(SECCOMP_CACHE);
+            let cache = cfg
+                .state_root
+                .parent()
+                .unwrap_or(&cfg.state_root)
+                .join(SECCOMP_CACHE);
             Some(Filter::prepare(profile, &cache)?)
         }
         None => None,

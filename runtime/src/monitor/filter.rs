@@ -1,10 +1,10 @@
-//! The container's seccomp filter for exec'd processes, compiled once per container.
+//! The container's seccomp filter for exec'd processes, compiled once per distinct profile.
 //!
 //! Compiling the OCI profile with libseccomp (several hundred syscalls on three x86
 //! architectures) costs about 10 ms of CPU; an exec probe every 10 s in 100 pods would pay it
-//! ten times a second. The first exec in a container compiles the profile to BPF and keeps the
-//! program next to the container's runtime state (root-only, like the rest of it); later execs
-//! load those bytes with seccomp(2). The translation follows the OCI runtime spec as runc and
+//! ten times a second. The first exec with a profile compiles it to BPF and keeps the program
+//! in a directory of the runtime's run dir, named by the SHA-256 of the profile's JSON (the
+//! pods of a node mostly share one); later execs load those bytes with seccomp(2). The translation follows the OCI runtime spec as runc and
 //! libcontainer apply it (same actions, default errno EPERM, a rule whose action is the default
 //! skipped, syscalls unknown to this kernel skipped, repeated argument indexes as separate
 //! rules); profiles with a notify action are left to libcontainer, which also hands out the
@@ -36,12 +36,15 @@ pub enum Filter {
 }
 
 impl Filter {
-    /// `profile`, from the BPF program cached at `cache` or compiled now and cached there.
-    /// Called before the command's process leaves the host's mount namespace.
+    /// `profile`, from the BPF program cached in the directory `cache` or compiled now and
+    /// cached there. Called before the command's process leaves the host's mount namespace.
     pub fn prepare(profile: &LinuxSeccomp, cache: &Path) -> Result<Filter, String> {
         if has_notify(profile) {
             return Ok(Filter::Notify(profile.clone()));
         }
+        std::fs::create_dir_all(cache).map_err(|e| format!("create {}: {e}", cache.display()))?;
+        let cache = cache.join(cache_name(profile)?);
+        let cache = cache.as_path();
         let program = match std::fs::read(cache) {
             Ok(p) if !p.is_empty() && p.len() % INSN == 0 => p,
             _ => {
@@ -64,6 +67,14 @@ impl Filter {
                 .map_err(|e| format!("load the seccomp filter: {e}")),
         }
     }
+}
+
+/// The cache file of `profile`: the SHA-256 of its JSON, which holds everything that shapes
+/// the program (the flags are applied at load and are part of it too).
+fn cache_name(profile: &LinuxSeccomp) -> Result<String, String> {
+    use sha2::Digest as _;
+    let json = serde_json::to_vec(profile).map_err(|e| format!("seccomp profile: {e}"))?;
+    Ok(format!("{}.bpf", hex::encode(sha2::Sha256::digest(&json))))
 }
 
 fn has_notify(p: &LinuxSeccomp) -> bool {
@@ -274,6 +285,35 @@ mod tests {
         );
         assert!(!has_notify(&p));
         assert_eq!(flags(&p), 0);
+    }
+
+    #[test]
+    fn one_program_per_distinct_profile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = dir.path().join("seccomp");
+        let a = profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]
+        }));
+        let b = profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["write"], "action": "SCMP_ACT_ALLOW"}]
+        }));
+        let program = |f: Filter| match f {
+            Filter::Bpf { program, .. } => program,
+            Filter::Notify(_) => panic!("not a notify profile"),
+        };
+        let first = program(Filter::prepare(&a, &cache).expect("a"));
+        let again = program(Filter::prepare(&a, &cache).expect("a again"));
+        assert_eq!(first, again);
+        assert_eq!(std::fs::read_dir(&cache).expect("dir").count(), 1);
+        let other = program(Filter::prepare(&b, &cache).expect("b"));
+        assert_ne!(first, other);
+        assert_eq!(std::fs::read_dir(&cache).expect("dir").count(), 2);
+        // A torn file is compiled again, not loaded.
+        let file = cache.join(cache_name(&a).expect("name"));
+        std::fs::write(&file, b"abc").expect("tear");
+        assert_eq!(program(Filter::prepare(&a, &cache).expect("a")), first);
     }
 
     #[test]

@@ -66,54 +66,65 @@ impl PluginExec for ProcessExec {
         env: &[(&'static str, String)],
         stdin: &[u8],
     ) -> Result<Vec<u8>, PluginFailure> {
-        let cannot = |e: std::io::Error| PluginFailure {
-            status: format!("cannot run {}: {e}", binary.display()),
-            ..Default::default()
-        };
-        let mut child = Command::new(binary)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(cannot)?;
-        // Config lists are a few KiB, far below the pipe's buffer: writing before reading
-        // cannot deadlock.
-        if let Some(mut input) = child.stdin.take() {
-            let _ = input.write_all(stdin);
-        }
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        let output = match rx.recv_timeout(self.timeout) {
-            Ok(out) => out.map_err(cannot)?,
-            Err(_) => {
-                // The waiting thread has not reaped the child, so the pid is still ours.
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                let out = rx.recv().ok().and_then(Result::ok);
-                return Err(PluginFailure {
-                    status: format!("killed after {}s", self.timeout.as_secs()),
-                    stdout: out.as_ref().map(|o| o.stdout.clone()).unwrap_or_default(),
-                    stderr: out.map(|o| cut(&o.stderr)).unwrap_or_default(),
-                });
-            }
-        };
-        if output.status.success() {
-            return Ok(output.stdout);
-        }
-        Err(PluginFailure {
-            status: output.status.to_string(),
-            stdout: output.stdout,
-            stderr: cut(&output.stderr),
-        })
+        let mut cmd = Command::new(binary);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        run(cmd, stdin, self.timeout)
     }
 
     fn netns_alive(&self, path: &Path) -> bool {
         nix::sys::statfs::statfs(path)
             .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
     }
+}
+
+/// Runs `cmd` with `stdin` (a few KiB at most) and a deadline; its stdout if it exits 0. Shared
+/// by the plugins and the other host tools the pod network runs (`nft`).
+pub(super) fn run(
+    mut cmd: Command,
+    stdin: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, PluginFailure> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let cannot = |e: std::io::Error| PluginFailure {
+        status: format!("cannot run {program}: {e}"),
+        ..Default::default()
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(cannot)?;
+    // The input is far below the pipe's buffer: writing before reading cannot deadlock.
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin);
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(timeout) {
+        Ok(out) => out.map_err(cannot)?,
+        Err(_) => {
+            // The waiting thread has not reaped the child, so the pid is still ours.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let out = rx.recv().ok().and_then(Result::ok);
+            return Err(PluginFailure {
+                status: format!("killed after {}s", timeout.as_secs()),
+                stdout: out.as_ref().map(|o| o.stdout.clone()).unwrap_or_default(),
+                stderr: out.map(|o| cut(&o.stderr)).unwrap_or_default(),
+            });
+        }
+    };
+    if output.status.success() {
+        return Ok(output.stdout);
+    }
+    Err(PluginFailure {
+        status: output.status.to_string(),
+        stdout: output.stdout,
+        stderr: cut(&output.stderr),
+    })
 }
 
 /// At most [`STDERR_LIMIT`] bytes of `bytes` as text, keeping the end (where errors are).

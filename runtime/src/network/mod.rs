@@ -5,8 +5,9 @@
 //! - **Config**: the first `*.conflist` (or `*.conf`, `*.json`) by file name in the config
 //!   directory. When the directory is the runtime's own (`<root>/cni`) and holds no other
 //!   config, skiff writes [`DEFAULT_CONFIG_FILE`] there at start: a `bridge` on [`DEFAULT_BRIDGE`]
-//!   (gateway, masquerade, hairpin) with `host-local` addresses from the pod subnet, then
-//!   `portmap` for hostPorts.
+//!   (gateway, hairpin) with `host-local` addresses from the pod subnet, then `portmap` for
+//!   hostPorts; while that list is the one in use, skiff masquerades the subnet's traffic
+//!   leaving the node itself ([`masquerade`]), once, not per pod.
 //! - **ADD**: the `loopback` plugin on `lo` (its own one-plugin list, as containerd does), then
 //!   the list's plugins in order on `eth0`, each given the previous one's result as
 //!   `prevResult` and, if it declares the `portMappings` capability, the pod's hostPorts as
@@ -20,6 +21,7 @@
 //!   exactly that after a runtime restart or a change of the node's config.
 
 pub mod exec;
+pub mod masquerade;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 pub use self::exec::{PluginExec, PluginFailure, ProcessExec};
+pub use self::masquerade::{Masquerade, Nft};
 use crate::error::{Result, RuntimeError};
 
 /// The config skiff writes when the node has none.
@@ -107,7 +110,8 @@ pub fn default_list(pod_cidr: &str) -> std::result::Result<Value, String> {
                 "type": "bridge",
                 "bridge": DEFAULT_BRIDGE,
                 "isGateway": true,
-                "ipMasq": true,
+                // Masquerade is one rule for the subnet (`masquerade`), not a chain per pod.
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -376,12 +380,21 @@ pub struct CniPlugins {
     conf_dir: PathBuf,
     bin_dirs: Vec<PathBuf>,
     exec: Arc<dyn PluginExec>,
+    /// The default list's subnet, when skiff writes that list.
+    default_subnet: Option<String>,
+    masquerade: Arc<dyn Masquerade>,
+    /// The subnet's masquerade is in place (set once it succeeded).
+    masqueraded: std::sync::atomic::AtomicBool,
 }
 
 impl CniPlugins {
     /// Validates the options and, when asked and the directory holds no other config, writes
     /// the default list (rewritten at every start, so a changed pod subnet takes effect).
-    pub fn new(opts: &NetworkOptions, exec: Arc<dyn PluginExec>) -> Result<Self> {
+    pub fn new(
+        opts: &NetworkOptions,
+        exec: Arc<dyn PluginExec>,
+        masquerade: Arc<dyn Masquerade>,
+    ) -> Result<Self> {
         let default = default_list(&opts.pod_cidr).map_err(RuntimeError::InvalidArgument)?;
         if opts.write_default {
             let ours = opts.conf_dir.join(DEFAULT_CONFIG_FILE);
@@ -401,6 +414,9 @@ impl CniPlugins {
             conf_dir: opts.conf_dir.clone(),
             bin_dirs: opts.bin_dirs.clone(),
             exec,
+            default_subnet: opts.write_default.then(|| opts.pod_cidr.clone()),
+            masquerade,
+            masqueraded: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -546,6 +562,16 @@ impl Cni for CniPlugins {
                     ),
                 ));
             }
+        }
+        if let Some(subnet) = &self.default_subnet
+            && path == self.conf_dir.join(DEFAULT_CONFIG_FILE)
+            && !self.masqueraded.load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.masquerade
+                .ensure(subnet)
+                .map_err(|m| not_ready("MasqueradeFailed", m))?;
+            self.masqueraded
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         Ok(list)
     }

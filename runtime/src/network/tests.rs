@@ -125,10 +125,28 @@ impl PluginExec for FakeExec {
     }
 }
 
+/// Records the subnets it was asked to masquerade; fails while `fail` holds a message.
+#[derive(Default)]
+struct FakeMasquerade {
+    ensured: Mutex<Vec<String>>,
+    fail: Mutex<Option<String>>,
+}
+
+impl Masquerade for FakeMasquerade {
+    fn ensure(&self, subnet: &str) -> std::result::Result<(), String> {
+        if let Some(m) = self.fail.lock().expect("lock").clone() {
+            return Err(m);
+        }
+        self.ensured.lock().expect("lock").push(subnet.to_string());
+        Ok(())
+    }
+}
+
 struct Setup {
     _dir: tempfile::TempDir,
     opts: NetworkOptions,
     exec: Arc<FakeExec>,
+    masq: Arc<FakeMasquerade>,
     cni: CniPlugins,
 }
 
@@ -141,11 +159,13 @@ fn setup() -> Setup {
         pod_cidr: "10.88.0.0/16".into(),
     };
     let exec = FakeExec::new();
-    let cni = CniPlugins::new(&opts, exec.clone()).expect("new");
+    let masq = Arc::new(FakeMasquerade::default());
+    let cni = CniPlugins::new(&opts, exec.clone(), masq.clone()).expect("new");
     Setup {
         _dir: dir,
         opts,
         exec,
+        masq,
         cni,
     }
 }
@@ -195,15 +215,49 @@ fn the_default_list_is_written_and_loads() {
     assert_eq!(written["name"], "skiff");
     let bridge = &written["plugins"][0];
     assert_eq!(bridge["bridge"], DEFAULT_BRIDGE);
-    for k in ["isGateway", "ipMasq", "hairpinMode"] {
+    for k in ["isGateway", "hairpinMode"] {
         assert_eq!(bridge[k], true, "{k}");
     }
+    assert_eq!(
+        bridge["ipMasq"], false,
+        "masquerade is skiff's one rule, not per pod"
+    );
     assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.88.0.0/16");
     assert_eq!(written["plugins"][1]["capabilities"]["portMappings"], true);
 
     let net = s.cni.network().expect("ready");
     assert_eq!(net.name, "skiff");
     assert_eq!(net.binaries(), ["bridge", "host-local", "portmap"]);
+    s.cni.network().expect("ready again");
+    assert_eq!(
+        *s.masq.ensured.lock().expect("lock"),
+        ["10.88.0.0/16"],
+        "masqueraded once, on first use"
+    );
+}
+
+#[test]
+fn a_failed_masquerade_keeps_the_network_not_ready_until_it_succeeds() {
+    let s = setup();
+    *s.masq.fail.lock().expect("lock") = Some("nft not found in /usr/sbin".into());
+    let err = s.cni.network().expect_err("no masquerade");
+    let RuntimeError::NetworkNotReady { reason, message } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(*reason, "MasqueradeFailed");
+    assert!(message.contains("nft not found"), "{message}");
+    *s.masq.fail.lock().expect("lock") = None;
+    s.cni.network().expect("ready once nft works");
+    assert_eq!(s.masq.ensured.lock().expect("lock").len(), 1);
+}
+
+#[test]
+fn a_users_config_gets_no_masquerade_from_skiff() {
+    let s = setup();
+    let user = json!({"cniVersion": "1.0.0", "name": "mine", "plugins": [{"type": "bridge", "ipam": {"type": "host-local"}}]});
+    std::fs::write(s.opts.conf_dir.join("05-mine.conflist"), user.to_string()).expect("write");
+    assert_eq!(s.cni.network().expect("ready").name, "mine");
+    assert!(s.masq.ensured.lock().expect("lock").is_empty());
 }
 
 #[test]
@@ -214,7 +268,7 @@ fn the_default_follows_the_flag_but_never_overrides_a_users_config() {
         pod_cidr: "10.77.0.0/16".into(),
         ..s.opts.clone()
     };
-    CniPlugins::new(&changed, s.exec.clone()).expect("new");
+    CniPlugins::new(&changed, s.exec.clone(), s.masq.clone()).expect("new");
     assert!(
         std::fs::read_to_string(&ours)
             .expect("read")
@@ -223,7 +277,7 @@ fn the_default_follows_the_flag_but_never_overrides_a_users_config() {
 
     let user = json!({"cniVersion": "1.0.0", "name": "mine", "plugins": [{"type": "bridge", "ipam": {"type": "host-local"}}]});
     std::fs::write(s.opts.conf_dir.join("05-mine.conflist"), user.to_string()).expect("write");
-    CniPlugins::new(&s.opts, s.exec.clone()).expect("new");
+    CniPlugins::new(&s.opts, s.exec.clone(), s.masq.clone()).expect("new");
     assert!(
         std::fs::read_to_string(&ours)
             .expect("read")
@@ -238,6 +292,7 @@ fn the_default_follows_the_flag_but_never_overrides_a_users_config() {
             ..s.opts.clone()
         },
         s.exec.clone(),
+        s.masq.clone(),
     )
     .err()
     .expect("bad subnet");
@@ -264,7 +319,7 @@ fn network_not_ready_says_why() {
         write_default: false,
         ..s.opts.clone()
     };
-    let cni = CniPlugins::new(&user_dir, s.exec.clone()).expect("new");
+    let cni = CniPlugins::new(&user_dir, s.exec.clone(), s.masq.clone()).expect("new");
     let err = cni.network().expect_err("no config");
     assert!(
         matches!(
