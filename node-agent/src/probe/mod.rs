@@ -260,6 +260,25 @@ impl Probes {
     }
 }
 
+/// How long a readiness probe waits before its next run. The first runs come the moment the
+/// container starts, before most servers listen; until the probe first succeeds, a run that
+/// failed within the container's first period is retried after [`EARLY_RETRY`], so the pod is
+/// Ready about a second after its server listens rather than a whole period later (the
+/// kubelet gets a similar second run from the pod sync that its first result triggers). From
+/// the first success on, or once a period has passed since the start, the period applies.
+fn readiness_wait(spec: &ProbeSpec, succeeded: bool, started: Instant, now: Instant) -> Duration {
+    let never_ready = !succeeded;
+    let early = now.saturating_duration_since(started) < spec.initial_delay + spec.period;
+    if never_ready && early {
+        spec.period.min(EARLY_RETRY)
+    } else {
+        spec.period
+    }
+}
+
+/// The readiness retry in a container's first period, until its first success.
+const EARLY_RETRY: Duration = Duration::from_secs(1);
+
 /// One run of the action, retried while it errors.
 async fn attempt(spec: &ProbeSpec, id: &str, actions: &dyn Actions) -> Outcome {
     let mut last = Outcome::Error(String::new());
@@ -290,6 +309,7 @@ async fn run(
     tokio::time::sleep_until(started + spec.initial_delay).await;
     let mut last: Option<Result3> = None;
     let mut run_len: u32 = 0;
+    let mut succeeded = false;
     loop {
         let gated = kind != Kind::Startup
             && has_startup
@@ -327,6 +347,7 @@ async fn run(
                 }
             };
             if let Some(result) = result {
+                succeeded |= result == Result3::Success;
                 if last == Some(result) {
                     run_len += 1;
                 } else {
@@ -356,8 +377,9 @@ async fn run(
             }
         }
         if kind == Kind::Readiness {
+            let wait = readiness_wait(&spec, succeeded, started, Instant::now());
             tokio::select! {
-                _ = tokio::time::sleep(spec.period) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = trigger.notified() => {}
             }
         } else {

@@ -131,6 +131,49 @@ async fn readiness_starts_failed_and_follows_thresholds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn readiness_retries_early_only_until_ready_within_the_first_period() {
+    let mut h = Harness::new();
+    let refused = Outcome::Failure("connection refused".into());
+    let script = Script::new(&[
+        refused.clone(),
+        refused.clone(),
+        Outcome::Success(String::new()),
+        refused.clone(),
+    ]);
+    let mut s = spec(Kind::Readiness, 5, 3);
+    s.initial_delay = Duration::ZERO;
+    h.start(vec![s], script.clone());
+    let start = Instant::now();
+    settle(Duration::from_millis(2500)).await;
+    assert_eq!(
+        h.probes.result("app", Kind::Readiness),
+        Some(Result3::Success),
+        "ready a second after the server listens, not a period later"
+    );
+    let runs: Vec<Duration> = locked(&script.runs).iter().map(|t| *t - start).collect();
+    assert_eq!(
+        runs,
+        [0, 1, 2].map(Duration::from_secs),
+        "early retries a second apart"
+    );
+    // Once it succeeded, the period applies again, failures included.
+    settle(Duration::from_secs(11)).await;
+    let runs: Vec<Duration> = locked(&script.runs).iter().map(|t| *t - start).collect();
+    assert_eq!(runs[3..], [7, 12].map(Duration::from_secs));
+
+    // A container that never gets ready is probed each second only in its first period.
+    let mut h = Harness::new();
+    let script = Script::new(&[refused]);
+    let mut s = spec(Kind::Readiness, 5, 3);
+    s.initial_delay = Duration::ZERO;
+    h.start(vec![s], script.clone());
+    let start = Instant::now();
+    settle(Duration::from_millis(15500)).await;
+    let runs: Vec<Duration> = locked(&script.runs).iter().map(|t| *t - start).collect();
+    assert_eq!(runs, [0, 1, 2, 3, 4, 5, 10, 15].map(Duration::from_secs));
+}
+
+#[tokio::test(start_paused = true)]
 async fn liveness_failure_asks_for_a_restart_and_stops() {
     let mut h = Harness::new();
     let script = Script::new(&[Outcome::Failure("no".into())]);
