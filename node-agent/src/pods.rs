@@ -25,7 +25,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How often every worker is poked and orphaned sandboxes are looked for.
+/// How often orphaned sandboxes are looked for, and every worker is poked while the runtime's
+/// event stream is down (with it up, each worker's own requeue is the safety net: 60 s for a
+/// steady pod, as the kubelet's evented PLEG relists rarely; poking 100 steady pods every 10 s
+/// cost more than their probes).
 const RESYNC: Duration = Duration::from_secs(10);
 /// How long workers get to finish their current step at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -140,9 +143,11 @@ pub async fn run<C: Cri>(
                 }
             },
             _ = resync.tick() => {
-                for tx in workers.values() {
-                    // Marks the channel changed without changing the pod: the worker re-syncs.
-                    tx.send_modify(|_| {});
+                if !shared.events_live.load(Ordering::Relaxed) {
+                    for tx in workers.values() {
+                        // Marks the channel changed without changing the pod: the worker re-syncs.
+                        tx.send_modify(|_| {});
+                    }
                 }
                 if listed_once {
                     reap_orphans(&*shared.cri, &node.node_name, &workers).await;

@@ -38,8 +38,8 @@ pub const ACTIVE_RESYNC: Duration = Duration::from_secs(1);
 /// Re-sync period once nothing will change on its own (the pod finished).
 pub const IDLE_RESYNC: Duration = Duration::from_secs(10);
 /// Re-sync period of a pod whose containers all run, started, when the runtime reports
-/// container events: an exit, a probe result or a changed ConfigMap wakes the worker at once,
-/// and the dispatcher re-syncs every pod every 10 s besides (the kubelet's evented PLEG).
+/// container events: an exit, a probe result or a changed ConfigMap wakes the worker at once
+/// (the kubelet's evented PLEG, which relists only every few minutes).
 pub const STEADY_RESYNC: Duration = Duration::from_secs(60);
 
 /// What the node knows that every pod worker needs.

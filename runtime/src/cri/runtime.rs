@@ -1317,14 +1317,19 @@ impl Runtime {
     /// ListContainers.
     pub fn list_containers(&self, filter: Option<cri::ContainerFilter>) -> Vec<cri::Container> {
         let filter = filter.unwrap_or_default();
-        let all: Vec<ContainerRecord> = lock(&self.containers).values().cloned().collect();
-        let mut out: Vec<_> = all
-            .iter()
+        // Filtered under the lock, cloned after: a pod's sync asks for its own few containers
+        // out of every container on the node.
+        let matching: Vec<ContainerRecord> = lock(&self.containers)
+            .values()
             .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
             .filter(|c| {
                 filter.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&filter.pod_sandbox_id)
             })
             .filter(|c| labels_match(&filter.label_selector, &c.labels))
+            .cloned()
+            .collect();
+        let mut out: Vec<_> = matching
+            .iter()
             .map(|c| (c, Self::container_state(&self.live(c))))
             .filter(|(_, st)| filter.state.as_ref().is_none_or(|f| f.state == *st as i32))
             .map(|(c, st)| cri::Container {
