@@ -267,9 +267,8 @@ impl Probes {
 /// kubelet gets a similar second run from the pod sync that its first result triggers). From
 /// the first success on, or once a period has passed since the start, the period applies.
 fn readiness_wait(spec: &ProbeSpec, succeeded: bool, started: Instant, now: Instant) -> Duration {
-    let never_ready = !succeeded;
     let early = now.saturating_duration_since(started) < spec.initial_delay + spec.period;
-    if never_ready && early {
+    if !succeeded && early {
         spec.period.min(EARLY_RETRY)
     } else {
         spec.period

@@ -106,10 +106,7 @@ impl OciRegistry {
             },
         };
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = clients.get(&key) {
-            return c.clone();
-        }
-        if clients.len() >= MAX_CLIENTS {
+        if clients.len() >= MAX_CLIENTS && !clients.contains_key(&key) {
             clients.clear();
         }
         clients

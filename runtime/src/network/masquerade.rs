@@ -11,7 +11,7 @@
 //! one transaction, so several skiff nodes on one host with different subnets can each run it.
 //! [`Masquerade`] is the boundary; [`Nft`] runs the `nft` binary.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -67,7 +67,7 @@ impl Nft {
         self.dirs
             .iter()
             .map(|d| d.join("nft"))
-            .find(|p| Path::new(p).is_file())
+            .find(|p| p.is_file())
     }
 }
 
