@@ -4,12 +4,12 @@
 #   - an exec probe: CRI ExecSync of `true` in a running container, skiff's runtime side by
 #     side with containerd 1.6 (Debian's) through the same client (`cri-bench exec`);
 #   - the CPU that 100 pods with an exec liveness probe every 10 s and an httpGet readiness
-#     probe every 5 s cost skiff, in % of one core, against the same 100 pods without probes:
-#     skiff runs in a cgroup of its own, which holds everything it starts outside the pods
-#     (API, store, controllers, node agent and runtime in one process; its zygote, the
-#     containers' monitors, the exec helpers); the pods' cgroups are shown beside it (an exec
-#     probe's command and the part of its setup that runs in the container's cgroup, httpd
-#     answering the readiness probes);
+#     probe every 5 s cost, in % of one core, against the same 100 pods without probes: the
+#     node (`skiff agent` with skiff's runtime: agent and runtime in one process, its zygote,
+#     the containers' monitors, the exec helpers) runs in a cgroup of its own, the control
+#     plane (`skiff controller`: API, store, scheduler, controllers) in another; the pods'
+#     cgroups are shown beside them (an exec probe's command and the part of its setup that
+#     runs in the container's cgroup, httpd answering the readiness probes);
 #   - how long a ConfigMap update takes to show in a running pod's mounted file (the kubelet
 #     takes up to its sync period plus its cache TTL, about a minute);
 #   - a 100-replica Deployment with an httpGet readiness probe: `apply` to all Ready, with the
@@ -44,6 +44,7 @@ cleanup() {
     ip link del cnictrd0 2>/dev/null || true
     rm -rf /var/lib/cni/networks/skiff-containerd "$work"
     [ -n "${cg:-}" ] && rmdir "$cg" 2>/dev/null || true
+    [ -n "${cp_cg:-}" ] && rmdir "$cp_cg" 2>/dev/null || true
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -56,19 +57,27 @@ pids+=("$(cat "$work/image/registry.pid")")
 sh e2e/scripts/make-busybox-image.sh "$work/httpd-image" "$reg" httpd:1 httpd >/dev/null 2>&1
 image="$reg/busybox:1.36"
 
-# --- skiff up in a cgroup of its own, and containerd 1.6 with its own root, socket and CNI ---
+# --- skiff's control plane and node in a cgroup each, and containerd 1.6 with its own root,
+# socket and CNI ---
 if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
     cg_root=/sys/fs/cgroup
 else
     cg_root=/sys/fs/cgroup/cpuacct
 fi
 cg="$cg_root/skiff-podbench-$$"
-mkdir "$cg"
+cp_cg="$cg_root/skiff-podbench-cp-$$"
+mkdir "$cg" "$cp_cg"
 api="127.0.0.1:$(port)"
 # shellcheck disable=SC2016
+sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cp_cg" \
+    "$skiff" controller --name bench-cp --data-dir "$work/cp" --listen "$api" \
+    --peer-listen "127.0.0.1:$(port)" >"$work/controller.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 150); do [ -s "$work/cp/kubeconfig" ] && break; sleep 0.2; done
+# shellcheck disable=SC2016
 sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg" \
-    "$skiff" up --data-dir "$work/skiff" --listen "$api" --agent-port "$(port)" \
-    --node-name bench >"$work/skiff.log" 2>&1 &
+    "$skiff" --kubeconfig "$work/cp/kubeconfig" agent --data-dir "$work/skiff" \
+    --agent-port "$(port)" --node-name bench >"$work/skiff.log" 2>&1 &
 skiff_pid=$!; pids+=("$skiff_pid")
 cd_dir="$work/containerd"
 cd_sock=$(sh e2e/scripts/start-containerd.sh "$cd_dir" "$reg")
@@ -94,11 +103,11 @@ cd_exec=$("$bench" "$cd_sock" "$image" exec "$RUNS")
 
 python3 - "$api" "$reg" "$cg" "$cg_root/skiff" "$work/skiff" "$(field mean_ms <<<"$sk_exec")" \
     "$(field p50_ms <<<"$sk_exec")" "$(field mean_ms <<<"$cd_exec")" \
-    "$(field p50_ms <<<"$cd_exec")" "$RUNS" <<'EOF'
+    "$(field p50_ms <<<"$cd_exec")" "$RUNS" "$cp_cg" <<'EOF'
 import json, os, sys, time, urllib.error, urllib.request
 
-api, reg, skiff_cg, pods_cg, data = sys.argv[1:6]
-sk_mean, sk_p50, cd_mean, cd_p50, runs = sys.argv[6:11]
+api, reg, node_cg, pods_cg, data = sys.argv[1:6]
+sk_mean, sk_p50, cd_mean, cd_p50, runs, cp_cg = sys.argv[6:12]
 base = f"http://{api}"
 
 
@@ -173,11 +182,13 @@ def usage_ns(cg):
 
 
 def cpu_percent(seconds=60):
-    """% of one core used by skiff's cgroup and by the pods' cgroups over `seconds`."""
-    a, b, t0 = usage_ns(skiff_cg), usage_ns(pods_cg), time.monotonic()
+    """% of one core used by the node's, the control plane's and the pods' cgroups over
+    `seconds`."""
+    cgs = (node_cg, cp_cg, pods_cg)
+    before, t0 = [usage_ns(g) for g in cgs], time.monotonic()
     time.sleep(seconds)
-    c, d, t1 = usage_ns(skiff_cg), usage_ns(pods_cg), time.monotonic()
-    return (c - a) / 1e9 / (t1 - t0) * 100, (d - b) / 1e9 / (t1 - t0) * 100
+    after, t1 = [usage_ns(g) for g in cgs], time.monotonic()
+    return [(b - a) / 1e9 / (t1 - t0) * 100 for a, b in zip(before, after)]
 
 
 rows = []
@@ -186,20 +197,20 @@ rows.append(("  p50 ms", sk_p50, cd_p50, ""))
 
 # A 100-replica Deployment: all Ready, without and with readiness probes.
 plain = roll_out(100, False)
-idle_cpu, idle_pods = cpu_percent()
+idle_cpu, idle_cp, idle_pods = cpu_percent()
 tear_down()
 probed = roll_out(100, True)
 time.sleep(10)
-probe_cpu, probe_pods = cpu_percent()
+probe_cpu, probe_cp, probe_pods = cpu_percent()
 tear_down()
 rows.append(("100 replicas, no probes: apply -> all Ready, s", f"{plain[-1]:.2f}", "", ""))
 rows.append(("  per pod p50 / p99, s", f"{pct(plain, .5):.2f} / {pct(plain, .99):.2f}", "", ""))
 rows.append(("100 replicas, httpGet readiness: -> all Ready, s", f"{probed[-1]:.2f}", "", ""))
 rows.append(("  per pod p50 / p99, s", f"{pct(probed, .5):.2f} / {pct(probed, .99):.2f}", "", ""))
-rows.append(("100 pods, no probes: skiff CPU, % of a core", f"{idle_cpu:.2f}", "", ""))
-rows.append(("  the pods' own cgroups, %", f"{idle_pods:.2f}", "", ""))
-rows.append(("100 pods, exec 10s + httpGet 5s probes: skiff %", f"{probe_cpu:.2f}", "", ""))
-rows.append(("  the pods' own cgroups, %", f"{probe_pods:.2f}", "", ""))
+rows.append(("100 pods, no probes: node CPU, % of a core", f"{idle_cpu:.2f}", "", ""))
+rows.append(("  control plane / the pods' own cgroups, %", f"{idle_cp:.2f} / {idle_pods:.2f}", "", ""))
+rows.append(("100 pods, exec 10s + httpGet 5s probes: node %", f"{probe_cpu:.2f}", "", ""))
+rows.append(("  control plane / the pods' own cgroups, %", f"{probe_cp:.2f} / {probe_pods:.2f}", "", ""))
 
 # A ConfigMap update reaching a running pod's mounted file.
 call("POST", "/api/v1/namespaces/default/configmaps",

@@ -204,9 +204,12 @@ pub fn push_busybox(work: &Path, registry: &str, image: &str) -> Result<()> {
 /// mounts under `work`, and the containers' cgroups. Containers outlive `skiff up` by design, so
 /// a test that stops half-way must clear them itself.
 pub fn cleanup_host(work: &Path) {
-    let containers = work.join("data/runtime/containers");
-    let ids: Vec<String> = std::fs::read_dir(&containers)
+    // `skiff up`'s runtime (`data/`), and those of nodes that tests start beside it.
+    let ids: Vec<String> = std::fs::read_dir(work)
         .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path().join("runtime/containers")).into_iter())
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -512,6 +515,30 @@ impl Cluster {
             kubeconfig: self.kubeconfig(),
         }
     }
+}
+
+/// Whether `obj`'s status has condition `kind` with status True (a Node's or a Pod's Ready).
+pub fn condition_true(obj: &serde_json::Value, kind: &str) -> bool {
+    obj["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|x| x["type"] == kind && x["status"] == "True")
+}
+
+/// Waits up to a minute for Node `node` to be Ready; the failure carries the tail of `log`
+/// (the node's own log).
+pub fn wait_node_ready(k: &Kubectl, node: &str, log: &Path) -> Result<()> {
+    wait_for(
+        &format!("node {node} to be Ready"),
+        Duration::from_secs(60),
+        || {
+            let n: serde_json::Value =
+                serde_json::from_str(&k.ok(&["get", "node", node, "-o", "json"], None)?)?;
+            Ok(condition_true(&n, "Ready").then_some(()))
+        },
+    )
+    .with_context(|| tail(log))
 }
 
 /// The last lines of a log file, for failure messages.

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use e2e::{Cluster, Proc, free_port, run, wait_for, with_cluster, workspace};
+use e2e::{Cluster, Proc, free_port, run, wait_for, wait_node_ready, with_cluster, workspace};
 
 const NODE: &str = "ctrd-node";
 
@@ -77,21 +77,7 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str, ctrd: &Path) -> Result<()> 
             .env("RUST_LOG", "info"),
         &work.join("agent.log"),
     )?;
-    wait_for(
-        &format!("node {NODE} to be Ready"),
-        Duration::from_secs(60),
-        || {
-            let node: serde_json::Value =
-                serde_json::from_str(&kubectl(c, &["get", "node", NODE, "-o", "json"])?)?;
-            let ready = node["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|x| x["type"] == "Ready" && x["status"] == "True");
-            Ok(ready.then_some(node))
-        },
-    )
-    .with_context(|| std::fs::read_to_string(work.join("agent.log")).unwrap_or_default())?;
+    wait_node_ready(&c.kubectl("1.33"), NODE, &work.join("agent.log"))?;
 
     let pod = work.join("ctrd-pod.yaml");
     std::fs::write(

@@ -22,7 +22,7 @@
 //! Volatile task state, under `run_dir` (by default `/run/skiff/<hash of root_dir>`, on a
 //! tmpfs that the runtime mounts at `/run/skiff` when `/run` is not one, as `/run/runc` and
 //! `/run/containerd` are on a usual host):
-//! - `containers/<id>/{monitor.json,bundle/config.json,pid,exit.json,monitor.log,reopen-log,exec-*}`
+//! - `containers/<id>/{monitor.json,bundle/config.json,pid,exit.json,monitor.log,reopen-log,reopen-log.wake,exec-*}`
 //! - `libcontainer/<id>`: libcontainer's own state while a container runs
 
 pub mod container;

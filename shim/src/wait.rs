@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,8 +17,11 @@ use crate::log::{CriLineWriter, LogSink, timestamp};
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// File in the container dir the monitor writes the exit record to.
 pub const EXIT_FILE: &str = "exit.json";
-/// File in the container dir whose appearance asks for the log to be reopened.
+/// File in the container dir whose appearance asks for the log to be reopened; the monitor
+/// deletes it once done (ReopenContainerLog).
 pub const REOPEN_LOG: &str = "reopen-log";
+/// FIFO in the container dir that wakes the monitor to look for [`REOPEN_LOG`].
+pub const REOPEN_WAKE: &str = "reopen-log.wake";
 
 /// How the init process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,19 +110,33 @@ fn wait_blocking(init: i32) -> Option<Ended> {
 /// Copies both pipes into `log` until the init process `init` exits (and its output is
 /// drained), reaping every child inherited as subreaper; `reopen` is the file whose
 /// appearance asks for the log to be reopened.
+///
+/// Sleeps in poll(2) until something happens: output, the init's exit (a pidfd), another
+/// child's (SIGCHLD through a signalfd), or a byte in the FIFO [`REOPEN_WAKE`] beside
+/// `reopen`, which the runtime writes after creating the flag. One monitor runs per
+/// container, so a periodic wakeup in each adds up on a node with many idle pods. Where the
+/// kernel refuses the pidfd or the FIFO, it looks every 200 ms instead.
 pub fn copy_and_wait(init: i32, out: File, err: File, log: &mut LogSink, reopen: &Path) -> Ended {
     let mut streams = [
         (Some(out), CriLineWriter::new("stdout")),
         (Some(err), CriLineWriter::new("stderr")),
     ];
+    let init_fd = pidfd(init);
+    let children = ChildSignals::new();
+    let wake = reopen
+        .parent()
+        .and_then(|dir| wake_fifo(&dir.join(REOPEN_WAKE)));
     let mut ended: Option<(Ended, Instant)> = None;
     let mut buf = vec![0u8; 32 * 1024];
+    // Whether to look at the reopen flag: at first (a request may predate the FIFO), then when
+    // the FIFO says so, or at every wakeup without one.
+    let mut look = true;
     loop {
-        // ReopenContainerLog: the runtime asked (one stat per wakeup, at most every 200ms).
-        if reopen.exists() {
+        if (look || wake.is_none()) && reopen.exists() {
             log.reopen();
             let _ = std::fs::remove_file(reopen);
         }
+        look = false;
         if ended.is_none() {
             match reap(init) {
                 Ok(Some(e)) => ended = Some((e, Instant::now())),
@@ -141,33 +158,57 @@ pub fn copy_and_wait(init: i32, out: File, err: File, log: &mut LogSink, reopen:
             }
             return e;
         }
-        if !open {
-            // Nothing left to copy: wait for the exit itself rather than poll for it (the pipes
-            // close a moment before the process can be reaped).
+        if !open && init_fd.is_none() {
+            // Nothing left to copy and no pidfd: wait for the exit itself rather than poll
+            // for it (the pipes close a moment before the process can be reaped).
             match wait_blocking(init) {
                 Some(e) => ended = Some((e, Instant::now())),
                 None => std::thread::sleep(Duration::from_millis(50)),
             }
             continue;
         }
+        let timeout = match ended {
+            Some((_, at)) => DRAIN_GRACE.saturating_sub(at.elapsed()).as_millis() as i32 + 1,
+            None if init_fd.is_none() || wake.is_none() => 200,
+            None => -1,
+        };
         let mut fds: Vec<libc::pollfd> = Vec::new();
         let mut which = Vec::new();
         for (i, (f, _)) in streams.iter().enumerate() {
             if let Some(f) = f {
-                fds.push(libc::pollfd {
-                    fd: f.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-                which.push(i);
+                fds.push(pollin(f.as_raw_fd()));
+                which.push(Some(i));
             }
         }
+        // The pidfd stays readable once the init exited: watched only until then.
+        let init_watch = init_fd.as_ref().filter(|_| ended.is_none());
+        for fd in [
+            init_watch.map(|f| f.as_raw_fd()),
+            children.as_ref().map(|c| c.fd()),
+            wake.as_ref().map(|w| w.as_raw_fd()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fds.push(pollin(fd));
+            which.push(None);
+        }
         // SAFETY: `fds` is a live array of `fds.len()` pollfd structs for the whole call.
-        let _ = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 200) };
+        let _ = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         for (pfd, i) in fds.iter().zip(which) {
             if pfd.revents == 0 {
                 continue;
             }
+            let Some(i) = i else {
+                // The pidfd, the signalfd or the FIFO: the loop's top reaps and looks.
+                if init_watch.is_none_or(|f| f.as_raw_fd() != pfd.fd) {
+                    drain(pfd.fd, &mut buf);
+                }
+                if wake.as_ref().is_some_and(|w| w.as_raw_fd() == pfd.fd) {
+                    look = true;
+                }
+                continue;
+            };
             let (file, writer) = &mut streams[i];
             let Some(f) = file.as_mut() else { continue };
             match f.read(&mut buf) {
@@ -182,6 +223,95 @@ pub fn copy_and_wait(init: i32, out: File, err: File, log: &mut LogSink, reopen:
                 Err(_) => *file = None,
             }
         }
+    }
+}
+
+fn pollin(fd: i32) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Reads a non-blocking descriptor until it has nothing more.
+fn drain(fd: i32, buf: &mut [u8]) {
+    loop {
+        // SAFETY: read writes at most `buf.len()` bytes into `buf`, which lives across the call.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return;
+        }
+    }
+}
+
+/// A pidfd for `pid`, readable once it exited (Linux 5.3).
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative result is a new descriptor that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// SIGCHLD as a readable descriptor: the signal is blocked in this (single-threaded) process
+/// and each one makes the signalfd readable until read.
+struct ChildSignals(OwnedFd);
+
+impl ChildSignals {
+    fn new() -> Option<ChildSignals> {
+        // SAFETY: the sigset is initialised by sigemptyset before use; sigprocmask and
+        // signalfd only read it; the returned descriptor is new and owned by the OwnedFd.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return None;
+            }
+            let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+            if fd < 0 {
+                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                return None;
+            }
+            Some(ChildSignals(OwnedFd::from_raw_fd(fd)))
+        }
+    }
+
+    fn fd(&self) -> i32 {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Creates the FIFO at `path` and opens it for reading and writing, so that it never reports
+/// a hangup between the runtime's writes.
+fn wake_fifo(path: &Path) -> Option<File> {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: mkfifo reads the NUL-terminated path, which lives across the call.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0
+        && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
+    {
+        return None;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .ok()
+}
+
+/// Asks the monitor of the container in `dir` to look at its reopen flag now. Without the
+/// FIFO (a monitor from before it existed), the monitor finds the flag within 200 ms anyway.
+pub fn wake_for_reopen(dir: &Path) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Ok(mut fifo) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(dir.join(REOPEN_WAKE))
+    {
+        let _ = fifo.write_all(b"r");
     }
 }
 
@@ -324,6 +454,65 @@ mod tests {
         assert!(
             text.contains(" stdout F out\n") && text.contains(" stderr F err\n"),
             "{text}"
+        );
+    }
+
+    /// ReopenContainerLog as the runtime asks for it: flag, then a byte in the FIFO; output
+    /// after the reopen goes to the new file.
+    #[test]
+    #[allow(clippy::zombie_processes)]
+    fn a_reopen_request_through_the_fifo_is_answered_while_the_child_runs() {
+        use std::os::unix::fs::FileTypeExt as _;
+        let _turn = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().expect("tmp");
+        let log_path = dir.path().join("0.log");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "echo before; read x; echo after"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut stdin = child.stdin.take().expect("in");
+        let out = File::from(std::os::fd::OwnedFd::from(
+            child.stdout.take().expect("out"),
+        ));
+        let err = File::from(std::os::fd::OwnedFd::from(
+            child.stderr.take().expect("err"),
+        ));
+        let pid = i32::try_from(child.id()).expect("pid");
+        let root = dir.path().to_path_buf();
+        let asker = std::thread::spawn(move || {
+            let flag = root.join(REOPEN_LOG);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !std::fs::read_to_string(root.join("0.log")).is_ok_and(|t| t.contains("before")) {
+                assert!(Instant::now() < deadline, "no first line");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let wake = std::fs::metadata(root.join(REOPEN_WAKE)).expect("the FIFO");
+            assert!(wake.file_type().is_fifo());
+            std::fs::rename(root.join("0.log"), root.join("0.log.1")).expect("rotate");
+            std::fs::write(&flag, b"").expect("flag");
+            wake_for_reopen(&root);
+            while flag.exists() {
+                assert!(Instant::now() < deadline, "the flag was never taken");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            stdin.write_all(b"go\n").expect("release the child");
+        });
+        let mut log = LogSink::open(Some(log_path.clone()), 0, 1);
+        let ended = copy_and_wait(pid, out, err, &mut log, &dir.path().join(REOPEN_LOG));
+        asker.join().expect("asker");
+        assert_eq!(ended, Ended::Exited(0));
+        let old = std::fs::read_to_string(dir.path().join("0.log.1")).expect("old log");
+        let new = std::fs::read_to_string(&log_path).expect("new log");
+        assert!(
+            old.contains(" stdout F before\n") && !old.contains("after"),
+            "{old}"
+        );
+        assert!(
+            new.contains(" stdout F after\n") && !new.contains("before"),
+            "{new}"
         );
     }
 

@@ -1,7 +1,8 @@
-//! `skiff agent`: a node agent alone, for a node whose control plane runs elsewhere (`skiff up`
-//! or `skiff controller` members) and whose CRI runtime is any standard one: skiff's own, or
-//! containerd's CRI plugin. It registers the node, renews its lease and runs the pods bound to
-//! it until SIGTERM.
+//! `skiff agent`: a node of a cluster whose control plane runs elsewhere (`skiff up` or
+//! `skiff controller` members). It runs skiff's own CRI runtime in the same process, as k3s'
+//! agent runs containerd, or drives any standard one given `--cri-socket` (containerd's CRI
+//! plugin). It registers the node, renews its lease and runs the pods bound to it until
+//! SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -12,9 +13,15 @@ use tokio_util::sync::CancellationToken;
 /// Options of `skiff agent`.
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// The CRI runtime's unix socket (e.g. containerd's `/run/containerd/containerd.sock`).
-    #[arg(long)]
-    cri_socket: PathBuf,
+    /// Another CRI runtime's unix socket (e.g. containerd's
+    /// `/run/containerd/containerd.sock`) instead of skiff's own runtime, whose options then
+    /// do not apply.
+    // Not the CNI binaries' directories: they may come from the environment.
+    #[arg(long, conflicts_with_all = [
+        "insecure_registries", "registries_config", "pids_limit", "container_log_max_size",
+        "container_log_max_files", "pod_cidr", "cni_conf_dir",
+    ])]
+    cri_socket: Option<PathBuf>,
     /// Name of this node.
     #[arg(long)]
     node_name: String,
@@ -24,26 +31,97 @@ pub struct AgentArgs {
     /// Port of the agent's server (the kubelet's 10250).
     #[arg(long, default_value_t = 10250)]
     agent_port: u16,
-    /// Where pod logs and the agent's state go.
+    /// Where pod logs, the agent's state and skiff's runtime (`runtime/`, its socket
+    /// `runtime/cri.sock`) go.
     #[arg(long, default_value = "/var/lib/skiff-agent")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    runtime: super::node::RuntimeArgs,
+}
+
+/// The node's CRI runtime.
+enum Cri {
+    /// skiff's own, in this process.
+    Own(Box<runtime::RuntimeConfig>),
+    /// Another one's socket.
+    Socket(PathBuf),
 }
 
 pub async fn run(kubeconfig: Option<PathBuf>, args: AgentArgs) -> Result<()> {
+    let cri = match args.cri_socket {
+        Some(socket) => Cri::Socket(socket),
+        None => Cri::Own(Box::new(
+            args.runtime.config(args.data_dir.join("runtime"))?,
+        )),
+    };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
     let (client, _) = super::client::connect(kubeconfig).await?;
     let cancel = CancellationToken::new();
     super::up::spawn_signal_handler(cancel.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    let cri_socket = match cri {
+        Cri::Socket(socket) => socket,
+        Cri::Own(config) => super::node::start_runtime(*config, &mut tasks, &cancel).await?,
+    };
     let config = node_agent::AgentConfig {
         node_name: args.node_name,
-        cri_socket: args.cri_socket,
+        cri_socket,
         pod_log_dir: args.data_dir.join("pods"),
         listen: SocketAddr::new(args.node_ip, args.agent_port),
         node_ip: Some(args.node_ip),
         state_dir: Some(args.data_dir.join("agent")),
     };
-    node_agent::run(config, client, cancel)
-        .await
-        .context("node agent")
+    let c = cancel.clone();
+    tasks.spawn(async move {
+        let r = node_agent::run(config, client, c.clone()).await;
+        c.cancel();
+        r.context("node agent")
+    });
+    super::node::join_all(tasks, &cancel).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<AgentArgs, clap::Error> {
+        Cmd::try_parse_from(std::iter::once("agent").chain(args.iter().copied())).map(|c| c.agent)
+    }
+
+    #[test]
+    fn without_a_socket_the_agent_runs_skiffs_runtime_under_its_data_dir() {
+        let a =
+            parse(&["--node-name", "n1", "--data-dir", "/d", "--pids-limit", "7"]).expect("parse");
+        assert!(a.cri_socket.is_none());
+        let config = a
+            .runtime
+            .config(a.data_dir.join("runtime"))
+            .expect("config");
+        assert_eq!(config.socket, PathBuf::from("/d/runtime/cri.sock"));
+        assert_eq!(config.defaults.pids_limit, 7);
+    }
+
+    #[test]
+    fn runtime_options_with_another_runtime_are_refused() {
+        let err = parse(&[
+            "--node-name",
+            "n1",
+            "--cri-socket",
+            "/s",
+            "--pod-cidr",
+            "10.1.0.0/16",
+        ])
+        .expect_err("conflict");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let a = parse(&["--node-name", "n1", "--cri-socket", "/s"]).expect("parse");
+        assert_eq!(a.cri_socket, Some(PathBuf::from("/s")));
+    }
 }

@@ -5,6 +5,7 @@ mod agent;
 mod client;
 mod controller;
 mod image;
+mod node;
 mod up;
 
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ enum Command {
     Up(up::UpArgs),
     /// Run one member of a replicated control plane, or manage the members (`member ...`).
     Controller(controller::ControllerArgs),
-    /// Run a node agent alone against a control plane (`--kubeconfig`) and any CRI runtime.
+    /// Run a node against a control plane (`--kubeconfig`): agent and skiff's runtime, or any CRI runtime.
     Agent(agent::AgentArgs),
     /// The node's images: `pull` (with progress), `ls`, `rm`, `import` (OCI or docker archives).
     Image(image::ImageArgs),

@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use tokio_util::sync::CancellationToken;
@@ -27,46 +26,11 @@ pub struct UpArgs {
     /// Port of the node agent (the kubelet's 10250).
     #[arg(long, default_value_t = 10250)]
     agent_port: u16,
-    /// A registry (host[:port]) that may be reached over plain HTTP; repeatable. Loopback
-    /// registries always may.
-    #[arg(long = "insecure-registry")]
-    insecure_registries: Vec<String>,
-    /// The node's registries file (k3s's registries.yaml format): mirrors tried before a
-    /// registry, and per-host credentials and TLS settings.
-    #[arg(long)]
-    registries_config: Option<PathBuf>,
-    /// Most processes a container may have unless its pod sets a limit (0: unlimited).
-    #[arg(long, default_value_t = runtime::DEFAULT_PIDS_LIMIT)]
-    pids_limit: i64,
-    /// A container log file is rotated once it is larger than this many bytes (the kubelet's
-    /// containerLogMaxSize; 0: never).
-    #[arg(long, default_value_t = 10 << 20)]
-    container_log_max_size: u64,
-    /// Log files kept per container, the live one included (containerLogMaxFiles).
-    #[arg(long, default_value_t = 5)]
-    container_log_max_files: u32,
-    /// The pod subnet of skiff's default CNI network (bridge skiff0, host-local addresses).
-    #[arg(long, default_value = runtime::network::DEFAULT_POD_CIDR, value_parser = pod_cidr)]
-    pod_cidr: String,
-    /// Directory of CNI network configs (the first by name is used) [default:
-    /// <data-dir>/runtime/cni, where skiff writes its own config when there is none].
-    #[arg(long)]
-    cni_conf_dir: Option<PathBuf>,
-    /// Directories holding the CNI plugin binaries, searched in order.
-    #[arg(
-        long,
-        env = "SKIFF_CNI_BIN_DIR",
-        value_delimiter = ':',
-        default_value = "/usr/lib/cni:/opt/cni/bin"
-    )]
-    cni_bin_dir: Vec<PathBuf>,
+    #[command(flatten)]
+    runtime: super::node::RuntimeArgs,
     /// How long an Event is kept after it was last seen (a Go duration: 1h, 30m, 90s).
     #[arg(long, default_value = "1h", value_parser = crate::cli::duration)]
     event_ttl: std::time::Duration,
-}
-
-fn pod_cidr(s: &str) -> Result<String, String> {
-    runtime::network::parse_pod_cidr(s).map(|_| s.to_string())
 }
 
 fn hostname() -> String {
@@ -97,19 +61,6 @@ pub fn write_kubeconfig(path: &Path, addr: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_socket(path: &Path, cancel: &CancellationToken) -> Result<()> {
-    for _ in 0..200 {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Ok(());
-        }
-        if cancel.is_cancelled() {
-            anyhow::bail!("stopped before the runtime was ready");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("the runtime did not open {} in 10 s", path.display())
-}
-
 pub fn spawn_signal_handler(cancel: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -130,12 +81,7 @@ pub fn spawn_signal_handler(cancel: CancellationToken) {
 
 pub async fn run(args: UpArgs) -> Result<()> {
     // Node settings first: a mistake in them stops `up` before anything starts.
-    let registries = match &args.registries_config {
-        Some(path) => {
-            runtime::image::hosts::Registries::load(path, args.insecure_registries.clone())?
-        }
-        None => runtime::image::hosts::Registries::new(args.insecure_registries.clone()),
-    };
+    let rcfg = args.runtime.config(args.data_dir.join("runtime"))?;
     let data = args.data_dir.clone();
     std::fs::create_dir_all(&data)
         .with_context(|| format!("cannot create data dir {}", data.display()))?;
@@ -167,34 +113,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let kubeconfig = data.join("kubeconfig");
     write_kubeconfig(&kubeconfig, addr)?;
 
-    let runtime_root = data.join("runtime");
-    let mut network = runtime::network::NetworkOptions::under(&runtime_root);
-    network.pod_cidr = args.pod_cidr.clone();
-    network.bin_dirs = args.cni_bin_dir.clone();
-    if let Some(dir) = &args.cni_conf_dir {
-        network.conf_dir = dir.clone();
-        network.write_default = false;
-    }
-    let rcfg = runtime::RuntimeConfig {
-        socket: runtime_root.join("cri.sock"),
-        root_dir: runtime_root,
-        run_dir: None,
-        registries,
-        defaults: runtime::ContainerDefaults {
-            pids_limit: args.pids_limit,
-            log_max_size: args.container_log_max_size,
-            log_max_files: args.container_log_max_files,
-        },
-        network,
-    };
-    let socket = rcfg.socket.clone();
-    let c = cancel.clone();
-    tasks.spawn(async move {
-        let r = runtime::serve(rcfg, c.clone()).await;
-        c.cancel();
-        r.context("runtime")
-    });
-    wait_for_socket(&socket, &cancel).await?;
+    let socket = super::node::start_runtime(rcfg, &mut tasks, &cancel).await?;
 
     let (client, _) = super::client::connect(Some(kubeconfig.clone())).await?;
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
@@ -218,20 +137,5 @@ pub async fn run(args: UpArgs) -> Result<()> {
         kubeconfig.display()
     );
 
-    let mut first_err = None;
-    while let Some(r) = tasks.join_next().await {
-        let r = r.map_err(anyhow::Error::from).and_then(|x| x);
-        if let Err(e) = r {
-            if first_err.is_none() {
-                first_err = Some(e);
-            } else {
-                tracing::warn!(error = %format!("{e:#}"), "task ended with an error");
-            }
-            cancel.cancel();
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    super::node::join_all(tasks, &cancel).await
 }

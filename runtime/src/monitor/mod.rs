@@ -41,9 +41,6 @@ pub const EXIT_FILE: &str = "exit.json";
 pub const PID_FILE: &str = "pid";
 /// The monitor's own diagnostics (stderr).
 pub const MONITOR_LOG: &str = "monitor.log";
-/// File in the container dir whose appearance asks the monitor to reopen the log file; the
-/// monitor deletes it once done (ReopenContainerLog).
-pub const REOPEN_LOG: &str = "reopen-log";
 
 /// What the runtime tells a monitor (written to `<container-dir>/monitor.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,4 +284,4 @@ pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-pub use skiff_shim::wait::pid_alive;
+pub use skiff_shim::wait::{REOPEN_LOG, pid_alive, wake_for_reopen};

@@ -14,7 +14,7 @@ use super::{Live, Runtime, labels_match, lock, sandbox_cgroup, to_hash};
 use crate::container::cgroup::CgroupStats;
 use crate::container::{ContainerRecord, disk_usage};
 use crate::error::{Result, RuntimeError};
-use crate::monitor::REOPEN_LOG;
+use crate::monitor::{REOPEN_LOG, wake_for_reopen};
 use crate::sandbox::SandboxRecord;
 use crate::state;
 
@@ -256,6 +256,7 @@ impl Runtime {
         }
         let flag = self.task_dir(id).join(REOPEN_LOG);
         std::fs::write(&flag, b"").map_err(RuntimeError::io("write", &flag))?;
+        wake_for_reopen(&self.task_dir(id));
         let deadline = std::time::Instant::now() + REOPEN_WAIT;
         while flag.exists() {
             if std::time::Instant::now() >= deadline || self.live(&c) != Live::Running {

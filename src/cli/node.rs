@@ -1,0 +1,135 @@
+//! The embedded CRI runtime's settings and start, shared by `skiff up` and `skiff agent`
+//! (which runs it unless it is given another runtime's socket).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Options of skiff's own runtime.
+#[derive(Debug, clap::Args)]
+pub struct RuntimeArgs {
+    /// A registry (host[:port]) that may be reached over plain HTTP; repeatable. Loopback
+    /// registries always may.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// The node's registries file (k3s's registries.yaml format): mirrors tried before a
+    /// registry, and per-host credentials and TLS settings.
+    #[arg(long)]
+    registries_config: Option<PathBuf>,
+    /// Most processes a container may have unless its pod sets a limit (0: unlimited).
+    #[arg(long, default_value_t = runtime::DEFAULT_PIDS_LIMIT)]
+    pids_limit: i64,
+    /// A container log file is rotated once it is larger than this many bytes (the kubelet's
+    /// containerLogMaxSize; 0: never).
+    #[arg(long, default_value_t = 10 << 20)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the live one included (containerLogMaxFiles).
+    #[arg(long, default_value_t = 5)]
+    container_log_max_files: u32,
+    /// The pod subnet of skiff's default CNI network (bridge skiff0, host-local addresses).
+    #[arg(long, default_value = runtime::network::DEFAULT_POD_CIDR, value_parser = pod_cidr)]
+    pod_cidr: String,
+    /// Directory of CNI network configs (the first by name is used) [default:
+    /// <data-dir>/runtime/cni, where skiff writes its own config when there is none].
+    #[arg(long)]
+    cni_conf_dir: Option<PathBuf>,
+    /// Directories holding the CNI plugin binaries, searched in order.
+    #[arg(
+        long,
+        env = "SKIFF_CNI_BIN_DIR",
+        value_delimiter = ':',
+        default_value = "/usr/lib/cni:/opt/cni/bin"
+    )]
+    cni_bin_dir: Vec<PathBuf>,
+}
+
+fn pod_cidr(s: &str) -> Result<String, String> {
+    runtime::network::parse_pod_cidr(s).map(|_| s.to_string())
+}
+
+impl RuntimeArgs {
+    /// The runtime's configuration with its state under `root` and its socket at
+    /// `<root>/cri.sock`. Reads the registries file, so a mistake in it stops the command
+    /// before anything starts.
+    pub fn config(&self, root: PathBuf) -> Result<runtime::RuntimeConfig> {
+        let registries = match &self.registries_config {
+            Some(path) => {
+                runtime::image::hosts::Registries::load(path, self.insecure_registries.clone())?
+            }
+            None => runtime::image::hosts::Registries::new(self.insecure_registries.clone()),
+        };
+        let mut network = runtime::network::NetworkOptions::under(&root);
+        network.pod_cidr = self.pod_cidr.clone();
+        network.bin_dirs = self.cni_bin_dir.clone();
+        if let Some(dir) = &self.cni_conf_dir {
+            network.conf_dir = dir.clone();
+            network.write_default = false;
+        }
+        Ok(runtime::RuntimeConfig {
+            socket: root.join("cri.sock"),
+            root_dir: root,
+            run_dir: None,
+            registries,
+            defaults: runtime::ContainerDefaults {
+                pids_limit: self.pids_limit,
+                log_max_size: self.container_log_max_size,
+                log_max_files: self.container_log_max_files,
+            },
+            network,
+        })
+    }
+}
+
+/// Starts the runtime as one of `tasks` (its end cancels `cancel`) and waits until its socket
+/// answers; the socket's path.
+pub async fn start_runtime(
+    config: runtime::RuntimeConfig,
+    tasks: &mut JoinSet<Result<()>>,
+    cancel: &CancellationToken,
+) -> Result<PathBuf> {
+    let socket = config.socket.clone();
+    let c = cancel.clone();
+    tasks.spawn(async move {
+        let r = runtime::serve(config, c.clone()).await;
+        c.cancel();
+        r.context("runtime")
+    });
+    wait_for_socket(&socket, cancel).await?;
+    Ok(socket)
+}
+
+async fn wait_for_socket(path: &Path, cancel: &CancellationToken) -> Result<()> {
+    for _ in 0..200 {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Ok(());
+        }
+        if cancel.is_cancelled() {
+            anyhow::bail!("stopped before the runtime was ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the runtime did not open {} in 10 s", path.display())
+}
+
+/// Waits for every task; the first error, after cancelling the others.
+pub async fn join_all(mut tasks: JoinSet<Result<()>>, cancel: &CancellationToken) -> Result<()> {
+    let mut first_err = None;
+    while let Some(r) = tasks.join_next().await {
+        let r = r.map_err(anyhow::Error::from).and_then(|x| x);
+        if let Err(e) = r {
+            if first_err.is_none() {
+                first_err = Some(e);
+            } else {
+                tracing::warn!(error = %format!("{e:#}"), "task ended with an error");
+            }
+            cancel.cancel();
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
