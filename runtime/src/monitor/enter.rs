@@ -13,8 +13,12 @@
 //! (`filter`).
 //!
 //! The helper stays outside the container (its cgroup, mount and network namespaces): it joins
-//! only the container's pid namespace for its children, forks the command's process, writes
-//! that pid into the container's cgroups, and only then lets it enter the other namespaces.
+//! only the container's pid namespace for its children and starts the command's process,
+//! which moves itself into the container's cgroups before it enters the other namespaces. That
+//! process shares the helper's memory until it execs (`clone(CLONE_VM | CLONE_VFORK)`, as
+//! `posix_spawn`), which spares a copy of the helper's page tables and its copy-on-write
+//! faults; only for a container with a user namespace (which a process sharing memory cannot
+//! join) is it forked, and the helper writes its pid into the cgroups.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
