@@ -194,7 +194,9 @@ pub async fn serve(config: RuntimeConfig, cancel: CancellationToken) -> Result<(
         .map_err(RuntimeError::io("streaming server address", "127.0.0.1:0"))?;
     let streams = Arc::new(stream::Streams::new(format!("http://{stream_addr}")));
     let spawner: Arc<dyn stream::exec::ExecSpawner> = Arc::new(
-        stream::exec::HelperSpawner::new(exe, rt.run_dir().to_path_buf()).with_zygote(zygote),
+        stream::exec::HelperSpawner::new(exe, rt.run_dir().to_path_buf())
+            .with_zygote(zygote)
+            .with_shim(monitor::process::shim_path()),
     );
     let running_rt = rt.clone();
     let stream_state = stream::StreamState {

@@ -2,6 +2,9 @@
 //! (`skiff __monitor`) creates and starts the container with libcontainer, then execs this
 //! small static binary in its place, keeping its pid, its children and the output pipes:
 //!
+//! (`skiff-shim --exec <work-dir>` runs one command in a running container instead; see
+//! `skiff_shim::exec`.)
+//!
 //! `skiff-shim <container-dir> <init-pid> <stdout-fd> <stderr-fd> <log-path|-> <log-max-size>
 //!  <log-max-files> <cgroup-path> <libcontainer-state-dir>`
 //!
@@ -20,6 +23,12 @@ use skiff_shim::{clock, finish, log::LogSink, wait};
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args
+        .first()
+        .is_some_and(|a| a == skiff_shim::exec::EXEC_FLAG)
+    {
+        std::process::exit(skiff_shim::exec::main(&args[1..]));
+    }
     if args.len() != 9 {
         eprintln!(
             "usage: skiff-shim <container-dir> <init-pid> <stdout-fd> <stderr-fd> <log-path|-> \

@@ -337,7 +337,7 @@ pub fn oom_killed(cgroup_path: &str) -> bool {
     false
 }
 
-fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -24,13 +24,15 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use nix::sched::CloneFlags;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags};
 use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use skiff_shim::exec::{home_of, join_cgroups, lookup, spawn_vfork};
 
 use super::filter::Filter;
 
@@ -190,25 +192,6 @@ pub fn namespace_flags(spec: &Spec) -> CloneFlags {
         };
     }
     flags
-}
-
-/// Where `cmd` is found along `path` (a `PATH` value), as execvp searches: a name with a slash
-/// is taken as it is. `is_exec` tells whether a candidate is an executable file.
-pub fn lookup(cmd: &str, path: &str, is_exec: impl Fn(&Path) -> bool) -> Option<PathBuf> {
-    if cmd.contains('/') {
-        return Some(PathBuf::from(cmd));
-    }
-    path.split(':')
-        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(cmd))
-        .find(|p| is_exec(p))
-}
-
-/// The home directory of `uid` in a `/etc/passwd` text.
-pub fn home_of(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_owned())
-    })
 }
 
 /// The default `PATH` when the process's env has none (as runc and Docker set it).
@@ -375,22 +358,9 @@ fn spawn_shared(
         console: theirs.as_ref(),
         err_w: err_w.as_raw_fd(),
     };
-    let stack = Stack::new(SHARED_STACK)?;
-    // SAFETY: the helper is single-threaded and stays suspended (CLONE_VFORK) until the new
-    // process execs or exits, so nothing else uses the memory they share meanwhile; the new
-    // process runs `shared_main` on `stack`, which outlives it, with `args`, which it only
-    // reads; SIGCHLD makes it an ordinary child to wait for.
-    let pid = unsafe {
-        libc::clone(
-            shared_main,
-            stack.top(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            std::ptr::from_ref(&args).cast_mut().cast(),
-        )
-    };
-    if pid < 0 {
-        return Err(format!("clone: {}", std::io::Error::last_os_error()));
-    }
+    // SAFETY: the helper is single-threaded; `shared_main` only reads `args` and borrows from
+    // the helper without freeing anything of its.
+    let pid = unsafe { spawn_vfork(shared_main, &args, SHARED_STACK) }?;
     let child = Pid::from_raw(pid);
     drop(err_w);
     drop(theirs);
@@ -415,75 +385,6 @@ extern "C" fn shared_main(arg: *mut libc::c_void) -> libc::c_int {
     let _ = unsafe { libc::write(a.err_w, message.as_ptr().cast(), message.len()) };
     // SAFETY: _exit only ends this process (not exit: the helper's atexit state is its own).
     unsafe { libc::_exit(127) }
-}
-
-/// Moves this process into the cgroups whose `cgroup.procs` files are `procs` ("0": itself).
-fn join_cgroups(procs: &[CString]) -> Result<(), String> {
-    for f in procs {
-        // SAFETY: opens a NUL-terminated path; the descriptor is checked and closed below.
-        let fd = unsafe { libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-        // SAFETY: writes one byte from a static buffer to the descriptor just opened.
-        let ok = fd >= 0 && unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } == 1;
-        let err = std::io::Error::last_os_error();
-        if fd >= 0 {
-            // SAFETY: closes the descriptor opened above, owned by nothing else.
-            unsafe { libc::close(fd) };
-        }
-        if !ok {
-            return Err(format!("join cgroup {}: {err}", f.to_string_lossy()));
-        }
-    }
-    Ok(())
-}
-
-/// A stack for a process started by clone(2): anonymous memory with a guard page at its low
-/// end, unmapped when dropped.
-struct Stack {
-    base: *mut libc::c_void,
-    len: usize,
-}
-
-impl Stack {
-    fn new(size: usize) -> Result<Stack, String> {
-        let page = 4096;
-        let len = size + page;
-        // SAFETY: a new private anonymous mapping; the result is checked.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(format!("map a stack: {}", std::io::Error::last_os_error()));
-        }
-        let stack = Stack { base, len };
-        // SAFETY: the first page of the mapping just made becomes the guard.
-        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
-            return Err(format!(
-                "guard the stack: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        Ok(stack)
-    }
-
-    /// The stack's top (it grows down), 16-byte aligned.
-    fn top(&self) -> *mut libc::c_void {
-        // SAFETY: one past the end of the mapping, which is page-aligned, so aligned.
-        unsafe { self.base.cast::<u8>().add(self.len).cast() }
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // SAFETY: unmaps the mapping made in `new`; nothing runs on it any more.
-        unsafe { libc::munmap(self.base, self.len) };
-    }
 }
 
 fn pidfd_alive(pidfd: &OwnedFd) -> std::io::Result<()> {
@@ -617,25 +518,15 @@ fn child(
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH);
-    let exe = lookup(cmd, path, |p| {
-        nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file()
-    })
-    .ok_or_else(|| format!("exec: \"{cmd}\": executable file not found in $PATH"))?;
+    let exe = lookup(cmd, path, skiff_shim::exec::executable)
+        .ok_or_else(|| format!("exec: \"{cmd}\": executable file not found in $PATH"))?;
     let c = |s: &str| CString::new(s).map_err(|_| format!("{s:?} has a NUL byte"));
     let exe_c = CString::new(exe.as_os_str().as_encoded_bytes())
         .map_err(|_| "the command has a NUL byte".to_string())?;
     let argv = args.iter().map(|a| c(a)).collect::<Result<Vec<_>, _>>()?;
     let envp = env.iter().map(|e| c(e)).collect::<Result<Vec<_>, _>>()?;
     // Nothing but stdio (and the error pipe, until exec succeeds) may reach the command.
-    // SAFETY: close_range only changes descriptor flags.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
+    skiff_shim::exec::cloexec_above_stdio();
     // As close to exec as possible: the filter also applies to what runs until then.
     if let Some(f) = seccomp
         && p.no_new_privileges() == Some(true)
@@ -822,32 +713,5 @@ mod tests {
         }))
         .expect("spec");
         assert_eq!(namespace_flags(&host), CloneFlags::CLONE_NEWNS);
-    }
-
-    #[test]
-    fn commands_are_found_along_path() {
-        let exists = |p: &Path| p == Path::new("/bin/true") || p == Path::new("/usr/bin/env");
-        assert_eq!(
-            lookup("true", "/usr/bin:/bin", exists),
-            Some(PathBuf::from("/bin/true"))
-        );
-        assert_eq!(
-            lookup("env", "/usr/bin:/bin", exists),
-            Some(PathBuf::from("/usr/bin/env"))
-        );
-        assert_eq!(lookup("nope", "/usr/bin:/bin", exists), None);
-        assert_eq!(
-            lookup("./x", "/bin", exists),
-            Some(PathBuf::from("./x")),
-            "a name with a slash is not searched"
-        );
-    }
-
-    #[test]
-    fn home_comes_from_passwd() {
-        let passwd = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\nbad\n";
-        assert_eq!(home_of(passwd, 0).as_deref(), Some("/root"));
-        assert_eq!(home_of(passwd, 33).as_deref(), Some("/var/www"));
-        assert_eq!(home_of(passwd, 1000), None);
     }
 }

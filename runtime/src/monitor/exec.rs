@@ -46,7 +46,7 @@ pub const EXEC_RESIZE: &str = "resize";
 /// Compiled seccomp filters, in the runtime's run dir beside libcontainer's state root, named
 /// by the SHA-256 of the profile: the containers of a node mostly share one (RuntimeDefault
 /// with the same capabilities), so it is compiled once for all of them.
-const SECCOMP_CACHE: &str = "seccomp";
+pub const SECCOMP_CACHE: &str = "seccomp";
 
 /// After the command exits, how long to keep copying pty output that is still buffered.
 const TTY_DRAIN: Duration = Duration::from_millis(500);

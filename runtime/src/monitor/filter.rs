@@ -60,6 +60,25 @@ impl Filter {
         })
     }
 
+    /// The file holding `profile`'s compiled program (compiled now if it is not cached yet)
+    /// and its seccomp(2) flags; `None` for a profile with a notify action.
+    pub fn prepare_file(
+        profile: &LinuxSeccomp,
+        cache: &Path,
+    ) -> Result<Option<(std::path::PathBuf, u64)>, String> {
+        if has_notify(profile) {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(cache).map_err(|e| format!("create {}: {e}", cache.display()))?;
+        let file = cache.join(cache_name(profile)?);
+        let whole = std::fs::metadata(&file)
+            .is_ok_and(|m| m.len() > 0 && (m.len() as usize).is_multiple_of(INSN));
+        if !whole {
+            compile(profile, &file)?;
+        }
+        Ok(Some((file, flags(profile) as u64)))
+    }
+
     /// Makes the filter this (single-threaded) process's.
     pub fn load(&self) -> Result<(), String> {
         match self {
@@ -236,29 +255,7 @@ pub fn compile(p: &LinuxSeccomp, out: &Path) -> Result<(), String> {
 
 /// Loads a BPF program as this process's seccomp filter.
 fn load(program: &[u8], flags: libc::c_ulong) -> Result<(), String> {
-    let len = u16::try_from(program.len() / INSN)
-        .map_err(|_| "the seccomp program is too long".to_string())?;
-    let prog = libc::sock_fprog {
-        len,
-        filter: program.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: seccomp reads `len` instructions from `filter`, which `program` holds (its length
-    // is a multiple of the instruction size) and which lives across the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            flags,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if r != 0 {
-        return Err(format!(
-            "load the seccomp filter: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    skiff_shim::exec::load_program(program, flags)
 }
 
 #[cfg(test)]

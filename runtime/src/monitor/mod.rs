@@ -13,7 +13,8 @@
 mod enter;
 pub mod exec;
 mod filter;
-mod process;
+pub mod plan;
+pub(crate) mod process;
 pub mod zygote;
 
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -131,7 +131,7 @@ fn run(dir: &Path) -> Result<(), String> {
 }
 
 /// Where the shim is: `$SKIFF_SHIM`, else `skiff-shim` next to this executable.
-fn shim_path() -> Option<PathBuf> {
+pub(crate) fn shim_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("SKIFF_SHIM") {
         return Some(PathBuf::from(p));
     }

@@ -3,6 +3,8 @@
 //! `monitor::exec`), ExecSync on top of it, and the session that connects one exec to a
 //! WebSocket client.
 
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,8 +21,10 @@ use crate::monitor::Zygote;
 use crate::monitor::exec::{
     EXEC_ARG, EXEC_CONFIG, EXEC_PID, EXEC_RESIZE, EXEC_RESULT, ExecConfig, ExecResult,
 };
+use crate::monitor::plan;
 use crate::monitor::zygote::Request;
 use crate::state;
+use skiff_shim::exec::{EXEC_FLAG, PLAN, Plan};
 
 /// ExecSync caps each captured stream at 16 MiB, as CRI asks (CVE-2022-1708); the rest is read
 /// and dropped so the command never blocks on a full pipe.
@@ -70,7 +74,15 @@ pub struct HelperSpawner {
     /// state is `libcontainer/`.
     root: PathBuf,
     zygote: Option<Arc<Zygote>>,
+    /// The static shim, which runs commands without a tty from a plan (`skiff-shim --exec`).
+    shim: Option<PathBuf>,
+    /// Each container's plan without its command (`None`: the helper runs its execs), made
+    /// at its first exec.
+    plans: std::sync::Mutex<HashMap<String, Option<Arc<Plan>>>>,
 }
+
+/// Plans kept before the ones of containers that are gone are dropped.
+const PLANS_KEPT: usize = 1024;
 
 impl HelperSpawner {
     pub fn new(exe: PathBuf, root: PathBuf) -> Self {
@@ -78,6 +90,8 @@ impl HelperSpawner {
             exe,
             root,
             zygote: None,
+            shim: None,
+            plans: Default::default(),
         }
     }
 
@@ -85,6 +99,34 @@ impl HelperSpawner {
     pub fn with_zygote(mut self, zygote: Arc<Zygote>) -> Self {
         self.zygote = Some(zygote);
         self
+    }
+
+    /// Runs commands without a tty with `shim --exec`.
+    pub fn with_shim(mut self, shim: Option<PathBuf>) -> Self {
+        self.shim = shim;
+        self
+    }
+
+    /// Container `id`'s plan, made now if this is its first exec.
+    async fn plan(&self, id: &str) -> Result<Option<Arc<Plan>>> {
+        if let Some(p) = self.plans.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(p.clone());
+        }
+        let task = self.root.join("containers").join(id);
+        let cache = self.root.join(crate::monitor::exec::SECCOMP_CACHE);
+        let owned = id.to_owned();
+        let made = tokio::task::spawn_blocking(move || plan::base(&task, &owned, &cache))
+            .await
+            .map_err(|e| exec_error(id)(format!("plan: {e}")))?
+            .map_err(exec_error(id))?
+            .map(Arc::new);
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if plans.len() >= PLANS_KEPT {
+            let root = &self.root;
+            plans.retain(|id, _| root.join("containers").join(id).exists());
+        }
+        plans.insert(id.to_owned(), made.clone());
+        Ok(made)
     }
 }
 
@@ -140,11 +182,10 @@ async fn fork_helper(zygote: Arc<Zygote>, work: &Path, stdin: bool) -> std::io::
     })
 }
 
-/// Spawns `exe __exec <work>`, reaped by tokio.
-fn spawn_helper(exe: &Path, work: &Path, stdin: bool) -> std::io::Result<Helper> {
+/// Spawns `exe <args>` (`skiff __exec <work>`, or `skiff-shim --exec <work>`), reaped by tokio.
+fn spawn_helper(exe: &Path, args: &[&OsStr], stdin: bool) -> std::io::Result<Helper> {
     let mut child = tokio::process::Command::new(exe)
-        .arg(EXEC_ARG)
-        .arg(work)
+        .args(args)
         .stdin(if stdin {
             std::process::Stdio::piped()
         } else {
@@ -189,23 +230,55 @@ impl ExecSpawner for HelperSpawner {
                     tty: spec.tty,
                 },
             )?;
+            let planned = match &self.shim {
+                Some(shim) if !spec.tty => self
+                    .plan(&id)
+                    .await
+                    .inspect_err(
+                        |e| tracing::debug!(error = %e, "no exec plan: the helper runs it"),
+                    )
+                    .ok()
+                    .flatten()
+                    .map(|p| (shim, p)),
+                _ => None,
+            };
+            if let Some((_, base)) = &planned {
+                let plan = Plan {
+                    args: spec.cmd.clone(),
+                    ..(**base).clone()
+                };
+                let path = work.join(PLAN);
+                std::fs::write(&path, plan.encode()).map_err(RuntimeError::io("write", &path))?;
+            }
             let resize = if spec.tty {
                 Some(open_resize_fifo(&work.join(EXEC_RESIZE))?)
             } else {
                 None
             };
-            let forked = match &self.zygote {
-                Some(z) => fork_helper(z.clone(), &work, spec.stdin)
+            let forked = match (&planned, &self.zygote) {
+                (Some((shim, _)), _) => Some(
+                    spawn_helper(shim, &[OsStr::new(EXEC_FLAG), work.as_os_str()], spec.stdin)
+                        .map_err(|e| {
+                            let _ = std::fs::remove_dir_all(&work);
+                            fail(format!("spawn {}: {e}", shim.display()))
+                        })?,
+                ),
+                (None, Some(z)) => fork_helper(z.clone(), &work, spec.stdin)
                     .await
                     .inspect_err(
                         |e| tracing::warn!(error = %e, "no zygote: spawning the exec helper"),
                     )
                     .ok(),
-                None => None,
+                (None, None) => None,
             };
             let helper = match forked {
                 Some(h) => h,
-                None => spawn_helper(&self.exe, &work, spec.stdin).map_err(|e| {
+                None => spawn_helper(
+                    &self.exe,
+                    &[OsStr::new(EXEC_ARG), work.as_os_str()],
+                    spec.stdin,
+                )
+                .map_err(|e| {
                     let _ = std::fs::remove_dir_all(&work);
                     fail(format!("spawn exec helper {}: {e}", self.exe.display()))
                 })?,
