@@ -103,6 +103,80 @@ mod tests {
     use super::*;
     use oci_spec::runtime::Capability;
 
+    /// A task dir for this test process as the container's process: its pid file and a spec.
+    fn task(spec: serde_json::Value) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("pid"), std::process::id().to_string()).expect("pid");
+        std::fs::create_dir(dir.path().join("bundle")).expect("bundle");
+        std::fs::write(dir.path().join("bundle/config.json"), spec.to_string()).expect("spec");
+        dir
+    }
+
+    fn spec(namespaces: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "user": {"uid": 1000, "gid": 2000, "additionalGids": [3000], "umask": 18},
+                "args": ["sleep", "1"],
+                "env": ["PATH=/bin"],
+                "cwd": "/app",
+                "noNewPrivileges": true,
+                "oomScoreAdj": 5,
+                "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20}],
+                "capabilities": {
+                    "bounding": ["CAP_CHOWN", "CAP_KILL"],
+                    "effective": ["CAP_KILL"],
+                    "inheritable": [],
+                    "permitted": ["CAP_KILL"]
+                }
+            },
+            "linux": {"namespaces": namespaces}
+        })
+    }
+
+    #[test]
+    fn a_plan_carries_the_containers_process() {
+        // Any text of this process's own cgroup file stands for the container id.
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("cgroup");
+        let id = own.lines().next().expect("a line").to_owned();
+        let dir = task(spec(
+            serde_json::json!([{"type": "pid"}, {"type": "mount"}]),
+        ));
+        let cache = dir.path().join("seccomp");
+        let plan = base(dir.path(), &id, &cache)
+            .expect("plan")
+            .expect("expressible");
+        assert_eq!(plan.pid, std::process::id() as i32);
+        assert!(plan.pidns);
+        assert_eq!(plan.ns, libc::CLONE_NEWNS);
+        assert_eq!(
+            (plan.uid, plan.gid, plan.groups.clone()),
+            (1000, 2000, vec![3000])
+        );
+        assert_eq!(plan.umask, Some(18));
+        assert_eq!(plan.rlimits, vec![(libc::RLIMIT_NOFILE as i32, 10, 20)]);
+        assert!(plan.no_new_privs);
+        assert_eq!(plan.oom_score_adj, Some(5));
+        // CAP_CHOWN 0, CAP_KILL 5.
+        assert_eq!(plan.caps, [1 | 1 << 5, 1 << 5, 0, 1 << 5, 0]);
+        assert_eq!(
+            (plan.cwd.as_str(), plan.env.clone()),
+            ("/app", vec!["PATH=/bin".to_owned()])
+        );
+        assert!(plan.args.is_empty() && plan.seccomp.is_none());
+        // Another process's cgroup: refused, as a reused pid would be.
+        assert!(base(dir.path(), "not-this-container-id", &cache).is_err());
+    }
+
+    #[test]
+    fn a_user_namespace_is_left_to_the_helper() {
+        let dir = task(spec(
+            serde_json::json!([{"type": "user"}, {"type": "mount"}]),
+        ));
+        let plan = base(dir.path(), "", &dir.path().join("seccomp")).expect("plan");
+        assert!(plan.is_none());
+    }
+
     #[test]
     fn capability_masks_use_the_kernels_numbers() {
         let set: Capabilities = [
