@@ -351,7 +351,10 @@ impl<C: Cri> NetActions<C> {
                 http::header::USER_AGENT,
                 format!("kube-{purpose}/{version}"),
             )
-            .header(http::header::ACCEPT, "*/*");
+            .header(http::header::ACCEPT, "*/*")
+            // One request per connection, as the kubelet's prober (keep-alives disabled): the
+            // server closes as soon as it has answered.
+            .header(http::header::CONNECTION, "close");
         for (k, v) in &t.headers {
             if let Some(h) = req.headers_mut() {
                 match (
@@ -678,9 +681,10 @@ mod tests {
                 let mut buf = [0u8; 1024];
                 let n = s.read(&mut buf).await.unwrap();
                 let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let lower = req.to_ascii_lowercase();
                 assert!(
-                    req.to_ascii_lowercase()
-                        .contains("user-agent: kube-probe/1.35"),
+                    lower.contains("user-agent: kube-probe/1.35")
+                        && lower.contains("connection: close"),
                     "{req}"
                 );
                 let extra = if status.starts_with("302") {

@@ -221,15 +221,6 @@ impl ExecSpawner for HelperSpawner {
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ));
             std::fs::create_dir_all(&work).map_err(RuntimeError::io("create dir", &work))?;
-            state::write_json_unsynced(
-                &work.join(EXEC_CONFIG),
-                &ExecConfig {
-                    container_id: id.clone(),
-                    state_root: self.root.join("libcontainer"),
-                    cmd: spec.cmd.clone(),
-                    tty: spec.tty,
-                },
-            )?;
             let planned = match &self.shim {
                 Some(shim) if !spec.tty => self
                     .plan(&id)
@@ -242,13 +233,26 @@ impl ExecSpawner for HelperSpawner {
                     .map(|p| (shim, p)),
                 _ => None,
             };
-            if let Some((_, base)) = &planned {
-                let plan = Plan {
-                    args: spec.cmd.clone(),
-                    ..(**base).clone()
-                };
-                let path = work.join(PLAN);
-                std::fs::write(&path, plan.encode()).map_err(RuntimeError::io("write", &path))?;
+            // The shim reads its plan; the helper its config.
+            match &planned {
+                Some((_, base)) => {
+                    let plan = Plan {
+                        args: spec.cmd.clone(),
+                        ..(**base).clone()
+                    };
+                    let path = work.join(PLAN);
+                    std::fs::write(&path, plan.encode())
+                        .map_err(RuntimeError::io("write", &path))?;
+                }
+                None => state::write_json_unsynced(
+                    &work.join(EXEC_CONFIG),
+                    &ExecConfig {
+                        container_id: id.clone(),
+                        state_root: self.root.join("libcontainer"),
+                        cmd: spec.cmd.clone(),
+                        tty: spec.tty,
+                    },
+                )?,
             }
             let resize = if spec.tty {
                 Some(open_resize_fifo(&work.join(EXEC_RESIZE))?)
