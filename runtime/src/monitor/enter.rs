@@ -328,7 +328,7 @@ struct Shared<'a> {
 /// runs in the helper's memory, on a stack of its own, while the helper waits, until it execs
 /// or exits. It moves itself into the container's cgroups, then does what [`child`] does. A
 /// fork would copy the helper's page tables only for the process to exec at once, and the
-/// copy-on-write faults and the teardown of that copy at exec were a third of an exec probe's
+/// copy-on-write faults and the teardown of that copy at exec were a fifth of an exec probe's
 /// cost. The process only borrows from the helper: nothing the helper owns is freed in it.
 fn spawn_shared(
     entry: &Entry<'_>,
