@@ -107,13 +107,20 @@ pub async fn proxy(
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
     let container = container_name(pod, q)?;
     let (host, port, node_name) = node_agent_address(objects, pod)?;
-    let query: Vec<String> = PASSED_ON
+    // Booleans go on in one spelling, whichever the client used (`follow=True`, `follow`).
+    let query: Vec<(&str, String)> = PASSED_ON
         .iter()
-        .filter_map(|k| q.get(*k).map(|v| format!("{k}={v}")))
+        .filter_map(|k| {
+            let v = q.get(*k)?;
+            Some(match *k {
+                "follow" | "previous" | "timestamps" => (*k, super::query_bool(v).to_string()),
+                _ => (*k, v.clone()),
+            })
+        })
         .collect();
     let uri = format!(
         "http://{host}:{port}/containerLogs/{ns}/{name}/{container}?{}",
-        query.join("&")
+        serde_urlencoded::to_string(&query).map_err(|e| ApiError::Internal(e.to_string()))?
     );
     let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
     let req = axum::http::Request::get(&uri)

@@ -328,8 +328,16 @@ pub fn json_depth(body: &[u8]) -> usize {
     max
 }
 
-fn q_bool(q: &HashMap<String, String>, k: &str) -> bool {
-    q.get(k).is_some_and(|v| v == "true" || v == "1")
+/// A boolean query parameter as Kubernetes reads one (`Convert_Slice_string_To_bool`): present
+/// and not `0`, `f` or `false` in any case is true, so `watch=True` (the Python client's
+/// spelling) and a bare `?watch` both watch.
+pub(super) fn q_bool(q: &HashMap<String, String>, k: &str) -> bool {
+    q.get(k).is_some_and(|v| query_bool(v))
+}
+
+/// The value of a present boolean query parameter; see [`q_bool`].
+pub(super) fn query_bool(v: &str) -> bool {
+    !(v == "0" || v.eq_ignore_ascii_case("f") || v.eq_ignore_ascii_case("false"))
 }
 
 fn dry_run(q: &HashMap<String, String>) -> Result<bool, ApiError> {

@@ -177,6 +177,30 @@ pub struct Objects {
     pub store: Store,
 }
 
+/// How one attempt at a DELETE failed: a compare-and-swap lost to another write (tried again),
+/// or anything else (answered).
+enum DeleteError {
+    Raced,
+    Api(ApiError),
+}
+
+impl DeleteError {
+    fn from_store(res: &Resource, name: &str, e: StoreError) -> Self {
+        match e {
+            StoreError::PreconditionFailed {
+                actual: Some(_), ..
+            } => DeleteError::Raced,
+            e => DeleteError::Api(map_store_err(res, name, e)),
+        }
+    }
+}
+
+impl From<ApiError> for DeleteError {
+    fn from(e: ApiError) -> Self {
+        DeleteError::Api(e)
+    }
+}
+
 fn map_store_err(res: &Resource, name: &str, e: StoreError) -> ApiError {
     match e {
         StoreError::PreconditionFailed { actual: None, .. } => {
@@ -525,6 +549,9 @@ impl Objects {
     }
 
     /// Deletes an object (DELETE): graceful for scheduled pods, deferred while finalizers remain.
+    /// A write that raced with another (a node agent's status update, say) is tried again on
+    /// the new object, as the kube-apiserver's `GuaranteedUpdate` does, unless the client
+    /// pinned a resourceVersion.
     pub async fn delete(
         &self,
         res: &Resource,
@@ -532,6 +559,25 @@ impl Objects {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Value, ApiError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.delete_once(res, ns, name, opts).await {
+                Err(DeleteError::Raced) if opts.resource_version.is_none() && attempts < 16 => {}
+                Err(DeleteError::Raced) => return Err(ApiError::modified(&res.qualified(), name)),
+                Err(DeleteError::Api(e)) => return Err(e),
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+
+    async fn delete_once(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, DeleteError> {
         let key = res.key(ns, name);
         let rec = self
             .store
@@ -544,26 +590,26 @@ impl Objects {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             if uid != actual {
-                return Err(ApiError::Conflict {
+                return Err(DeleteError::Api(ApiError::Conflict {
                     resource: res.qualified(),
                     name: name.to_string(),
                     detail: format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
                     ),
-                });
+                }));
             }
         }
         if let Some(rv) = &opts.resource_version
             && parse_rv(rv)? != rec.mod_revision
         {
-            return Err(ApiError::Conflict {
+            return Err(DeleteError::Api(ApiError::Conflict {
                 resource: res.qualified(),
                 name: name.to_string(),
                 detail: format!(
                     "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
                     rec.mod_revision
                 ),
-            });
+            }));
         }
         let policy = opts
             .propagation
@@ -598,8 +644,8 @@ impl Objects {
                     Precondition::ModRevision(rec.mod_revision),
                 )
                 .await
-                .map_err(|e| map_store_err(res, name, e))?;
-            return decode(&rec);
+                .map_err(|e| DeleteError::from_store(res, name, e))?;
+            return Ok(decode(&rec)?);
         }
         if policy == Propagation::Orphan && !opts.dry_run {
             self.orphan_dependents(&uid, obj["metadata"]["namespace"].as_str())
@@ -616,8 +662,8 @@ impl Objects {
                     .store
                     .put(&key, bytes, Precondition::ModRevision(rec.mod_revision))
                     .await
-                    .map_err(|e| map_store_err(res, name, e))?;
-                decode(&rec)
+                    .map_err(|e| DeleteError::from_store(res, name, e))?;
+                Ok(decode(&rec)?)
             }
             Deletion::Remove => {
                 if opts.dry_run {
@@ -627,7 +673,7 @@ impl Objects {
                     .store
                     .delete(&key, Precondition::ModRevision(rec.mod_revision))
                     .await
-                    .map_err(|e| map_store_err(res, name, e))?;
+                    .map_err(|e| DeleteError::from_store(res, name, e))?;
                 res.strategy.release(self, &obj, None).await;
                 obj["metadata"]["resourceVersion"] = json!(rev.to_string());
                 Ok(obj)

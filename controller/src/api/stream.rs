@@ -59,12 +59,10 @@ async fn proxy(
             kind.verb()
         )));
     }
-    let raw_query = req.uri().query().unwrap_or_default().to_string();
-    let q: std::collections::HashMap<String, String> =
-        serde_urlencoded::from_str::<Vec<(String, String)>>(&raw_query)
-            .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?
-            .into_iter()
-            .collect();
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(req.uri().query().unwrap_or_default())
+            .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let q: std::collections::HashMap<String, String> = pairs.iter().cloned().collect();
     let path = match kind {
         Kind::Exec | Kind::Attach => {
             let container = container_name(&pod, &q)?;
@@ -74,7 +72,7 @@ async fn proxy(
         Kind::PortForward => format!("/portForward/{ns}/{name}"),
     };
     let (host, port, node_name) = node_agent_address(&state.objects, &pod)?;
-    let target = format!("{path}?{raw_query}");
+    let target = format!("{path}?{}", node_query(kind, &pairs)?);
     upgrade(req, &format!("{host}:{port}"), &target)
         .await
         .map_err(|e| {
@@ -82,6 +80,63 @@ async fn proxy(
                 "cannot reach the node agent of {node_name} at {host}:{port}: {e}"
             ))
         })
+}
+
+/// The query the node agent gets, in the kubelet's terms as the kube-apiserver writes it
+/// (`streamParams`): the options decoded as `PodExecOptions`, `PodAttachOptions` or
+/// `PodPortForwardOptions` would be (any boolean spelling, `ports=80,81` or repeated `ports`),
+/// then `command`, `input`/`output`/`error`/`tty` as `1` and one `port` per port.
+fn node_query(kind: Kind, pairs: &[(String, String)]) -> Result<String, ApiError> {
+    let mut out: Vec<(&str, String)> = Vec::new();
+    let flag = |key: &str| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .is_some_and(|(_, v)| super::query_bool(v))
+    };
+    match kind {
+        Kind::Exec | Kind::Attach => {
+            if kind == Kind::Exec {
+                out.extend(
+                    pairs
+                        .iter()
+                        .filter(|(k, _)| k == "command")
+                        .map(|(_, v)| ("command", v.clone())),
+                );
+            }
+            for (param, node) in [
+                ("stdin", "input"),
+                ("stdout", "output"),
+                ("stderr", "error"),
+                ("tty", "tty"),
+            ] {
+                if flag(param) {
+                    out.push((node, "1".into()));
+                }
+            }
+        }
+        Kind::PortForward => {
+            for v in pairs
+                .iter()
+                .filter(|(k, _)| k == "ports")
+                .flat_map(|(_, v)| v.split(','))
+            {
+                let port = v
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "invalid port {v:?}: a port must be a number between 1 and 65535"
+                        ))
+                    })?;
+                out.push(("port", port.to_string()));
+            }
+        }
+    }
+    serde_urlencoded::to_string(&out).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// Headers of one hop that are not passed on (the upgrade pair is).
@@ -141,4 +196,38 @@ async fn upgrade(mut req: Request, addr: &str, target: &str) -> Result<Response,
         answer = answer.header(k, v);
     }
     answer.body(Body::empty()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(q: &str) -> Vec<(String, String)> {
+        serde_urlencoded::from_str(q).unwrap()
+    }
+
+    #[test]
+    fn exec_options_reach_the_node_in_the_kubelets_terms() {
+        // The Python client writes booleans as `True`; kubectl as `true`; both mean the same.
+        let q = node_query(
+            Kind::Exec,
+            &pairs("command=sh&command=-c&command=echo+a%26b&stdin=True&stdout=true&stderr=False&tty=0&container=c"),
+        )
+        .unwrap();
+        assert_eq!(
+            q,
+            "command=sh&command=-c&command=echo+a%26b&input=1&output=1"
+        );
+        let q = node_query(Kind::Attach, &pairs("stdout=1&tty=t&command=x")).unwrap();
+        assert_eq!(q, "output=1&tty=1");
+    }
+
+    #[test]
+    fn port_forward_ports_become_one_port_each() {
+        let q = node_query(Kind::PortForward, &pairs("ports=1234,1235&ports=80")).unwrap();
+        assert_eq!(q, "port=1234&port=1235&port=80");
+        let err = node_query(Kind::PortForward, &pairs("ports=80,http")).unwrap_err();
+        assert!(err.to_string().contains("\"http\""), "{err}");
+        assert!(node_query(Kind::PortForward, &pairs("ports=0")).is_err());
+    }
 }

@@ -392,7 +392,7 @@ impl cri_api::RuntimeService for CriService {
         }
         if !(req.stdin || req.stdout || req.stderr) {
             return Err(RuntimeError::InvalidArgument(
-                "one of stdin, stdout or stderr must be requested".into(),
+                "you must specify at least 1 of stdin, stdout, stderr".into(),
             )
             .into());
         }

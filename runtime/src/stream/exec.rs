@@ -511,12 +511,19 @@ pub async fn run_session<I, O>(
         return;
     }
     let status = match result {
-        Some(Ok(ExecResult::Exited { exit_code })) => protocol::exit_status(cmd, exit_code),
-        Some(Ok(ExecResult::Failed { error })) => protocol::failure_status(&error),
-        Some(Err(err)) => protocol::failure_status(&err.to_string()),
-        None => protocol::failure_status("exec ended without a result"),
+        Some(Ok(ExecResult::Exited { exit_code })) => {
+            protocol::exit_status(version, cmd, exit_code)
+        }
+        Some(Ok(ExecResult::Failed { error })) => Some(protocol::failure_status(version, &error)),
+        Some(Err(err)) => Some(protocol::failure_status(version, &err.to_string())),
+        None => Some(protocol::failure_status(
+            version,
+            "exec ended without a result",
+        )),
     };
-    let _ = outgoing.send(status).await;
+    if let Some(status) = status {
+        let _ = outgoing.send(status).await;
+    }
 }
 
 #[cfg(test)]

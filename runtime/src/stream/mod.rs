@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::exec::{ExecSpawner, ExecSpec, Wanted};
 use self::portforward::PortDialer;
-use self::protocol::Version;
+use self::protocol::{Framing, Version};
 use crate::error::{Result, RuntimeError};
 
 /// How long a URL handed out by Exec, Attach or PortForward stays valid.
@@ -171,6 +171,15 @@ async fn stream(
         Ok(ws) => ws,
         Err(_) => return text(StatusCode::BAD_REQUEST, NOT_AN_UPGRADE),
     };
+    let offered: Vec<String> = parts
+        .headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
     drop(parts);
     let Some(request) = st.streams.take(&kind, &token) else {
         return text(
@@ -184,28 +193,28 @@ async fn stream(
         ports,
     } = request
     {
-        let ws = ws.protocols([
-            portforward::TUNNEL_PROTOCOL,
-            portforward::WEBSOCKET_PROTOCOL,
-        ]);
-        let tunnelled = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
-            Some(portforward::TUNNEL_PROTOCOL) => true,
-            Some(_) if !ports.is_empty() => false,
-            Some(_) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "port-forward over WebSocket needs the ports in the query (ports=80,8080)",
-                );
-            }
-            None => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "port-forward over WebSocket needs the subprotocol {} or {}",
-                        portforward::TUNNEL_PROTOCOL,
-                        portforward::WEBSOCKET_PROTOCOL
-                    ),
-                );
+        let ws = ws.protocols(
+            std::iter::once(portforward::TUNNEL_PROTOCOL)
+                .chain(portforward::WEBSOCKET_PROTOCOLS.iter().copied()),
+        );
+        let selected = ws
+            .selected_protocol()
+            .and_then(|p| p.to_str().ok())
+            .map(str::to_owned);
+        let (tunnelled, framing) = match selected.as_deref() {
+            Some(portforward::TUNNEL_PROTOCOL) => (true, Framing::Binary),
+            None if !offered.is_empty() => return unsupported(&offered, "portforward"),
+            p => {
+                let Some((_, framing)) = protocol::negotiate(p.unwrap_or_default()) else {
+                    return unsupported(&offered, "portforward");
+                };
+                if ports.is_empty() {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "port-forward over WebSocket needs the ports in the query (ports=80,8080)",
+                    );
+                }
+                (false, framing)
             }
         };
         let target = portforward::Target {
@@ -218,32 +227,47 @@ async fn stream(
                 let (streams, out) = spdy::serve(tunnel(socket));
                 portforward::serve(streams, out, target).await;
             } else {
-                let (incoming, mut outgoing) = split(socket);
+                let (incoming, mut outgoing) = split(socket, framing);
                 portforward::serve_websocket(incoming, &mut outgoing, &ports, target).await;
                 close(&mut outgoing).await;
             }
         });
     }
     let ws = ws.protocols(protocol::PROTOCOLS.iter().copied());
-    let version = ws
+    let selected = ws
         .selected_protocol()
         .and_then(|p| p.to_str().ok())
-        .and_then(Version::from_protocol);
-    let Some(version) = version else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "no supported subprotocol requested; this server speaks {}",
-                protocol::PROTOCOLS.join(", ")
-            ),
-        );
+        .map(str::to_owned);
+    if selected.is_none() && !offered.is_empty() {
+        return unsupported(&offered, &kind);
+    }
+    // None asked for: the first version, in binary, as the kubelet serves it.
+    let Some((version, framing)) = protocol::negotiate(selected.as_deref().unwrap_or_default())
+    else {
+        return unsupported(&offered, &kind);
     };
     ws.on_upgrade(move |socket| async move {
-        let (mut incoming, mut outgoing) = split(socket);
+        let (mut incoming, mut outgoing) = split(socket, framing);
         session(st, request, version, &mut incoming, &mut outgoing).await;
         close(&mut outgoing).await;
         drain(incoming).await;
     })
+}
+
+/// The answer to a WebSocket upgrade that offers no subprotocol this server speaks: 403, as the
+/// kubelet's WebSocket handshake refuses it, naming what is served.
+fn unsupported(offered: &[String], kind: &str) -> Response {
+    let served: Vec<&str> = if kind == "portforward" {
+        std::iter::once(portforward::TUNNEL_PROTOCOL)
+            .chain(portforward::WEBSOCKET_PROTOCOLS.iter().copied())
+            .collect()
+    } else {
+        protocol::PROTOCOLS.to_vec()
+    };
+    text(
+        StatusCode::FORBIDDEN,
+        format!("requested protocol(s) are not supported: {offered:?}; supports {served:?}"),
+    )
 }
 
 /// How long a finished session keeps reading what its client still sends.
@@ -396,7 +420,7 @@ async fn session<I, O>(
                 }
                 Err(e) => {
                     let _ = outgoing
-                        .send(protocol::failure_status(&e.to_string()))
+                        .send(protocol::failure_status(version, &e.to_string()))
                         .await;
                 }
             }
@@ -465,25 +489,44 @@ fn tunnel(socket: WebSocket) -> tokio::io::DuplexStream {
     ours
 }
 
-/// Splits a WebSocket into binary client messages and a sink of binary frames.
-fn split(socket: WebSocket) -> (impl futures::Stream<Item = Vec<u8>> + Unpin, FrameSink) {
+/// Splits a WebSocket into the client's messages (channel byte, data) and a sink of such
+/// frames, in the agreed framing.
+fn split(
+    socket: WebSocket,
+    framing: Framing,
+) -> (impl futures::Stream<Item = Vec<u8>> + Unpin, FrameSink) {
     let (sink, source) = socket.split();
     let incoming = source
         .take_while(|m| {
             futures::future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_))))
         })
-        .filter_map(|m| {
-            futures::future::ready(match m {
-                Ok(Message::Binary(b)) => Some(b.to_vec()),
-                _ => None,
+        .filter_map(move |m| {
+            let msg = match m {
+                Ok(Message::Binary(b)) => protocol::from_client(framing, false, &b),
+                Ok(Message::Text(t)) => protocol::from_client(framing, true, t.as_bytes()),
+                _ => return futures::future::ready(None),
+            };
+            futures::future::ready(match msg {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::debug!(error = %e, "dropping a malformed client message");
+                    None
+                }
             })
         });
-    let outgoing: FrameSink = sink.with(binary);
+    let outgoing: FrameSink = sink.with(match framing {
+        Framing::Binary => binary,
+        Framing::Base64 => base64_text,
+    });
     (Box::pin(incoming), outgoing)
 }
 
 fn binary(f: Vec<u8>) -> futures::future::Ready<Result<Message, axum::Error>> {
     futures::future::ready(Ok(Message::Binary(f.into())))
+}
+
+fn base64_text(f: Vec<u8>) -> futures::future::Ready<Result<Message, axum::Error>> {
+    futures::future::ready(Ok(Message::Text(protocol::to_base64(&f).into())))
 }
 
 type FrameSink = futures::sink::With<

@@ -27,8 +27,14 @@ use super::spdy::{Incoming, Outgoing};
 pub const PROTOCOL: &str = "portforward.k8s.io";
 /// The WebSocket subprotocol under which kubectl 1.31+ tunnels it.
 pub const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
-/// The WebSocket subprotocol of the kubelet's channel-based port-forward.
-pub const WEBSOCKET_PROTOCOL: &str = "v4.channel.k8s.io";
+/// The WebSocket subprotocols of the kubelet's channel-based port-forward (no subprotocol at
+/// all is served as the first binary one).
+pub const WEBSOCKET_PROTOCOLS: &[&str] = &[
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+];
 /// How long a connection to the pod's port may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// After one direction ended, how long the other may still run.

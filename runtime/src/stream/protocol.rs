@@ -1,15 +1,27 @@
-//! Kubernetes' remote command protocol over WebSocket (`v4.channel.k8s.io`,
-//! `v5.channel.k8s.io`), as the kubelet's streaming server speaks it to `kubectl exec` and
-//! `kubectl attach`: every binary message starts with a channel byte. From the client: 0 stdin,
-//! 4 resize (JSON `{"Width":..,"Height":..}`) and, in v5 only, 255 followed by a stream id to
-//! close that stream (stdin). To the client: 1 stdout, 2 stderr and 3 the final `Status` (JSON),
-//! which carries a non-zero exit code as reason `NonZeroExitCode` with an `ExitCode` cause.
+//! Kubernetes' remote command protocol over WebSocket, as the kubelet's streaming server speaks
+//! it to `kubectl exec`, `kubectl attach` and the other clients: every message starts with a
+//! channel. From the client: 0 stdin, 4 resize (JSON `{"Width":..,"Height":..}`) and, in v5
+//! only, 255 followed by a stream id to close that stream (stdin). To the client: 1 stdout,
+//! 2 stderr and 3 the error channel: in v4 and v5 the final `Status` (JSON), which carries a
+//! non-zero exit code as reason `NonZeroExitCode` with an `ExitCode` cause; in the first
+//! version (`channel.k8s.io`) the error's text, and nothing on success.
+//!
+//! The `base64` variants carry each message as text: the channel as an ASCII digit, then the
+//! data in standard base64, for clients that cannot send binary messages (browsers of old).
+//! A client that names no subprotocol gets the first version in binary, as from the kubelet.
 
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 
-/// The subprotocols served, most preferred first.
-pub const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/// The subprotocols served, most preferred first (the kubelet's list).
+pub const PROTOCOLS: &[&str] = &[
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+];
 
 pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
@@ -22,19 +34,69 @@ pub const CLOSE: u8 = 255;
 /// Which protocol version the client and server agreed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
+    /// `channel.k8s.io`: errors as text on the error channel.
+    V1,
+    /// Errors and exit codes as a `Status` on the error channel.
     V4,
     /// v4 plus the close-stream signal, so stdin can end before the connection does.
     V5,
 }
 
+/// How messages carry their channel and bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Binary messages: the channel byte, then the data.
+    Binary,
+    /// Text messages: the channel as a digit, then the data in base64.
+    Base64,
+}
+
 impl Version {
     pub fn from_protocol(p: &str) -> Option<Version> {
-        match p {
-            "v5.channel.k8s.io" => Some(Version::V5),
-            "v4.channel.k8s.io" => Some(Version::V4),
-            _ => None,
-        }
+        negotiate(p).map(|(v, _)| v)
     }
+}
+
+/// The version and framing of a served subprotocol (`""`: none asked for).
+pub fn negotiate(p: &str) -> Option<(Version, Framing)> {
+    Some(match p {
+        "v5.channel.k8s.io" => (Version::V5, Framing::Binary),
+        "v4.channel.k8s.io" => (Version::V4, Framing::Binary),
+        "v4.base64.channel.k8s.io" => (Version::V4, Framing::Base64),
+        "channel.k8s.io" | "" => (Version::V1, Framing::Binary),
+        "base64.channel.k8s.io" => (Version::V1, Framing::Base64),
+        _ => return None,
+    })
+}
+
+/// A message as the client sent it. Clients of the binary protocols may send text messages
+/// too (the Python client sends stdin given as `str` that way): their bytes are the same.
+pub fn from_client(framing: Framing, text: bool, msg: &[u8]) -> Result<Vec<u8>, String> {
+    if framing == Framing::Binary || !text {
+        return Ok(msg.to_vec());
+    }
+    let Some((&digit, data)) = msg.split_first() else {
+        return Ok(Vec::new());
+    };
+    if !digit.is_ascii_digit() {
+        return Err(format!("bad base64 channel {:?}", digit as char));
+    }
+    let mut out = vec![digit - b'0'];
+    base64::engine::general_purpose::STANDARD
+        .decode_vec(data, &mut out)
+        .map_err(|e| format!("bad base64 data on channel {}: {e}", digit - b'0'))?;
+    Ok(out)
+}
+
+/// A frame (channel byte, data) as it goes to a base64 client: the digit and the base64 text.
+pub fn to_base64(frame: &[u8]) -> String {
+    let Some((&channel, data)) = frame.split_first() else {
+        return String::new();
+    };
+    let mut out = String::with_capacity(1 + data.len().div_ceil(3) * 4);
+    out.push(char::from(b'0' + channel % 10));
+    base64::engine::general_purpose::STANDARD.encode_string(data, &mut out);
+    out
 }
 
 /// A message from the client, decoded.
@@ -91,33 +153,36 @@ pub fn frame(channel: u8, data: &[u8]) -> Vec<u8> {
 }
 
 /// The final status of a command that ran: Success, or the exit code as client-go reads it.
-pub fn exit_status(cmd: &[String], exit_code: i32) -> Vec<u8> {
+/// In the first version, the error's text on failure and nothing on success.
+pub fn exit_status(version: Version, cmd: &[String], exit_code: i32) -> Option<Vec<u8>> {
+    let message = format!(
+        "command terminated with non-zero exit code: error executing command {cmd:?}, exit code {exit_code}"
+    );
+    if version == Version::V1 {
+        return (exit_code != 0).then(|| frame(ERROR, message.as_bytes()));
+    }
+    // Go's field order (metav1.Status), as the kubelet writes it.
     let status = if exit_code == 0 {
-        json!({"metadata": {}, "status": "Success"})
+        r#"{"metadata":{},"status":"Success"}"#.to_owned()
     } else {
-        json!({
-            "metadata": {},
-            "status": "Failure",
-            "message": format!(
-                "command terminated with non-zero exit code: error executing command {cmd:?}, exit code {exit_code}"
-            ),
-            "reason": "NonZeroExitCode",
-            "details": {"causes": [{"reason": "ExitCode", "message": exit_code.to_string()}]},
-        })
+        format!(
+            r#"{{"metadata":{{}},"status":"Failure","message":{},"reason":"NonZeroExitCode","details":{{"causes":[{{"reason":"ExitCode","message":"{exit_code}"}}]}}}}"#,
+            json!(message)
+        )
     };
-    frame(ERROR, status.to_string().as_bytes())
+    Some(frame(ERROR, status.as_bytes()))
 }
 
 /// The final status of a stream that failed before or instead of an exit code.
-pub fn failure_status(message: &str) -> Vec<u8> {
-    let status = json!({
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": "InternalError",
-        "code": 500,
-    });
-    frame(ERROR, status.to_string().as_bytes())
+pub fn failure_status(version: Version, message: &str) -> Vec<u8> {
+    if version == Version::V1 {
+        return frame(ERROR, message.as_bytes());
+    }
+    let status = format!(
+        r#"{{"metadata":{{}},"status":"Failure","message":{},"reason":"InternalError","code":500}}"#,
+        json!(message)
+    );
+    frame(ERROR, status.as_bytes())
 }
 
 #[cfg(test)]
@@ -152,12 +217,18 @@ mod tests {
 
     #[test]
     fn exit_codes_as_client_go_reads_them() {
-        let ok = exit_status(&["true".into()], 0);
+        let ok = exit_status(Version::V4, &["true".into()], 0).expect("a status");
+        assert_eq!(&ok[1..], br#"{"metadata":{},"status":"Success"}"#);
         assert_eq!(ok[0], ERROR);
         let v: serde_json::Value = serde_json::from_slice(&ok[1..]).expect("json");
         assert_eq!(v["status"], "Success");
 
-        let failed = exit_status(&["sh".into(), "-c".into(), "exit 3".into()], 3);
+        let failed = exit_status(Version::V5, &["sh".into(), "-c".into(), "exit 3".into()], 3)
+            .expect("a status");
+        assert!(
+            failed[1..]
+                .starts_with(br#"{"metadata":{},"status":"Failure","message":"command terminated"#)
+        );
         let v: serde_json::Value = serde_json::from_slice(&failed[1..]).expect("json");
         assert_eq!(v["status"], "Failure");
         assert_eq!(v["reason"], "NonZeroExitCode");
@@ -165,8 +236,14 @@ mod tests {
         assert_eq!(v["details"]["causes"][0]["message"], "3");
 
         let v: serde_json::Value =
-            serde_json::from_slice(&failure_status("no such file")[1..]).expect("json");
+            serde_json::from_slice(&failure_status(Version::V4, "no such file")[1..])
+                .expect("json");
         assert_eq!(v["message"], "no such file");
+        // The first version: text on failure, nothing on success.
+        assert_eq!(exit_status(Version::V1, &["true".into()], 0), None);
+        let failed = exit_status(Version::V1, &["false".into()], 1).expect("an error");
+        assert!(failed[1..].starts_with(b"command terminated with non-zero exit code"));
+        assert_eq!(&failure_status(Version::V1, "boom")[1..], b"boom");
     }
 
     #[test]
@@ -176,6 +253,31 @@ mod tests {
             Version::from_protocol("v4.channel.k8s.io"),
             Some(Version::V4)
         );
-        assert_eq!(Version::from_protocol("channel.k8s.io"), None);
+        assert_eq!(
+            negotiate("base64.channel.k8s.io"),
+            Some((Version::V1, Framing::Base64))
+        );
+        assert_eq!(negotiate(""), Some((Version::V1, Framing::Binary)));
+        assert_eq!(negotiate("v6.channel.k8s.io"), None);
+    }
+
+    #[test]
+    fn base64_frames() {
+        assert_eq!(to_base64(b"\x01hello"), "1aGVsbG8=");
+        assert_eq!(
+            from_client(Framing::Base64, true, b"0aGVsbG8=").unwrap(),
+            b"\x00hello"
+        );
+        // Binary messages of a base64 client, and text of a binary one, are taken as they are.
+        assert_eq!(
+            from_client(Framing::Base64, false, b"\x00x").unwrap(),
+            b"\x00x"
+        );
+        assert_eq!(
+            from_client(Framing::Binary, true, b"\x00x").unwrap(),
+            b"\x00x"
+        );
+        assert!(from_client(Framing::Base64, true, b"x").is_err());
+        assert!(from_client(Framing::Base64, true, b"0!!").is_err());
     }
 }
