@@ -313,7 +313,7 @@ impl IntoResponse for ApiError {
         ) {
             tracing::error!(error = %self, "internal error");
         }
-        let body = self.status().to_string();
+        let body = super::encode::to_vec(&self.status());
         let mut resp = (
             self.code(),
             [(axum::http::header::CONTENT_TYPE, "application/json")],

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod apply;
 pub mod discovery;
+pub mod encode;
 pub mod error;
 pub mod kinds;
 pub mod list;
@@ -87,19 +88,15 @@ pub fn router(state: ApiState) -> Router {
 }
 
 fn json_ok(v: &Value) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
-    )
-        .into_response()
+    json_status(StatusCode::OK, v)
 }
 
+/// A JSON answer written as the kube-apiserver writes it (`encode`).
 fn json_status(code: StatusCode, v: &Value) -> Response {
     (
         code,
         [(header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
+        encode::to_vec(v),
     )
         .into_response()
 }

@@ -214,6 +214,37 @@ fn schema() -> Result<&'static Schema, ProtobufError> {
         .map_err(|e| ProtobufError::Descriptors(e.clone()))
 }
 
+/// The message of an object of `api_version` and `kind` (`apps/v1` `Deployment`), else of the
+/// meta group's kinds (`Status`, `APIResourceList`, `WatchEvent`), if compiled in.
+pub(super) fn object_message(api_version: &str, kind: &str) -> Option<MessageDescriptor> {
+    let pool = &schema().ok()?.pool;
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let short = group.split('.').next().filter(|g| !g.is_empty());
+    pool.get_message_by_name(&format!(
+        "k8s.io.api.{}.{version}.{kind}",
+        short.unwrap_or("core")
+    ))
+    .or_else(|| pool.get_message_by_name(&format!("k8s.io.apimachinery.pkg.apis.meta.v1.{kind}")))
+}
+
+/// Whether Go's JSON flattens field `number` of `message` into its parent.
+pub(super) fn inlined(message: &MessageDescriptor, number: u32) -> bool {
+    schema().is_ok_and(|s| s.inline.contains(&(message.full_name(), number)))
+}
+
+/// Messages whose JSON is not an object of their fields (a string, a number, raw JSON).
+pub(super) fn is_opaque(message: &MessageDescriptor) -> bool {
+    matches!(
+        message.full_name(),
+        TIME | MICRO_TIME | INT_OR_STRING | QUANTITY | QUANTITY_VALUE | FIELDS_V1
+    )
+}
+
+/// `runtime.RawExtension`: an embedded object with its own kind.
+pub(super) fn is_embedded_object(message: &MessageDescriptor) -> bool {
+    message.full_name() == RAW_EXTENSION
+}
+
 /// The message descriptor of a full protobuf name, for tests and the fuzzer.
 pub fn descriptor(name: &str) -> Option<MessageDescriptor> {
     schema().ok()?.pool.get_message_by_name(name)

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::encode;
 use super::error::ApiError;
 use super::objects::decode;
 use super::resources::Resource;
@@ -53,9 +54,7 @@ impl WatchSpec {
     }
 
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
-        let mut s = json!({"type": kind, "object": self.render(obj)}).to_string();
-        s.push('\n');
-        Bytes::from(s)
+        Bytes::from(encode::watch_event(kind, &self.render(obj)))
     }
 
     /// Turns one store event into the watch event this watcher sees, if any.
@@ -93,16 +92,12 @@ impl WatchSpec {
         if initial_events_end {
             obj["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let mut s = json!({"type": "BOOKMARK", "object": obj}).to_string();
-        s.push('\n');
-        Bytes::from(s)
+        Bytes::from(encode::watch_event("BOOKMARK", &obj))
     }
 }
 
 fn error_line(e: &ApiError) -> Bytes {
-    let mut s = json!({"type": "ERROR", "object": e.status()}).to_string();
-    s.push('\n');
-    Bytes::from(s)
+    Bytes::from(encode::watch_event("ERROR", &e.status()))
 }
 
 /// Starts a watch; the returned receiver yields the response body's chunks.
