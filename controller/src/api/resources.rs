@@ -10,7 +10,8 @@ use super::kinds::{
     persistentvolume::PersistentVolumeStrategy,
     persistentvolumeclaim::PersistentVolumeClaimStrategy, pod::PodStrategy,
     poddisruptionbudget::PodDisruptionBudgetStrategy, replicaset::ReplicaSetStrategy,
-    secret::SecretStrategy, service::ServiceStrategy, serviceaccount::ServiceAccountStrategy,
+    replicationcontroller::ReplicationControllerStrategy, secret::SecretStrategy,
+    service::ServiceStrategy, serviceaccount::ServiceAccountStrategy,
     statefulset::StatefulSetStrategy, storageclass::StorageClassStrategy,
 };
 use super::strategy::Strategy;
@@ -237,6 +238,17 @@ pub static RESOURCES: &[Resource] = &[
     ),
     res(
         "",
+        "replicationcontrollers",
+        "replicationcontroller",
+        "ReplicationController",
+        true,
+        &["rc"],
+        &["all"],
+        &["status", "scale"],
+        &ReplicationControllerStrategy,
+    ),
+    res(
+        "",
         "endpoints",
         "endpoints",
         "Endpoints",
@@ -451,6 +463,9 @@ pub fn deployments() -> &'static Resource {
 }
 pub fn replica_sets() -> &'static Resource {
     must("apps", "replicasets")
+}
+pub fn replication_controllers() -> &'static Resource {
+    must("", "replicationcontrollers")
 }
 pub fn daemon_sets() -> &'static Resource {
     must("apps", "daemonsets")

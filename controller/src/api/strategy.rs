@@ -245,6 +245,14 @@ pub trait Strategy: Send + Sync + 'static {
         None
     }
 
+    /// The selector of the pods a workload of this kind runs, as a `LabelSelector` (the scale
+    /// subresource's `status.selector` and the wide `Selector` column print it).
+    fn label_selector(&self, obj: &Value) -> Value {
+        obj.pointer("/spec/selector")
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
     /// The columns of this kind's Table, in order.
     fn columns(&self) -> &'static [Column] {
         &[NAME, AGE]

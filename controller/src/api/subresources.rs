@@ -1,4 +1,4 @@
-//! The `scale` subresource of deployments, replicasets and statefulsets (an `autoscaling/v1`
+//! The `scale` subresource of deployments, replicasets, statefulsets and replication controllers (an `autoscaling/v1`
 //! Scale) and the `eviction` subresource of pods (a graceful delete that the pod's
 //! PodDisruptionBudget must allow, with the DisruptionTarget condition set first).
 
@@ -12,8 +12,8 @@ use super::patch::{self, PatchType};
 use super::resources::{self, Resource};
 use super::selectors::selector_string;
 
-/// The Scale of a deployment or replicaset.
-pub fn scale_of(obj: &Value) -> Value {
+/// The Scale of a deployment, replicaset, statefulset or replication controller.
+pub fn scale_of(res: &Resource, obj: &Value) -> Value {
     let m = &obj["metadata"];
     let mut meta = json!({});
     for k in [
@@ -27,10 +27,7 @@ pub fn scale_of(obj: &Value) -> Value {
             meta[k] = v.clone();
         }
     }
-    let sel = obj
-        .pointer("/spec/selector")
-        .cloned()
-        .unwrap_or(Value::Null);
+    let sel = res.strategy.label_selector(obj);
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -49,7 +46,7 @@ pub fn get_scale(
     ns: Option<&str>,
     name: &str,
 ) -> Result<Value, ApiError> {
-    Ok(scale_of(&objects.get(res, ns, name)?))
+    Ok(scale_of(res, &objects.get(res, ns, name)?))
 }
 
 /// PUT of a Scale: sets `spec.replicas`, honouring the Scale's resourceVersion if it has one.
@@ -89,7 +86,7 @@ pub async fn put_scale(
     let out = objects
         .update(res, ns, name, obj, Part::Main, dry_run)
         .await?;
-    Ok(scale_of(&out))
+    Ok(scale_of(res, &out))
 }
 
 /// PATCH of a Scale: the patch applies to the Scale object, then as a PUT.

@@ -39,7 +39,10 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
             "deployment",
             Interest::Resources(&["deployments", "replicasets", "pods"]),
         ),
-        ("replicaset", Interest::Resources(&["replicasets", "pods"])),
+        (
+            "replicaset",
+            Interest::Resources(&["replicasets", "replicationcontrollers", "pods"]),
+        ),
         (
             "daemonset",
             Interest::Resources(&["daemonsets", "pods", "nodes"]),

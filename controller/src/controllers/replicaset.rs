@@ -1,6 +1,9 @@
-//! The replicaset controller: keeps `spec.replicas` active pods for each ReplicaSet (pods it
-//! controls through an ownerReference with `controller: true`), creating them from the template
-//! and deleting the least useful extras first, and reports the counts in its status.
+//! The replicaset controller: keeps `spec.replicas` active pods for each ReplicaSet and each
+//! ReplicationController (pods it controls through an ownerReference with `controller: true`),
+//! creating them from the template and deleting the least useful extras first, and reports the
+//! counts in its status. The two kinds differ only in how their selector is written, which
+//! this controller does not read (it goes by ownership), so one loop runs both, as the
+//! kube-controller-manager's replication manager is its replicaset controller.
 
 use serde_json::{Value, json};
 
@@ -8,22 +11,36 @@ use super::{
     controlled_by, deleting, name, namespace, pod_active, pod_available, pod_from_template,
     pod_ready, uid, write_status,
 };
+use crate::api::resources::Resource;
 use crate::api::{ApiError, DeleteOptions, Objects, resources};
 use crate::reconcile::events::{EventType, record};
 
 /// At most this many pods are created or deleted per replicaset per pass.
 const BURST: usize = 100;
 
-/// One pass over every replicaset.
+/// One pass over every replicaset and replication controller.
 pub async fn reconcile(objects: &Objects) -> Result<(), ApiError> {
-    let (sets, _) = objects.list(resources::replica_sets(), None)?;
-    if sets.is_empty() {
-        return Ok(());
-    }
-    let (pods, _) = objects.list(resources::pods(), None)?;
-    for rs in sets {
-        if let Err(e) = sync(objects, &rs, &pods).await {
-            tracing::debug!(replicaset = %name(&rs), error = %e, "sync failed; next pass retries");
+    let kinds = [
+        (resources::replica_sets(), "replicaset-controller"),
+        (
+            resources::replication_controllers(),
+            "replication-controller",
+        ),
+    ];
+    let mut pods = None;
+    for (res, component) in kinds {
+        let (sets, _) = objects.list(res, None)?;
+        if sets.is_empty() {
+            continue;
+        }
+        if pods.is_none() {
+            pods = Some(objects.list(resources::pods(), None)?.0);
+        }
+        let pods = pods.as_deref().unwrap_or_default();
+        for rs in sets {
+            if let Err(e) = sync(objects, res, component, &rs, pods).await {
+                tracing::debug!(kind = res.kind, name = %name(&rs), error = %e, "sync failed; next pass retries");
+            }
         }
     }
     Ok(())
@@ -47,7 +64,13 @@ fn deletion_rank(pod: &Value) -> (u8, u8, std::cmp::Reverse<String>) {
     )
 }
 
-async fn sync(objects: &Objects, rs: &Value, pods: &[Value]) -> Result<(), ApiError> {
+async fn sync(
+    objects: &Objects,
+    res: &Resource,
+    component: &str,
+    rs: &Value,
+    pods: &[Value],
+) -> Result<(), ApiError> {
     let ns = namespace(rs);
     let owned: Vec<&Value> = pods
         .iter()
@@ -78,7 +101,7 @@ async fn sync(objects: &Objects, rs: &Value, pods: &[Value]) -> Result<(), ApiEr
                             EventType::Normal,
                             "SuccessfulCreate",
                             &msg,
-                            "replicaset-controller",
+                            component,
                         )
                         .await;
                     }
@@ -90,7 +113,7 @@ async fn sync(objects: &Objects, rs: &Value, pods: &[Value]) -> Result<(), ApiEr
                             EventType::Warning,
                             "FailedCreate",
                             &msg,
-                            "replicaset-controller",
+                            component,
                         )
                         .await;
                         break;
@@ -118,7 +141,7 @@ async fn sync(objects: &Objects, rs: &Value, pods: &[Value]) -> Result<(), ApiEr
                             EventType::Normal,
                             "SuccessfulDelete",
                             &msg,
-                            "replicaset-controller",
+                            component,
                         )
                         .await;
                     }
@@ -158,5 +181,5 @@ async fn sync(objects: &Objects, rs: &Value, pods: &[Value]) -> Result<(), ApiEr
     if let Some(conds) = rs.pointer("/status/conditions") {
         status["conditions"] = conds.clone();
     }
-    write_status(objects, resources::replica_sets(), rs, status).await
+    write_status(objects, res, rs, status).await
 }

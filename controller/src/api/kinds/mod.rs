@@ -19,6 +19,7 @@ pub mod pod;
 pub mod poddisruptionbudget;
 pub mod podspec;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod secret;
 pub mod service;
 pub mod serviceaccount;

@@ -133,6 +133,11 @@ pub const WIDE_COLUMNS: [Column; 3] = [
 
 /// The cells of [`WIDE_COLUMNS`].
 pub fn wide_cells(obj: &Value) -> Vec<Value> {
+    wide_cells_with(obj, obj.pointer("/spec/selector").unwrap_or(&Value::Null))
+}
+
+/// The cells of [`WIDE_COLUMNS`] with the selector as a `LabelSelector` given apart.
+pub fn wide_cells_with(obj: &Value, sel: &Value) -> Vec<Value> {
     let cs = obj
         .pointer("/spec/template/spec/containers")
         .and_then(Value::as_array)
@@ -140,13 +145,9 @@ pub fn wide_cells(obj: &Value) -> Vec<Value> {
         .unwrap_or_default();
     let names: Vec<&str> = cs.iter().map(|c| str_at(c, "/name")).collect();
     let images: Vec<&str> = cs.iter().map(|c| str_at(c, "/image")).collect();
-    let sel = obj
-        .pointer("/spec/selector")
-        .cloned()
-        .unwrap_or(Value::Null);
     vec![
         json!(names.join(",")),
         json!(images.join(",")),
-        json!(none_if_empty(selector_string(&sel))),
+        json!(none_if_empty(selector_string(sel))),
     ]
 }
