@@ -23,9 +23,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "autoscaling",
         "policy",
         "storage",
+        "rbac",
     ]
     .iter()
     .map(|g| format!("k8s.io/api/{g}/v1/generated.proto"))
+    .chain(std::iter::once(
+        "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1/generated.proto".to_owned(),
+    ))
     .collect();
     let set = protox::Compiler::new(["proto/k8s"])?
         .include_imports(true)

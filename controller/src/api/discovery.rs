@@ -13,13 +13,33 @@ pub fn core_versions() -> Value {
 }
 
 pub fn group_list() -> Value {
-    let groups: Vec<Value> = groups()
+    group_list_with(&[])
+}
+
+/// The served groups and, after them, the (group, version) pairs aggregated servers serve.
+pub fn group_list_with(aggregated: &[(String, String)]) -> Value {
+    let mut groups: Vec<Value> = groups()
         .into_iter()
         .map(|g| {
             let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
             json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
         })
         .collect();
+    let mut names: Vec<&str> = Vec::new();
+    for (g, _) in aggregated {
+        if !names.contains(&g.as_str()) {
+            names.push(g);
+        }
+    }
+    for name in names {
+        let versions: Vec<Value> = aggregated
+            .iter()
+            .filter(|(g, _)| g == name)
+            .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+            .collect();
+        let preferred = versions[0].clone();
+        groups.push(json!({"name": name, "versions": versions, "preferredVersion": preferred}));
+    }
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 

@@ -3,6 +3,7 @@
 //! subresources (status, binding, log, and the streaming exec, attach and portforward).
 
 pub mod admission;
+pub mod aggregator;
 pub mod apply;
 pub mod discovery;
 pub mod encode;
@@ -59,7 +60,7 @@ pub fn router(state: ApiState) -> Router {
             "/api",
             get(|| async { json_ok(&discovery::core_versions()) }),
         )
-        .route("/apis", get(|| async { json_ok(&discovery::group_list()) }))
+        .route("/apis", get(apis))
         .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_v3_discovery))
         .route("/openapi/v3/{*gv}", get(openapi_v3_document))
@@ -78,10 +79,7 @@ pub fn router(state: ApiState) -> Router {
             any(|s, p, r| stream::handle(stream::Kind::PortForward, s, p, r)),
         )
         .route("/api/v1/{*rest}", any(core_handler))
-        .route(
-            "/apis/{group}/{version}",
-            get(|(Path((g, v)),): (Path<(String, String)>,)| async move { group_version(&g, &v) }),
-        )
+        .route("/apis/{group}/{version}", any(group_version_handler))
         .route("/apis/{group}/{version}/{*rest}", any(group_handler))
         .fallback(|| async { ApiError::NoSuchPath })
         .with_state(state)
@@ -230,17 +228,86 @@ async fn core_handler(
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+#[allow(clippy::too_many_arguments)] // axum extractors, one per part of the request
 async fn group_handler(
     State(state): State<ApiState>,
     Path((group, version, rest)): Path<(String, String, String)>,
     method: Method,
+    uri: axum::http::Uri,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !aggregator::is_local(&group, &version) {
+        return aggregated(&state, &group, &version, method, &uri, &headers, body).await;
+    }
     handle(state, &group, &version, &rest, method, q, headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `/apis/{group}/{version}`: the resource list, the aggregated server's, or 404.
+async fn group_version_handler(
+    State(state): State<ApiState>,
+    Path((group, version)): Path<(String, String)>,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !aggregator::is_local(&group, &version) {
+        return aggregated(&state, &group, &version, method, &uri, &headers, body).await;
+    }
+    if method != Method::GET {
+        return ApiError::MethodNotAllowed.into_response();
+    }
+    group_version(&group, &version)
+}
+
+/// A request for a group-version the table does not serve: passed to the Service an APIService
+/// names, else 404.
+async fn aggregated(
+    state: &ApiState,
+    group: &str,
+    version: &str,
+    method: Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    match aggregator::serve(&state.objects, group, version, method, path, headers, body).await {
+        Some(Ok(resp)) => resp,
+        Some(Err(e)) => e.into_response(),
+        None => ApiError::NoSuchPath.into_response(),
+    }
+}
+
+/// `/apis`: the served groups, then those of available service-backed APIServices.
+async fn apis(State(state): State<ApiState>) -> Response {
+    let (services, _) = state
+        .objects
+        .list(resources::api_services(), None)
+        .unwrap_or_default();
+    let extra: Vec<(String, String)> = services
+        .iter()
+        .filter(|s| s.pointer("/spec/service").is_some_and(|v| !v.is_null()))
+        .filter(|s| {
+            s.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Available" && c["status"] == "True")
+        })
+        .map(|s| {
+            (
+                s["spec"]["group"].as_str().unwrap_or_default().to_owned(),
+                s["spec"]["version"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .filter(|(g, v)| !aggregator::is_local(g, v))
+        .collect();
+    json_ok(&discovery::group_list_with(&extra))
 }
 
 /// Parses a request body: JSON, Kubernetes protobuf (decoded into the JSON a JSON client would

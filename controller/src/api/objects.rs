@@ -734,6 +734,15 @@ impl Objects {
                 Err(e) => return Err(e),
             }
         }
+        for service in crate::api::kinds::apiservice::local_api_services() {
+            match self
+                .create(resources::api_services(), None, service, false)
+                .await
+            {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let class = crate::api::kinds::storageclass::bootstrap_class();
         match self
             .create(resources::storage_classes(), None, class, false)

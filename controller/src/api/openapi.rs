@@ -596,11 +596,13 @@ mod tests {
             "apis/discovery.k8s.io/v1",
             "apis/storage.k8s.io/v1",
             "apis/policy/v1",
+            "apis/rbac.authorization.k8s.io/v1",
+            "apis/apiregistration.k8s.io/v1",
         ] {
             let url = paths[p]["serverRelativeURL"].as_str().unwrap();
             assert!(url.starts_with(&format!("/openapi/v3/{p}?hash=")), "{url}");
         }
-        assert_eq!(paths.len(), 7);
+        assert_eq!(paths.len(), 9);
     }
 
     /// What kubectl's queryParamVerifierV3 checks before it sends `fieldValidation`: a PATCH

@@ -143,8 +143,17 @@ impl Expected<'_> {
 /// The protobuf package of an API group's `v1`: `core` for `""`, the group's first label else
 /// (`coordination.k8s.io` is `k8s.io.api.coordination.v1`).
 fn package(group: &str) -> String {
+    package_of(group, "v1")
+}
+
+/// The protobuf package of an API group-version: `k8s.io.api.<first label>.<version>`, or the
+/// aggregator's own for `apiregistration.k8s.io`.
+fn package_of(group: &str, version: &str) -> String {
+    if group == "apiregistration.k8s.io" {
+        return format!("k8s.io.kube_aggregator.pkg.apis.apiregistration.{version}");
+    }
     let short = group.split('.').next().filter(|g| !g.is_empty());
-    format!("k8s.io.api.{}.v1", short.unwrap_or("core"))
+    format!("k8s.io.api.{}.{version}", short.unwrap_or("core"))
 }
 
 /// `runtime.Unknown`, the envelope around every object.
@@ -219,12 +228,10 @@ fn schema() -> Result<&'static Schema, ProtobufError> {
 pub(super) fn object_message(api_version: &str, kind: &str) -> Option<MessageDescriptor> {
     let pool = &schema().ok()?.pool;
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let short = group.split('.').next().filter(|g| !g.is_empty());
-    pool.get_message_by_name(&format!(
-        "k8s.io.api.{}.{version}.{kind}",
-        short.unwrap_or("core")
-    ))
-    .or_else(|| pool.get_message_by_name(&format!("k8s.io.apimachinery.pkg.apis.meta.v1.{kind}")))
+    pool.get_message_by_name(&format!("{}.{kind}", package_of(group, version)))
+        .or_else(|| {
+            pool.get_message_by_name(&format!("k8s.io.apimachinery.pkg.apis.meta.v1.{kind}"))
+        })
 }
 
 /// Whether Go's JSON flattens field `number` of `message` into its parent.

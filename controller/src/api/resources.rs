@@ -3,16 +3,31 @@
 //! Discovery, routing, admission, tables and OpenAPI all read this table.
 
 use super::kinds::{
-    configmap::ConfigMapStrategy, controllerrevision::ControllerRevisionStrategy,
-    cronjob::CronJobStrategy, daemonset::DaemonSetStrategy, deployment::DeploymentStrategy,
-    endpoints::EndpointsStrategy, endpointslice::EndpointSliceStrategy, event::EventStrategy,
-    job::JobStrategy, lease::LeaseStrategy, namespace::NamespaceStrategy, node::NodeStrategy,
+    apiservice::ApiServiceStrategy,
+    configmap::ConfigMapStrategy,
+    controllerrevision::ControllerRevisionStrategy,
+    cronjob::CronJobStrategy,
+    daemonset::DaemonSetStrategy,
+    deployment::DeploymentStrategy,
+    endpoints::EndpointsStrategy,
+    endpointslice::EndpointSliceStrategy,
+    event::EventStrategy,
+    job::JobStrategy,
+    lease::LeaseStrategy,
+    namespace::NamespaceStrategy,
+    node::NodeStrategy,
     persistentvolume::PersistentVolumeStrategy,
-    persistentvolumeclaim::PersistentVolumeClaimStrategy, pod::PodStrategy,
-    poddisruptionbudget::PodDisruptionBudgetStrategy, replicaset::ReplicaSetStrategy,
-    replicationcontroller::ReplicationControllerStrategy, secret::SecretStrategy,
-    service::ServiceStrategy, serviceaccount::ServiceAccountStrategy,
-    statefulset::StatefulSetStrategy, storageclass::StorageClassStrategy,
+    persistentvolumeclaim::PersistentVolumeClaimStrategy,
+    pod::PodStrategy,
+    poddisruptionbudget::PodDisruptionBudgetStrategy,
+    rbac::{CLUSTER_ROLE, CLUSTER_ROLE_BINDING, ROLE, ROLE_BINDING},
+    replicaset::ReplicaSetStrategy,
+    replicationcontroller::ReplicationControllerStrategy,
+    secret::SecretStrategy,
+    service::ServiceStrategy,
+    serviceaccount::ServiceAccountStrategy,
+    statefulset::StatefulSetStrategy,
+    storageclass::StorageClassStrategy,
 };
 use super::strategy::Strategy;
 
@@ -401,7 +416,67 @@ pub static RESOURCES: &[Resource] = &[
         &["status"],
         &PodDisruptionBudgetStrategy,
     ),
+    res(
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        &[],
+        &[],
+        &CLUSTER_ROLE_BINDING,
+    ),
+    res(
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &[],
+        &[],
+        &[],
+        &CLUSTER_ROLE,
+    ),
+    res(
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &[],
+        &[],
+        &[],
+        &ROLE_BINDING,
+    ),
+    res(
+        "rbac.authorization.k8s.io",
+        "roles",
+        "role",
+        "Role",
+        true,
+        &[],
+        &[],
+        &[],
+        &ROLE,
+    ),
+    res(
+        "apiregistration.k8s.io",
+        "apiservices",
+        "apiservice",
+        "APIService",
+        false,
+        &[],
+        &["api-extensions"],
+        &["status"],
+        &ApiServiceStrategy,
+    ),
 ];
+
+/// Every served resource.
+pub fn all() -> &'static [Resource] {
+    RESOURCES
+}
 
 /// The groups served besides the core group, each with its one version.
 pub fn groups() -> Vec<&'static str> {
@@ -466,6 +541,9 @@ pub fn replica_sets() -> &'static Resource {
 }
 pub fn replication_controllers() -> &'static Resource {
     must("", "replicationcontrollers")
+}
+pub fn api_services() -> &'static Resource {
+    must("apiregistration.k8s.io", "apiservices")
 }
 pub fn daemon_sets() -> &'static Resource {
     must("apps", "daemonsets")

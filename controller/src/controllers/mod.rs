@@ -4,6 +4,7 @@
 //! stream of ConfigMap writes, say) wake nothing, so the cost of a write does not grow with the
 //! number of objects stored.
 
+pub mod apiservice;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -33,7 +34,7 @@ use crate::store::state::Event;
 /// ordered and a chain (deployment → replicaset → pods → endpoints) converges within a few
 /// passes.
 pub async fn run(objects: Objects, cancel: CancellationToken) {
-    const PASSES: [(&str, Interest); 11] = [
+    const PASSES: [(&str, Interest); 12] = [
         ("garbage collector", Interest::Ownership),
         (
             "deployment",
@@ -83,6 +84,10 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
                 "statefulsets",
             ]),
         ),
+        (
+            "apiservice",
+            Interest::Resources(&["apiservices", "services", "endpointslices"]),
+        ),
     ];
     let mut due = [true; PASSES.len()];
     let mut quiet_wakes = 0u32;
@@ -103,7 +108,8 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
                 7 => cronjob::reconcile(&objects).await,
                 8 => storage::reconcile(&objects).await,
                 9 => taint_eviction::reconcile(&objects).await,
-                _ => disruption::reconcile(&objects).await,
+                10 => disruption::reconcile(&objects).await,
+                _ => apiservice::reconcile(&objects).await,
             };
             if let Err(e) = r {
                 tracing::warn!(controller = name, error = %e, "pass failed");

@@ -1,6 +1,7 @@
 //! One strategy per served kind (see `strategy`): each file holds everything its kind does
 //! differently. A new kind is a file here plus a row in `resources::RESOURCES`.
 
+pub mod apiservice;
 pub mod configmap;
 pub mod controllerrevision;
 pub mod cronjob;
@@ -18,6 +19,7 @@ pub mod persistentvolumeclaim;
 pub mod pod;
 pub mod poddisruptionbudget;
 pub mod podspec;
+pub mod rbac;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod secret;
