@@ -1,9 +1,10 @@
 //! `kubectl exec` (with stdin, with a tty, exit codes), `kubectl attach`, `kubectl port-forward`
 //! and CRI ExecSync against a real `skiff up`, through the API server, the node agent and the
-//! runtime's streaming server into busybox containers: kubectl 1.33 over WebSocket
+//! runtime's streaming server into busybox containers: kubectl 1.33 and 1.35 over WebSocket
 //! (`v5.channel.k8s.io`, and SPDY tunnelled through WebSocket for port-forward), kubectl 1.27
-//! over SPDY/3.1 (`v4.channel.k8s.io`, `portforward.k8s.io`), and the Python client's exec and
-//! channel-based WebSocket port-forward.
+//! over SPDY/3.1 (`v4.channel.k8s.io`, `portforward.k8s.io`), the Python client's exec and
+//! channel-based WebSocket port-forward, and every remote command subprotocol on a raw
+//! WebSocket (`e2e/clients/python_streams.py`).
 
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::path::Path;
@@ -241,8 +242,19 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     wait_for("pod web to be Running", Duration::from_secs(60), || {
         Ok((c.pod("web")?["status"]["phase"] == "Running").then_some(()))
     })?;
-    port_forward(&k, &old)?;
-    old_kubectl_exec(&old)?;
+    // kubectl 1.35 from the npm package e2e/run-tests.sh fetches (`SKIFF_HELM_DIR`).
+    let newest = Kubectl {
+        bin: std::env::var_os("SKIFF_HELM_DIR")
+            .map(std::path::PathBuf::from)
+            .context(
+                "SKIFF_HELM_DIR is not set: e2e/run-tests.sh fetches kubectl 1.35 and sets it",
+            )?
+            .join("kubectl"),
+        kubeconfig: c.kubeconfig(),
+    };
+    port_forward(&k, &old, &newest)?;
+    exec_with(&old, "1.27")?;
+    exec_with(&newest, "1.35")?;
 
     // The Python client: exec, and port-forward over its WebSocket channel protocol.
     let python = std::env::var("SKIFF_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -294,16 +306,18 @@ fn get(port: u16) -> Result<String> {
     Ok(answer)
 }
 
-/// `kubectl port-forward` to busybox's httpd in pod web: kubectl 1.33 tunnels SPDY through
-/// WebSocket (and speaks plain SPDY when told not to use WebSocket), kubectl 1.27 speaks SPDY;
+/// `kubectl port-forward` to busybox's httpd in pod web: kubectl 1.33 and 1.35 tunnel SPDY
+/// through WebSocket (1.33 speaks plain SPDY when told not to use WebSocket), kubectl 1.27
+/// speaks SPDY;
 /// every connection is a new pair of streams on the same tunnel. A port nobody listens on is
 /// reported to kubectl with the reason.
-fn port_forward(k: &Kubectl, old: &Kubectl) -> Result<()> {
+fn port_forward(k: &Kubectl, old: &Kubectl, newest: &Kubectl) -> Result<()> {
     let no_ws = [("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")];
     for (name, kubectl, env) in [
         ("1.33 over WebSocket", k, &[][..]),
         ("1.33 over SPDY", k, &no_ws[..]),
         ("1.27 over SPDY", old, &[][..]),
+        ("1.35 over WebSocket", newest, &[][..]),
     ] {
         let (mut child, port) = forward(kubectl, env, 8080)?;
         let answers = (0..3).map(|_| get(port)).collect::<Result<Vec<_>>>();
@@ -334,12 +348,13 @@ fn port_forward(k: &Kubectl, old: &Kubectl) -> Result<()> {
     Ok(())
 }
 
-/// kubectl 1.27 speaks SPDY/3.1 for exec and attach (`v4.channel.k8s.io`).
-fn old_kubectl_exec(old: &Kubectl) -> Result<()> {
+/// Exec with stdin, exit codes, a tty's size and attach with another kubectl: 1.27 speaks
+/// SPDY/3.1 (`v4.channel.k8s.io`), 1.35 WebSocket (`v5.channel.k8s.io`).
+fn exec_with(old: &Kubectl, version: &str) -> Result<()> {
     let out = old.ok(&["exec", "shell", "--", "echo", "hi"], None)?;
-    ensure!(out == "hi\n", "kubectl 1.27 exec echo said {out:?}");
+    ensure!(out == "hi\n", "kubectl {version} exec echo said {out:?}");
     let out = old.ok(&["exec", "-i", "shell", "--", "cat"], Some("old stdin\n"))?;
-    ensure!(out == "old stdin\n", "kubectl 1.27 cat said {out:?}");
+    ensure!(out == "old stdin\n", "kubectl {version} cat said {out:?}");
     let out = old.output(
         &[
             "exec",
@@ -355,7 +370,7 @@ fn old_kubectl_exec(old: &Kubectl) -> Result<()> {
         out.status.code() == Some(3)
             && out.stdout == b"out\n"
             && String::from_utf8_lossy(&out.stderr).starts_with("err\n"),
-        "kubectl 1.27 exit 3: {out:?}"
+        "kubectl {version} exit 3: {out:?}"
     );
     let cmd = format!(
         "stty cols 91 rows 33; {} --kubeconfig {} exec -it shell -- sh -c 'sleep 1; stty size'",
@@ -363,9 +378,12 @@ fn old_kubectl_exec(old: &Kubectl) -> Result<()> {
         old.kubeconfig.display()
     );
     let out = run(Command::new("script").args(["-qec", &cmd, "/dev/null"]))?;
-    ensure!(out.contains("33 91"), "kubectl 1.27 stty size said {out:?}");
+    ensure!(
+        out.contains("33 91"),
+        "kubectl {version} stty size said {out:?}"
+    );
 
-    attach_sees(old, "old-attach")
+    attach_sees(old, &format!("attach-{version}"))
 }
 
 /// `kubectl attach shell` prints what the container writes to its stdout while attached.

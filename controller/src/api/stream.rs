@@ -176,7 +176,10 @@ async fn upgrade(mut req: Request, addr: &str, target: &str) -> Result<Response,
         let status = resp.status();
         let body = super::logs::body_text(resp.into_body()).await;
         // kubectl prints the Status message: say what the agent or the runtime said.
-        let err = if status.is_client_error() {
+        let err = if status == StatusCode::FORBIDDEN {
+            // The streaming server refused the subprotocols offered, as the kubelet does.
+            ApiError::Forbidden(body)
+        } else if status.is_client_error() {
             ApiError::BadRequest(body)
         } else {
             ApiError::ServiceUnavailable(body)

@@ -253,11 +253,27 @@ where
         tokio::select! {
             msg = incoming.next() => match msg {
                 Some(msg) => {
-                    if let Some((ch, data)) = msg.split_first()
-                        && let Some(w) = writers.get_mut(ch)
-                        && w.write_all(data).await.is_err()
-                    {
-                        writers.remove(ch);
+                    let Some((&ch, data)) = msg.split_first() else {
+                        continue;
+                    };
+                    if let Some(w) = writers.get_mut(&ch) {
+                        if w.write_all(data).await.is_err() {
+                            writers.remove(&ch);
+                        }
+                    } else if ch % 2 == 1 && usize::from(ch / 2) < ports.len() {
+                        // Error channels are the server's to write: a client that writes on
+                        // one loses that port's connection, with the reason, and nothing else.
+                        let port = ports[usize::from(ch / 2)];
+                        writers.remove(&(ch - 1));
+                        let mut err = vec![ch];
+                        err.extend_from_slice(
+                            format!("port {port}: the client wrote on the error channel {ch}; the connection to the port is closed").as_bytes(),
+                        );
+                        if outgoing.send(err).await.is_err() {
+                            return;
+                        }
+                    } else {
+                        tracing::debug!(channel = ch, "port-forward data on a channel of no port");
                     }
                 }
                 None => return,
@@ -488,6 +504,23 @@ mod tests {
             b"\x00echo:hello".to_vec()
         );
         assert_eq!(*dialer.asked.lock().expect("lock"), vec![8080, 1]);
+        // A frame on port 8080's error channel closes that port's connection with the reason;
+        // data sent to it afterwards goes nowhere (and with no connection left, the session
+        // ends).
+        client_tx.send(b"\x01bad".to_vec()).await.expect("send");
+        let err = server_rx.next().await.expect("the error");
+        assert_eq!(err[0], 1);
+        assert!(
+            String::from_utf8_lossy(&err).contains("error channel"),
+            "{err:?}"
+        );
+        client_tx.send(b"\x00more".to_vec()).await.expect("send");
+        client_tx.send(b"\x09nowhere".to_vec()).await.expect("send");
+        let quiet = tokio::time::timeout(Duration::from_millis(200), server_rx.next()).await;
+        assert!(
+            !matches!(quiet, Ok(Some(_))),
+            "the closed port still answered: {quiet:?}"
+        );
         drop(client_tx);
         session.await.expect("the session ends with its client");
     }
