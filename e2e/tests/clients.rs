@@ -491,6 +491,114 @@ fn kubectl_create_suite(k: &Kubectl, version: &str, image: &str) -> Result<()> {
     )
 }
 
+/// The last core kinds and the groups added for clients: a ReplicationController scaled with
+/// `kubectl scale rc` (its pods follow), a PodTemplate, LimitRange and ResourceQuota (each write
+/// warns that skiff does not apply them), RBAC objects (warned as not enforced), `kubectl get
+/// cs` and the Local APIServices.
+fn core_kinds_suite(k: &Kubectl, image: &str) -> Result<()> {
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: ReplicationController
+metadata: {{name: old-style}}
+spec:
+  replicas: 1
+  template:
+    metadata: {{labels: {{app: old-style}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{{name: c, image: "{image}", command: [sleep, "3600"]}}]
+---
+apiVersion: v1
+kind: PodTemplate
+metadata: {{name: tpl}}
+template:
+  metadata: {{labels: {{app: tpl}}}}
+  spec:
+    containers: [{{name: c, image: "{image}"}}]
+---
+apiVersion: v1
+kind: LimitRange
+metadata: {{name: lr}}
+spec:
+  limits: [{{type: Container, default: {{cpu: 500m}}, max: {{cpu: "1"}}}}]
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {{name: q}}
+spec:
+  hard: {{pods: "10"}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: pod-reader}}
+rules: [{{apiGroups: [""], resources: [pods], verbs: [get, list]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: read-pods}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}}
+subjects: [{{kind: User, name: jane}}]
+"#
+    );
+    let out = k.output(&["apply", "-f", "-"], &manifest)?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "apply of the core kinds: {err}");
+    for warning in [
+        "skiff does not apply LimitRanges yet",
+        "skiff does not enforce ResourceQuotas yet",
+        "skiff does not authenticate or authorize requests yet",
+    ] {
+        ensure!(err.contains(warning), "no warning {warning:?}: {err}");
+    }
+    let rc_pods = |want: usize| {
+        wait_for(
+            &format!("{want} pods of rc old-style"),
+            Duration::from_secs(60),
+            || {
+                let out = k.run(&["get", "pods", "-l", "app=old-style", "-o", "name"])?;
+                Ok((out.lines().count() == want).then_some(()))
+            },
+        )
+    };
+    rc_pods(1)?;
+    let out = k.run(&["scale", "rc", "old-style", "--replicas=2"])?;
+    ensure!(out.contains("scaled"), "kubectl scale rc: {out}");
+    rc_pods(2)?;
+    let out = k.run(&["get", "rc", "old-style", "-o", "wide"])?;
+    ensure!(
+        out.contains("app=old-style"),
+        "kubectl get rc -o wide: {out}"
+    );
+    let out = k.run(&["get", "podtemplates,limits,quota,roles,rolebindings"])?;
+    for name in ["tpl", "lr", "q", "pod-reader", "Role/pod-reader"] {
+        ensure!(out.contains(name), "{name} missing: {out}");
+    }
+    let out = k.output(&["get", "cs"], "")?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    ensure!(
+        stdout.contains("etcd-0") && stdout.contains("Healthy") && stderr.contains("deprecated"),
+        "kubectl get cs: {stdout}{stderr}"
+    );
+    let out = k.run(&["get", "apiservices"])?;
+    ensure!(
+        out.contains("v1.apps") && out.contains("Local") && out.contains("True"),
+        "kubectl get apiservices: {out}"
+    );
+    k.run(&["delete", "rc", "old-style"])?;
+    k.run(&[
+        "delete",
+        "podtemplate/tpl",
+        "limitrange/lr",
+        "quota/q",
+        "role/pod-reader",
+        "rolebinding/read-pods",
+    ])?;
+    rc_pods(0)
+}
+
 #[test]
 fn real_clients() -> Result<()> {
     with_cluster(|c, _, reg| {
@@ -506,6 +614,11 @@ fn real_clients() -> Result<()> {
             kubectl_suite(&k, v, &image).with_context(|| format!("kubectl {v}"))?;
             kubectl_create_suite(&k, v, &image).with_context(|| format!("kubectl {v} create"))?;
         }
+        let k = Kubectl {
+            bin: kubectl_path("1.33"),
+            kubeconfig: &kubeconfig,
+        };
+        core_kinds_suite(&k, &image).context("the last core kinds")?;
         let python = std::env::var("SKIFF_PYTHON").unwrap_or_else(|_| "python3".into());
         let script = workspace().join("e2e/clients/python_client.py");
         let out = run(Command::new(&python)

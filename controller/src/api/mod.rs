@@ -283,6 +283,47 @@ async fn aggregated(
     }
 }
 
+/// GET and LIST of a kind computed on read (ComponentStatus); any other verb is refused.
+fn computed(
+    res: &'static Resource,
+    items: Vec<Value>,
+    method: &Method,
+    name: Option<&str>,
+    q: &HashMap<String, String>,
+    as_table: bool,
+) -> Result<Response, ApiError> {
+    if method != Method::GET || q_bool(q, "watch") {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let warnings: Vec<String> = res
+        .strategy
+        .read_warning()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let items = match name {
+        Some(n) => vec![
+            items
+                .into_iter()
+                .find(|o| o["metadata"]["name"] == n)
+                .ok_or_else(|| ApiError::not_found(&res.qualified(), n))?,
+        ],
+        None => items,
+    };
+    let incl = q.get("includeObject").map(String::as_str) == Some("Object");
+    let body = match (as_table, name) {
+        (true, _) => table::table(res, &items, "", incl),
+        (false, Some(_)) => items.into_iter().next().unwrap_or_default(),
+        (false, None) => json!({
+            "kind": format!("{}List", res.kind),
+            "apiVersion": res.api_version(),
+            "metadata": {},
+            "items": items,
+        }),
+    };
+    Ok(with_warnings(json_ok(&body), &warnings))
+}
+
 /// `/apis`: the served groups, then those of available service-backed APIServices.
 async fn apis(State(state): State<ApiState>) -> Response {
     let (services, _) = state
@@ -596,6 +637,16 @@ async fn handle(
     let ns = t.namespace.as_deref();
     let res = t.res;
     let as_table = table::wants_table(&accept(&headers));
+    if let Some(compute) = res.strategy.computed() {
+        return computed(
+            res,
+            compute(objects),
+            &method,
+            t.name.as_deref(),
+            &q,
+            as_table,
+        );
+    }
     match (&method, t.name.as_deref(), t.sub.as_deref()) {
         (&Method::GET, None, None) => {
             let opts = list_options(&q, res)?;

@@ -447,6 +447,16 @@ fn resource_paths(paths: &mut Map<String, Value>, r: &'static Resource, kind: &s
         "200",
         json_content(kind_ref),
     );
+    if r.strategy.computed().is_some() {
+        // Read-only: the collection lists, an item is read.
+        if let Some(c) = paths.get_mut(&collection).and_then(Value::as_object_mut) {
+            c.remove("post");
+            c.remove("delete");
+        }
+        if let Some(i) = item.as_object_mut() {
+            i.retain(|k, _| k == "get" || k == "parameters");
+        }
+    }
     paths.insert(format!("{collection}/{{name}}"), item);
 
     for sub in r.subresources {
@@ -609,7 +619,8 @@ mod tests {
     /// operation for the kind that declares the parameter.
     #[test]
     fn every_kind_patch_declares_field_validation() {
-        for r in RESOURCES {
+        // Read-only kinds (ComponentStatus) have no PATCH at all.
+        for r in RESOURCES.iter().filter(|r| r.strategy.computed().is_none()) {
             let d = doc(&gv_path(r.group, r.version));
             let want = gvk(r.group, r.version, r.kind);
             let patch = d["paths"]

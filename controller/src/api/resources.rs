@@ -4,6 +4,7 @@
 
 use super::kinds::{
     apiservice::ApiServiceStrategy,
+    componentstatus::ComponentStatusStrategy,
     configmap::ConfigMapStrategy,
     controllerrevision::ControllerRevisionStrategy,
     cronjob::CronJobStrategy,
@@ -14,15 +15,18 @@ use super::kinds::{
     event::EventStrategy,
     job::JobStrategy,
     lease::LeaseStrategy,
+    limitrange::LimitRangeStrategy,
     namespace::NamespaceStrategy,
     node::NodeStrategy,
     persistentvolume::PersistentVolumeStrategy,
     persistentvolumeclaim::PersistentVolumeClaimStrategy,
     pod::PodStrategy,
     poddisruptionbudget::PodDisruptionBudgetStrategy,
+    podtemplate::PodTemplateStrategy,
     rbac::{CLUSTER_ROLE, CLUSTER_ROLE_BINDING, ROLE, ROLE_BINDING},
     replicaset::ReplicaSetStrategy,
     replicationcontroller::ReplicationControllerStrategy,
+    resourcequota::ResourceQuotaStrategy,
     secret::SecretStrategy,
     service::ServiceStrategy,
     serviceaccount::ServiceAccountStrategy,
@@ -98,7 +102,11 @@ impl Resource {
     }
 
     pub fn verbs(&self) -> &'static [&'static str] {
-        VERBS
+        if self.strategy.computed().is_some() {
+            &["get", "list"]
+        } else {
+            VERBS
+        }
     }
 
     /// The store key prefix of every object of this resource.
@@ -261,6 +269,50 @@ pub static RESOURCES: &[Resource] = &[
         &["all"],
         &["status", "scale"],
         &ReplicationControllerStrategy,
+    ),
+    res(
+        "",
+        "podtemplates",
+        "podtemplate",
+        "PodTemplate",
+        true,
+        &[],
+        &[],
+        &[],
+        &PodTemplateStrategy,
+    ),
+    res(
+        "",
+        "limitranges",
+        "limitrange",
+        "LimitRange",
+        true,
+        &["limits"],
+        &[],
+        &[],
+        &LimitRangeStrategy,
+    ),
+    res(
+        "",
+        "resourcequotas",
+        "resourcequota",
+        "ResourceQuota",
+        true,
+        &["quota"],
+        &[],
+        &["status"],
+        &ResourceQuotaStrategy,
+    ),
+    res(
+        "",
+        "componentstatuses",
+        "componentstatus",
+        "ComponentStatus",
+        false,
+        &["cs"],
+        &[],
+        &[],
+        &ComponentStatusStrategy,
     ),
     res(
         "",

@@ -124,6 +124,8 @@ pub const NAME: Column = Column::new(
 );
 /// The column most kinds' tables end with.
 pub const AGE: Column = Column::new("Age", "string", 0, "Time since the object was created.");
+/// The column kinds without a status print instead of Age (Roles, LimitRanges).
+pub const CREATED_AT: Column = Column::new("Created At", "date", 0, "Time the object was created.");
 
 /// What a DELETE does to an object that exists, as its kind decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +253,17 @@ pub trait Strategy: Send + Sync + 'static {
         obj.pointer("/spec/selector")
             .cloned()
             .unwrap_or(Value::Null)
+    }
+
+    /// For a kind whose objects are computed when read instead of stored (ComponentStatus):
+    /// how to compute them. GET and LIST answer from them; nothing else is served.
+    fn computed(&self) -> Option<fn(&Objects) -> Vec<Value>> {
+        None
+    }
+
+    /// A warning every read of this kind carries (a deprecated kind's).
+    fn read_warning(&self) -> Option<&'static str> {
+        None
     }
 
     /// The columns of this kind's Table, in order.

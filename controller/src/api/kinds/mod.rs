@@ -2,6 +2,7 @@
 //! differently. A new kind is a file here plus a row in `resources::RESOURCES`.
 
 pub mod apiservice;
+pub mod componentstatus;
 pub mod configmap;
 pub mod controllerrevision;
 pub mod cronjob;
@@ -12,6 +13,7 @@ pub mod endpointslice;
 pub mod event;
 pub mod job;
 pub mod lease;
+pub mod limitrange;
 pub mod namespace;
 pub mod node;
 pub mod persistentvolume;
@@ -19,9 +21,11 @@ pub mod persistentvolumeclaim;
 pub mod pod;
 pub mod poddisruptionbudget;
 pub mod podspec;
+pub mod podtemplate;
 pub mod rbac;
 pub mod replicaset;
 pub mod replicationcontroller;
+pub mod resourcequota;
 pub mod secret;
 pub mod service;
 pub mod serviceaccount;

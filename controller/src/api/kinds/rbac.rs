@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::api::error::FieldError;
 use crate::api::objects::Part;
-use crate::api::strategy::{AGE, Column, NAME, Strategy, TypeOps, age_cell, str_at};
+use crate::api::strategy::{AGE, CREATED_AT, Column, NAME, Strategy, TypeOps, age_cell, str_at};
 
 pub const GROUP: &str = "rbac.authorization.k8s.io";
 
@@ -51,8 +51,6 @@ pub static CLUSTER_ROLE_BINDING: Binding<rbac::ClusterRoleBinding> = Binding {
     namespaced: false,
     kind: PhantomData,
 };
-
-const CREATED_AT: Column = Column::new("Created At", "date", 0, "Time the object was created.");
 
 const BINDING_COLUMNS: &[Column] = &[
     NAME,
