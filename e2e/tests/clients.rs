@@ -1,5 +1,6 @@
 //! Real clients against a running `skiff up`: kubectl 1.27 and 1.33 (both installed on machines
-//! of this kind) and the Python `kubernetes` client from PyPI, unchanged. Each command's output
+//! of this kind), the Python `kubernetes` client from PyPI and the JavaScript
+//! `@kubernetes/client-node` from npm, unchanged. Each command's output
 //! is checked, not only its exit code.
 
 use std::path::{Path, PathBuf};
@@ -629,6 +630,19 @@ fn real_clients() -> Result<()> {
         ensure!(
             out.contains("all steps passed"),
             "python client said: {out}"
+        );
+        let js = std::env::var("SKIFF_JS_CLIENT").context(
+            "SKIFF_JS_CLIENT names the node_modules holding @kubernetes/client-node (e2e/run-tests.sh installs it)",
+        )?;
+        let out = run(Command::new("node")
+            .arg(workspace().join("e2e/clients/js_client.mjs"))
+            .arg(&kubeconfig)
+            .arg(&image)
+            .env("NODE_PATH", js))
+        .context("the JavaScript client")?;
+        ensure!(
+            out.contains("all steps passed"),
+            "the JavaScript client said: {out}"
         );
         Ok(())
     })

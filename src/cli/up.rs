@@ -41,10 +41,12 @@ fn hostname() -> String {
         .unwrap_or_else(|| "skiff-node".into())
 }
 
-/// The kubeconfig `skiff up` writes for kubectl and the client commands.
+/// The kubeconfig `skiff up` writes for kubectl and the client commands. The API is plain HTTP
+/// until it has TLS; the JavaScript client refuses an `http://` server unless the cluster says
+/// `insecure-skip-tls-verify`, which the other clients ignore for HTTP.
 pub fn kubeconfig_text(server: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\nusers:\n- name: skiff\n  user: {{}}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: skiff\n    namespace: default\ncurrent-context: skiff\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: skiff\n  user: {{}}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: skiff\n    namespace: default\ncurrent-context: skiff\n"
     )
 }
 
@@ -138,4 +140,20 @@ pub async fn run(args: UpArgs) -> Result<()> {
     );
 
     super::node::join_all(tasks, &cancel).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kubeconfig_names_the_server_for_every_client() {
+        let text = kubeconfig_text("http://127.0.0.1:6443");
+        let cfg: kube::config::Kubeconfig = serde_saphyr::from_str(&text).expect("a kubeconfig");
+        let cluster = cfg.clusters[0].cluster.as_ref().expect("a cluster");
+        assert_eq!(cluster.server.as_deref(), Some("http://127.0.0.1:6443"));
+        // The JavaScript client needs this to talk HTTP at all.
+        assert_eq!(cluster.insecure_skip_tls_verify, Some(true));
+        assert_eq!(cfg.current_context.as_deref(), Some("skiff"));
+    }
 }
