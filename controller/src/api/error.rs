@@ -107,18 +107,32 @@ pub enum ApiError {
         conflicts: Vec<(String, String)>,
         api_version: String,
     },
-    #[error("{kind} \"{name}\" is invalid: {}", causes_text(.causes))]
+    /// `kind` is the group-kind as Kubernetes prints it: `Deployment.apps`, `Pod`.
+    #[error("{}", invalid_text(.kind, .name, .causes))]
     Invalid {
         kind: String,
         name: String,
         causes: Vec<FieldError>,
     },
+    /// A JSON patch whose `test` operation failed (Kubernetes' 422 without causes).
+    #[error("the server rejected our request due to an error in our request")]
+    PatchTestFailed,
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A write refused for what it would do to one object (`NewForbidden`).
+    #[error("{resource} \"{name}\" is forbidden: {detail}")]
+    ForbiddenObject {
+        resource: String,
+        name: String,
+        detail: String,
+    },
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
+    /// A verb the resource does not have (`watch` of componentstatuses).
+    #[error("{verb} is not supported on resources of kind \"{resource}\"")]
+    VerbNotSupported { verb: String, resource: String },
     #[error("the body of the request was in an unknown format - accepted media types include: {0}")]
     UnsupportedMediaType(String),
     /// A protobuf body that cannot be decoded or is not the kind the URL takes.
@@ -129,7 +143,8 @@ pub enum ApiError {
     NotAcceptable(String),
     #[error("{0}")]
     Gone(String),
-    #[error("the request is too large: {0}")]
+    /// The message, which starts `Request entity too large: ` as Kubernetes' does.
+    #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
     ServiceUnavailable(String),
@@ -141,10 +156,18 @@ pub enum ApiError {
     /// retrying a create or an update blindly could apply it twice.
     #[error("{0}")]
     Timeout(String),
+    /// A read at a resourceVersion the store has not reached (client-go's
+    /// `IsTooLargeResourceVersion` looks for the cause, and retries after a second).
+    #[error("Timeout: Too large resource version: {requested}, current: {current}")]
+    TooLargeResourceVersion { requested: u64, current: u64 },
     /// An eviction that would break a PodDisruptionBudget (429; clients such as `kubectl
     /// drain` retry); `message` is the cause, naming the budget.
     #[error("Cannot evict pod as it would violate the pod's disruption budget.")]
-    DisruptionBudget { message: String },
+    DisruptionBudget {
+        message: String,
+        /// Seconds to wait before retrying (a budget the controller has not caught up with).
+        retry_after: u32,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -157,15 +180,20 @@ fn conflicts_text(conflicts: &[(String, String)], api_version: &str) -> String {
         .join("\n")
 }
 
-fn causes_text(causes: &[FieldError]) -> String {
-    let parts: Vec<String> = causes
-        .iter()
-        .map(|c| format!("{}: {}", c.field, c.message))
-        .collect();
-    if parts.len() == 1 {
-        parts[0].clone()
-    } else {
-        format!("[{}]", parts.join(", "))
+/// `NewInvalid`'s message: the causes once each (`ToAggregate` drops repeats), none at all
+/// without causes.
+fn invalid_text(kind: &str, name: &str, causes: &[FieldError]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in causes {
+        let part = format!("{}: {}", c.field, c.message);
+        if !parts.contains(&part) {
+            parts.push(part);
+        }
+    }
+    match parts.as_slice() {
+        [] => format!("{kind} {name:?} is invalid"),
+        [one] => format!("{kind} {name:?} is invalid: {one}"),
+        _ => format!("{kind} {name:?} is invalid: [{}]", parts.join(", ")),
     }
 }
 
@@ -176,10 +204,14 @@ impl ApiError {
             ApiError::AlreadyExists { .. }
             | ApiError::Conflict { .. }
             | ApiError::ApplyConflict { .. } => StatusCode::CONFLICT,
-            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid { .. } | ApiError::PatchTestFailed => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Forbidden(_) | ApiError::ForbiddenObject { .. } => StatusCode::FORBIDDEN,
+            ApiError::MethodNotAllowed | ApiError::VerbNotSupported { .. } => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Protobuf(ProtobufError::Descriptors(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Protobuf(e) if e.unsupported_media() => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -190,7 +222,9 @@ impl ApiError {
             ApiError::ServiceUnavailable(_) | ApiError::RetryLater(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Timeout(_) | ApiError::TooLargeResourceVersion { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ApiError::DisruptionBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -201,10 +235,10 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoSuchPath => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
             ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => "Conflict",
-            ApiError::Invalid { .. } => "Invalid",
+            ApiError::Invalid { .. } | ApiError::PatchTestFailed => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
-            ApiError::Forbidden(_) => "Forbidden",
-            ApiError::MethodNotAllowed => "MethodNotAllowed",
+            ApiError::Forbidden(_) | ApiError::ForbiddenObject { .. } => "Forbidden",
+            ApiError::MethodNotAllowed | ApiError::VerbNotSupported { .. } => "MethodNotAllowed",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Protobuf(ProtobufError::Descriptors(_)) => "InternalError",
             ApiError::Protobuf(e) if e.unsupported_media() => "UnsupportedMediaType",
@@ -213,19 +247,40 @@ impl ApiError {
             ApiError::Gone(_) => "Expired",
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
             ApiError::ServiceUnavailable(_) | ApiError::RetryLater(_) => "ServiceUnavailable",
-            ApiError::Timeout(_) => "Timeout",
+            ApiError::Timeout(_) | ApiError::TooLargeResourceVersion { .. } => "Timeout",
             ApiError::DisruptionBudget { .. } => "TooManyRequests",
             ApiError::Internal(_) => "InternalError",
+        }
+    }
+
+    /// Seconds a client should wait before retrying, sent as `Retry-After` and in the details.
+    fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::RetryLater(_) => Some(RETRY_AFTER_SECONDS),
+            ApiError::TooLargeResourceVersion { .. } => Some(1),
+            ApiError::DisruptionBudget { retry_after, .. } if *retry_after > 0 => {
+                Some(*retry_after)
+            }
+            _ => None,
         }
     }
 
     /// The Kubernetes `Status` object for this error.
     pub fn status(&self) -> Value {
         let mut details = serde_json::Map::new();
+        // Kubernetes writes `"details":{}` for these (a non-nil, empty StatusDetails).
+        let mut empty_details = matches!(
+            self,
+            ApiError::NoSuchPath
+                | ApiError::MethodNotAllowed
+                | ApiError::Timeout(_)
+                | ApiError::PatchTestFailed
+        );
         match self {
             ApiError::NotFound { resource, name }
             | ApiError::AlreadyExists { resource, name }
-            | ApiError::Conflict { resource, name, .. } => {
+            | ApiError::Conflict { resource, name, .. }
+            | ApiError::ForbiddenObject { resource, name, .. } => {
                 let (kind, group) = match resource.split_once('.') {
                     Some((k, g)) => (k, g),
                     None => (resource.as_str(), ""),
@@ -255,24 +310,44 @@ impl ApiError {
                 details.insert("causes".into(), Value::Array(causes));
             }
             ApiError::Invalid { kind, name, causes } => {
-                details.insert("name".into(), json!(name));
+                let (kind, group) = kind.split_once('.').unwrap_or((kind.as_str(), ""));
+                if !name.is_empty() {
+                    details.insert("name".into(), json!(name));
+                }
+                if !group.is_empty() {
+                    details.insert("group".into(), json!(group));
+                }
                 details.insert("kind".into(), json!(kind));
+                empty_details = true;
                 let causes: Vec<Value> = causes
                     .iter()
                     .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                     .collect();
                 details.insert("causes".into(), Value::Array(causes));
             }
-            ApiError::DisruptionBudget { message } => {
+            ApiError::DisruptionBudget { message, .. } => {
                 details.insert(
                     "causes".into(),
                     json!([{"reason": "DisruptionBudget", "message": message}]),
                 );
             }
-            ApiError::RetryLater(_) => {
-                details.insert("retryAfterSeconds".into(), json!(RETRY_AFTER_SECONDS));
+            ApiError::VerbNotSupported { resource, .. } => {
+                let (kind, group) = resource.split_once('.').unwrap_or((resource.as_str(), ""));
+                if !group.is_empty() {
+                    details.insert("group".into(), json!(group));
+                }
+                details.insert("kind".into(), json!(kind));
+            }
+            ApiError::TooLargeResourceVersion { .. } => {
+                details.insert(
+                    "causes".into(),
+                    json!([{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]),
+                );
             }
             _ => {}
+        }
+        if let Some(s) = self.retry_after() {
+            details.insert("retryAfterSeconds".into(), json!(s));
         }
         let mut status = json!({
             "kind": "Status",
@@ -283,7 +358,7 @@ impl ApiError {
             "reason": self.reason(),
             "code": self.code().as_u16(),
         });
-        if !details.is_empty() {
+        if !details.is_empty() || empty_details {
             status["details"] = Value::Object(details);
         }
         status
@@ -320,10 +395,10 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        if matches!(self, ApiError::RetryLater(_)) {
+        if let Some(s) = self.retry_after() {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(RETRY_AFTER_SECONDS),
+                axum::http::HeaderValue::from(s),
             );
         }
         resp

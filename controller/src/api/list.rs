@@ -83,7 +83,7 @@ pub fn list(
     {
         if !matches!(m, "NotOlderThan" | "Exact") {
             return Err(ApiError::Invalid {
-                kind: "ListOptions".into(),
+                kind: "ListOptions.meta.k8s.io".into(),
                 name: String::new(),
                 causes: vec![super::FieldError::not_supported(
                     "resourceVersionMatch",
@@ -94,7 +94,7 @@ pub fn list(
         }
         if rv.is_none() {
             return Err(ApiError::Invalid {
-                kind: "ListOptions".into(),
+                kind: "ListOptions.meta.k8s.io".into(),
                 name: String::new(),
                 causes: vec![super::FieldError::forbidden(
                     "resourceVersionMatch",
@@ -104,7 +104,7 @@ pub fn list(
         }
         if opts.continue_token.is_some() {
             return Err(ApiError::Invalid {
-                kind: "ListOptions".into(),
+                kind: "ListOptions.meta.k8s.io".into(),
                 name: String::new(),
                 causes: vec![super::FieldError::forbidden(
                     "resourceVersionMatch",
@@ -128,15 +128,14 @@ pub fn list(
         _ => {
             if let Some(want) = rv.filter(|r| *r > 0) {
                 if want > now {
-                    return Err(ApiError::Timeout(format!(
-                        "Too large resource version: {want}, current: {now}"
-                    )));
+                    return Err(ApiError::TooLargeResourceVersion {
+                        requested: want,
+                        current: now,
+                    });
                 }
                 if opts.resource_version_match.as_deref() == Some("Exact") && want < now {
                     // Only the current state is kept: an exact older list is gone.
-                    return Err(ApiError::Gone(format!(
-                        "too old resource version: {want} ({now})"
-                    )));
+                    return Err(ApiError::Gone(format!("too old resource version: {want}")));
                 }
             }
             (None, now)

@@ -82,7 +82,26 @@ pub fn router(state: ApiState) -> Router {
         .route("/apis/{group}/{version}", any(group_version_handler))
         .route("/apis/{group}/{version}/{*rest}", any(group_handler))
         .fallback(|| async { ApiError::NoSuchPath })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The largest request body, as the kube-apiserver's (3 MiB).
+const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// A request body, or why it could not be read.
+fn read_body(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(format!(
+                "Request entity too large: limit is {MAX_BODY_BYTES}"
+            ))
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })
 }
 
 fn json_ok(v: &Value) -> Response {
@@ -221,8 +240,12 @@ async fn core_handler(
     method: Method,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match read_body(body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     handle(state, "", "v1", &rest, method, q, headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -236,8 +259,12 @@ async fn group_handler(
     uri: axum::http::Uri,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match read_body(body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     if !aggregator::is_local(&group, &version) {
         return aggregated(&state, &group, &version, method, &uri, &headers, body).await;
     }
@@ -292,8 +319,14 @@ fn computed(
     q: &HashMap<String, String>,
     as_table: bool,
 ) -> Result<Response, ApiError> {
-    if method != Method::GET || q_bool(q, "watch") {
+    if method != Method::GET {
         return Err(ApiError::MethodNotAllowed);
+    }
+    if q_bool(q, "watch") {
+        return Err(ApiError::VerbNotSupported {
+            verb: "watch".into(),
+            resource: res.qualified(),
+        });
     }
     let warnings: Vec<String> = res
         .strategy
@@ -371,6 +404,16 @@ fn parse_body(
     }
     // CBOR bodies are answered 415, on which clients that try it fall back to JSON.
     if ct.contains("cbor") {
+        return Err(ApiError::UnsupportedMediaType(ACCEPTED_BODIES.into()));
+    }
+    let base = ct.split(';').next().unwrap_or_default().trim();
+    let known = base.is_empty()
+        || base.ends_with("/json")
+        || base.ends_with("+json")
+        || base.ends_with("yaml");
+    if !known {
+        // `text/plain` and form bodies need no CORS preflight from a browser page: refused, as
+        // Kubernetes refuses every type it has no decoder for.
         return Err(ApiError::UnsupportedMediaType(ACCEPTED_BODIES.into()));
     }
     let is_yaml = ct.contains("yaml") && !ct.contains("apply-patch+json");

@@ -122,7 +122,7 @@ fn encode(obj: &Value) -> Result<Vec<u8>, ApiError> {
     .map_err(|e| ApiError::Internal(format!("encode object: {e}")))?;
     if bytes.len() > MAX_OBJECT_BYTES {
         return Err(ApiError::TooLarge(format!(
-            "the object is {} bytes; the limit is {MAX_OBJECT_BYTES}",
+            "Request entity too large: the object is {} bytes; the limit is {MAX_OBJECT_BYTES}",
             bytes.len()
         )));
     }
@@ -164,7 +164,7 @@ fn validate(res: &Resource, obj: &Value, old: Option<&Value>, part: Part) -> Res
         Ok(())
     } else {
         Err(ApiError::Invalid {
-            kind: res.kind.to_string(),
+            kind: res.group_kind(),
             name: name_of(obj).to_string(),
             causes: errs,
         })

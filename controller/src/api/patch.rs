@@ -193,11 +193,8 @@ pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
             }
             "test" => {
                 if doc.pointer(path) != Some(&value()?) {
-                    return Err(ApiError::Conflict {
-                        resource: "object".into(),
-                        name: path.to_string(),
-                        detail: format!("json patch test operation {i} failed"),
-                    });
+                    tracing::debug!(operation = i, path, "json patch test failed");
+                    return Err(ApiError::PatchTestFailed);
                 }
             }
             other => {

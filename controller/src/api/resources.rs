@@ -101,6 +101,15 @@ impl Resource {
         }
     }
 
+    /// The group-kind as Kubernetes prints it in messages: `Deployment.apps`, `Pod`.
+    pub fn group_kind(&self) -> String {
+        if self.group.is_empty() {
+            self.kind.to_owned()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+
     pub fn verbs(&self) -> &'static [&'static str] {
         if self.strategy.computed().is_some() {
             &["get", "list"]

@@ -65,7 +65,7 @@ pub async fn put_scale(
         .unwrap_or_else(|| json!(0));
     let Some(n) = replicas.as_i64().filter(|n| *n >= 0) else {
         return Err(ApiError::Invalid {
-            kind: "Scale".into(),
+            kind: "Scale.autoscaling".into(),
             name: name.to_string(),
             causes: vec![FieldError::invalid(
                 "spec.replicas",

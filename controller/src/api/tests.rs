@@ -450,6 +450,139 @@ async fn unknown_paths_and_methods() {
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
+/// The raw answer: status, headers and body text.
+async fn raw(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    ct: &str,
+    body: Vec<u8>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", ct)
+        .body(Body::from(body))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+/// Error bodies byte for byte as the kube-apiserver writes them: Go's field order, the
+/// trailing newline, `"details":{}` where Kubernetes has an empty one, the group in Invalid.
+#[tokio::test]
+async fn errors_are_written_as_kubernetes_writes_them() {
+    let (app, _) = app().await;
+    let (s, h, text) = raw(&app, "GET", "/api/v1/widgets", "", vec![]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(
+        text,
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"the server could not find the requested resource\",\"reason\":\"NotFound\",\"details\":{},\"code\":404}\n"
+    );
+    let (s, _, text) = raw(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        br#"{"metadata":{"name":"dup"}}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    let (_, _, text) = raw(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        br#"{"metadata":{"name":"dup"}}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(
+        text,
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"configmaps \\\"dup\\\" already exists\",\"reason\":\"AlreadyExists\",\"details\":{\"name\":\"dup\",\"kind\":\"configmaps\"},\"code\":409}\n"
+    );
+    // Invalid names the group-kind, and each repeated message once.
+    let bad = br#"{"metadata":{"name":"web"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c"}]}}}}"#;
+    let (s, _, text) = raw(
+        &app,
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        "application/json",
+        bad.to_vec(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        text.contains("\"message\":\"Deployment.apps \\\"web\\\" is invalid: spec.template.spec.containers[0].image: Required value\"")
+            && text.contains("\"details\":{\"name\":\"web\",\"group\":\"apps\",\"kind\":\"Deployment\",\"causes\":["),
+        "{text}"
+    );
+    // A body type no decoder takes, and a body over 3 MiB.
+    let (s, _, _) = raw(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "text/plain",
+        br#"{"metadata":{"name":"x"}}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, _, text) = raw(
+        &app,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        vec![b' '; 3 * 1024 * 1024 + 1],
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        text.contains("\"message\":\"Request entity too large: limit is 3145728\""),
+        "{text}"
+    );
+    // A list at a resourceVersion the store has not reached: the cause client-go looks for.
+    let (s, h, text) = raw(
+        &app,
+        "GET",
+        "/api/v1/configmaps?resourceVersion=999999999",
+        "",
+        vec![],
+    )
+    .await;
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(h["retry-after"], "1");
+    assert!(text.contains("\"details\":{\"causes\":[{\"reason\":\"ResourceVersionTooLarge\",\"message\":\"Too large resource version\"}],\"retryAfterSeconds\":1}"), "{text}");
+    // A failed JSON patch test.
+    let (s, _, text) = raw(
+        &app,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/dup",
+        "application/json-patch+json",
+        br#"[{"op":"test","path":"/metadata/name","value":"other"}]"#.to_vec(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        text.contains("\"reason\":\"Invalid\",\"details\":{},\"code\":422"),
+        "{text}"
+    );
+    // Watching a kind that cannot be watched.
+    let (s, _, text) = raw(&app, "GET", "/api/v1/componentstatuses?watch=1", "", vec![]).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        text.contains(
+            "\"message\":\"watch is not supported on resources of kind \\\"componentstatuses\\\"\""
+        ),
+        "{text}"
+    );
+}
+
 const DEPLOY: &str = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},"spec":{"selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"c","image":"busybox:1.36"}]}}}}"#;
 
 #[tokio::test]

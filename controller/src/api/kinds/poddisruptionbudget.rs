@@ -150,7 +150,10 @@ pub fn pod_healthy(pod: &Value) -> bool {
 
 /// The 429 Kubernetes answers when an eviction would break a budget.
 fn refused(message: String) -> ApiError {
-    ApiError::DisruptionBudget { message }
+    ApiError::DisruptionBudget {
+        message,
+        retry_after: 0,
+    }
 }
 
 /// Before `pod` is evicted: the budget that covers it must allow one more disruption, which is
@@ -205,23 +208,30 @@ pub async fn take_disruption(
         .and_then(Value::as_i64)
         .unwrap_or(0);
     if status("observedGeneration") < generation {
-        return Err(refused(format!(
-            "The disruption budget {name} is still being processed by the server."
-        )));
+        // As Kubernetes: come back in 10 s, when the controller will have caught up.
+        return Err(ApiError::DisruptionBudget {
+            message: format!(
+                "The disruption budget {name} is still being processed by the server."
+            ),
+            retry_after: 10,
+        });
     }
+    let forbidden = |detail: &str| ApiError::ForbiddenObject {
+        resource: "poddisruptionbudget.policy".into(),
+        name: name.to_string(),
+        detail: detail.into(),
+    };
     let allowed = status("disruptionsAllowed");
     if allowed < 0 {
-        return Err(ApiError::Forbidden(
-            "pdb disruptions allowed is negative".into(),
-        ));
+        return Err(forbidden("pdb disruptions allowed is negative"));
     }
     let disrupted = budget
         .pointer("/status/disruptedPods")
         .and_then(Value::as_object)
         .map_or(0, serde_json::Map::len);
     if disrupted > MAX_DISRUPTED_PODS {
-        return Err(ApiError::Forbidden(
-            "DisruptedPods map too big - too many evictions not confirmed by PDB controller".into(),
+        return Err(forbidden(
+            "DisruptedPods map too big - too many evictions not confirmed by PDB controller",
         ));
     }
     if allowed == 0 {
