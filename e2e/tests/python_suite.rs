@@ -1,5 +1,5 @@
-//! The Kubernetes Python client's own end-to-end suite (`kubernetes/e2e_test` of
-//! kubernetes-client/python, vendored unmodified under `e2e/clients/kubernetes-python-e2e` at the
+//! The Kubernetes Python client's own end-to-end suites (`kubernetes/e2e_test` and the asyncio
+//! client's `kubernetes/aio/e2e_test` of kubernetes-client/python, vendored unmodified under `e2e/clients/kubernetes-python-e2e` at the
 //! release of the client it runs with), against `skiff up`. Its images come from a local
 //! registry that the node uses as its mirror of docker.io and k8s.gcr.io, built from this
 //! host's busybox, nginx and python (`e2e/scripts/make-suite-images.sh`). Every test must pass
@@ -26,14 +26,16 @@ fn install_suite(python: &Path) -> Result<PathBuf> {
     ]))
     .context("the suite's Python has no kubernetes client")?;
     let package = PathBuf::from(out.trim());
-    let target = package.join("e2e_test");
-    if target.exists() {
-        std::fs::remove_dir_all(&target)?;
+    for suite in ["e2e_test", "aio/e2e_test"] {
+        let target = package.join(suite);
+        if target.exists() {
+            std::fs::remove_dir_all(&target)?;
+        }
+        run(Command::new("cp")
+            .arg("-r")
+            .arg(suite_root().join("kubernetes").join(suite))
+            .arg(&target))?;
     }
-    run(Command::new("cp")
-        .arg("-r")
-        .arg(suite_root().join("kubernetes/e2e_test"))
-        .arg(&target))?;
     Ok(package
         .parent()
         .context("the kubernetes package has no parent directory")?
@@ -107,39 +109,47 @@ fn the_python_clients_own_e2e_suite_passes() -> Result<()> {
         ];
         c.start()?;
         let site = install_suite(&python)?;
-        let log = work.join("python-suite.log");
-        let status = Command::new("timeout")
-            .arg("1500")
-            .arg(&python)
-            .args(["-m", "unittest", "discover", "-v", "-s"])
-            .arg(site.join("kubernetes/e2e_test"))
-            .arg("-t")
-            .arg(&site)
-            .current_dir(suite_root())
-            .env("KUBECONFIG", c.kubeconfig())
-            .stdout(std::fs::File::create(&log)?)
-            .stderr(std::fs::File::create(log.with_extension("err"))?)
-            .status()?;
-        let out = std::fs::read_to_string(log.with_extension("err"))?;
-        let r = report(&out);
-        for skip in &r.skips {
-            println!("skipped by the suite: {skip}");
-        }
-        // 43 tests in the vendored release; fewer means some did not load.
-        if !status.success() || !r.ok || !r.failures.is_empty() || r.ran < 43 {
-            let tail: Vec<&str> = out.lines().rev().take(150).collect();
-            bail!(
-                "the Python client's suite ran {} tests, failures: {:?}\n{}",
+        // The synchronous suite reads its YAML files relative to the suite's root; the asyncio
+        // one writes a file into the directory it runs in.
+        let suites = [
+            ("kubernetes/e2e_test", suite_root(), 43),
+            ("kubernetes/aio/e2e_test", work.to_path_buf(), 2),
+        ];
+        for (suite, cwd, tests) in suites {
+            let log = work.join(format!("{}.log", suite.replace('/', "-")));
+            let status = Command::new("timeout")
+                .arg("1500")
+                .arg(&python)
+                .args(["-m", "unittest", "discover", "-v", "-s"])
+                .arg(site.join(suite))
+                .arg("-t")
+                .arg(&site)
+                .current_dir(cwd)
+                .env("KUBECONFIG", c.kubeconfig())
+                .stdout(std::fs::File::create(&log)?)
+                .stderr(std::fs::File::create(log.with_extension("err"))?)
+                .status()?;
+            let out = std::fs::read_to_string(log.with_extension("err"))?;
+            let r = report(&out);
+            for skip in &r.skips {
+                println!("skipped by the suite: {skip}");
+            }
+            // Fewer tests than the vendored release has means some did not load.
+            if !status.success() || !r.ok || !r.failures.is_empty() || r.ran < tests {
+                let tail: Vec<&str> = out.lines().rev().take(150).collect();
+                bail!(
+                    "the Python client's {suite} ran {} tests, failures: {:?}\n{}",
+                    r.ran,
+                    r.failures,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            println!(
+                "the Python client's {suite}: {} tests, {} skipped by the suite",
                 r.ran,
-                r.failures,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                r.skips.len()
             );
         }
-        println!(
-            "the Python client's suite: {} tests, {} skipped by the suite",
-            r.ran,
-            r.skips.len()
-        );
         Ok(())
     })
 }
