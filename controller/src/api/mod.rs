@@ -81,7 +81,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/{*rest}", any(core_handler))
         .route("/apis/{group}/{version}", any(group_version_handler))
         .route("/apis/{group}/{version}/{*rest}", any(group_handler))
-        .fallback(|| async { ApiError::NoSuchPath })
+        .fallback(|uri: axum::http::Uri| async move {
+            // Under the API's roots a Status (go-restful's 404); anywhere else Go's plain text.
+            let path = uri.path();
+            if path.starts_with("/api/") || path.starts_with("/apis/") {
+                ApiError::NoSuchPath.into_response()
+            } else {
+                not_found_text()
+            }
+        })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -306,8 +314,19 @@ async fn aggregated(
     match aggregator::serve(&state.objects, group, version, method, path, headers, body).await {
         Some(Ok(resp)) => resp,
         Some(Err(e)) => e.into_response(),
-        None => ApiError::NoSuchPath.into_response(),
+        None => not_found_text(),
     }
+}
+
+/// What the kube-apiserver answers for a path outside the API it serves (an unknown group, or
+/// no API path at all): Go's plain `404 page not found`, not a Status.
+fn not_found_text() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "404 page not found\n",
+    )
+        .into_response()
 }
 
 /// GET and LIST of a kind computed on read (ComponentStatus); any other verb is refused.

@@ -486,6 +486,16 @@ async fn errors_are_written_as_kubernetes_writes_them() {
         text,
         "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"the server could not find the requested resource\",\"reason\":\"NotFound\",\"details\":{},\"code\":404}\n"
     );
+    // Outside the API (no such path, a group nothing serves): Go's plain text.
+    for path in ["/nope", "/apis/unknown.example.com/v1/things"] {
+        let (s, h, text) = raw(&app, "GET", path, "", vec![]).await;
+        assert_eq!(
+            (s, text.as_str()),
+            (StatusCode::NOT_FOUND, "404 page not found\n"),
+            "{path}"
+        );
+        assert_eq!(h["content-type"], "text/plain; charset=utf-8");
+    }
     let (s, _, text) = raw(
         &app,
         "POST",

@@ -925,3 +925,45 @@ async fn cron_job_runs_on_schedule_one_at_a_time_and_keeps_its_history() {
     );
     assert_eq!(jobs.len(), 2);
 }
+
+/// Local APIServices turn Available; one deleted by hand comes back; one whose Service does not
+/// exist says so.
+#[tokio::test]
+async fn api_services_are_available_restored_and_explained() {
+    let objects = objects().await;
+    let res = resources::api_services();
+    let condition = |o: &Value| o["status"]["conditions"][0].clone();
+    apiservice::reconcile(&objects).await.unwrap();
+    let apps = objects.get(res, None, "v1.apps").unwrap();
+    assert_eq!(condition(&apps)["status"], "True");
+    assert_eq!(condition(&apps)["reason"], "Local");
+
+    objects
+        .delete(res, None, "v1.apps", &DeleteOptions::default())
+        .await
+        .unwrap();
+    apiservice::reconcile(&objects).await.unwrap();
+    assert!(
+        objects.get(res, None, "v1.apps").is_ok(),
+        "v1.apps was not made again"
+    );
+
+    let wardle = json!({
+        "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+        "metadata": {"name": "v1alpha1.wardle.example.com"},
+        "spec": {"group": "wardle.example.com", "version": "v1alpha1", "groupPriorityMinimum": 1000,
+                 "versionPriority": 15, "insecureSkipTLSVerify": true,
+                 "service": {"namespace": "wardle", "name": "api"}},
+    });
+    objects.create(res, None, wardle, false).await.unwrap();
+    apiservice::reconcile(&objects).await.unwrap();
+    let w = objects
+        .get(res, None, "v1alpha1.wardle.example.com")
+        .unwrap();
+    assert_eq!(condition(&w)["status"], "False");
+    assert_eq!(condition(&w)["reason"], "ServiceNotFound");
+    assert_eq!(
+        condition(&w)["message"],
+        "service/api in \"wardle\" is not present"
+    );
+}
