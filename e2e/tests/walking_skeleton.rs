@@ -211,22 +211,47 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
         Ok((restarts >= 1 && p["status"]["phase"] != "Failed").then_some(()))
     })?;
     ensure!(c.pod("once")?["status"]["containerStatuses"][0]["restartCount"] == 0);
+    // `--wait=false` returns while the pods are still terminating (sh ignores SIGTERM as pid
+    // 1: each takes its grace period).
     c.skiff(&[
         "delete",
         "-f",
         policies.to_str().unwrap_or_default(),
         "--grace-period",
-        "1",
+        "2",
+        "--wait=false",
     ])?;
+    ensure!(
+        c.skiff(&["get", "pod", "retry"]).is_ok(),
+        "delete --wait=false waited for pod retry to go"
+    );
+    // A timeout shorter than the grace period: an error naming the pod.
+    let slow = write(
+        work,
+        "slow.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\nspec:\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: c\n    image: {reg}/busybox:1.36\n    command: [\"sleep\", \"3600\"]\n"
+        ),
+    )?;
+    c.skiff(&["apply", "-f", slow.to_str().unwrap_or_default()])?;
+    wait_for("pod slow to run", Duration::from_secs(60), || {
+        Ok((c.pod("slow")?["status"]["phase"] == "Running").then_some(()))
+    })?;
+    let err = c.skiff_fails(&["delete", "pod", "slow", "--timeout", "1s"])?;
+    ensure!(
+        err.contains("timed out waiting for pod \"slow\" to be deleted"),
+        "delete --timeout 1s said: {err}"
+    );
 
-    // Delete: the pod goes, and with it the process and its cgroups.
+    // Delete waits, as kubectl's does: when it returns, the pod is gone, and with it the process
+    // and its cgroups.
     let out = c.skiff(&["delete", "-f", pod_file.to_str().unwrap_or_default()])?;
     ensure!(out.contains("deleted"), "delete said: {out}");
-    wait_for("pod hello to be gone", Duration::from_secs(60), || {
-        Ok(c.skiff_fails(&["get", "pod", "hello"])
-            .is_ok()
-            .then_some(()))
-    })?;
+    ensure!(
+        c.skiff_fails(&["get", "pod", "hello"])?
+            .contains("not found"),
+        "pod hello is still there after skiff delete returned"
+    );
     wait_for(
         "the container's processes to end",
         Duration::from_secs(20),

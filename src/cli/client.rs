@@ -532,6 +532,11 @@ struct DeleteTarget {
     namespace: Option<String>,
 }
 
+/// How long `skiff delete` waits when `--timeout` is 0s, as kubectl's "a long time".
+const WAIT_FOREVER: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Deletes the objects; with `wait`, then waits (up to that long; zero: without a limit) until
+/// each is gone or replaced by a new object of the same name, as `kubectl delete` does.
 pub async fn delete(
     kc: Option<PathBuf>,
     resource: Option<String>,
@@ -539,6 +544,7 @@ pub async fn delete(
     files: &[String],
     ns: Option<&str>,
     grace: Option<i64>,
+    wait: Option<std::time::Duration>,
 ) -> Result<()> {
     let by_type = resource
         .as_ref()
@@ -584,6 +590,7 @@ pub async fn delete(
         }
     }
     let mut failed = 0;
+    let mut deleted = Vec::new();
     for t in targets {
         let res = match t.res {
             Some(r) => r,
@@ -612,9 +619,30 @@ pub async fn delete(
             .header("content-type", "application/json")
             .body(serde_json::to_vec(&body)?)?;
         match request_json(&client, req).await {
-            Ok(_) => println!("{} \"{}\" deleted", res.display(), t.name),
+            Ok(obj) => {
+                println!("{} \"{}\" deleted", res.display(), t.name);
+                let uid = obj["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                deleted.push((res.item(ns.as_deref(), &t.name), res.display(), t.name, uid));
+            }
             Err(e) => {
                 eprintln!("error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if let Some(timeout) = wait {
+        let deadline = tokio::time::Instant::now()
+            + if timeout.is_zero() {
+                WAIT_FOREVER
+            } else {
+                timeout
+            };
+        for (path, kind, name, uid) in deleted {
+            if !wait_gone(&client, &path, &uid, deadline).await? {
+                eprintln!("error: timed out waiting for {kind} \"{name}\" to be deleted");
                 failed += 1;
             }
         }
@@ -623,6 +651,29 @@ pub async fn delete(
         bail!("{failed} object(s) could not be deleted");
     }
     Ok(())
+}
+
+/// Whether the object at `path` went (or a new one with another uid took its name) before
+/// `deadline`.
+async fn wait_gone(
+    client: &Client,
+    path: &str,
+    uid: &str,
+    deadline: tokio::time::Instant,
+) -> Result<bool> {
+    loop {
+        let req = http::Request::get(path).body(Vec::new())?;
+        match client.request::<Value>(req).await {
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(true),
+            Err(e) => return Err(api_error(e)),
+            Ok(obj) if !uid.is_empty() && obj["metadata"]["uid"] != uid => return Ok(true),
+            Ok(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 pub async fn logs(

@@ -74,6 +74,12 @@ enum Command {
         /// Do not wait for graceful termination.
         #[arg(long)]
         force: bool,
+        /// Wait until the objects are gone, as kubectl does (`--wait=false` returns at once).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        wait: bool,
+        /// How long to wait for the objects to be gone (0s: as long as it takes).
+        #[arg(long, default_value = "0s", value_parser = duration)]
+        timeout: std::time::Duration,
     },
     /// Print a container's log.
     Logs {
@@ -198,13 +204,25 @@ pub fn main() -> ExitCode {
                 namespace,
                 grace_period,
                 force,
+                wait,
+                timeout,
             } => {
                 let grace = if force {
                     Some(grace_period.unwrap_or(0))
                 } else {
                     grace_period
                 };
-                client::delete(kc, resource, names, &files, namespace.as_deref(), grace).await
+                let wait = wait.then_some(timeout);
+                client::delete(
+                    kc,
+                    resource,
+                    names,
+                    &files,
+                    namespace.as_deref(),
+                    grace,
+                    wait,
+                )
+                .await
             }
             Command::Logs {
                 pod,
@@ -255,8 +273,39 @@ fn error_line(e: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{duration, error_line};
+    use super::{Cli, Command, duration, error_line};
+    use clap::Parser as _;
     use std::time::Duration;
+
+    /// `skiff delete`'s wait and timeout, as kubectl spells them.
+    fn delete_wait(args: &[&str]) -> Result<(bool, Duration), String> {
+        let cli = Cli::try_parse_from(["skiff", "delete"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Delete { wait, timeout, .. } => Ok((wait, timeout)),
+            other => Err(format!("parsed as {other:?}")),
+        }
+    }
+
+    #[test]
+    fn delete_waits_unless_told_not_to() {
+        assert_eq!(delete_wait(&["pod", "x"]), Ok((true, Duration::ZERO)));
+        assert_eq!(
+            delete_wait(&["pod", "x", "--wait=false"]),
+            Ok((false, Duration::ZERO))
+        );
+        assert_eq!(
+            delete_wait(&["pod", "x", "--wait"]),
+            Ok((true, Duration::ZERO))
+        );
+        assert_eq!(
+            delete_wait(&["-f", "p.yaml", "--timeout", "30s"]),
+            Ok((true, Duration::from_secs(30)))
+        );
+        let err = delete_wait(&["pod", "x", "--timeout", "soon"]).unwrap_err();
+        assert!(err.contains("invalid duration \"soon\""), "{err}");
+        assert!(delete_wait(&["pod", "x", "--wait=maybe"]).is_err());
+    }
 
     #[test]
     fn go_durations() {
