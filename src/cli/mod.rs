@@ -96,6 +96,31 @@ enum Command {
         #[arg(short = 'p', long)]
         previous: bool,
     },
+    /// Print skiff's version and the commit it was built from.
+    Version,
+    /// Print a shell completion script (`source <(skiff completion bash)`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// What `skiff version` prints: the release, the commit, and the Kubernetes API it serves.
+fn version_line() -> String {
+    let commit = env!("SKIFF_GIT_COMMIT");
+    format!(
+        "skiff v{} (commit {}; serves the Kubernetes v1.35 API)",
+        env!("CARGO_PKG_VERSION"),
+        if commit.is_empty() { "unknown" } else { commit }
+    )
+}
+
+/// The completion script for `shell`.
+fn completion(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory as _;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "skiff", &mut out);
+    out
 }
 
 /// A Go duration as kube-apiserver's flags take it: `1h`, `1h30m`, `90s`, `500ms`.
@@ -131,6 +156,20 @@ pub fn duration(s: &str) -> Result<std::time::Duration, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = ::controller::api::discovery::GIT_COMMIT.set(env!("SKIFF_GIT_COMMIT"));
+    // Commands that need neither logging nor a runtime.
+    match cli.command {
+        Command::Version => {
+            println!("{}", version_line());
+            return ExitCode::SUCCESS;
+        }
+        Command::Completion { shell } => {
+            use std::io::Write as _;
+            let _ = std::io::stdout().write_all(&completion(shell));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     // `up` logs what it does; client commands report errors themselves (kube's client would
     // also log each failed connection).
     let default_filter = match cli.command {
@@ -167,6 +206,7 @@ pub fn main() -> ExitCode {
     let result = rt.block_on(async move {
         let kc = cli.kubeconfig;
         match cli.command {
+            Command::Version | Command::Completion { .. } => Ok(()),
             Command::Up(args) => up::run(args).await,
             Command::Controller(args) => controller::run(args).await,
             Command::Image(args) => image::run(args).await,
@@ -285,6 +325,27 @@ mod tests {
             Command::Delete { wait, timeout, .. } => Ok((wait, timeout)),
             other => Err(format!("parsed as {other:?}")),
         }
+    }
+
+    #[test]
+    fn version_and_completions() {
+        let line = super::version_line();
+        assert!(
+            line.starts_with(&format!("skiff v{} (commit ", env!("CARGO_PKG_VERSION"))),
+            "{line}"
+        );
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let script = String::from_utf8(super::completion(shell)).unwrap();
+            for word in ["apply", "delete", "logs", "--kubeconfig"] {
+                assert!(script.contains(word), "{shell:?} completion lacks {word}");
+            }
+        }
+        assert!(Cli::try_parse_from(["skiff", "completion", "powershell"]).is_ok());
+        assert!(Cli::try_parse_from(["skiff", "completion", "tcsh"]).is_err());
     }
 
     #[test]

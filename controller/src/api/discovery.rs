@@ -115,12 +115,16 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     )
 }
 
+/// The commit the running binary was built from, set once at start by the binary (whose build
+/// script knows it); `/version` says it as `gitCommit`.
+pub static GIT_COMMIT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
 pub fn version() -> Value {
     json!({
         "major": "1",
         "minor": "35",
         "gitVersion": concat!("v1.35.0-skiff.", env!("CARGO_PKG_VERSION")),
-        "gitCommit": "",
+        "gitCommit": GIT_COMMIT.get().copied().unwrap_or_default(),
         "gitTreeState": "clean",
         "buildDate": "",
         "goVersion": "",
