@@ -48,6 +48,22 @@ fn walking_skeleton() -> Result<()> {
 fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     c.start()?;
 
+    // A second skiff on the same data dir is refused, naming the one that holds it.
+    let pid = c.proc.as_ref().map(|p| p.child.id()).unwrap_or_default();
+    let out = Command::new(&c.bin)
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&c.data)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success()
+            && err.contains(&format!(
+                "data dir {} is in use by another skiff (pid {pid})",
+                c.data.display()
+            )),
+        "a second skiff up on the same data dir said: {err}"
+    );
+
     // A pod from a real registry, with a memory limit.
     let pod_yaml = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hello\n  labels: {{app: hello}}\nspec:\n  containers:\n  - name: hello\n    image: {reg}/busybox:1.36\n    command: [\"sh\", \"-c\", \"echo hello from skiff; hostname; exec sleep 3600\"]\n    resources:\n      limits:\n        memory: 64Mi\n"

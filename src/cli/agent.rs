@@ -56,6 +56,7 @@ pub async fn run(kubeconfig: Option<PathBuf>, args: AgentArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
+    let _lock = super::lock::hold(&args.data_dir)?;
     let (client, _) = super::client::connect(kubeconfig).await?;
     let cancel = CancellationToken::new();
     super::up::spawn_signal_handler(cancel.clone());

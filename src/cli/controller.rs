@@ -129,6 +129,7 @@ async fn serve(args: RunArgs) -> Result<()> {
     let data = args.data_dir.clone();
     std::fs::create_dir_all(&data)
         .with_context(|| format!("cannot create data dir {}", data.display()))?;
+    let _lock = super::lock::hold(&data)?;
     let name = args
         .name
         .clone()

@@ -5,6 +5,7 @@ mod agent;
 mod client;
 mod controller;
 mod image;
+mod lock;
 mod node;
 mod up;
 

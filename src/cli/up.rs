@@ -87,6 +87,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let data = args.data_dir.clone();
     std::fs::create_dir_all(&data)
         .with_context(|| format!("cannot create data dir {}", data.display()))?;
+    let _lock = super::lock::hold(&data)?;
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
     let mut tasks = tokio::task::JoinSet::new();
