@@ -142,3 +142,9 @@ printf '%-46s %12s %12s %s\n' "image pull+unpack via CRI" "$sk_pull" "$cd_pull" 
 printf '%-46s %12s %12s %s\n' "  ctr images pull" "" "$ctr_pull" "ctr"
 printf '%-46s %12s %12s %s\n' "daemon RSS, MiB (skiff: API+store+agent+runtime+zygote)" "$(mib "$sk_rss")" "$(mib "$cd_rss")" "containerd"
 printf '%-46s %12s %12s %s\n' "RSS one running pod adds, MiB" "$(mib "$sk_pod_rss")" "$(mib "$cd_pod_rss")" "shim + pause"
+# What a user downloads: skiff (control plane, agent and runtime) against containerd + runc.
+size_mib() { awk -v b="$(stat -c %s "$1")" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+cd_size=$(( $(stat -c %s "$(command -v containerd)") + $(stat -c %s "$(command -v runc)") ))
+printf '%-46s %12s %12s %s\n' "binary size, MiB (skiff; skiff-shim)" "$(size_mib "$skiff")" \
+    "$(awk -v b="$cd_size" 'BEGIN { printf "%.1f", b / 1048576 }')" "containerd + runc"
+printf '%-46s %12s\n' "  skiff-shim" "$(size_mib "$(dirname "$skiff")/skiff-shim")"
