@@ -145,6 +145,6 @@ printf '%-46s %12s %12s %s\n' "RSS one running pod adds, MiB" "$(mib "$sk_pod_rs
 # What a user downloads: skiff (control plane, agent and runtime) against containerd + runc.
 size_mib() { awk -v b="$(stat -c %s "$1")" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 cd_size=$(( $(stat -c %s "$(command -v containerd)") + $(stat -c %s "$(command -v runc)") ))
-printf '%-46s %12s %12s %s\n' "binary size, MiB (skiff; skiff-shim)" "$(size_mib "$skiff")" \
+printf '%-46s %12s %12s %s\n' "binary size, MiB" "$(size_mib "$skiff")" \
     "$(awk -v b="$cd_size" 'BEGIN { printf "%.1f", b / 1048576 }')" "containerd + runc"
-printf '%-46s %12s\n' "  skiff-shim" "$(size_mib "$(dirname "$skiff")/skiff-shim")"
+printf '%-46s %12s\n' "  skiff-shim, the per-container monitor" "$(size_mib "$(dirname "$skiff")/skiff-shim")"
