@@ -24,7 +24,6 @@ use super::error::ApiError;
 use super::kinds::apiservice::name_of;
 use super::objects::Objects;
 use super::resources;
-use super::selectors::LabelSelector;
 use super::strategy::str_at;
 
 /// How long the TCP connection and the TLS handshake to an extension server may take.
@@ -90,11 +89,9 @@ pub fn backend(objects: &Objects, svc: &Value) -> Result<Backend, (&'static str,
     let (slices, _) = objects
         .list(resources::endpoint_slices(), Some(ns))
         .map_err(|e| ("EndpointsNotFound", e.to_string()))?;
-    let selector = LabelSelector::parse(&format!("kubernetes.io/service-name={name}"))
-        .map_err(|e| ("EndpointsNotFound", e.to_string()))?;
     let found = slices
         .iter()
-        .filter(|s| selector.matches(s))
+        .filter(|s| s.pointer("/metadata/labels/kubernetes.io~1service-name") == Some(&Value::from(name)))
         .find_map(|slice| {
             let target = slice
                 .get("ports")

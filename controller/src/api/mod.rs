@@ -288,8 +288,12 @@ async fn group_version_handler(
     method: Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match read_body(body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     if !aggregator::is_local(&group, &version) {
         return aggregated(&state, &group, &version, method, &uri, &headers, body).await;
     }
@@ -386,11 +390,7 @@ async fn apis(State(state): State<ApiState>) -> Response {
         .iter()
         .filter(|s| s.pointer("/spec/service").is_some_and(|v| !v.is_null()))
         .filter(|s| {
-            s.pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Available" && c["status"] == "True")
+            kinds::apiservice::available_condition(s).is_some_and(|c| c["status"] == "True")
         })
         .map(|s| {
             (

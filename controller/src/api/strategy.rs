@@ -277,6 +277,14 @@ pub trait Strategy: Send + Sync + 'static {
     }
 }
 
+/// The cells of `[NAME, CREATED_AT]`.
+pub fn created_at_cells(obj: &Value) -> Vec<Value> {
+    vec![
+        json!(str_at(obj, "/metadata/name")),
+        json!(str_at(obj, "/metadata/creationTimestamp")),
+    ]
+}
+
 /// A string field, or `""`.
 pub fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or("")

@@ -193,10 +193,7 @@ async fn stream(
         ports,
     } = request
     {
-        let ws = ws.protocols(
-            std::iter::once(portforward::TUNNEL_PROTOCOL)
-                .chain(portforward::WEBSOCKET_PROTOCOLS.iter().copied()),
-        );
+        let ws = ws.protocols(portforward::websocket_protocols());
         let selected = ws
             .selected_protocol()
             .and_then(|p| p.to_str().ok())
@@ -258,9 +255,7 @@ async fn stream(
 /// kubelet's WebSocket handshake refuses it, naming what is served.
 fn unsupported(offered: &[String], kind: &str) -> Response {
     let served: Vec<&str> = if kind == "portforward" {
-        std::iter::once(portforward::TUNNEL_PROTOCOL)
-            .chain(portforward::WEBSOCKET_PROTOCOLS.iter().copied())
-            .collect()
+        portforward::websocket_protocols().collect()
     } else {
         protocol::PROTOCOLS.to_vec()
     };

@@ -27,6 +27,11 @@ use super::spdy::{Incoming, Outgoing};
 pub const PROTOCOL: &str = "portforward.k8s.io";
 /// The WebSocket subprotocol under which kubectl 1.31+ tunnels it.
 pub const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+/// Every WebSocket subprotocol port-forward is served in, most preferred first.
+pub fn websocket_protocols() -> impl Iterator<Item = &'static str> {
+    std::iter::once(TUNNEL_PROTOCOL).chain(WEBSOCKET_PROTOCOLS.iter().copied())
+}
+
 /// The WebSocket subprotocols of the kubelet's channel-based port-forward (no subprotocol at
 /// all is served as the first binary one).
 pub const WEBSOCKET_PROTOCOLS: &[&str] = &[

@@ -51,12 +51,6 @@ pub enum Framing {
     Base64,
 }
 
-impl Version {
-    pub fn from_protocol(p: &str) -> Option<Version> {
-        negotiate(p).map(|(v, _)| v)
-    }
-}
-
 /// The version and framing of a served subprotocol (`""`: none asked for).
 pub fn negotiate(p: &str) -> Option<(Version, Framing)> {
     Some(match p {
@@ -248,10 +242,13 @@ mod tests {
 
     #[test]
     fn protocol_names() {
-        assert_eq!(Version::from_protocol(PROTOCOLS[0]), Some(Version::V5));
         assert_eq!(
-            Version::from_protocol("v4.channel.k8s.io"),
-            Some(Version::V4)
+            negotiate(PROTOCOLS[0]),
+            Some((Version::V5, Framing::Binary))
+        );
+        assert_eq!(
+            negotiate("v4.channel.k8s.io"),
+            Some((Version::V4, Framing::Binary))
         );
         assert_eq!(
             negotiate("base64.channel.k8s.io"),

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::api::error::FieldError;
 use crate::api::objects::Part;
-use crate::api::resources::{self, Resource};
+use crate::api::resources;
 use crate::api::strategy::{AGE, Column, NAME, Strategy, TypeOps, age_cell, str_at};
 
 #[derive(Debug)]
@@ -63,9 +63,12 @@ pub fn local_api_services() -> Vec<Value> {
         .collect()
 }
 
-/// Whether `res` is the APIService resource.
-pub fn is_api_services(res: &Resource) -> bool {
-    res.group == "apiregistration.k8s.io" && res.plural == "apiservices"
+/// An APIService's `Available` condition, once the availability controller has set it.
+pub fn available_condition(obj: &Value) -> Option<&Value> {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c["type"] == "Available")
 }
 
 impl Strategy for ApiServiceStrategy {
@@ -196,12 +199,7 @@ impl Strategy for ApiServiceStrategy {
             Some(s) => format!("{}/{}", str_at(s, "/namespace"), str_at(s, "/name")),
             None => "Local".into(),
         };
-        let available = obj
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|c| c["type"] == "Available")
+        let available = available_condition(obj)
             .map(|c| match str_at(c, "/status") {
                 "True" => "True".to_owned(),
                 s => format!("{s} ({})", str_at(c, "/reason")),

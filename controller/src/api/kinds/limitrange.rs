@@ -2,11 +2,11 @@
 //! request <= default <= max for every resource). skiff does not apply them yet (no defaults
 //! for containers, no admission against them): a write says so in a `Warning`.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::error::FieldError;
 use crate::api::objects::Part;
-use crate::api::strategy::{CREATED_AT, Column, NAME, Strategy, TypeOps, str_at};
+use crate::api::strategy::{CREATED_AT, Column, NAME, Strategy, TypeOps, created_at_cells, str_at};
 use crate::quantity::parse_milli;
 
 #[derive(Debug)]
@@ -91,16 +91,14 @@ impl Strategy for LimitRangeStrategy {
     }
 
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        vec![
-            json!(str_at(obj, "/metadata/name")),
-            json!(str_at(obj, "/metadata/creationTimestamp")),
-        ]
+        created_at_cells(obj)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn limits_need_a_known_type_and_ordered_bounds() {

@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 
 use crate::api::error::FieldError;
 use crate::api::objects::Part;
-use crate::api::strategy::{AGE, CREATED_AT, Column, NAME, Strategy, TypeOps, age_cell, str_at};
+use crate::api::strategy::{
+    AGE, CREATED_AT, Column, NAME, Strategy, TypeOps, age_cell, created_at_cells, str_at,
+};
 
 pub const GROUP: &str = "rbac.authorization.k8s.io";
 
@@ -273,10 +275,7 @@ impl<T: Kind> Strategy for Rules<T> {
         &[NAME, CREATED_AT]
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        vec![
-            json!(str_at(obj, "/metadata/name")),
-            json!(str_at(obj, "/metadata/creationTimestamp")),
-        ]
+        created_at_cells(obj)
     }
 }
 

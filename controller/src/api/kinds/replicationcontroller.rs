@@ -6,13 +6,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::workload::{self, WIDE_COLUMNS, default_template, wide_cells_with};
+use super::workload::{self, REPLICA_COLUMNS, default_template, replica_cells};
 use crate::api::error::FieldError;
 use crate::api::objects::Part;
-use crate::api::strategy::{
-    AGE, Column, NAME, Strategy, TypeOps, age_cell, obj_mut, set_default, str_at,
-};
-use crate::api::table::int;
+use crate::api::strategy::{Column, Strategy, TypeOps, obj_mut, set_default};
 
 #[derive(Debug)]
 pub struct ReplicationControllerStrategy;
@@ -98,29 +95,11 @@ impl Strategy for ReplicationControllerStrategy {
     }
 
     fn columns(&self) -> &'static [Column] {
-        const C: [Column; 8] = [
-            NAME,
-            Column::new("Desired", "integer", 0, "Number of desired replicas."),
-            Column::new("Current", "integer", 0, "Number of current replicas."),
-            Column::new("Ready", "integer", 0, "Number of ready replicas."),
-            AGE,
-            WIDE_COLUMNS[0],
-            WIDE_COLUMNS[1],
-            WIDE_COLUMNS[2],
-        ];
-        &C
+        &REPLICA_COLUMNS
     }
 
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        let mut v = vec![
-            json!(str_at(obj, "/metadata/name")),
-            json!(int(obj, "/spec/replicas")),
-            json!(int(obj, "/status/replicas")),
-            json!(int(obj, "/status/readyReplicas")),
-            age_cell(obj),
-        ];
-        v.extend(wide_cells_with(obj, &self.label_selector(obj)));
-        v
+        replica_cells(obj, &self.label_selector(obj))
     }
 }
 

@@ -7,8 +7,8 @@ use serde_json::{Map, Value, json};
 use super::pod::{default_pod_spec, validate_pod};
 use crate::api::error::FieldError;
 use crate::api::selectors::{selector_matches, selector_string};
-use crate::api::strategy::{Column, non_negative, obj_mut, str_at};
-use crate::api::table::none_if_empty;
+use crate::api::strategy::{AGE, Column, NAME, age_cell, non_negative, obj_mut, str_at};
+use crate::api::table::{int, none_if_empty};
 
 /// Defaults the pod template of a workload (`spec.template`).
 pub fn default_template(spec: &mut Map<String, Value>) {
@@ -130,6 +130,31 @@ pub const WIDE_COLUMNS: [Column; 3] = [
     Column::new("Images", "string", 1, "Images of the containers."),
     Column::new("Selector", "string", 1, "The label selector of the pods."),
 ];
+
+/// The columns of `kubectl get replicasets` and `kubectl get rc`.
+pub const REPLICA_COLUMNS: [Column; 8] = [
+    NAME,
+    Column::new("Desired", "integer", 0, "Number of desired replicas."),
+    Column::new("Current", "integer", 0, "Number of current replicas."),
+    Column::new("Ready", "integer", 0, "Number of ready replicas."),
+    AGE,
+    WIDE_COLUMNS[0],
+    WIDE_COLUMNS[1],
+    WIDE_COLUMNS[2],
+];
+
+/// The cells of [`REPLICA_COLUMNS`], with the pods' selector as a `LabelSelector`.
+pub fn replica_cells(obj: &Value, sel: &Value) -> Vec<Value> {
+    let mut v = vec![
+        json!(str_at(obj, "/metadata/name")),
+        json!(int(obj, "/spec/replicas")),
+        json!(int(obj, "/status/replicas")),
+        json!(int(obj, "/status/readyReplicas")),
+        age_cell(obj),
+    ];
+    v.extend(wide_cells_with(obj, sel));
+    v
+}
 
 /// The cells of [`WIDE_COLUMNS`].
 pub fn wide_cells(obj: &Value) -> Vec<Value> {
