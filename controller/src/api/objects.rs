@@ -334,7 +334,7 @@ impl Objects {
             }
             return Ok(obj);
         }
-        let allocation = res.strategy.admit(self, &mut obj, &key).await?;
+        let allocation = res.strategy.admit(self, &mut obj, None, &key).await?;
         let stored = match encode(&obj) {
             Ok(bytes) => match self.store.put(&key, bytes, Precondition::Absent).await {
                 // What was stored is `obj` as encoded: it only lacks its resourceVersion.
@@ -354,9 +354,7 @@ impl Objects {
                 Ok(obj)
             }
             Err(e) => {
-                if allocation.is_some() {
-                    res.strategy.release(self, &obj, allocation).await;
-                }
+                self.release(&allocation).await;
                 Err(e)
             }
         }
@@ -482,18 +480,56 @@ impl Objects {
                 .delete(&key, Precondition::ModRevision(expect))
                 .await
                 .map_err(|e| map_store_err(res, name, e))?;
+            self.release(&res.strategy.reservations(&cur)).await;
             return Ok(next);
         }
-        let bytes = encode(&next)?;
+        let mut next = next;
         if dry_run {
+            encode(&next)?;
             return Ok(next);
         }
-        let (rec, _) = self
-            .store
-            .put(&key, bytes, Precondition::ModRevision(expect))
-            .await
-            .map_err(|e| map_store_err(res, name, e))?;
-        Ok(with_resource_version(next, &rec))
+        let allocation = match part {
+            Part::Main => {
+                res.strategy
+                    .admit(self, &mut next, Some(&cur), &key)
+                    .await?
+            }
+            _ => Vec::new(),
+        };
+        let stored = match encode(&next) {
+            Ok(bytes) => self
+                .store
+                .put(&key, bytes, Precondition::ModRevision(expect))
+                .await
+                .map_err(|e| map_store_err(res, name, e)),
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok((rec, _)) => {
+                let kept = res.strategy.reservations(&next);
+                let dropped: Vec<String> = res
+                    .strategy
+                    .reservations(&cur)
+                    .into_iter()
+                    .filter(|k| !kept.contains(k))
+                    .collect();
+                self.release(&dropped).await;
+                Ok(with_resource_version(next, &rec))
+            }
+            Err(e) => {
+                self.release(&allocation).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes reservations (store keys an admission made); one already gone is no error.
+    pub(crate) async fn release(&self, keys: &[String]) {
+        for key in keys {
+            if let Err(e) = self.store.delete(key, Precondition::None).await {
+                tracing::debug!(key, error = %e, "reservation was already released");
+            }
+        }
     }
 
     /// Applies a PATCH to the current object and stores the result, retrying on a concurrent
@@ -674,7 +710,7 @@ impl Objects {
                     .delete(&key, Precondition::ModRevision(rec.mod_revision))
                     .await
                     .map_err(|e| DeleteError::from_store(res, name, e))?;
-                res.strategy.release(self, &obj, None).await;
+                self.release(&res.strategy.reservations(&obj)).await;
                 obj["metadata"]["resourceVersion"] = json!(rev.to_string());
                 Ok(obj)
             }

@@ -138,9 +138,9 @@ pub enum Deletion {
     Unchanged,
 }
 
-/// A cluster-wide allocation a create made before storing (a service's cluster IP), undone if
-/// the object is not stored.
-pub type Allocation = Option<String>;
+/// The store keys of cluster-wide reservations an admission made before storing (a service's
+/// cluster IP and node ports): deleted again if the write is not stored.
+pub type Allocation = Vec<String>;
 
 /// How one kind is created, updated, validated, deleted and printed. Every method has the
 /// behaviour most kinds want, so a simple kind's strategy only names its type.
@@ -177,28 +177,25 @@ pub trait Strategy: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Admission that needs the cluster's state, before a new object is stored: reserving what
-    /// it needs from a shared pool (a service's cluster IP), or filling in from other objects (a
-    /// claim's default StorageClass). Returns what `release` undoes if the object is not
-    /// stored; `key` is the object's store key.
+    /// Admission that needs the cluster's state, before an object is stored: reserving what it
+    /// needs from a shared pool (a service's cluster IP and node ports), or filling in from
+    /// other objects (a claim's default StorageClass). `old` is the stored object on an update
+    /// of the main resource (`None` on create). Returns the store keys it reserved, which are
+    /// deleted if the write is not stored; `key` is the object's store key.
     fn admit<'a>(
         &'a self,
         _objects: &'a Objects,
         _obj: &'a mut Value,
+        _old: Option<&'a Value>,
         _key: &'a str,
     ) -> Hook<'a, Allocation> {
-        Box::pin(async { Ok(None) })
+        Box::pin(async { Ok(Vec::new()) })
     }
 
-    /// Gives back what `admit` reserved: after a failed create (`allocation`) or when the
-    /// object is removed (`allocation` is `None`; what to free is read from `obj`).
-    fn release<'a>(
-        &'a self,
-        _objects: &'a Objects,
-        _obj: &'a Value,
-        _allocation: Allocation,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(async {})
+    /// The store keys of the reservations `obj` holds (what `admit` reserved for it): released
+    /// when the object goes, or when an update leaves one of them out.
+    fn reservations(&self, _obj: &Value) -> Vec<String> {
+        Vec::new()
     }
 
     /// Whether this kind's deletions are its own two-step process (pods finished by their node,

@@ -743,6 +743,100 @@ async fn services_get_cluster_ips_and_keep_them() {
 }
 
 #[tokio::test]
+async fn node_ports_are_allocated_kept_refused_and_given_back() {
+    let (app, objects) = app().await;
+    let post = |body: String| {
+        let app = app.clone();
+        async move {
+            call(
+                &app,
+                "POST",
+                "/api/v1/namespaces/default/services",
+                "application/json",
+                &body,
+            )
+            .await
+        }
+    };
+    let svc = |name: &str, ty: &str, node_port: &str| {
+        format!(
+            r#"{{"metadata":{{"name":"{name}"}},"spec":{{"type":"{ty}","selector":{{"app":"w"}},"ports":[{{"name":"http","port":80{node_port}}},{{"name":"dns","port":53,"protocol":"UDP"}}]}}}}"#
+        )
+    };
+    let (s, v) = post(svc("a", "NodePort", "")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let p0 = v["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    let p1 = v["spec"]["ports"][1]["nodePort"].as_u64().unwrap();
+    assert!((30000..=32767).contains(&p0) && (30000..=32767).contains(&p1) && p0 != p1);
+    assert_eq!(v["spec"]["externalTrafficPolicy"], "Cluster");
+    // A port in use is a 422 naming the field, as Kubernetes answers.
+    let (s, v) = post(svc("b", "NodePort", &format!(r#","nodePort":{p0}"#))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains(&format!(
+            "spec.ports[0].nodePort: Invalid value: {p0}: provided port is already allocated"
+        )),
+        "{v}"
+    );
+    let (s, v) = post(svc("c", "NodePort", r#","nodePort":80"#)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("30000-32767"),
+        "{v}"
+    );
+    // A failed create holds nothing: neither the cluster IP nor the other port it reserved.
+    let before = objects.store.list("/registry/skiff/").0.len();
+    let (s, _) = post(svc("d", "NodePort", &format!(r#","nodePort":{p1}"#))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(objects.store.list("/registry/skiff/").0.len(), before);
+    // A ClusterIP service may not name one.
+    let (s, _) = post(svc("e", "ClusterIP", r#","nodePort":31000"#)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // A replacement keeps the ports; a change to ClusterIP gives them back.
+    let (s, v) = call(
+        &app,
+        "PUT",
+        "/api/v1/namespaces/default/services/a",
+        "application/json",
+        &svc("a", "NodePort", ""),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["spec"]["ports"][0]["nodePort"], p0);
+    let (s, v) = call(
+        &app,
+        "PATCH",
+        "/api/v1/namespaces/default/services/a",
+        "application/merge-patch+json",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["spec"]["ports"][0].get("nodePort").is_none(), "{v}");
+    assert!(v["spec"].get("externalTrafficPolicy").is_none(), "{v}");
+    let (s, v) = post(svc("b", "NodePort", &format!(r#","nodePort":{p0}"#))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Deleting the service frees its ports.
+    let (s, _) = call(
+        &app,
+        "DELETE",
+        "/api/v1/namespaces/default/services/b",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = post(svc("f", "NodePort", &format!(r#","nodePort":{p0}"#))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // A LoadBalancer keeping client addresses gets a health check port.
+    let lb = r#"{"metadata":{"name":"lb"},"spec":{"type":"LoadBalancer","externalTrafficPolicy":"Local","selector":{"app":"w"},"ports":[{"port":80}]}}"#;
+    let (s, v) = post(lb.to_string()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(v["spec"]["healthCheckNodePort"].as_u64().is_some(), "{v}");
+    assert!(v["spec"]["ports"][0]["nodePort"].as_u64().is_some(), "{v}");
+}
+
+#[tokio::test]
 async fn pagination_deletecollection_and_eviction() {
     let (app, objects) = app().await;
     for i in 0..5 {

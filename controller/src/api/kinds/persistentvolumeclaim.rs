@@ -89,16 +89,20 @@ impl Strategy for PersistentVolumeClaimStrategy {
         &'a self,
         objects: &'a Objects,
         obj: &'a mut Value,
+        old: Option<&'a Value>,
         _key: &'a str,
     ) -> Hook<'a, Allocation> {
         Box::pin(async move {
             let unset = obj
                 .pointer("/spec/storageClassName")
                 .is_none_or(Value::is_null);
-            if unset && let Some(class) = default_class(objects) {
+            if old.is_none()
+                && unset
+                && let Some(class) = default_class(objects)
+            {
                 obj["spec"]["storageClassName"] = json!(class);
             }
-            Ok::<_, ApiError>(None)
+            Ok::<_, ApiError>(Vec::new())
         })
     }
 

@@ -1,10 +1,10 @@
-//! Services (core/v1): defaulting and validation, and the cluster IP: each service of a type
-//! that has one gets an address from the service CIDR (10.96.0.0/12), reserved under its own
-//! store key with a create-if-absent write so two services racing for one address cannot both
-//! get it, kept across replacements that leave it out, and released when the service goes.
-
-use std::future::Future;
-use std::pin::Pin;
+//! Services (core/v1): defaulting and validation, and what a service takes from the cluster's
+//! pools: a cluster IP from the service CIDR (10.96.0.0/12) for each type that has one, and
+//! node ports from 30000-32767 for NodePort and LoadBalancer services (and a health check
+//! port for a LoadBalancer with `externalTrafficPolicy: Local`). Each is reserved under a
+//! store key of its own with a create-if-absent write, so two services racing for one cannot
+//! both get it; kept across replacements that leave it out, given back when an update drops
+//! it (a NodePort service made ClusterIP) and when the service goes.
 
 use serde_json::{Value, json};
 
@@ -36,14 +36,25 @@ fn service_ip_offset(ip: &str) -> Option<u32> {
     (a & 0xFFF0_0000 == base).then_some(a - base)
 }
 
-async fn reserve_ip(objects: &Objects, ip: &str, owner: &str) -> Result<bool, ApiError> {
+/// Where reserved node ports live in the store (not a served resource).
+const NODE_PORT_PREFIX: &str = "/registry/skiff/servicenodeports/";
+
+/// Kubernetes' default `--service-node-port-range`.
+const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+fn node_port_key(port: u16) -> String {
+    format!("{NODE_PORT_PREFIX}{port}")
+}
+
+fn ip_key(ip: &str) -> String {
+    format!("{SERVICE_IP_PREFIX}{ip}")
+}
+
+/// Reserves `key` for `owner` with a create-if-absent write: `false` if someone holds it.
+async fn reserve(objects: &Objects, key: &str, owner: &str) -> Result<bool, ApiError> {
     match objects
         .store
-        .put(
-            &format!("{SERVICE_IP_PREFIX}{ip}"),
-            owner.as_bytes().to_vec(),
-            Precondition::Absent,
-        )
+        .put(key, owner.as_bytes().to_vec(), Precondition::Absent)
         .await
     {
         Ok(_) => Ok(true),
@@ -52,31 +63,110 @@ async fn reserve_ip(objects: &Objects, ip: &str, owner: &str) -> Result<bool, Ap
     }
 }
 
-async fn release_ip(objects: &Objects, ip: &str) {
-    if let Err(e) = objects
-        .store
-        .delete(&format!("{SERVICE_IP_PREFIX}{ip}"), Precondition::None)
-        .await
-    {
-        tracing::debug!(ip, error = %e, "cluster IP was not reserved");
+/// A random start for probing a pool: few collisions, no central counter.
+fn random_below(n: u32) -> u32 {
+    u32::from_le_bytes(
+        uuid::Uuid::new_v4().as_bytes()[..4]
+            .try_into()
+            .unwrap_or([0; 4]),
+    ) % n
+}
+
+/// Whether a service of this spec has a cluster IP of its own.
+fn has_cluster_ip(svc: &Value) -> bool {
+    str_at(svc, "/spec/type") != "ExternalName" && str_at(svc, "/spec/clusterIP") != "None"
+}
+
+/// Whether a service of this spec gets node ports: NodePort, and LoadBalancer unless
+/// `allocateLoadBalancerNodePorts` is false.
+fn has_node_ports(svc: &Value) -> bool {
+    match str_at(svc, "/spec/type") {
+        "NodePort" => true,
+        "LoadBalancer" => svc
+            .pointer("/spec/allocateLoadBalancerNodePorts")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        _ => false,
     }
 }
 
-/// Gives a new service its cluster IP (the one asked for, or a free one); returns the reserved
-/// address, to release if the service is not stored.
+/// Whether a service of this spec gets a health check node port (a LoadBalancer that keeps
+/// client addresses).
+fn has_health_check_port(svc: &Value) -> bool {
+    str_at(svc, "/spec/type") == "LoadBalancer"
+        && str_at(svc, "/spec/externalTrafficPolicy") == "Local"
+}
+
+fn port_at(v: &Value, ptr: &str) -> Option<u16> {
+    v.pointer(ptr)
+        .and_then(Value::as_u64)
+        .and_then(|n| u16::try_from(n).ok())
+}
+
+/// The node ports `svc` holds, by where they are in it.
+fn node_ports(svc: &Value) -> Vec<u16> {
+    let mut held = Vec::new();
+    if has_node_ports(svc) {
+        for p in svc
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            held.extend(port_at(p, "/nodePort"));
+        }
+    }
+    if has_health_check_port(svc) {
+        held.extend(port_at(svc, "/spec/healthCheckNodePort"));
+    }
+    held
+}
+
+/// Gives the service what its type needs from the cluster's pools (a cluster IP, node ports),
+/// keeping what `old` already holds; returns the keys it reserved. Nothing stays reserved when
+/// it fails.
+async fn admit_service(
+    objects: &Objects,
+    svc: &mut Value,
+    old: Option<&Value>,
+    key: &str,
+) -> Result<Allocation, ApiError> {
+    let mut got = Vec::new();
+    let result = async {
+        allocate_cluster_ip(objects, svc, old, key, &mut got).await?;
+        allocate_node_ports(objects, svc, old, key, &mut got).await
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(got),
+        Err(e) => {
+            objects.release(&got).await;
+            Err(e)
+        }
+    }
+}
+
 async fn allocate_cluster_ip(
     objects: &Objects,
     svc: &mut Value,
+    old: Option<&Value>,
     key: &str,
-) -> Result<Allocation, ApiError> {
-    if str_at(svc, "/spec/type") == "ExternalName" {
-        return Ok(None);
+    got: &mut Allocation,
+) -> Result<(), ApiError> {
+    if !has_cluster_ip(svc) {
+        if str_at(svc, "/spec/clusterIP") == "None" {
+            svc["spec"]["clusterIPs"] = json!(["None"]);
+        }
+        return Ok(());
     }
     let name = str_at(svc, "/metadata/name").to_string();
     let asked = Some(str_at(svc, "/spec/clusterIP").to_string()).filter(|s| !s.is_empty());
-    if asked.as_deref() == Some("None") {
-        svc["spec"]["clusterIPs"] = json!(["None"]);
-        return Ok(None);
+    let held = old
+        .filter(|o| has_cluster_ip(o))
+        .map(|o| str_at(o, "/spec/clusterIP").to_string())
+        .filter(|ip| service_ip_offset(ip).is_some());
+    if asked.is_some() && asked == held {
+        return Ok(());
     }
     let invalid = |ip: &str, why: &str| ApiError::Invalid {
         kind: "Service".into(),
@@ -90,22 +180,18 @@ async fn allocate_cluster_ip(
                 "failed to allocate IP: the provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12",
             ));
         }
-        if !reserve_ip(objects, &ip, key).await? {
+        if !reserve(objects, &ip_key(&ip), key).await? {
             return Err(invalid(
                 &ip,
                 "failed to allocate IP: provided IP is already allocated",
             ));
         }
+        got.push(ip_key(&ip));
         svc["spec"]["clusterIPs"] = json!([ip]);
-        return Ok(Some(ip));
+        return Ok(());
     }
-    // Start at a random offset and probe upwards: few collisions, no central counter.
     let size: u32 = 1 << 20;
-    let start = u32::from_le_bytes(
-        uuid::Uuid::new_v4().as_bytes()[..4]
-            .try_into()
-            .unwrap_or([0; 4]),
-    ) % size;
+    let start = random_below(size);
     for i in 0..size {
         let off = (start + i) % size;
         // .0 is the network, .1 the `kubernetes` service, the last the broadcast.
@@ -113,13 +199,98 @@ async fn allocate_cluster_ip(
             continue;
         }
         let ip = service_ip(off);
-        if reserve_ip(objects, &ip, key).await? {
+        if reserve(objects, &ip_key(&ip), key).await? {
+            got.push(ip_key(&ip));
             svc["spec"]["clusterIP"] = json!(ip);
             svc["spec"]["clusterIPs"] = json!([ip]);
-            return Ok(Some(ip));
+            return Ok(());
         }
     }
     Err(ApiError::Internal("the service IP range is full".into()))
+}
+
+/// Reserves `asked` (kept if `old` holds it or this service already took it for a port of
+/// another protocol), or a free node port; the port it holds.
+async fn node_port(
+    objects: &Objects,
+    asked: Option<u16>,
+    held: &[u16],
+    key: &str,
+    got: &mut Allocation,
+    invalid: impl Fn(u16, &str) -> ApiError,
+) -> Result<u16, ApiError> {
+    if let Some(port) = asked {
+        if held.contains(&port) || got.contains(&node_port_key(port)) {
+            return Ok(port);
+        }
+        if !NODE_PORTS.contains(&port) {
+            return Err(invalid(
+                port,
+                &format!(
+                    "provided port is not in the valid range. The range of valid ports is {}-{}",
+                    NODE_PORTS.start(),
+                    NODE_PORTS.end()
+                ),
+            ));
+        }
+        if !reserve(objects, &node_port_key(port), key).await? {
+            return Err(invalid(port, "provided port is already allocated"));
+        }
+        got.push(node_port_key(port));
+        return Ok(port);
+    }
+    let size = u32::from(NODE_PORTS.end() - NODE_PORTS.start()) + 1;
+    let start = random_below(size);
+    for i in 0..size {
+        let port = NODE_PORTS.start() + u16::try_from((start + i) % size).unwrap_or(0);
+        if held.contains(&port) {
+            continue;
+        }
+        if reserve(objects, &node_port_key(port), key).await? {
+            got.push(node_port_key(port));
+            return Ok(port);
+        }
+    }
+    Err(ApiError::Internal("the node port range is full".into()))
+}
+
+async fn allocate_node_ports(
+    objects: &Objects,
+    svc: &mut Value,
+    old: Option<&Value>,
+    key: &str,
+    got: &mut Allocation,
+) -> Result<(), ApiError> {
+    let held = old.map(node_ports).unwrap_or_default();
+    let name = str_at(svc, "/metadata/name").to_string();
+    let invalid = |field: String| {
+        let name = name.clone();
+        move |port: u16, why: &str| ApiError::Invalid {
+            kind: "Service".into(),
+            name: name.clone(),
+            causes: vec![FieldError::invalid(field.clone(), &json!(port), why)],
+        }
+    };
+    if has_node_ports(svc) {
+        let count = svc
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        for i in 0..count {
+            let ptr = format!("/spec/ports/{i}/nodePort");
+            let asked = port_at(svc, &ptr);
+            let field = format!("spec.ports[{i}].nodePort");
+            let port = node_port(objects, asked, &held, key, got, invalid(field)).await?;
+            svc["spec"]["ports"][i]["nodePort"] = json!(port);
+        }
+    }
+    if has_health_check_port(svc) {
+        let asked = port_at(svc, "/spec/healthCheckNodePort");
+        let field = "spec.healthCheckNodePort".to_string();
+        let port = node_port(objects, asked, &held, key, got, invalid(field)).await?;
+        svc["spec"]["healthCheckNodePort"] = json!(port);
+    }
+    Ok(())
 }
 
 impl Strategy for ServiceStrategy {
@@ -143,6 +314,20 @@ impl Strategy for ServiceStrategy {
         }
         if ty == "NodePort" || ty == "LoadBalancer" {
             set_default(spec, "externalTrafficPolicy", json!("Cluster"));
+        }
+        if ty == "LoadBalancer" {
+            set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
+        }
+        if spec.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP") {
+            let cfg = spec
+                .entry("sessionAffinityConfig")
+                .or_insert_with(|| json!({}));
+            if let Some(cfg) = cfg.as_object_mut() {
+                let ip = cfg.entry("clientIP").or_insert_with(|| json!({}));
+                if let Some(ip) = ip.as_object_mut() {
+                    set_default(ip, "timeoutSeconds", json!(10800));
+                }
+            }
         }
         if let Some(Value::Array(ports)) = spec.get_mut("ports") {
             for p in ports.iter_mut().filter_map(Value::as_object_mut) {
@@ -169,16 +354,67 @@ impl Strategy for ServiceStrategy {
                 new["spec"][k] = v.clone();
             }
         }
-        let old_ports = old.pointer("/spec/ports").and_then(Value::as_array);
+        // What only external types have goes when the type changes and the client left it as
+        // it was (Kubernetes' dropTypeDependentFields).
+        if !has_node_ports(new)
+            && !["NodePort", "LoadBalancer"].contains(&str_at(new, "/spec/type"))
+        {
+            for k in [
+                "externalTrafficPolicy",
+                "healthCheckNodePort",
+                "allocateLoadBalancerNodePorts",
+            ] {
+                let same = new.pointer(&format!("/spec/{k}")) == old.pointer(&format!("/spec/{k}"));
+                if same && let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove(k);
+                }
+            }
+            if let Some(Value::Array(ports)) = new.pointer_mut("/spec/ports") {
+                for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    let port = p.get("port").cloned();
+                    let carried = old
+                        .pointer("/spec/ports")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .any(|o| {
+                            o.get("port") == port.as_ref() && o.get("nodePort") == p.get("nodePort")
+                        });
+                    if carried {
+                        p.remove("nodePort");
+                    }
+                }
+            }
+        }
+        // Node ports stay with a type that has them; a change to ClusterIP gives them back.
+        let keeps_ports = has_node_ports(new) && has_node_ports(old);
+        if has_health_check_port(new)
+            && new
+                .pointer("/spec/healthCheckNodePort")
+                .is_none_or(Value::is_null)
+            && let Some(p) = old.pointer("/spec/healthCheckNodePort")
+        {
+            new["spec"]["healthCheckNodePort"] = p.clone();
+        }
+        let old_ports = old
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .filter(|_| keeps_ports);
         if let (Some(olds), Some(Value::Array(news))) = (old_ports, new.pointer_mut("/spec/ports"))
         {
             for p in news.iter_mut() {
                 if p.get("nodePort").is_some_and(|n| !n.is_null()) {
                     continue;
                 }
-                let same = olds.iter().find(|o| {
-                    o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol")
-                });
+                let proto = |v: &Value| {
+                    v.get("protocol")
+                        .and_then(Value::as_str)
+                        .unwrap_or("TCP")
+                        .to_string()
+                };
+                let same = olds
+                    .iter()
+                    .find(|o| o.get("port") == p.get("port") && proto(o) == proto(p));
                 if let Some(np) = same.and_then(|o| o.get("nodePort")) {
                     p["nodePort"] = np.clone();
                 }
@@ -223,6 +459,14 @@ impl Strategy for ServiceStrategy {
                 errs.push(FieldError::duplicate(format!("{path}.name"), &json!(name)));
             }
             names.push(name);
+            if p.get("nodePort").is_some_and(|n| !n.is_null())
+                && (ty == "ClusterIP" || ty == "ExternalName")
+            {
+                errs.push(FieldError::forbidden(
+                    format!("{path}.nodePort"),
+                    format!("may not be used when `type` is '{ty}'"),
+                ));
+            }
             if let Some(proto) = p.get("protocol") {
                 let ok = ["TCP", "UDP", "SCTP"];
                 if !proto.as_str().is_some_and(|s| ok.contains(&s)) {
@@ -233,6 +477,41 @@ impl Strategy for ServiceStrategy {
                     ));
                 }
             }
+        }
+        let affinity = str_at(obj, "/spec/sessionAffinity");
+        if !affinity.is_empty() && !["None", "ClientIP"].contains(&affinity) {
+            errs.push(FieldError::not_supported(
+                "spec.sessionAffinity",
+                &json!(affinity),
+                &["ClientIP", "None"],
+            ));
+        }
+        if let Some(t) = obj.pointer("/spec/sessionAffinityConfig/clientIP/timeoutSeconds")
+            && !t.as_i64().is_some_and(|t| (1..=86400).contains(&t))
+        {
+            errs.push(FieldError::invalid(
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                t,
+                "must be greater than 0 and less than 86400",
+            ));
+        }
+        for field in ["externalTrafficPolicy", "internalTrafficPolicy"] {
+            let v = str_at(obj, &format!("/spec/{field}"));
+            if !v.is_empty() && !["Cluster", "Local"].contains(&v) {
+                errs.push(FieldError::not_supported(
+                    format!("spec.{field}"),
+                    &json!(v),
+                    &["Cluster", "Local"],
+                ));
+            }
+        }
+        let etp = str_at(obj, "/spec/externalTrafficPolicy");
+        if !etp.is_empty() && !["NodePort", "LoadBalancer"].contains(&ty) {
+            errs.push(FieldError::invalid(
+                "spec.externalTrafficPolicy",
+                &json!(etp),
+                "may only be set for externally-accessible services",
+            ));
         }
         if let Some(old) = old {
             let was = old.pointer("/spec/clusterIP").and_then(Value::as_str);
@@ -252,26 +531,19 @@ impl Strategy for ServiceStrategy {
         &'a self,
         objects: &'a Objects,
         obj: &'a mut Value,
+        old: Option<&'a Value>,
         key: &'a str,
     ) -> Hook<'a, Allocation> {
-        Box::pin(allocate_cluster_ip(objects, obj, key))
+        Box::pin(admit_service(objects, obj, old, key))
     }
 
-    fn release<'a>(
-        &'a self,
-        objects: &'a Objects,
-        obj: &'a Value,
-        allocation: Allocation,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(async move {
-            let ip = match allocation {
-                Some(ip) => ip,
-                None => str_at(obj, "/spec/clusterIP").to_string(),
-            };
-            if service_ip_offset(&ip).is_some() {
-                release_ip(objects, &ip).await;
-            }
-        })
+    fn reservations(&self, obj: &Value) -> Vec<String> {
+        let mut keys: Vec<String> = node_ports(obj).into_iter().map(node_port_key).collect();
+        let ip = str_at(obj, "/spec/clusterIP");
+        if has_cluster_ip(obj) && service_ip_offset(ip).is_some() {
+            keys.push(ip_key(ip));
+        }
+        keys
     }
 
     fn columns(&self) -> &'static [Column] {
