@@ -616,6 +616,21 @@ impl Drop for Netns {
     }
 }
 
+/// `GET /` over plain HTTP/1.0 to `addr` (`ip:port`); the whole answer, headers and body.
+pub fn http_get(addr: &str) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &addr.parse().with_context(|| format!("address {addr}"))?,
+        Duration::from_secs(3),
+    )
+    .with_context(|| format!("connect to {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
 /// The busybox image `with_cluster` pushes, as pods name it.
 pub fn busybox(registry: &str) -> String {
     format!("{registry}/busybox:1.36")

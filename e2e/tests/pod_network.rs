@@ -9,8 +9,7 @@
 //! missing one. What the test created on the host (the bridge, portmap's base chains, a dummy
 //! address) is removed at the end.
 
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -202,20 +201,6 @@ fn node_address() -> Result<String> {
     ip(&["addr", "add", &format!("{DUMMY_IP}/32"), "dev", DUMMY_LINK])?;
     ip(&["link", "set", DUMMY_LINK, "up"])?;
     Ok(DUMMY_IP.to_string())
-}
-
-/// `GET /` over plain HTTP/1.0; the body.
-fn http_get(addr: &str) -> Result<String> {
-    let mut s = TcpStream::connect_timeout(
-        &addr.parse().with_context(|| format!("address {addr}"))?,
-        Duration::from_secs(3),
-    )
-    .with_context(|| format!("connect to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
 }
 
 fn in_pod_subnet(ip: &str) -> bool {

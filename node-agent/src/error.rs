@@ -95,6 +95,12 @@ pub enum AgentError {
     /// A background task panicked or was aborted.
     #[error("task {task} failed: {message}")]
     Task { task: &'static str, message: String },
+    /// The service rules could not be read or written in the kernel's nftables.
+    #[error("nftables (table ip skiff-proxy)")]
+    Proxy {
+        #[source]
+        source: nlink::Error,
+    },
 }
 
 impl AgentError {

@@ -1,6 +1,6 @@
-//! skiff's node agent (the kubelet's role): registers the Node, renews its Lease, watches the
-//! pods bound to it and drives a CRI runtime to run them, reports their status, and serves
-//! container logs over HTTP.
+//! skiff's node agent (the kubelet's role, and kube-proxy's): registers the Node, renews its
+//! Lease, watches the pods bound to it and drives a CRI runtime to run them, reports their
+//! status, serves container logs over HTTP, and keeps the node's Service rules (`proxy`).
 //!
 //! The binary calls [`run`]; [`run_with`] takes any [`cri::Cri`] implementation.
 
@@ -19,6 +19,7 @@ mod pod_files;
 mod pods;
 mod prepare;
 pub mod probe;
+pub mod proxy;
 pub mod pull;
 pub mod quantity;
 pub mod recorder;
@@ -218,6 +219,14 @@ pub async fn run_with<C: cri::Cri>(
         lease_task.await;
         ("lease", Ok(()))
     });
+    let proxy_task = proxy::run(
+        client.clone(),
+        node_name.clone(),
+        Arc::new(proxy::NftDataplane::default()),
+        proxy::host_options(),
+        inner.clone(),
+    );
+    tasks.spawn(async move { ("service proxy", proxy_task.await) });
     let streams = Arc::new(stream::CriStreams(cri.clone()));
     let pods_task = pods::run(
         client,
