@@ -1,10 +1,11 @@
 //! The node's service proxy (kube-proxy's job, in every node agent): watches Services and
 //! EndpointSlices and keeps the node's nftables table `ip skiff-proxy` so that connections to
 //! a cluster IP, an external IP, a load balancer address or a node port reach a ready endpoint
-//! in the kernel (`rules.rs` has the layout, `model.rs` what is programmed). Each change is
-//! applied as one atomic nftables transaction of only what differs from the kernel's table,
-//! through netlink (`Dataplane`; the real one is `NftDataplane`). The rules stay when the
-//! agent stops, as kube-proxy's do, so connections keep working across a restart.
+//! in the kernel (`rules.rs` has the layout and plans the changes, `model.rs` says what is
+//! programmed). Each sync is one atomic nftables transaction over netlink of only the service
+//! ports that changed since the last (`Dataplane`; the real one is `NftDataplane`). The rules
+//! stay when the agent stops, as kube-proxy's do, so connections keep working across a
+//! restart; a new agent replaces the table in one transaction.
 
 pub mod model;
 pub mod rules;
@@ -37,10 +38,50 @@ pub trait Dataplane: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<usize, AgentError>>;
 }
 
-/// nftables through netlink (NETLINK_NETFILTER), in the agent's network namespace.
+/// nftables through netlink (NETLINK_NETFILTER), in the agent's network namespace. It keeps
+/// what it last committed, so each sync sends only what changed ([`rules::plan`]).
 #[derive(Default)]
 pub struct NftDataplane {
-    conn: Mutex<Option<nlink::Connection<nlink::Nftables>>>,
+    state: Mutex<NftState>,
+}
+
+#[derive(Default)]
+struct NftState {
+    conn: Option<nlink::Connection<nlink::Nftables>>,
+    /// What the table holds; `None` until the first commit and after a failed one, when the
+    /// next sync replaces the whole table.
+    programmed: Option<rules::Programmed>,
+}
+
+/// Set elements per netlink message: the elements of one message are one attribute, which
+/// cannot exceed 64 KiB (a cluster IP's element is about 70 bytes).
+const ELEMENTS_PER_MESSAGE: usize = 256;
+
+fn transaction(
+    mut tx: nlink::netlink::nftables::Transaction,
+    ops: Vec<rules::Op>,
+) -> nlink::netlink::nftables::Transaction {
+    use nlink::netlink::nftables::Family;
+    use rules::{Op, TABLE};
+    for op in ops {
+        tx = match op {
+            Op::DeleteTable => tx.del_table(TABLE, Family::Ip),
+            Op::AddTable => tx.add_table(TABLE, Family::Ip),
+            Op::AddChain(name, base) => tx.add_chain(rules::new_chain(&name, base.as_ref())),
+            Op::DeleteChain(name) => tx.del_chain(TABLE, &name, Family::Ip),
+            Op::FlushChain(name) => tx.flush_chain(TABLE, &name, Family::Ip),
+            Op::AddRule(_, rule) => tx.add_rule(rule),
+            Op::AddSet(set) => tx.add_set(set),
+            Op::DeleteSet(name) => tx.del_set(TABLE, &name, Family::Ip),
+            Op::AddElements(set, elements) => elements
+                .chunks(ELEMENTS_PER_MESSAGE)
+                .fold(tx, |tx, chunk| tx.add_set_elements(&set, chunk)),
+            Op::DeleteElements(set, elements) => elements
+                .chunks(ELEMENTS_PER_MESSAGE)
+                .fold(tx, |tx, chunk| tx.del_set_elements(&set, chunk)),
+        };
+    }
+    tx
 }
 
 impl Dataplane for NftDataplane {
@@ -50,29 +91,57 @@ impl Dataplane for NftDataplane {
         opts: Options,
     ) -> BoxFuture<'a, Result<usize, AgentError>> {
         Box::pin(async move {
-            let mut conn = self.conn.lock().await;
-            if conn.is_none() {
-                *conn = Some(
-                    nlink::Connection::<nlink::Nftables>::new()
-                        .map_err(|source| AgentError::Proxy { source })?,
-                );
+            let proxy = |source| AgentError::Proxy { source };
+            let mut state = self.state.lock().await;
+            if state.conn.is_none() {
+                let c = nlink::Connection::<nlink::Nftables>::new().map_err(proxy)?;
+                raise_send_buffer(&c);
+                state.conn = Some(c);
             }
+            let NftState { conn, programmed } = &mut *state;
             let Some(conn) = conn.as_ref() else {
                 unreachable!("connected above")
             };
-            let config = rules::ruleset(ports, opts);
-            let diff = config
-                .diff(conn)
-                .await
-                .map_err(|source| AgentError::Proxy { source })?;
-            let changes = diff.change_count();
-            if changes > 0 {
-                diff.apply(conn)
-                    .await
-                    .map_err(|source| AgentError::Proxy { source })?;
+            let next = rules::Programmed::of(ports, opts);
+            if programmed.as_ref() == Some(&next) {
+                return Ok(0);
             }
-            Ok(changes)
+            let table_exists = match programmed {
+                Some(_) => true,
+                None => conn
+                    .list_tables_in(nlink::netlink::nftables::Family::Ip)
+                    .await
+                    .map_err(proxy)?
+                    .iter()
+                    .any(|t| t.name == rules::TABLE),
+            };
+            let ops = rules::plan(programmed.as_ref(), &next, table_exists);
+            let count = ops.len();
+            let committed = transaction(conn.transaction(), ops).commit(conn).await;
+            match committed {
+                Ok(()) => {
+                    *programmed = Some(next);
+                    Ok(count)
+                }
+                Err(source) => {
+                    // The kernel's table is not known any more: replace it next time.
+                    *programmed = None;
+                    Err(proxy(source))
+                }
+            }
         })
+    }
+}
+
+/// A whole table is one batch in one netlink message, which the kernel refuses (EMSGSIZE) when
+/// it is larger than the socket's send buffer: with a thousand services it is megabytes, so the
+/// buffer is raised as `nft` raises its own (SO_SNDBUFFORCE, past `wmem_max`, needs
+/// CAP_NET_ADMIN, which writing nftables needs anyway).
+fn raise_send_buffer(conn: &nlink::Connection<nlink::Nftables>) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    const SEND_BUFFER: usize = 64 << 20;
+    if let Err(e) = setsockopt(conn.socket(), sockopt::SndBufForce, &SEND_BUFFER) {
+        tracing::warn!(error = %e, "cannot raise the nftables socket's send buffer: large rule changes may be refused");
     }
 }
 
