@@ -52,7 +52,13 @@ pub struct ControllerConfig {
     pub cluster: Option<ClusterConfig>,
     /// How long an Event lives after it was last seen (`--event-ttl`).
     pub event_ttl: Duration,
+    /// The cluster DNS address: the `kube-system/kube-dns` Service gets it as its cluster IP
+    /// (every node agent answers it). `None`: no such Service.
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
 }
+
+/// The cluster DNS address by default (kubeadm's, the tenth of the service range).
+pub const DEFAULT_CLUSTER_DNS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 10);
 
 /// kube-apiserver's default `--event-ttl`.
 pub const DEFAULT_EVENT_TTL: Duration = Duration::from_secs(3600);
@@ -65,6 +71,7 @@ impl ControllerConfig {
             listen,
             cluster: None,
             event_ttl: DEFAULT_EVENT_TTL,
+            cluster_dns: Some(DEFAULT_CLUSTER_DNS),
         }
     }
 }
@@ -135,7 +142,7 @@ pub async fn run(
         if joining {
             break;
         }
-        match objects.ensure_system_objects().await {
+        match objects.ensure_system_objects(config.cluster_dns).await {
             Ok(()) => break,
             Err(e) if tries < 100 || (config.cluster.is_some() && !cancel.is_cancelled()) => {
                 tries += 1;

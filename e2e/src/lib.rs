@@ -449,6 +449,14 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
+    /// Writes `yaml` to `<work>/<name>.yaml` and `skiff apply`s it.
+    pub fn apply_yaml(&self, work: &Path, name: &str, yaml: &str) -> Result<()> {
+        let file = work.join(format!("{name}.yaml"));
+        std::fs::write(&file, yaml)?;
+        self.skiff(&["apply", "-f", file.to_str().unwrap_or_default()])?;
+        Ok(())
+    }
+
     pub fn pod(&self, name: &str) -> Result<Value> {
         Ok(serde_json::from_str(
             &self.skiff(&["get", "pod", name, "-o", "json"])?,

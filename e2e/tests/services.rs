@@ -38,13 +38,6 @@ fn node_address() -> Result<String> {
         .context("this host has no global IPv4 address for node ports")
 }
 
-fn apply(c: &Cluster, work: &Path, name: &str, yaml: &str) -> Result<()> {
-    let file = work.join(format!("{name}.yaml"));
-    std::fs::write(&file, yaml)?;
-    c.skiff(&["apply", "-f", file.to_str().unwrap_or_default()])?;
-    Ok(())
-}
-
 fn service(c: &Cluster, name: &str) -> Result<Value> {
     Ok(serde_json::from_str(
         &c.skiff(&["get", "service", name, "-o", "json"])?,
@@ -71,8 +64,7 @@ fn services() -> Result<()> {
 fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     c.start()?;
     // Each pod serves its own name; ready only while /www/ready exists.
-    apply(
-        c,
+    c.apply_yaml(
         work,
         "web",
         &format!(
@@ -213,8 +205,7 @@ spec:
             let _ = server.send_to(&reply, from);
         }
     });
-    apply(
-        c,
+    c.apply_yaml(
         work,
         "udp",
         &format!(

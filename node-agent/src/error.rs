@@ -53,6 +53,13 @@ pub enum AgentError {
     /// The local-path storage root could not be made.
     #[error("local-path storage: {0}")]
     LocalPath(#[from] crate::volumes::local_path::LocalPathError),
+    /// The resolv.conf pods with `dnsPolicy: Default` get (`--resolv-conf`) cannot be read.
+    #[error("cannot read the node's resolv.conf {path} (set --resolv-conf)")]
+    ResolvConf {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The agent's state directory could not be made.
     #[error("create state dir {path}: {source}")]
     StateDir {
@@ -95,6 +102,20 @@ pub enum AgentError {
     /// A background task panicked or was aborted.
     #[error("task {task} failed: {message}")]
     Task { task: &'static str, message: String },
+    /// The cluster DNS address could not be made an address of the node.
+    #[error("cannot put the cluster DNS address {address} on the loopback link")]
+    DnsAddress {
+        address: std::net::Ipv4Addr,
+        #[source]
+        source: nlink::Error,
+    },
+    /// The DNS server could not listen (something else holds port 53 on that address).
+    #[error("cluster DNS cannot listen on {address}")]
+    DnsListen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// The service rules could not be read or written in the kernel's nftables.
     #[error("nftables (table ip skiff-proxy)")]
     Proxy {

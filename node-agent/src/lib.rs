@@ -6,6 +6,7 @@
 
 mod backoff;
 pub mod cri;
+pub mod dns;
 mod env;
 mod error;
 mod fieldref;
@@ -25,6 +26,7 @@ pub mod quantity;
 pub mod recorder;
 mod registry;
 mod server;
+mod services;
 mod slot;
 mod spec;
 mod status;
@@ -61,6 +63,17 @@ pub struct AgentConfig {
     /// Where the agent keeps state across restarts (which credentials pulled each image);
     /// `None` keeps it in memory.
     pub state_dir: Option<PathBuf>,
+    /// The cluster DNS address (the kubelet's `--cluster-dns`): pods' nameserver under
+    /// `dnsPolicy: ClusterFirst`, answered by this node's own DNS server. `None`: no cluster
+    /// DNS, pods get the node's resolvers.
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
+    /// The cluster's domain (the kubelet's `--cluster-domain`, `cluster.local`).
+    pub cluster_domain: String,
+    /// The resolv.conf pods with `dnsPolicy: Default` get, whose nameservers the DNS server
+    /// forwards other names to (the kubelet's `--resolv-conf`).
+    pub resolv_conf: PathBuf,
+    /// Keep the node's Service rules in nftables (kube-proxy's job).
+    pub service_proxy: bool,
 }
 
 /// How long tasks get to finish after `cancel` before they are aborted.
@@ -166,6 +179,16 @@ pub async fn run_with<C: cri::Cri>(
     // Pods whose ConfigMaps or Secrets changed, or whose probe results did, are re-synced at
     // once.
     let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();
+    let host_resolv =
+        std::fs::read_to_string(&config.resolv_conf).map_err(|source| AgentError::ResolvConf {
+            path: config.resolv_conf.clone(),
+            source,
+        })?;
+    let node_dns = dns::resolv::NodeDns {
+        cluster_dns: config.cluster_dns,
+        domain: config.cluster_domain.clone(),
+        host: dns::resolv::ResolvConf::parse(&host_resolv),
+    };
     let node_ctx = Arc::new(worker::NodeContext {
         node_name: node_name.clone(),
         node_ip,
@@ -197,6 +220,7 @@ pub async fn run_with<C: cri::Cri>(
         },
         actions: Arc::new(probe::action::NetActions::new(cri.clone())),
         wake: wake_tx,
+        dns: node_dns.clone(),
     });
     let mut tasks: JoinSet<(&'static str, Result<(), AgentError>)> = JoinSet::new();
     tasks.spawn(node::run_status_loop(
@@ -219,14 +243,31 @@ pub async fn run_with<C: cri::Cri>(
         lease_task.await;
         ("lease", Ok(()))
     });
-    let proxy_task = proxy::run(
-        client.clone(),
-        node_name.clone(),
-        Arc::new(proxy::NftDataplane::default()),
-        proxy::host_options(),
-        inner.clone(),
-    );
-    tasks.spawn(async move { ("service proxy", proxy_task.await) });
+    let view = services::ServiceView::start(&client, &inner);
+    if config.service_proxy {
+        let proxy_task = proxy::run(
+            view.clone(),
+            node_name.clone(),
+            Arc::new(proxy::NftDataplane::default()),
+            proxy::host_options(),
+            config.cluster_dns,
+            inner.clone(),
+        );
+        tasks.spawn(async move { ("service proxy", proxy_task.await) });
+    }
+    if let Some(address) = config.cluster_dns {
+        let dns_task = dns::run(
+            view.clone(),
+            dns::DnsServe {
+                address,
+                domain: config.cluster_domain.clone(),
+                upstreams: dns::upstreams(&node_dns.host),
+            },
+            Arc::new(dns::Loopback),
+            inner.clone(),
+        );
+        tasks.spawn(async move { ("cluster dns", dns_task.await) });
+    }
     let streams = Arc::new(stream::CriStreams(cri.clone()));
     let pods_task = pods::run(
         client,

@@ -104,6 +104,7 @@ pub fn sandbox_config(
     node: &str,
     log_root: &Path,
     attempt: u32,
+    dns: &crate::dns::resolv::NodeDns,
 ) -> Result<v1::PodSandboxConfig, AgentError> {
     let key = pod_key(pod);
     let spec = pod.spec.as_ref().ok_or_else(|| AgentError::InvalidPod {
@@ -165,7 +166,7 @@ pub fn sandbox_config(
         log_directory: pod_log_dir(log_root, &namespace, &name, &uid)
             .to_string_lossy()
             .into_owned(),
-        dns_config: None,
+        dns_config: Some(crate::dns::resolv::pod_dns_config(spec, &namespace, dns)),
         port_mappings,
         labels: pod_labels(pod, node),
         annotations: meta
@@ -692,7 +693,8 @@ mod tests {
                 ..Default::default()
             });
         }
-        let cfg = sandbox_config(&pod, "n1", Path::new("/l"), 0).expect("config");
+        let cfg =
+            sandbox_config(&pod, "n1", Path::new("/l"), 0, &Default::default()).expect("config");
         assert_eq!(
             cfg.linux.expect("linux").sysctls["net.ipv4.ip_unprivileged_port_start"],
             "0"
@@ -739,13 +741,27 @@ mod tests {
     #[test]
     fn host_network_sandbox_has_no_hostname() {
         let mut pod = pod_with(Container::default());
-        let cfg = sandbox_config(&pod, "n1", Path::new("/var/log/pods"), 0).expect("config");
+        let cfg = sandbox_config(
+            &pod,
+            "n1",
+            Path::new("/var/log/pods"),
+            0,
+            &Default::default(),
+        )
+        .expect("config");
         assert_eq!(cfg.hostname, "web");
         assert_eq!(cfg.log_directory, "/var/log/pods/default_web_u1");
         if let Some(spec) = pod.spec.as_mut() {
             spec.host_network = Some(true);
         }
-        let cfg = sandbox_config(&pod, "n1", Path::new("/var/log/pods"), 0).expect("config");
+        let cfg = sandbox_config(
+            &pod,
+            "n1",
+            Path::new("/var/log/pods"),
+            0,
+            &Default::default(),
+        )
+        .expect("config");
         assert_eq!(cfg.hostname, "");
         let ns = cfg
             .linux

@@ -68,6 +68,8 @@ pub struct NodeContext {
     pub actions: Arc<dyn Actions>,
     /// Asks for a pass of a pod's worker (by UID): a probe result changed.
     pub wake: tokio::sync::mpsc::UnboundedSender<String>,
+    /// What pods' resolv.conf is made of.
+    pub dns: crate::dns::resolv::NodeDns,
 }
 
 impl std::fmt::Debug for NodeContext {
@@ -179,6 +181,17 @@ fn is_terminal_phase(pod: &Pod) -> bool {
 }
 
 impl<C: Cri> PodWorker<C> {
+    /// The `RunPodSandbox` config of this node for attempt `attempt` of `pod`.
+    fn sandbox_config(&self, pod: &Pod, attempt: u32) -> Result<v1::PodSandboxConfig, AgentError> {
+        spec::sandbox_config(
+            pod,
+            &self.node.node_name,
+            &self.node.pod_log_dir,
+            attempt,
+            &self.node.dns,
+        )
+    }
+
     pub fn new(cri: Arc<C>, node: Arc<NodeContext>, pod: &Pod) -> Self {
         let spec = pod.spec.as_ref();
         PodWorker {
@@ -350,8 +363,7 @@ impl<C: Cri> PodWorker<C> {
             });
         };
         let attempt = ready.metadata.as_ref().map_or(0, |m| m.attempt);
-        let config =
-            spec::sandbox_config(pod, &self.node.node_name, &self.node.pod_log_dir, attempt)?;
+        let config = self.sandbox_config(pod, attempt)?;
         let mut containers = self
             .cri
             .list_containers(v1::ContainerFilter {
@@ -414,8 +426,7 @@ impl<C: Cri> PodWorker<C> {
             return Lifecycle::NeedsSandbox { attempt };
         }
         let result = async {
-            let config =
-                spec::sandbox_config(pod, &self.node.node_name, &self.node.pod_log_dir, attempt)?;
+            let config = self.sandbox_config(pod, attempt)?;
             // The kubelet, not the runtime, makes the pod's log directory.
             make_dir(&config.log_directory, &self.key).await;
             let id = self.cri.run_pod_sandbox(config.clone()).await?;

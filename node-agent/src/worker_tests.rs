@@ -118,6 +118,7 @@ fn test_node(secrets: FakeSecrets) -> Node {
         },
         actions: actions.clone(),
         wake: tokio::sync::mpsc::unbounded_channel().0,
+        dns: Default::default(),
     });
     Node {
         ctx,

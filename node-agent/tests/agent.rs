@@ -199,6 +199,15 @@ async fn runs_a_pod_reports_status_and_finishes_its_deletion() {
         listen: "127.0.0.1:0".parse().expect("addr"),
         node_ip: Some("10.1.2.3".parse().expect("ip")),
         state_dir: Some(logs.path().join("agent")),
+        cluster_dns: None,
+        cluster_domain: "cluster.local".into(),
+        resolv_conf: {
+            let f = logs.path().join("resolv.conf");
+            std::fs::write(&f, "nameserver 192.0.2.53\n").expect("resolv.conf");
+            f
+        },
+        // No kernel rules from a unit test.
+        service_proxy: false,
     };
     let cancel = CancellationToken::new();
     let agent = tokio::spawn(run_with(config, client, cri.clone(), cancel.clone()));

@@ -37,6 +37,8 @@ pub struct AgentArgs {
     data_dir: PathBuf,
     #[command(flatten)]
     runtime: super::node::RuntimeArgs,
+    #[command(flatten)]
+    dns: super::node::DnsArgs,
 }
 
 /// The node's CRI runtime.
@@ -72,6 +74,10 @@ pub async fn run(kubeconfig: Option<PathBuf>, args: AgentArgs) -> Result<()> {
         listen: SocketAddr::new(args.node_ip, args.agent_port),
         node_ip: Some(args.node_ip),
         state_dir: Some(args.data_dir.join("agent")),
+        cluster_dns: args.dns.cluster_dns.0,
+        cluster_domain: args.dns.cluster_domain,
+        resolv_conf: args.dns.resolv_conf,
+        service_proxy: true,
     };
     let c = cancel.clone();
     tasks.spawn(async move {

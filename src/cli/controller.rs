@@ -44,6 +44,10 @@ struct RunArgs {
     /// How long an Event is kept after it was last seen (a Go duration: 1h, 30m, 90s).
     #[arg(long, default_value = "1h", value_parser = crate::cli::duration)]
     event_ttl: std::time::Duration,
+    /// The cluster DNS address the `kube-system/kube-dns` Service gets (the nodes'
+    /// `--cluster-dns`); `none`: no such Service.
+    #[arg(long, default_value = "10.96.0.10", value_parser = super::node::cluster_dns)]
+    cluster_dns: super::node::ClusterDns,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -151,6 +155,7 @@ async fn serve(args: RunArgs) -> Result<()> {
             join: args.join,
         }),
         event_ttl: args.event_ttl,
+        cluster_dns: args.cluster_dns.0,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let c = cancel.clone();

@@ -8,6 +8,43 @@ use anyhow::{Context as _, Result};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// A node's DNS options, with the kubelet's names.
+#[derive(Debug, clap::Args)]
+pub struct DnsArgs {
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The cluster DNS address, pods' nameserver under dnsPolicy ClusterFirst (in the service
+    /// range 10.96.0.0/12; every node answers it itself). `none`: no cluster DNS.
+    #[arg(long, default_value = "10.96.0.10", value_parser = cluster_dns)]
+    pub cluster_dns: ClusterDns,
+    /// The resolv.conf that pods with dnsPolicy Default get and whose nameservers the
+    /// cluster DNS forwards other names to.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+}
+
+/// `--cluster-dns`: an address, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterDns(pub Option<std::net::Ipv4Addr>);
+
+/// Parses `--cluster-dns`: an IPv4 address in the service range, or `none`.
+pub fn cluster_dns(s: &str) -> Result<ClusterDns, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(ClusterDns(None));
+    }
+    let ip: std::net::Ipv4Addr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 address (or `none`)"))?;
+    let o = ip.octets();
+    if o[0] != 10 || !(96..112).contains(&o[1]) {
+        return Err(format!(
+            "{ip} is outside the service range 10.96.0.0/12, where the kube-dns Service's address must be"
+        ));
+    }
+    Ok(ClusterDns(Some(ip)))
+}
+
 /// Options of skiff's own runtime.
 #[derive(Debug, clap::Args)]
 pub struct RuntimeArgs {
@@ -131,5 +168,46 @@ pub async fn join_all(mut tasks: JoinSet<Result<()>>, cancel: &CancellationToken
     match first_err {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_dns_is_an_address_in_the_service_range_or_none() {
+        assert_eq!(
+            cluster_dns("10.96.0.10"),
+            Ok(ClusterDns(Some(std::net::Ipv4Addr::new(10, 96, 0, 10))))
+        );
+        assert_eq!(cluster_dns("None"), Ok(ClusterDns(None)));
+        let outside = cluster_dns("192.0.2.1").expect_err("outside the range");
+        assert!(outside.contains("10.96.0.0/12"), "{outside}");
+        let garbage = cluster_dns("dns").expect_err("not an address");
+        assert!(garbage.contains("\"dns\""), "{garbage}");
+    }
+
+    #[test]
+    fn dns_flags_have_the_kubelets_defaults() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            dns: DnsArgs,
+        }
+        let c = Cmd::try_parse_from(["x"]).expect("defaults");
+        assert_eq!(c.dns.cluster_domain, "cluster.local");
+        assert_eq!(
+            c.dns.cluster_dns.0,
+            Some(std::net::Ipv4Addr::new(10, 96, 0, 10))
+        );
+        assert_eq!(c.dns.resolv_conf, PathBuf::from("/etc/resolv.conf"));
+        let c = Cmd::try_parse_from(["x", "--cluster-dns", "none", "--cluster-domain", "corp"])
+            .expect("flags");
+        assert_eq!(
+            (c.dns.cluster_dns.0, c.dns.cluster_domain.as_str()),
+            (None, "corp")
+        );
     }
 }

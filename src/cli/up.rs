@@ -28,6 +28,8 @@ pub struct UpArgs {
     agent_port: u16,
     #[command(flatten)]
     runtime: super::node::RuntimeArgs,
+    #[command(flatten)]
+    dns: super::node::DnsArgs,
     /// How long an Event is kept after it was last seen (a Go duration: 1h, 30m, 90s).
     #[arg(long, default_value = "1h", value_parser = crate::cli::duration)]
     event_ttl: std::time::Duration,
@@ -95,6 +97,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let ccfg = controller::ControllerConfig {
         event_ttl: args.event_ttl,
+        cluster_dns: args.dns.cluster_dns.0,
         ..controller::ControllerConfig::single(data.join("controller"), args.listen)
     };
     let c = cancel.clone();
@@ -127,6 +130,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
         listen: SocketAddr::new(args.node_ip, args.agent_port),
         node_ip: Some(args.node_ip),
         state_dir: Some(data.join("agent")),
+        cluster_dns: args.dns.cluster_dns.0,
+        cluster_domain: args.dns.cluster_domain.clone(),
+        resolv_conf: args.dns.resolv_conf.clone(),
+        service_proxy: true,
     };
     let c = cancel.clone();
     tasks.spawn(async move {

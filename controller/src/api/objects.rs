@@ -762,7 +762,10 @@ impl Objects {
     }
 
     /// Creates the namespaces every cluster has and the default StorageClass, if missing.
-    pub async fn ensure_system_objects(&self) -> Result<(), ApiError> {
+    pub async fn ensure_system_objects(
+        &self,
+        cluster_dns: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), ApiError> {
         for ns in SYSTEM_NAMESPACES {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             match self.create(resources::namespaces(), None, obj, false).await {
@@ -773,6 +776,16 @@ impl Objects {
         for service in crate::api::kinds::apiservice::local_api_services() {
             match self
                 .create(resources::api_services(), None, service, false)
+                .await
+            {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(ip) = cluster_dns {
+            let svc = crate::api::kinds::service::cluster_dns_service(ip);
+            match self
+                .create(resources::services(), Some("kube-system"), svc, false)
                 .await
             {
                 Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}

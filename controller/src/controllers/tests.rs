@@ -20,7 +20,7 @@ async fn objects() -> Objects {
     .store;
     let objects = Objects::new(store);
     for _ in 0..100 {
-        if objects.ensure_system_objects().await.is_ok() {
+        if objects.ensure_system_objects(None).await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

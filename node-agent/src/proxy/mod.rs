@@ -13,17 +13,12 @@ pub mod rules;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::AgentError;
+use crate::services::ServiceView;
 use model::ServicePort;
 pub use rules::Options;
 
@@ -163,92 +158,41 @@ pub fn host_options() -> Options {
 
 /// How long changes are gathered before a sync: a rollout changes many slices at once.
 const SETTLE: Duration = Duration::from_millis(10);
-/// A full re-sync this often repairs what someone else changed in the table.
+/// How often a sync runs with no change (it sends nothing when nothing changed).
 const RESYNC: Duration = Duration::from_secs(60);
 
-/// Runs a reflector of `api` into a store, signalling `changed` on every event and `listed`
-/// once the first list is in.
-fn reflect<K>(
-    api: Api<K>,
-    changed: Arc<Notify>,
-    cancel: CancellationToken,
-) -> (Store<K>, tokio::sync::watch::Receiver<bool>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let (listed_tx, listed_rx) = tokio::sync::watch::channel(false);
-    let stream = reflector::reflector(writer, watcher(api, Default::default()).default_backoff());
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            let ev = tokio::select! {
-                _ = cancel.cancelled() => return,
-                ev = stream.next() => ev,
-            };
-            match ev {
-                None => return,
-                Some(Ok(watcher::Event::InitDone)) => {
-                    listed_tx.send_replace(true);
-                    changed.notify_one();
-                }
-                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
-                Some(Ok(_)) => changed.notify_one(),
-                Some(Err(e)) => tracing::debug!(error = %e, "proxy watch error"),
-            }
-        }
-    });
-    (reader, listed_rx)
-}
-
-/// Keeps the node's service rules until `cancel`.
+/// Keeps the node's service rules until `cancel`. Ports at `skip` (the cluster DNS address,
+/// which every node answers itself) are left out.
 pub async fn run<D: Dataplane>(
-    client: kube::Client,
+    view: ServiceView,
     node: String,
     dataplane: Arc<D>,
     opts: Options,
+    skip: Option<std::net::Ipv4Addr>,
     cancel: CancellationToken,
 ) -> Result<(), AgentError> {
-    let changed = Arc::new(Notify::new());
-    let (services, mut services_listed) = reflect(
-        Api::<Service>::all(client.clone()),
-        changed.clone(),
-        cancel.clone(),
-    );
-    let (slices, mut slices_listed) = reflect(
-        Api::<EndpointSlice>::all(client),
-        changed.clone(),
-        cancel.clone(),
-    );
-    // Never program from a half-read cluster: that would drop every other service's rules.
+    let mut changes = view.changes();
     tokio::select! {
         _ = cancel.cancelled() => return Ok(()),
-        r = async {
-            services_listed.wait_for(|l| *l).await?;
-            slices_listed.wait_for(|l| *l).await.map(|_| ())
-        } => if r.is_err() { return Ok(()) },
+        listed = view.wait_listed() => if !listed { return Ok(()) },
     }
     let mut failures = 0u32;
     loop {
-        let svcs = services.state();
-        let eps = slices.state();
-        let ports = model::service_ports(
+        changes.mark_unchanged();
+        let svcs = view.services.state();
+        let eps = view.slices.state();
+        let mut ports = model::service_ports(
             svcs.iter().map(AsRef::as_ref),
             eps.iter().map(AsRef::as_ref),
             &node,
         );
+        ports.retain(|p| Some(p.cluster_ip) != skip);
         let started = std::time::Instant::now();
         let retry = match dataplane.sync(&ports, opts).await {
-            Ok(changes) => {
+            Ok(ops) => {
                 failures = 0;
-                if changes > 0 {
-                    tracing::debug!(ports = ports.len(), changes, took = ?started.elapsed(), "service rules synced");
+                if ops > 0 {
+                    tracing::debug!(ports = ports.len(), ops, took = ?started.elapsed(), "service rules synced");
                 }
                 None
             }
@@ -261,7 +205,12 @@ pub async fn run<D: Dataplane>(
         };
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = changed.notified() => tokio::time::sleep(SETTLE).await,
+            r = changes.changed() => {
+                if r.is_err() {
+                    return Ok(());
+                }
+                tokio::time::sleep(SETTLE).await;
+            }
             _ = tokio::time::sleep(retry.unwrap_or(RESYNC)) => {}
         }
     }

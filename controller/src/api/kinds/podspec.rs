@@ -851,12 +851,6 @@ pub fn unsupported(spec: &Value, path: &str) -> Vec<String> {
             "dynamic resource allocation is not supported by skiff",
         );
     }
-    if nonempty(spec, "dnsConfig") {
-        say(
-            "dnsConfig",
-            "ignored: pods get the node's resolv.conf until cluster DNS lands",
-        );
-    }
     if nonempty(spec, "ephemeralContainers") {
         say("ephemeralContainers", "not supported by skiff");
     }

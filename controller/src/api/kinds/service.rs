@@ -293,6 +293,29 @@ async fn allocate_node_ports(
     Ok(())
 }
 
+/// `kube-system/kube-dns`, the Service pods' resolv.conf names under ClusterFirst (its name
+/// and labels as kubeadm's, so what looks for it finds it). It has no selector and no
+/// endpoints: every node agent answers its address itself.
+pub fn cluster_dns_service(ip: std::net::Ipv4Addr) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kube-dns",
+            "namespace": "kube-system",
+            "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"},
+            "annotations": {"skiff.io/served-by": "every node agent"}
+        },
+        "spec": {
+            "clusterIP": ip.to_string(),
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}
+            ]
+        }
+    })
+}
+
 impl Strategy for ServiceStrategy {
     fn types(&self) -> TypeOps {
         TypeOps::of::<k8s_openapi::api::core::v1::Service>()
