@@ -55,6 +55,9 @@ pub struct ControllerConfig {
     /// The cluster DNS address: the `kube-system/kube-dns` Service gets it as its cluster IP
     /// (every node agent answers it). `None`: no such Service.
     pub cluster_dns: Option<std::net::Ipv4Addr>,
+    /// Where node pod subnets come from (`--cluster-cidr`, `--node-cidr-mask-size`); `None`:
+    /// nodes get none, and their runtimes need `--pod-cidr`.
+    pub node_ipam: Option<controllers::nodeipam::NodeIpam>,
 }
 
 /// The cluster DNS address by default (kubeadm's, the tenth of the service range).
@@ -72,6 +75,7 @@ impl ControllerConfig {
             cluster: None,
             event_ttl: DEFAULT_EVENT_TTL,
             cluster_dns: Some(DEFAULT_CLUSTER_DNS),
+            node_ipam: Some(controllers::nodeipam::NodeIpam::DEFAULT),
         }
     }
 }
@@ -164,6 +168,7 @@ pub async fn run(
         objects.clone(),
         store.clone(),
         config.event_ttl,
+        config.node_ipam,
         cancel.clone(),
     ));
     let mut app = api::router(ApiState {
@@ -211,6 +216,7 @@ async fn leader_loops(
     objects: Objects,
     store: Store,
     event_ttl: Duration,
+    node_ipam: Option<controllers::nodeipam::NodeIpam>,
     cancel: CancellationToken,
 ) {
     let mut leading = store.leadership();
@@ -231,6 +237,13 @@ async fn leader_loops(
             event_ttl,
             term.clone(),
         ));
+        let ipam = node_ipam.map(|ipam| {
+            tokio::spawn(controllers::nodeipam::run(
+                objects.clone(),
+                ipam,
+                term.clone(),
+            ))
+        });
         while *leading.borrow_and_update() {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -242,6 +255,9 @@ async fn leader_loops(
         let _ = namespaces.await;
         let _ = workloads.await;
         let _ = events.await;
+        if let Some(ipam) = ipam {
+            let _ = ipam.await;
+        }
         if cancel.is_cancelled() {
             return;
         }

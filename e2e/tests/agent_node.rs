@@ -64,6 +64,27 @@ fn an_agent_with_its_own_runtime_is_a_node() -> Result<()> {
             "container {id:?} is not in the agent's runtime: {}",
             p["status"]
         );
+        // Each node has a pod subnet of its own from node IPAM, and its pods' addresses come
+        // from it.
+        let subnet = |node: &str| -> Result<String> {
+            let n: serde_json::Value =
+                serde_json::from_str(&c.skiff(&["get", "node", node, "-o", "json"])?)?;
+            Ok(n["spec"]["podCIDR"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string())
+        };
+        let (first, second) = (subnet("e2e-node")?, subnet(NODE)?);
+        ensure!(
+            first.ends_with("/24") && second.ends_with("/24") && first != second,
+            "node subnets {first:?} and {second:?}"
+        );
+        let ip = p["status"]["podIP"].as_str().unwrap_or_default();
+        let prefix = second.trim_end_matches(".0/24");
+        ensure!(
+            ip.starts_with(&format!("{prefix}.")),
+            "the pod's address {ip} is in its node's subnet {second}"
+        );
         let logs = wait_for("the pod's log", Duration::from_secs(30), || {
             let l = k.ok(&["logs", "on-node2"], None)?;
             Ok(l.contains("from-node2").then_some(l))

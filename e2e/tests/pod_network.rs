@@ -18,7 +18,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 use e2e::*;
 use serde_json::Value;
 
-const BRIDGE: &str = "skiff0";
+/// The bridge of the default network for [`POD_CIDR`] (`skiff` and its first octets in hex).
+const BRIDGE: &str = "skiff0a5800";
 const NETWORK_DIR: &str = "/var/lib/cni/networks/skiff";
 const POD_CIDR: &str = "10.88.0.0/16";
 /// A benchmark-range address the test puts on a dummy link when the host has no

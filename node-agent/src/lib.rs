@@ -223,6 +223,14 @@ pub async fn run_with<C: cri::Cri>(
         dns: node_dns.clone(),
     });
     let mut tasks: JoinSet<(&'static str, Result<(), AgentError>)> = JoinSet::new();
+    let kick = Arc::new(tokio::sync::Notify::new());
+    tasks.spawn(node::run_pod_cidr(
+        nodes.clone(),
+        cri.clone(),
+        node_name.clone(),
+        kick.clone(),
+        inner.clone(),
+    ));
     tasks.spawn(node::run_status_loop(
         nodes,
         cri.clone(),
@@ -230,6 +238,7 @@ pub async fn run_with<C: cri::Cri>(
         machine,
         node_ip,
         config.listen.port(),
+        kick,
         inner.clone(),
     ));
     let reclaimer = local.run_reclaimer(client.clone(), inner.clone());

@@ -299,6 +299,7 @@ pub fn runtime_version_string(v: &v1::VersionResponse) -> String {
 
 /// Writes the Node status now and every [`HEARTBEAT`] until `cancel`. Failures are logged and
 /// retried on the next beat: the node going NotReady is the API server's call, not ours.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_status_loop<C: Cri>(
     api: Api<Node>,
     cri: std::sync::Arc<C>,
@@ -306,6 +307,7 @@ pub async fn run_status_loop<C: Cri>(
     input_machine: Machine,
     node_ip: IpAddr,
     port: u16,
+    kick: std::sync::Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
 ) -> (&'static str, Result<(), AgentError>) {
     let mut previous: Vec<NodeCondition> = Vec::new();
@@ -316,6 +318,8 @@ pub async fn run_status_loop<C: Cri>(
         tokio::select! {
             _ = cancel.cancelled() => return ("node status", Ok(())),
             _ = tick.tick() => {}
+            // The runtime's readiness changed (it got the node's pod subnet): say so now.
+            _ = kick.notified() => {}
         }
         if runtime_version.is_empty() {
             match cri.version().await {
@@ -348,6 +352,59 @@ pub async fn run_status_loop<C: Cri>(
             }
             Err(e) => tracing::warn!(node = %node_name, error = %e, "write node status failed"),
         }
+    }
+}
+
+/// Passes the Node's pod subnet (`spec.podCIDR`, from node IPAM) on to the runtime through
+/// CRI UpdateRuntimeConfig, as the kubelet does, whenever it is set or changes; then `kick`s
+/// the status loop, since the runtime's network is ready from then on.
+pub async fn run_pod_cidr<C: Cri>(
+    api: Api<Node>,
+    cri: std::sync::Arc<C>,
+    node_name: String,
+    kick: std::sync::Arc<tokio::sync::Notify>,
+    cancel: CancellationToken,
+) -> (&'static str, Result<(), AgentError>) {
+    use futures::StreamExt as _;
+    use kube::runtime::{WatchStreamExt as _, watcher};
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
+    let stream = watcher(api, cfg).default_backoff().applied_objects();
+    let mut stream = std::pin::pin!(stream);
+    let mut given = String::new();
+    loop {
+        let node = tokio::select! {
+            _ = cancel.cancelled() => return ("pod cidr", Ok(())),
+            n = stream.next() => n,
+        };
+        let node = match node {
+            None => return ("pod cidr", Ok(())),
+            Some(Err(e)) => {
+                tracing::debug!(node = %node_name, error = %e, "node watch error");
+                continue;
+            }
+            Some(Ok(n)) => n,
+        };
+        let cidr = node.spec.and_then(|s| s.pod_cidr).unwrap_or_default();
+        if cidr.is_empty() || cidr == given {
+            continue;
+        }
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match cri.update_pod_cidr(&cidr).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(node = %node_name, pod_cidr = %cidr, error = %e, "cannot give the runtime the pod subnet");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return ("pod cidr", Ok(())),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        tracing::info!(node = %node_name, pod_cidr = %cidr, "pod subnet given to the runtime");
+        given = cidr;
+        kick.notify_one();
     }
 }
 

@@ -48,6 +48,40 @@ struct RunArgs {
     /// `--cluster-dns`); `none`: no such Service.
     #[arg(long, default_value = "10.96.0.10", value_parser = super::node::cluster_dns)]
     cluster_dns: super::node::ClusterDns,
+    #[command(flatten)]
+    ipam: IpamArgs,
+}
+
+/// Node IPAM's options, with kube-controller-manager's names.
+#[derive(Debug, clap::Args)]
+pub struct IpamArgs {
+    /// The cluster's pod range: each node gets a subnet of it for its pods (`none`: nodes get
+    /// none, and each node's runtime needs --pod-cidr).
+    #[arg(long, default_value = "10.88.0.0/16")]
+    cluster_cidr: String,
+    /// The prefix length of each node's pod subnet.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+}
+
+impl IpamArgs {
+    /// The node IPAM the flags ask for; a clear error for a bad range.
+    pub fn ipam(&self) -> Result<Option<controller::controllers::nodeipam::NodeIpam>> {
+        use controller::controllers::nodeipam::{Cidr, NodeIpam};
+        if self.cluster_cidr.eq_ignore_ascii_case("none") {
+            return Ok(None);
+        }
+        let cidr =
+            Cidr::parse(&self.cluster_cidr).map_err(|e| anyhow::anyhow!("--cluster-cidr {e}"))?;
+        let services = Cidr::parse("10.96.0.0/12").map_err(|e| anyhow::anyhow!(e))?;
+        anyhow::ensure!(
+            !cidr.overlaps(services),
+            "--cluster-cidr {cidr} overlaps the service range {services}"
+        );
+        Ok(Some(
+            NodeIpam::new(cidr, self.node_cidr_mask_size).map_err(|e| anyhow::anyhow!(e))?,
+        ))
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -156,6 +190,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         }),
         event_ttl: args.event_ttl,
         cluster_dns: args.cluster_dns.0,
+        node_ipam: args.ipam.ipam()?,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let c = cancel.clone();
@@ -176,4 +211,44 @@ async fn serve(args: RunArgs) -> Result<()> {
     task.await
         .context("control plane task")?
         .context("control plane")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        ipam: IpamArgs,
+    }
+
+    fn ipam(args: &[&str]) -> Result<Option<controller::controllers::nodeipam::NodeIpam>> {
+        let cmd = Cmd::try_parse_from(std::iter::once("x").chain(args.iter().copied()))?;
+        cmd.ipam.ipam()
+    }
+
+    #[test]
+    fn node_ipam_flags_default_to_slash_24s_of_the_pod_range() {
+        let got = ipam(&[]).expect("defaults").expect("on");
+        assert_eq!(got, controller::controllers::nodeipam::NodeIpam::DEFAULT);
+        assert_eq!(ipam(&["--cluster-cidr", "none"]).expect("off"), None);
+    }
+
+    #[test]
+    fn bad_ranges_name_the_flag_and_the_problem() {
+        let e = ipam(&["--cluster-cidr", "10.96.0.0/16"]).expect_err("service range");
+        assert!(
+            e.to_string()
+                .contains("overlaps the service range 10.96.0.0/12"),
+            "{e}"
+        );
+        let e = ipam(&["--cluster-cidr", "10.0.0.0/8"]).expect_err("covers the services");
+        assert!(e.to_string().contains("overlaps"), "{e}");
+        let e = ipam(&["--cluster-cidr", "10.88.0.1/16"]).expect_err("host bits");
+        assert!(e.to_string().starts_with("--cluster-cidr"), "{e}");
+        let e = ipam(&["--node-cidr-mask-size", "31"]).expect_err("no room");
+        assert!(e.to_string().contains("--node-cidr-mask-size 31"), "{e}");
+    }
 }

@@ -66,9 +66,11 @@ pub struct RuntimeArgs {
     /// Log files kept per container, the live one included (containerLogMaxFiles).
     #[arg(long, default_value_t = 5)]
     container_log_max_files: u32,
-    /// The pod subnet of skiff's default CNI network (bridge skiff0, host-local addresses).
-    #[arg(long, default_value = runtime::network::DEFAULT_POD_CIDR, value_parser = pod_cidr)]
-    pod_cidr: String,
+    /// The pod subnet of skiff's default CNI network (a bridge per subnet, host-local addresses)
+    /// [default: the node's own, which the control plane's node IPAM gives it from
+    /// --cluster-cidr].
+    #[arg(long, value_parser = pod_cidr)]
+    pod_cidr: Option<String>,
     /// Directory of CNI network configs (the first by name is used) [default:
     /// <data-dir>/runtime/cni, where skiff writes its own config when there is none].
     #[arg(long)]

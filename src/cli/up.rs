@@ -30,6 +30,8 @@ pub struct UpArgs {
     runtime: super::node::RuntimeArgs,
     #[command(flatten)]
     dns: super::node::DnsArgs,
+    #[command(flatten)]
+    ipam: super::controller::IpamArgs,
     /// How long an Event is kept after it was last seen (a Go duration: 1h, 30m, 90s).
     #[arg(long, default_value = "1h", value_parser = crate::cli::duration)]
     event_ttl: std::time::Duration,
@@ -98,6 +100,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let ccfg = controller::ControllerConfig {
         event_ttl: args.event_ttl,
         cluster_dns: args.dns.cluster_dns.0,
+        node_ipam: args.ipam.ipam()?,
         ..controller::ControllerConfig::single(data.join("controller"), args.listen)
     };
     let c = cancel.clone();

@@ -784,12 +784,17 @@ impl Objects {
         }
         if let Some(ip) = cluster_dns {
             let svc = crate::api::kinds::service::cluster_dns_service(ip);
-            match self
-                .create(resources::services(), Some("kube-system"), svc, false)
-                .await
+            let res = resources::services();
+            // Looked up first: a second create would fail on its address before its name.
+            if self
+                .store
+                .get(&res.key(Some("kube-system"), "kube-dns"))
+                .is_none()
             {
-                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e),
+                match self.create(res, Some("kube-system"), svc, false).await {
+                    Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         let class = crate::api::kinds::storageclass::bootstrap_class();

@@ -743,6 +743,33 @@ async fn services_get_cluster_ips_and_keep_them() {
 }
 
 #[tokio::test]
+async fn the_cluster_dns_service_is_made_once_and_kept_across_restarts() {
+    let (app, objects) = app().await;
+    let ip = std::net::Ipv4Addr::new(10, 96, 0, 10);
+    objects
+        .ensure_system_objects(Some(ip))
+        .await
+        .expect("first start");
+    // A restart runs it again: the Service is there, its address held by it.
+    objects
+        .ensure_system_objects(Some(ip))
+        .await
+        .expect("second start");
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/api/v1/namespaces/kube-system/services/kube-dns",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["spec"]["clusterIP"], "10.96.0.10");
+    assert_eq!(v["spec"]["ports"][0]["name"], "dns");
+    assert_eq!(v["spec"]["ports"][1]["protocol"], "TCP");
+}
+
+#[tokio::test]
 async fn node_ports_are_allocated_kept_refused_and_given_back() {
     let (app, objects) = app().await;
     let post = |body: String| {

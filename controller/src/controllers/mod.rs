@@ -14,6 +14,7 @@ pub mod event_ttl;
 pub mod gc;
 pub mod job;
 pub mod namespace;
+pub mod nodeipam;
 pub mod replicaset;
 pub mod statefulset;
 pub mod storage;

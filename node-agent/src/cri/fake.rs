@@ -208,6 +208,13 @@ impl Cri for FakeCri {
         })
     }
 
+    async fn update_pod_cidr(&self, cidr: &str) -> Result<(), AgentError> {
+        self.state()
+            .calls
+            .push(format!("UpdateRuntimeConfig {cidr}"));
+        Ok(())
+    }
+
     async fn status(&self) -> Result<v1::RuntimeStatus, AgentError> {
         let cond = |t: &str| v1::RuntimeCondition {
             r#type: t.to_owned(),

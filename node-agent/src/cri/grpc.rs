@@ -69,6 +69,21 @@ impl Cri for GrpcCri {
             .map_err(|s| AgentError::cri("Status", "runtime", s))
     }
 
+    async fn update_pod_cidr(&self, cidr: &str) -> Result<(), AgentError> {
+        let mut c = self.runtime.clone();
+        let msg = v1::UpdateRuntimeConfigRequest {
+            runtime_config: Some(v1::RuntimeConfig {
+                network_config: Some(v1::NetworkConfig {
+                    pod_cidr: cidr.to_owned(),
+                }),
+            }),
+        };
+        c.update_runtime_config(request(msg, CALL_TIMEOUT))
+            .await
+            .map(|_| ())
+            .map_err(|s| AgentError::cri("UpdateRuntimeConfig", "runtime", s))
+    }
+
     async fn run_pod_sandbox(&self, config: v1::PodSandboxConfig) -> Result<String, AgentError> {
         let target = config
             .metadata
@@ -409,6 +424,7 @@ mod tests {
         remove_container: RemoveContainerRequest -> RemoveContainerResponse;
         list_containers: ListContainersRequest -> ListContainersResponse;
         status: StatusRequest -> StatusResponse;
+        update_runtime_config: UpdateRuntimeConfigRequest -> UpdateRuntimeConfigResponse;
         update_container_resources: UpdateContainerResourcesRequest -> UpdateContainerResourcesResponse;
         reopen_container_log: ReopenContainerLogRequest -> ReopenContainerLogResponse;
         container_stats: ContainerStatsRequest -> ContainerStatsResponse;

@@ -31,6 +31,8 @@ pub type PodEvents = futures::stream::BoxStream<'static, Result<String, AgentErr
 pub trait Cri: Send + Sync + 'static {
     fn version(&self) -> impl Future<Output = Result<v1::VersionResponse, AgentError>> + Send;
     fn status(&self) -> impl Future<Output = Result<v1::RuntimeStatus, AgentError>> + Send;
+    /// UpdateRuntimeConfig with the node's pod subnet.
+    fn update_pod_cidr(&self, cidr: &str) -> impl Future<Output = Result<(), AgentError>> + Send;
     fn run_pod_sandbox(
         &self,
         config: v1::PodSandboxConfig,

@@ -53,16 +53,13 @@ impl LocalAddress for Loopback {
                 source,
             };
             let conn = nlink::Connection::<nlink::Route>::new().map_err(fail)?;
-            match conn
-                .add_address(
-                    nlink::netlink::addr::Ipv4Address::new(LINK, ip, 32)
-                        .scope(nlink::netlink::types::addr::Scope::Host),
-                )
-                .await
-            {
-                Err(e) if !e.is_already_exists() => Err(fail(e)),
-                _ => Ok(()),
-            }
+            // Replace: idempotent, and it sets the scope of an address already there.
+            conn.replace_address(
+                nlink::netlink::addr::Ipv4Address::new(LINK, ip, 32)
+                    .scope(nlink::netlink::types::addr::Scope::Host),
+            )
+            .await
+            .map_err(fail)
         })
     }
 }

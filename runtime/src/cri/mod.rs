@@ -133,6 +133,23 @@ impl cri_api::RuntimeService for CriService {
         }))
     }
 
+    async fn update_runtime_config(
+        &self,
+        req: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> R<cri::UpdateRuntimeConfigResponse> {
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        // An empty config changes nothing, as in containerd.
+        if !cidr.is_empty() {
+            self.rt.set_pod_cidr(&cidr).map_err(Status::from)?;
+        }
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
     async fn runtime_config(
         &self,
         _req: Request<cri::RuntimeConfigRequest>,

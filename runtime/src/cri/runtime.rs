@@ -584,6 +584,11 @@ impl Runtime {
         blocking(move || cni.del(&pn.config, &pn.attachment, pn.result.as_ref())).await
     }
 
+    /// UpdateRuntimeConfig: the node's pod subnet.
+    pub fn set_pod_cidr(&self, cidr: &str) -> Result<()> {
+        self.cni.set_pod_cidr(cidr)
+    }
+
     /// Whether pod networks can be set up now (the Status RPC's NetworkReady).
     pub fn network_status(&self) -> Result<()> {
         self.cni.network().map(|_| ())

@@ -82,6 +82,9 @@ impl Cni for FakeCni {
             plugins: vec![serde_json::json!({"type": "bridge"})],
         })
     }
+    fn set_pod_cidr(&self, _cidr: &str) -> Result<()> {
+        Ok(())
+    }
     fn add(&self, _net: &NetworkList, a: &Attachment) -> Result<serde_json::Value> {
         if let Some(m) = self.fail_add.lock().expect("lock").clone() {
             return Err(RuntimeError::Cni {

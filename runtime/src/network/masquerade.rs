@@ -11,6 +11,7 @@
 //! one transaction, so several skiff nodes on one host with different subnets can each run it.
 //! [`Masquerade`] is the boundary; [`Nft`] runs the `nft` binary.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -22,11 +23,52 @@ pub const SUBNETS: &str = "pod-subnets";
 /// The postrouting chain in [`TABLE`] that masquerades them.
 pub const CHAIN: &str = "pod-masquerade";
 
-/// Sets up masquerading for a pod subnet on the host.
+/// Sets up the host for a pod subnet: its masquerade, and the bridge's gateway address.
 pub trait Masquerade: Send + Sync {
     /// Makes traffic from `subnet` (`a.b.c.d/n`) to outside every pod subnet leave with the
     /// node's address; idempotent. The error says what failed, for the node's NetworkReady.
     fn ensure(&self, subnet: &str) -> Result<(), String>;
+    /// Makes room for `bridge` to get `gateway/prefix` from the bridge plugin: removes its
+    /// addresses that hold the gateway with another prefix, left by an earlier subnet of this
+    /// node (the plugin refuses "an IP address different from" it), and other skiff bridges
+    /// without pods whose subnets overlap (left by nodes that are gone: their routes would
+    /// take this subnet's traffic). A bridge with pods in an overlapping subnet is an error.
+    fn free_gateway(&self, bridge: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), String>;
+}
+
+/// Of `addrs` (`(link, address, prefix)` of the host), the other skiff bridges whose subnet
+/// overlaps `gateway/prefix`'s: left by a node that is gone (a subnet is one node's), they
+/// would take its traffic with their more specific route.
+pub fn overlapping_bridges(
+    addrs: &[(String, Ipv4Addr, u8)],
+    bridge: &str,
+    gateway: Ipv4Addr,
+    prefix: u8,
+) -> Vec<String> {
+    let net =
+        |a: Ipv4Addr, p: u8| u32::from(a) & u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
+    let mut out: Vec<String> = addrs
+        .iter()
+        .filter(|(link, _, _)| link != bridge && link.starts_with("skiff") && link != "skiff-dns0")
+        .filter(|&&(_, a, p)| {
+            let shorter = p.min(prefix);
+            net(a, shorter) == net(gateway, shorter)
+        })
+        .map(|(link, _, _)| link.clone())
+        .collect();
+    out.dedup();
+    out
+}
+
+/// Of `addrs` (a bridge's addresses), those in the way of `gateway/prefix`.
+pub fn in_the_way(addrs: &[(Ipv4Addr, u8)], gateway: Ipv4Addr, prefix: u8) -> Vec<(Ipv4Addr, u8)> {
+    let net =
+        |a: Ipv4Addr, p: u8| u32::from(a) & u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
+    addrs
+        .iter()
+        .copied()
+        .filter(|&(a, p)| net(gateway, p) == net(a, p) && (a, p) != (gateway, prefix))
+        .collect()
 }
 
 /// The nftables script [`Nft`] runs for `subnet`.
@@ -64,10 +106,11 @@ impl Default for Nft {
 
 impl Nft {
     fn binary(&self) -> Option<PathBuf> {
-        self.dirs
-            .iter()
-            .map(|d| d.join("nft"))
-            .find(|p| p.is_file())
+        self.find("nft")
+    }
+
+    fn find(&self, name: &str) -> Option<PathBuf> {
+        self.dirs.iter().map(|d| d.join(name)).find(|p| p.is_file())
     }
 }
 
@@ -97,11 +140,100 @@ impl Masquerade for Nft {
                 )
             })
     }
+
+    fn free_gateway(&self, bridge: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), String> {
+        if !std::path::Path::new("/sys/class/net").join(bridge).exists() {
+            return Ok(());
+        }
+        let ip = self
+            .find("ip")
+            .ok_or_else(|| "ip not found (install iproute2)".to_string())?;
+        let run = |args: &[&str]| {
+            let mut cmd = Command::new(&ip);
+            cmd.args(args);
+            super::exec::run(cmd, b"", self.timeout).map_err(|f| {
+                format!(
+                    "{} {}: {}: {}",
+                    ip.display(),
+                    args.join(" "),
+                    f.status,
+                    f.stderr
+                )
+            })
+        };
+        let out = run(&["-4", "-o", "addr", "show"])?;
+        let all: Vec<(String, Ipv4Addr, u8)> = String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let link = w.nth(1)?.to_string();
+                let cidr = w.skip_while(|x| *x != "inet").nth(1)?;
+                let (a, p) = cidr.split_once('/')?;
+                Some((link, a.parse().ok()?, p.parse().ok()?))
+            })
+            .collect();
+        for other in overlapping_bridges(&all, bridge, gateway, prefix) {
+            let ports = std::fs::read_dir(format!("/sys/class/net/{other}/brif"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            if ports > 0 {
+                return Err(format!(
+                    "bridge {other} has pods in a subnet overlapping {gateway}/{prefix}: another node on this host uses it"
+                ));
+            }
+            tracing::info!(bridge = %other, "removing a stale pod bridge whose subnet overlaps this node's");
+            run(&["link", "del", &other])?;
+        }
+        let addrs: Vec<(Ipv4Addr, u8)> = all
+            .iter()
+            .filter(|(link, _, _)| link == bridge)
+            .map(|&(_, a, p)| (a, p))
+            .collect();
+        for (a, p) in in_the_way(&addrs, gateway, prefix) {
+            tracing::info!(bridge, address = %format!("{a}/{p}"), "removing a stale gateway address");
+            run(&["addr", "del", &format!("{a}/{p}"), "dev", bridge])?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_address_holding_the_gateway_with_another_prefix_is_in_the_way() {
+        let a = |s: &str| -> (Ipv4Addr, u8) {
+            let (ip, p) = s.split_once('/').expect("cidr");
+            (ip.parse().expect("ip"), p.parse().expect("prefix"))
+        };
+        let addrs = [
+            a("10.88.0.1/16"),
+            a("10.88.1.1/24"),
+            a("10.88.2.1/24"),
+            a("192.0.2.1/24"),
+        ];
+        let gw = Ipv4Addr::new(10, 88, 2, 1);
+        assert_eq!(in_the_way(&addrs, gw, 24), vec![a("10.88.0.1/16")]);
+        assert!(in_the_way(&[a("10.88.2.1/24")], gw, 24).is_empty());
+    }
+
+    #[test]
+    fn stale_bridges_are_those_of_overlapping_subnets() {
+        let l = |link: &str, ip: [u8; 4], p: u8| (link.to_string(), Ipv4Addr::from(ip), p);
+        let addrs = [
+            l("skiff0a5800", [10, 88, 0, 1], 24),
+            l("skiff0a5801", [10, 88, 1, 1], 24),
+            l("skiff0a4d00", [10, 77, 0, 1], 16),
+            l("eth0", [10, 88, 5, 1], 24),
+        ];
+        // A /16 over the /24s: every skiff bridge in it but its own.
+        let got = overlapping_bridges(&addrs, "skiff0a5800", Ipv4Addr::new(10, 88, 0, 1), 16);
+        assert_eq!(got, vec!["skiff0a5801".to_string()]);
+        // A /24 of its own: nothing else in the way.
+        let got = overlapping_bridges(&addrs, "skiff0a5802", Ipv4Addr::new(10, 88, 2, 1), 24);
+        assert!(got.is_empty(), "{got:?}");
+    }
 
     #[test]
     fn the_script_adds_and_replaces_only_its_own_rule() {

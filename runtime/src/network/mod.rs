@@ -4,7 +4,7 @@
 //!
 //! - **Config**: the first `*.conflist` (or `*.conf`, `*.json`) by file name in the config
 //!   directory. When the directory is the runtime's own (`<root>/cni`) and holds no other
-//!   config, skiff writes [`DEFAULT_CONFIG_FILE`] there at start: a `bridge` on [`DEFAULT_BRIDGE`]
+//!   config, skiff writes [`DEFAULT_CONFIG_FILE`] there at start: a `bridge` on [`default_bridge`]
 //!   (gateway, hairpin) with `host-local` addresses from the pod subnet, then `portmap` for
 //!   hostPorts; while that list is the one in use, skiff masquerades the subnet's traffic
 //!   leaving the node itself ([`masquerade`]), once, not per pod.
@@ -39,9 +39,16 @@ pub const DEFAULT_CONFIG_FILE: &str = "10-skiff.conflist";
 /// The network name of the default config (host-local keeps its leases under
 /// `/var/lib/cni/networks/<name>`).
 pub const DEFAULT_NETWORK: &str = "skiff";
-/// The node bridge of the default config.
-pub const DEFAULT_BRIDGE: &str = "skiff0";
-/// The pod subnet of the default config; clear of the service range (10.96.0.0/12).
+/// The node bridge of the default config for a pod subnet starting at `net`: `skiff` and the
+/// subnet's first three octets in hex (`skiff0a5801` for 10.88.1.0/24). One per subnet, since
+/// the bridge plugin gives a bridge one IPv4 gateway: two nodes on one host (`skiff up` and a
+/// `skiff agent`) each get their own, and the host routes between them.
+pub fn default_bridge(net: Ipv4Addr) -> String {
+    let o = net.octets();
+    format!("skiff{:02x}{:02x}{:02x}", o[0], o[1], o[2])
+}
+/// The cluster's pod range by default, from which node IPAM gives each node a subnet; clear
+/// of the service range (10.96.0.0/12).
 pub const DEFAULT_POD_CIDR: &str = "10.88.0.0/16";
 /// Where plugins are looked for, in order: Debian's containernetworking-plugins, then the
 /// upstream tarball's location.
@@ -60,8 +67,10 @@ pub struct NetworkOptions {
     pub write_default: bool,
     /// Directories searched for plugin binaries, in order (`CNI_PATH`).
     pub bin_dirs: Vec<PathBuf>,
-    /// The pod subnet of the default list, e.g. `10.88.0.0/16`.
-    pub pod_cidr: String,
+    /// The pod subnet of the default list, e.g. `10.88.0.0/16` (`--pod-cidr`); `None`: the
+    /// node's, from its Node's `spec.podCIDR`, which the node agent passes on through CRI's
+    /// UpdateRuntimeConfig (the network is not ready until then).
+    pub pod_cidr: Option<String>,
 }
 
 impl NetworkOptions {
@@ -71,7 +80,7 @@ impl NetworkOptions {
             conf_dir: root.join("cni"),
             write_default: true,
             bin_dirs: DEFAULT_BIN_DIRS.iter().map(PathBuf::from).collect(),
-            pod_cidr: DEFAULT_POD_CIDR.to_string(),
+            pod_cidr: None,
         }
     }
 }
@@ -108,7 +117,7 @@ pub fn default_list(pod_cidr: &str) -> std::result::Result<Value, String> {
         "plugins": [
             {
                 "type": "bridge",
-                "bridge": DEFAULT_BRIDGE,
+                "bridge": default_bridge(addr),
                 "isGateway": true,
                 // Masquerade is one rule for the subnet (`masquerade`), not a chain per pod.
                 "ipMasq": false,
@@ -333,6 +342,9 @@ pub trait Cni: Send + Sync {
     fn check(&self, net: &NetworkList, a: &Attachment, result: &Value) -> Result<()>;
     /// DEL, in reverse order; idempotent, and fine when the namespace is gone.
     fn del(&self, net: &NetworkList, a: &Attachment, result: Option<&Value>) -> Result<()>;
+    /// The node's pod subnet (CRI UpdateRuntimeConfig): the default list's from now on,
+    /// unless `--pod-cidr` pinned one.
+    fn set_pod_cidr(&self, cidr: &str) -> Result<()>;
 }
 
 /// The CNI operations, as `CNI_COMMAND` spells them.
@@ -380,44 +392,76 @@ pub struct CniPlugins {
     conf_dir: PathBuf,
     bin_dirs: Vec<PathBuf>,
     exec: Arc<dyn PluginExec>,
-    /// The default list's subnet, when skiff writes that list.
-    default_subnet: Option<String>,
+    /// Whether skiff writes the default list (into its own config directory).
+    write_default: bool,
+    /// The default list's subnet: `--pod-cidr`'s, or the node's once the agent has told it.
+    default_subnet: std::sync::RwLock<Option<String>>,
+    /// The subnet is `--pod-cidr`'s: the node's is not taken.
+    pinned: bool,
     masquerade: Arc<dyn Masquerade>,
     /// The subnet's masquerade is in place (set once it succeeded).
     masqueraded: std::sync::atomic::AtomicBool,
 }
 
 impl CniPlugins {
-    /// Validates the options and, when asked and the directory holds no other config, writes
-    /// the default list (rewritten at every start, so a changed pod subnet takes effect).
+    /// Validates the options and, when asked, the directory holds no other config and the
+    /// subnet is known, writes the default list (rewritten at every start, so a changed pod
+    /// subnet takes effect).
     pub fn new(
         opts: &NetworkOptions,
         exec: Arc<dyn PluginExec>,
         masquerade: Arc<dyn Masquerade>,
     ) -> Result<Self> {
-        let default = default_list(&opts.pod_cidr).map_err(RuntimeError::InvalidArgument)?;
-        if opts.write_default {
-            let ours = opts.conf_dir.join(DEFAULT_CONFIG_FILE);
-            let others = NetworkList::files(&opts.conf_dir)
-                .into_iter()
-                .any(|p| p != ours);
-            if !others {
-                let text =
-                    serde_json::to_vec_pretty(&default).map_err(|source| RuntimeError::State {
-                        path: ours.clone(),
-                        source,
-                    })?;
-                crate::state::write_atomic(&ours, &text)?;
-            }
-        }
-        Ok(CniPlugins {
+        let cni = CniPlugins {
             conf_dir: opts.conf_dir.clone(),
             bin_dirs: opts.bin_dirs.clone(),
             exec,
-            default_subnet: opts.write_default.then(|| opts.pod_cidr.clone()),
+            write_default: opts.write_default,
+            default_subnet: std::sync::RwLock::new(None),
+            pinned: opts.pod_cidr.is_some(),
             masquerade,
             masqueraded: std::sync::atomic::AtomicBool::new(false),
-        })
+        };
+        if let Some(cidr) = &opts.pod_cidr {
+            cni.write_default_list(cidr)?;
+        }
+        Ok(cni)
+    }
+
+    fn subnet(&self) -> Option<String> {
+        self.default_subnet.read().ok().and_then(|s| s.clone())
+    }
+
+    /// Whether the config directory holds a list other than skiff's default.
+    fn has_other_config(&self) -> bool {
+        let ours = self.conf_dir.join(DEFAULT_CONFIG_FILE);
+        NetworkList::files(&self.conf_dir)
+            .into_iter()
+            .any(|p| p != ours)
+    }
+
+    /// Writes the default list for `cidr` (unless the directory holds another config) and
+    /// makes it the subnet the masquerade is for.
+    fn write_default_list(&self, cidr: &str) -> Result<()> {
+        let default = default_list(cidr).map_err(RuntimeError::InvalidArgument)?;
+        if !self.write_default {
+            return Ok(());
+        }
+        if !self.has_other_config() {
+            let ours = self.conf_dir.join(DEFAULT_CONFIG_FILE);
+            let text =
+                serde_json::to_vec_pretty(&default).map_err(|source| RuntimeError::State {
+                    path: ours.clone(),
+                    source,
+                })?;
+            crate::state::write_atomic(&ours, &text)?;
+        }
+        if let Ok(mut s) = self.default_subnet.write() {
+            *s = Some(cidr.to_string());
+        }
+        self.masqueraded
+            .store(false, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     fn cni_path(&self) -> String {
@@ -549,6 +593,12 @@ impl CniPlugins {
 
 impl Cni for CniPlugins {
     fn network(&self) -> Result<NetworkList> {
+        if self.write_default && self.subnet().is_none() && !self.has_other_config() {
+            return Err(not_ready(
+                "NoPodCIDR",
+                "waiting for this node's pod subnet (its Node's spec.podCIDR, from the control plane's node IPAM; or set --pod-cidr)".to_string(),
+            ));
+        }
         let (path, list) = NetworkList::load(&self.conf_dir)?;
         for b in list.binaries().into_iter().chain(["loopback".to_string()]) {
             if self.find(&b).is_none() {
@@ -563,10 +613,15 @@ impl Cni for CniPlugins {
                 ));
             }
         }
-        if let Some(subnet) = &self.default_subnet
+        if let Some(subnet) = &self.subnet()
             && path == self.conf_dir.join(DEFAULT_CONFIG_FILE)
             && !self.masqueraded.load(std::sync::atomic::Ordering::Acquire)
         {
+            let (net, prefix) = parse_pod_cidr(subnet).map_err(RuntimeError::InvalidArgument)?;
+            let gateway = Ipv4Addr::from(u32::from(net) + 1);
+            self.masquerade
+                .free_gateway(&default_bridge(net), gateway, prefix)
+                .map_err(|m| not_ready("BridgeAddressConflict", m))?;
             self.masquerade
                 .ensure(subnet)
                 .map_err(|m| not_ready("MasqueradeFailed", m))?;
@@ -599,6 +654,20 @@ impl Cni for CniPlugins {
             self.invoke(Command::Check, net, plugin, a, &netns, Some(result))?;
         }
         Ok(())
+    }
+
+    fn set_pod_cidr(&self, cidr: &str) -> Result<()> {
+        parse_pod_cidr(cidr).map_err(RuntimeError::InvalidArgument)?;
+        let current = self.subnet();
+        if current.as_deref() == Some(cidr) {
+            return Ok(());
+        }
+        if self.pinned {
+            tracing::warn!(node_pod_cidr = cidr, pod_cidr = ?current, "the node's pod subnet differs from --pod-cidr, which is kept");
+            return Ok(());
+        }
+        tracing::info!(pod_cidr = cidr, "pod subnet set from the node");
+        self.write_default_list(cidr)
     }
 
     fn del(&self, net: &NetworkList, a: &Attachment, result: Option<&Value>) -> Result<()> {

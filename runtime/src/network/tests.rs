@@ -130,6 +130,7 @@ impl PluginExec for FakeExec {
 struct FakeMasquerade {
     ensured: Mutex<Vec<String>>,
     fail: Mutex<Option<String>>,
+    gateways: Mutex<Vec<String>>,
 }
 
 impl Masquerade for FakeMasquerade {
@@ -138,6 +139,19 @@ impl Masquerade for FakeMasquerade {
             return Err(m);
         }
         self.ensured.lock().expect("lock").push(subnet.to_string());
+        Ok(())
+    }
+
+    fn free_gateway(
+        &self,
+        bridge: &str,
+        gateway: std::net::Ipv4Addr,
+        prefix: u8,
+    ) -> std::result::Result<(), String> {
+        self.gateways
+            .lock()
+            .expect("lock")
+            .push(format!("{bridge} {gateway}/{prefix}"));
         Ok(())
     }
 }
@@ -156,7 +170,7 @@ fn setup() -> Setup {
         conf_dir: dir.path().join("cni"),
         write_default: true,
         bin_dirs: vec!["/cni/bin".into(), "/other/bin".into()],
-        pod_cidr: "10.88.0.0/16".into(),
+        pod_cidr: Some("10.88.0.0/16".into()),
     };
     let exec = FakeExec::new();
     let masq = Arc::new(FakeMasquerade::default());
@@ -214,7 +228,7 @@ fn the_default_list_is_written_and_loads() {
         serde_json::from_slice(&std::fs::read(&path).expect("written")).expect("json");
     assert_eq!(written["name"], "skiff");
     let bridge = &written["plugins"][0];
-    assert_eq!(bridge["bridge"], DEFAULT_BRIDGE);
+    assert_eq!(bridge["bridge"], "skiff0a5800");
     for k in ["isGateway", "hairpinMode"] {
         assert_eq!(bridge[k], true, "{k}");
     }
@@ -233,6 +247,11 @@ fn the_default_list_is_written_and_loads() {
         *s.masq.ensured.lock().expect("lock"),
         ["10.88.0.0/16"],
         "masqueraded once, on first use"
+    );
+    assert_eq!(
+        *s.masq.gateways.lock().expect("lock"),
+        ["skiff0a5800 10.88.0.1/16"],
+        "the bridge's gateway made room for once"
     );
 }
 
@@ -265,7 +284,7 @@ fn the_default_follows_the_flag_but_never_overrides_a_users_config() {
     let s = setup();
     let ours = s.opts.conf_dir.join(DEFAULT_CONFIG_FILE);
     let changed = NetworkOptions {
-        pod_cidr: "10.77.0.0/16".into(),
+        pod_cidr: Some("10.77.0.0/16".into()),
         ..s.opts.clone()
     };
     CniPlugins::new(&changed, s.exec.clone(), s.masq.clone()).expect("new");
@@ -288,7 +307,7 @@ fn the_default_follows_the_flag_but_never_overrides_a_users_config() {
 
     let err = CniPlugins::new(
         &NetworkOptions {
-            pod_cidr: "10.1.2.3/8".into(),
+            pod_cidr: Some("10.1.2.3/8".into()),
             ..s.opts.clone()
         },
         s.exec.clone(),
@@ -585,4 +604,36 @@ fn ips_are_those_on_the_pod_interface() {
     assert_eq!(pn.ips(), ["10.88.0.9", "fd00::9"]);
     let none = PodNetwork { result: None, ..pn };
     assert!(none.ips().is_empty());
+}
+
+#[test]
+fn without_a_flag_the_subnet_comes_from_the_node() {
+    let s = setup();
+    let opts = NetworkOptions {
+        conf_dir: s.opts.conf_dir.parent().expect("parent").join("cni-node"),
+        pod_cidr: None,
+        ..s.opts.clone()
+    };
+    let cni = CniPlugins::new(&opts, s.exec.clone(), s.masq.clone()).expect("new");
+    let err = cni.network().expect_err("no subnet yet");
+    assert!(
+        matches!(&err, RuntimeError::NetworkNotReady { reason, .. } if *reason == "NoPodCIDR"),
+        "{err}"
+    );
+    assert!(cni.set_pod_cidr("10.88.3.1/24").is_err(), "host bits set");
+    cni.set_pod_cidr("10.88.3.0/24").expect("the node's subnet");
+    let ours = opts.conf_dir.join(DEFAULT_CONFIG_FILE);
+    assert!(
+        std::fs::read_to_string(&ours)
+            .expect("read")
+            .contains("10.88.3.0/24")
+    );
+    // The flag wins over the node.
+    s.cni.set_pod_cidr("10.88.4.0/24").expect("ignored");
+    let flagged = s.opts.conf_dir.join(DEFAULT_CONFIG_FILE);
+    assert!(
+        std::fs::read_to_string(&flagged)
+            .expect("read")
+            .contains("10.88.0.0/16")
+    );
 }

@@ -1,8 +1,10 @@
-//! Nodes (core/v1): NoExecute taints stamped with `timeAdded`, the selectable
-//! `spec.unschedulable` and the columns of `kubectl get nodes`.
+//! Nodes (core/v1): NoExecute taints stamped with `timeAdded`, the pod subnet set once, the
+//! selectable `spec.unschedulable` and the columns of `kubectl get nodes`.
 
 use serde_json::{Value, json};
 
+use crate::api::error::FieldError;
+use crate::api::objects::Part;
 use crate::api::strategy::{AGE, Column, NAME, Strategy, TypeOps, age_cell, str_at};
 
 #[derive(Debug)]
@@ -49,6 +51,41 @@ impl Strategy for NodeStrategy {
 
     fn prepare_update(&self, old: &Value, obj: &mut Value) {
         stamp_no_execute_taints(Some(old), obj);
+    }
+
+    /// A node's pod subnet is set once (Kubernetes' ValidateNodeUpdate): its pods' addresses
+    /// come from it.
+    fn validate(&self, obj: &Value, old: Option<&Value>, _part: Part) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let cidr = |v: &Value| {
+            v.pointer("/spec/podCIDR")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let now = cidr(obj);
+        if let Some(list) = obj.pointer("/spec/podCIDRs").and_then(Value::as_array)
+            && list
+                .first()
+                .and_then(Value::as_str)
+                .is_some_and(|first| first != now)
+        {
+            errs.push(FieldError::invalid(
+                "spec.podCIDRs",
+                &json!(list),
+                "must match the first entry in podCIDRs",
+            ));
+        }
+        if let Some(old) = old {
+            let was = cidr(old);
+            if !was.is_empty() && was != now {
+                errs.push(FieldError::forbidden(
+                    "spec.podCIDRs",
+                    "node updates may not change podCIDR except from \"\" to valid",
+                ));
+            }
+        }
+        errs
     }
 
     fn selectable_field(&self, field: &str) -> Option<&'static str> {
