@@ -179,6 +179,7 @@ pub async fn run_with<C: cri::Cri>(
     // Pods whose ConfigMaps or Secrets changed, or whose probe results did, are re-synced at
     // once.
     let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();
+    let view = services::ServiceView::start(&client, &inner);
     let host_resolv =
         std::fs::read_to_string(&config.resolv_conf).map_err(|source| AgentError::ResolvConf {
             path: config.resolv_conf.clone(),
@@ -201,6 +202,7 @@ pub async fn run_with<C: cri::Cri>(
         }),
         objects: Arc::new(objects::WatchedObjects::new(
             client.clone(),
+            view.clone(),
             wake_tx.clone(),
         )),
         claims: Arc::new(volumes::claims::ApiClaims {
@@ -252,7 +254,6 @@ pub async fn run_with<C: cri::Cri>(
         lease_task.await;
         ("lease", Ok(()))
     });
-    let view = services::ServiceView::start(&client, &inner);
     if config.service_proxy {
         let proxy_task = proxy::run(
             view.clone(),

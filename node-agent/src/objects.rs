@@ -3,7 +3,7 @@
 //! boundary; [`WatchedObjects`] keeps each referenced ConfigMap and Secret current with a watch
 //! of its own (the kubelet's `Watch` change-detection strategy) and wakes the pods that use it
 //! when it changes, so an update reaches their mounted files within a pass; Services come from
-//! one reflector. [`FakeObjects`] serves unit tests from maps.
+//! the node's one watch of them ([`ServiceView`]). [`FakeObjects`] serves unit tests from maps.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
@@ -14,13 +14,14 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::Store;
 
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 
 use crate::AgentError;
+use crate::services::ServiceView;
 
 /// How long a first read of an object may wait for its watch to list it.
 const FIRST_READ: Duration = Duration::from_secs(10);
@@ -90,8 +91,8 @@ pub struct WatchedObjects {
     wake: mpsc::UnboundedSender<String>,
     config_maps: Arc<Mutex<Watched<ConfigMap>>>,
     secrets: Arc<Mutex<Watched<Secret>>>,
-    /// The Services reflector's store, and whether it has listed once.
-    services: tokio::sync::OnceCell<(Store<Service>, watch::Receiver<bool>)>,
+    /// The node's one watch of Services (shared with the proxy and DNS).
+    services: ServiceView,
 }
 
 impl Debug for WatchedObjects {
@@ -105,14 +106,19 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl WatchedObjects {
-    /// Objects read through `client`; the UIDs of pods whose objects changed go to `wake`.
-    pub fn new(client: kube::Client, wake: mpsc::UnboundedSender<String>) -> Self {
+    /// Objects read through `client`, Services from `services`; the UIDs of pods whose
+    /// objects changed go to `wake`.
+    pub fn new(
+        client: kube::Client,
+        services: ServiceView,
+        wake: mpsc::UnboundedSender<String>,
+    ) -> Self {
         WatchedObjects {
             client,
             wake,
             config_maps: Arc::default(),
             secrets: Arc::default(),
-            services: tokio::sync::OnceCell::new(),
+            services,
         }
     }
 
@@ -170,45 +176,14 @@ impl WatchedObjects {
     }
 
     async fn service_store(&self) -> Result<&Store<Service>, AgentError> {
-        let (store, listed) = self
-            .services
-            .get_or_init(|| async {
-                let (reader, writer) = reflector::store();
-                let stream = kube::runtime::reflector(
-                    writer,
-                    watcher(Api::<Service>::all(self.client.clone()), Default::default())
-                        .default_backoff(),
-                );
-                // Not `Store::wait_until_ready`: its one-shot channel keeps only the last
-                // waiter's waker, so of the pods that start together, all but one would wait
-                // out FIRST_READ. A watch channel wakes every waiter.
-                let (listed_tx, listed_rx) = watch::channel(false);
-                tokio::spawn(async move {
-                    let mut stream = std::pin::pin!(stream);
-                    while let Some(ev) = stream.next().await {
-                        match ev {
-                            // The reflector yields an event once the store holds it.
-                            Ok(watcher::Event::InitDone) => {
-                                listed_tx.send_replace(true);
-                            }
-                            Ok(_) => {}
-                            Err(e) => tracing::debug!(error = %e, "service watch error"),
-                        }
-                    }
-                });
-                (reader, listed_rx)
+        if self.services.wait_services_listed(FIRST_READ).await {
+            Ok(&self.services.services)
+        } else {
+            Err(AgentError::ObjectUnavailable {
+                kind: "services",
+                name: String::new(),
             })
-            .await;
-        let unavailable = || AgentError::ObjectUnavailable {
-            kind: "services",
-            name: String::new(),
-        };
-        let mut listed = listed.clone();
-        tokio::time::timeout(FIRST_READ, listed.wait_for(|l| *l))
-            .await
-            .map_err(|_| unavailable())?
-            .map_err(|_| unavailable())?;
-        Ok(store)
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! The cluster's Services and EndpointSlices, watched once per node for the service proxy
-//! and the cluster DNS server: two reflector stores, whether both have listed, and a counter
+//! The cluster's Services and EndpointSlices, watched once per node for the service proxy,
+//! the cluster DNS server and pods' Service environment variables: two reflector stores, whether both have listed, and a counter
 //! every change bumps, which each consumer waits on.
 
 use futures::StreamExt;
@@ -44,6 +44,16 @@ impl ServiceView {
             }
         }
         true
+    }
+
+    /// Waits until the Services have listed once (what Service environment variables need),
+    /// at most `limit`; `false` if they did not.
+    pub async fn wait_services_listed(&self, limit: std::time::Duration) -> bool {
+        let mut listed = self.listed[0].clone();
+        matches!(
+            tokio::time::timeout(limit, listed.wait_for(|l| *l)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// A receiver that sees every later change.

@@ -211,7 +211,7 @@ impl<U: Upstream> Resolver<U> {
         let zone = self.zone.read().ok().and_then(|z| z.clone());
         let answer = match &zone {
             Some(z) => z.lookup(&qname, kind(query.query_type())),
-            None if Zone::default_owns(&self.domain, &qname) => {
+            None if zone::in_domain(&self.domain, &qname) => {
                 resp.metadata.response_code = ResponseCode::ServFail;
                 return resp.to_vec().ok();
             }
@@ -262,18 +262,20 @@ impl<U: Upstream> Resolver<U> {
     /// The records a CNAME's `target` has for `qtype`: from the zone, or from the upstream
     /// (through the cache).
     async fn chase(&self, target: Name, qtype: RecordType, zone: Option<&Zone>) -> Vec<Record> {
-        let ascii = target.to_ascii();
-        if let Some(Answer::Records(data)) = zone.map(|z| z.lookup(&ascii, kind(qtype))) {
-            return data
-                .into_iter()
-                .filter_map(|d| match d {
-                    Data::A(ip) => Some(Record::from_rdata(target.clone(), TTL, RData::A(A(ip)))),
-                    _ => None,
-                })
-                .collect();
-        }
-        if zone.is_some_and(|z| z.lookup(&ascii, kind(qtype)) != Answer::Outside) {
-            return Vec::new();
+        match zone.map(|z| z.lookup(&target.to_ascii(), kind(qtype))) {
+            Some(Answer::Records(data)) => {
+                return data
+                    .into_iter()
+                    .filter_map(|d| match d {
+                        Data::A(ip) => {
+                            Some(Record::from_rdata(target.clone(), TTL, RData::A(A(ip))))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+            }
+            Some(Answer::NoData | Answer::NxDomain) => return Vec::new(),
+            Some(Answer::Outside) | None => {}
         }
         let mut q = Message::query();
         q.metadata.recursion_desired = true;
@@ -354,14 +356,6 @@ impl<U: Upstream> Resolver<U> {
                 (Instant::now() + Duration::from_secs(u64::from(ttl)), m),
             );
         }
-    }
-}
-
-impl Zone {
-    /// Whether `name` is in `domain`, before any zone is built.
-    fn default_owns(domain: &str, name: &str) -> bool {
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        name == domain || name.ends_with(&format!(".{domain}"))
     }
 }
 

@@ -66,6 +66,12 @@ pub struct Zone {
     parents: HashSet<String>,
 }
 
+/// Whether `name` is `domain` or under it (any case, final dot or not).
+pub fn in_domain(domain: &str, name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == domain || name.ends_with(&format!(".{domain}"))
+}
+
 fn dashed(ip: Ipv4Addr) -> String {
     ip.to_string().replace('.', "-")
 }
@@ -215,9 +221,7 @@ impl Zone {
 
     /// Whether `name` (lowercase, no final dot) is this zone's to answer.
     fn owns(&self, name: &str) -> bool {
-        name == self.domain
-            || name.ends_with(&format!(".{}", self.domain))
-            || self.records.contains_key(name)
+        in_domain(&self.domain, name) || self.records.contains_key(name)
     }
 
     /// Answers `name` of type `kind`.

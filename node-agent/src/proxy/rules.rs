@@ -606,10 +606,11 @@ fn add_service(ops: &mut Vec<Op>, port: &ServicePort, opts: Options, prev: Optio
     }
     let ext = &shape.names.external;
     open(ops, ext);
-    let cluster = match &shape.internal_target {
-        // An internal Local policy does not bind the node's own external connections.
-        _ if shape.cluster => goto(&shape.names.cluster),
-        _ => goto(REJECT),
+    // An internal Local policy does not bind the node's own external connections.
+    let cluster = if shape.cluster {
+        goto(&shape.names.cluster)
+    } else {
+        goto(REJECT)
     };
     let local = if shape.local {
         goto(&shape.names.local)
