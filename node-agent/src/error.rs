@@ -116,6 +116,12 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The pod routes to other nodes (or their marks) could not be read or written.
+    #[error("pod routes to other nodes (routes of protocol 95, table ip skiff-routes)")]
+    Routes {
+        #[source]
+        source: nlink::Error,
+    },
     /// The service rules could not be read or written in the kernel's nftables.
     #[error("nftables (table ip skiff-proxy)")]
     Proxy {

@@ -1,6 +1,7 @@
 //! skiff's node agent (the kubelet's role, and kube-proxy's): registers the Node, renews its
 //! Lease, watches the pods bound to it and drives a CRI runtime to run them, reports their
-//! status, serves container logs over HTTP, and keeps the node's Service rules (`proxy`).
+//! status, serves container logs over HTTP, keeps the node's Service rules (`proxy`), answers
+//! cluster DNS (`dns`) and routes other nodes' pod subnets (`routes`).
 //!
 //! The binary calls [`run`]; [`run_with`] takes any [`cri::Cri`] implementation.
 
@@ -25,6 +26,7 @@ pub mod pull;
 pub mod quantity;
 pub mod recorder;
 mod registry;
+pub mod routes;
 mod server;
 mod services;
 mod slot;
@@ -74,6 +76,8 @@ pub struct AgentConfig {
     pub resolv_conf: PathBuf,
     /// Keep the node's Service rules in nftables (kube-proxy's job).
     pub service_proxy: bool,
+    /// Route other nodes' pod subnets through them (flannel host-gw's job).
+    pub pod_routes: bool,
 }
 
 /// How long tasks get to finish after `cancel` before they are aborted.
@@ -264,6 +268,15 @@ pub async fn run_with<C: cri::Cri>(
             inner.clone(),
         );
         tasks.spawn(async move { ("service proxy", proxy_task.await) });
+    }
+    if config.pod_routes {
+        let routes_task = routes::run(
+            client.clone(),
+            node_name.clone(),
+            Arc::new(routes::NetlinkRoutes::default()),
+            inner.clone(),
+        );
+        tasks.spawn(async move { ("pod routes", routes_task.await) });
     }
     if let Some(address) = config.cluster_dns {
         let dns_task = dns::run(

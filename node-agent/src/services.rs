@@ -62,7 +62,9 @@ impl ServiceView {
     }
 }
 
-fn reflect<K>(
+/// A reflector of every `K`, bumping `changed` at each change; the receiver turns true once
+/// it has listed.
+pub(crate) fn reflect<K>(
     api: Api<K>,
     changed: std::sync::Arc<watch::Sender<u64>>,
     cancel: CancellationToken,

@@ -78,6 +78,7 @@ pub async fn run(kubeconfig: Option<PathBuf>, args: AgentArgs) -> Result<()> {
         cluster_domain: args.dns.cluster_domain,
         resolv_conf: args.dns.resolv_conf,
         service_proxy: true,
+        pod_routes: true,
     };
     let c = cancel.clone();
     tasks.spawn(async move {

@@ -137,6 +137,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         cluster_domain: args.dns.cluster_domain.clone(),
         resolv_conf: args.dns.resolv_conf.clone(),
         service_proxy: true,
+        pod_routes: true,
     };
     let c = cancel.clone();
     tasks.spawn(async move {

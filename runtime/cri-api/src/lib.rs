@@ -22,3 +22,10 @@ pub use v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 
 /// The CRI API version this crate speaks, as `Version` reports it.
 pub const API_VERSION: &str = "v1";
+
+/// The packet mark bit the node agent sets on traffic from this node's pods to another node's
+/// pods (routed to that node by pod IP) and skiff's runtime exempts from its pod masquerade, so
+/// pods see each other's own addresses across nodes. Not part of CRI: a contract between the
+/// two halves of a skiff node (a flannel-like network keeps such traffic unmasqueraded the
+/// same way).
+pub const KEEP_SOURCE_MARK: u32 = 0x0002_0000;

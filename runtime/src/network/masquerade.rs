@@ -6,7 +6,9 @@
 //!
 //! The rule lives in skiff's own nftables table, `ip skiff`: a set of pod subnets and a
 //! postrouting chain masquerading packets from a subnet in the set to a destination that is in
-//! none of them and is not multicast, so pod-to-pod traffic keeps its source address. The
+//! none of them and is not multicast, so pod-to-pod traffic keeps its source address; traffic
+//! to another node's pods, which the node agent routes there and marks with
+//! [`cri_api::KEEP_SOURCE_MARK`], keeps it too. The
 //! script only adds (the table, the set, the subnet, the chain) and replaces the chain's rule in
 //! one transaction, so several skiff nodes on one host with different subnets can each run it.
 //! [`Masquerade`] is the boundary; [`Nft`] runs the `nft` binary.
@@ -79,7 +81,8 @@ pub fn script(subnet: &str) -> String {
          add element ip {TABLE} {SUBNETS} {{ {subnet} }}\n\
          add chain ip {TABLE} {CHAIN} {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
          flush chain ip {TABLE} {CHAIN}\n\
-         add rule ip {TABLE} {CHAIN} ip saddr @{SUBNETS} ip daddr != @{SUBNETS} ip daddr != 224.0.0.0/4 masquerade\n"
+         add rule ip {TABLE} {CHAIN} ip saddr @{SUBNETS} ip daddr != @{SUBNETS} meta mark & {KEEP:#x} == 0 ip daddr != 224.0.0.0/4 masquerade\n",
+        KEEP = cri_api::KEEP_SOURCE_MARK,
     )
 }
 
@@ -249,7 +252,7 @@ mod tests {
         }
         let rule = s.lines().last().expect("rule");
         assert!(rule.ends_with(
-            "ip saddr @pod-subnets ip daddr != @pod-subnets ip daddr != 224.0.0.0/4 masquerade"
+            "ip saddr @pod-subnets ip daddr != @pod-subnets meta mark & 0x20000 == 0 ip daddr != 224.0.0.0/4 masquerade"
         ));
     }
 

@@ -1,0 +1,462 @@
+//! Pod routes between nodes (flannel's host-gw backend, in every node agent): each other
+//! Node's `spec.podCIDR` is routed through that node's InternalIP when the two share a link,
+//! so pods reach pods on other nodes by pod IP; and packets from this node's pods to another
+//! node's pods keep their source address: they carry [`KEEP_SOURCE_MARK`], set in the table
+//! `ip skiff-routes`, which the runtime's pod masquerade leaves alone.
+//!
+//! [`plan`] decides from the Node objects and the node's own addresses; [`RouteTable`] is the
+//! kernel boundary ([`NetlinkRoutes`]: routes tagged with [`ROUTE_PROTOCOL`] in the main
+//! table, and the nftables table, both through netlink). Nodes that share no link with this
+//! one are named in a warning: they need an overlay (flannel's vxlan backend), which skiff
+//! does not build yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Node;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::AgentError;
+
+/// The packet mark bit of traffic between pods of different nodes, which must not be
+/// masqueraded (the runtime's masquerade rule skips packets that carry it).
+pub const KEEP_SOURCE_MARK: u32 = cri_api::KEEP_SOURCE_MARK;
+
+/// The routing protocol number skiff's pod routes carry, which tells them from every other
+/// route (`ip route` prints `proto 95`).
+pub const ROUTE_PROTOCOL: u8 = 95;
+
+/// The nftables table holding the mark rules.
+pub const TABLE: &str = "skiff-routes";
+const CHAIN: &str = "keep-pod-source";
+
+/// An IPv4 subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Subnet {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    /// `a.b.c.d/n`, with host bits cleared; `None` for anything else (IPv6 included).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = text.split_once('/')?;
+        let addr: Ipv4Addr = addr.parse().ok()?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+        Some(Self {
+            addr: network(addr, prefix),
+            prefix,
+        })
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        network(ip, self.prefix) == self.addr
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn network(ip: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    };
+    Ipv4Addr::from(u32::from(ip) & mask)
+}
+
+/// One other node's pod subnet, reached through that node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PodRoute {
+    pub subnet: Subnet,
+    pub via: Ipv4Addr,
+}
+
+/// What the node's routes should be.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub routes: Vec<PodRoute>,
+    /// Nodes with a pod subnet whose InternalIP is on none of this node's links (name, IP).
+    pub off_link: Vec<(String, Ipv4Addr)>,
+}
+
+fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse().ok())
+}
+
+/// The routes to every other node's pod subnet, given this node's name and the addresses of
+/// its links (`(address, prefix)`, loopback included or not). A node on this host (its
+/// InternalIP is one of ours, as `skiff up` and an extra `skiff agent` on the same machine
+/// are) needs no route: its pods' bridge is a link of this host already.
+pub fn plan<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    me: &str,
+    links: &[(Ipv4Addr, u8)],
+) -> Plan {
+    let own: BTreeSet<Ipv4Addr> = links.iter().map(|(a, _)| *a).collect();
+    let nets: Vec<Subnet> = links
+        .iter()
+        .filter(|(a, p)| !a.is_loopback() && *p < 32)
+        .map(|&(a, p)| Subnet {
+            addr: network(a, p),
+            prefix: p,
+        })
+        .collect();
+    let mut plan = Plan::default();
+    for node in nodes {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        if name == me {
+            continue;
+        }
+        let Some(subnet) = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.as_deref())
+            .and_then(Subnet::parse)
+        else {
+            continue;
+        };
+        let Some(via) = internal_ip(node) else {
+            continue;
+        };
+        if own.contains(&via) || via.is_loopback() {
+            continue;
+        }
+        if nets.iter().any(|n| n.contains(via)) {
+            plan.routes.push(PodRoute { subnet, via });
+        } else {
+            plan.off_link.push((name.to_owned(), via));
+        }
+    }
+    plan.routes.sort();
+    plan.off_link.sort();
+    plan
+}
+
+/// The kernel's routes and marks. The real one is [`NetlinkRoutes`]; unit tests record.
+pub trait RouteTable: Send + Sync + 'static {
+    /// The IPv4 addresses of the node's links, with their prefixes.
+    fn addresses(&self) -> BoxFuture<'_, Result<Vec<(Ipv4Addr, u8)>, AgentError>>;
+    /// Makes skiff's pod routes (and their marks) exactly `routes`; returns how many routes
+    /// it added or removed.
+    fn sync<'a>(&'a self, routes: &'a [PodRoute]) -> BoxFuture<'a, Result<usize, AgentError>>;
+}
+
+/// Routes and nftables through netlink, in the agent's network namespace.
+#[derive(Default)]
+pub struct NetlinkRoutes {
+    /// The subnets the mark table was last written with; `None` before the first write and
+    /// after a failed one.
+    marked: Mutex<Option<BTreeSet<Subnet>>>,
+}
+
+fn routes_err(source: nlink::Error) -> AgentError {
+    AgentError::Routes { source }
+}
+
+impl NetlinkRoutes {
+    async fn sync_routes(&self, routes: &[PodRoute]) -> Result<usize, AgentError> {
+        use nlink::netlink::route::Ipv4Route;
+        use nlink::netlink::types::route::RouteProtocol;
+        let conn = nlink::Connection::<nlink::Route>::new().map_err(routes_err)?;
+        let ours = RouteProtocol::from(ROUTE_PROTOCOL);
+        let mut present: BTreeMap<Subnet, Option<Ipv4Addr>> = BTreeMap::new();
+        for r in conn.get_routes().await.map_err(routes_err)? {
+            if r.protocol() != ours || !r.is_ipv4() || r.table_id() != 254 {
+                continue;
+            }
+            let Some(IpAddr::V4(dst)) = r.destination().copied() else {
+                continue;
+            };
+            let via = match r.gateway() {
+                Some(IpAddr::V4(g)) => Some(*g),
+                _ => None,
+            };
+            present.insert(
+                Subnet {
+                    addr: dst,
+                    prefix: r.dst_len(),
+                },
+                via,
+            );
+        }
+        let wanted: BTreeMap<Subnet, Ipv4Addr> = routes.iter().map(|r| (r.subnet, r.via)).collect();
+        let mut changes = 0;
+        for (subnet, via) in &present {
+            if wanted.get(subnet).copied() != *via {
+                let mut route = Ipv4Route::new(subnet.addr, subnet.prefix).protocol(ours);
+                if let Some(via) = via {
+                    route = route.gateway(*via);
+                }
+                conn.del_route_if_exists(route).await.map_err(routes_err)?;
+                changes += 1;
+            }
+        }
+        for (subnet, via) in &wanted {
+            if present.get(subnet).copied().flatten() != Some(*via) {
+                conn.replace_route(
+                    Ipv4Route::new(subnet.addr, subnet.prefix)
+                        .gateway(*via)
+                        .protocol(ours),
+                )
+                .await
+                .map_err(routes_err)?;
+                changes += 1;
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn sync_marks(&self, subnets: BTreeSet<Subnet>) -> Result<(), AgentError> {
+        use nlink::netlink::nftables::{BaseChain, Chain, Family, FilterHook, Priority, Rule};
+        let mut marked = self.marked.lock().await;
+        if marked.as_ref() == Some(&subnets) {
+            return Ok(());
+        }
+        let conn = nlink::Connection::<nlink::Nftables>::new().map_err(routes_err)?;
+        let exists = conn
+            .list_tables_in(Family::Ip)
+            .await
+            .map_err(routes_err)?
+            .iter()
+            .any(|t| t.name == TABLE);
+        if !exists && subnets.is_empty() {
+            *marked = Some(subnets);
+            return Ok(());
+        }
+        let mut tx = conn.transaction();
+        if exists {
+            tx = tx.del_table(TABLE, Family::Ip);
+        }
+        if !subnets.is_empty() {
+            let chain = Chain::new(TABLE, CHAIN).map_err(routes_err)?;
+            tx = tx.add_table(TABLE, Family::Ip).add_chain(
+                chain
+                    .family(Family::Ip)
+                    // Before the masquerade (srcnat, 100) looks at the mark.
+                    .base(BaseChain::filter(
+                        FilterHook::Postrouting,
+                        Priority::Custom(90),
+                    )),
+            );
+            for s in &subnets {
+                tx = tx.add_rule(
+                    Rule::new(TABLE, CHAIN)
+                        .family(Family::Ip)
+                        .match_daddr_v4(s.addr, s.prefix)
+                        .set_mark_masked(KEEP_SOURCE_MARK, KEEP_SOURCE_MARK),
+                );
+            }
+        }
+        *marked = None;
+        tx.commit(&conn).await.map_err(routes_err)?;
+        *marked = Some(subnets);
+        Ok(())
+    }
+}
+
+impl RouteTable for NetlinkRoutes {
+    fn addresses(&self) -> BoxFuture<'_, Result<Vec<(Ipv4Addr, u8)>, AgentError>> {
+        Box::pin(async {
+            let conn = nlink::Connection::<nlink::Route>::new().map_err(routes_err)?;
+            Ok(conn
+                .get_addresses()
+                .await
+                .map_err(routes_err)?
+                .iter()
+                .filter_map(|a| match a.address() {
+                    Some(IpAddr::V4(ip)) => Some((*ip, a.prefix_len())),
+                    _ => None,
+                })
+                .collect())
+        })
+    }
+
+    fn sync<'a>(&'a self, routes: &'a [PodRoute]) -> BoxFuture<'a, Result<usize, AgentError>> {
+        Box::pin(async move {
+            self.sync_marks(routes.iter().map(|r| r.subnet).collect())
+                .await?;
+            self.sync_routes(routes).await
+        })
+    }
+}
+
+/// How often the routes are re-checked with no change (a route someone deleted comes back).
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// Keeps the node's pod routes until `cancel`, from a watch of every Node.
+pub async fn run<T: RouteTable>(
+    client: kube::Client,
+    me: String,
+    table: Arc<T>,
+    cancel: CancellationToken,
+) -> Result<(), AgentError> {
+    let (tx, mut changes) = tokio::sync::watch::channel(0u64);
+    let (nodes, mut listed) =
+        crate::services::reflect::<Node>(kube::Api::all(client), Arc::new(tx), cancel.clone());
+    tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        r = listed.wait_for(|l| *l) => if r.is_err() { return Ok(()) },
+    }
+    let mut synced: Option<Vec<PodRoute>> = None;
+    let mut warned: BTreeSet<(String, Ipv4Addr)> = BTreeSet::new();
+    let mut failures = 0u32;
+    let mut last_full = tokio::time::Instant::now();
+    loop {
+        changes.mark_unchanged();
+        let result = async {
+            let links = table.addresses().await?;
+            let state = nodes.state();
+            let plan = plan(state.iter().map(AsRef::as_ref), &me, &links);
+            for off in &plan.off_link {
+                if warned.insert(off.clone()) {
+                    tracing::warn!(node = %off.0, ip = %off.1, "node shares no link with this one: its pods are not reachable by pod IP from here (an overlay such as VXLAN is not built yet)");
+                }
+            }
+            let due = last_full.elapsed() >= RESYNC;
+            if synced.as_ref() != Some(&plan.routes) || due {
+                let n = table.sync(&plan.routes).await?;
+                if n > 0 {
+                    tracing::info!(routes = plan.routes.len(), changes = n, "pod routes synced");
+                }
+                synced = Some(plan.routes);
+                last_full = tokio::time::Instant::now();
+            }
+            Ok::<_, AgentError>(())
+        }
+        .await;
+        let retry = match result {
+            Ok(()) => {
+                failures = 0;
+                None
+            }
+            Err(e) => {
+                synced = None;
+                failures += 1;
+                let delay = Duration::from_secs(1 << failures.min(5));
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot program pod routes");
+                Some(delay)
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = changes.changed() => if r.is_err() { return Ok(()) },
+            _ = tokio::time::sleep(retry.unwrap_or(RESYNC)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus};
+    use kube::api::ObjectMeta;
+
+    fn node(name: &str, cidr: Option<&str>, ip: Option<&str>) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidr: cidr.map(Into::into),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addresses: ip.map(|ip| {
+                    vec![
+                        NodeAddress {
+                            type_: "Hostname".into(),
+                            address: name.into(),
+                        },
+                        NodeAddress {
+                            type_: "InternalIP".into(),
+                            address: ip.into(),
+                        },
+                    ]
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn route(subnet: &str, via: &str) -> PodRoute {
+        PodRoute {
+            subnet: Subnet::parse(subnet).expect("subnet"),
+            via: via.parse().expect("ip"),
+        }
+    }
+
+    const LINKS: &[(Ipv4Addr, u8)] = &[
+        (Ipv4Addr::new(127, 0, 0, 1), 8),
+        (Ipv4Addr::new(10, 96, 0, 10), 32),
+        (Ipv4Addr::new(172, 30, 1, 2), 24),
+        (Ipv4Addr::new(10, 88, 0, 1), 24),
+    ];
+
+    #[test]
+    fn other_nodes_on_a_shared_link_are_routed_through_their_address() {
+        let nodes = [
+            node("me", Some("10.88.0.0/24"), Some("172.30.1.2")),
+            node("b", Some("10.88.2.0/24"), Some("172.30.1.4")),
+            node("a", Some("10.88.1.0/24"), Some("172.30.1.3")),
+        ];
+        let p = plan(&nodes, "me", LINKS);
+        assert_eq!(
+            p.routes,
+            vec![
+                route("10.88.1.0/24", "172.30.1.3"),
+                route("10.88.2.0/24", "172.30.1.4")
+            ]
+        );
+        assert!(p.off_link.is_empty());
+    }
+
+    #[test]
+    fn nodes_without_a_subnet_or_address_on_this_host_or_elsewhere_get_no_route() {
+        let nodes = [
+            node("no-cidr", None, Some("172.30.1.5")),
+            node("no-ip", Some("10.88.3.0/24"), None),
+            node("ipv6", Some("fd00::/64"), Some("172.30.1.6")),
+            node("same-host", Some("10.88.4.0/24"), Some("172.30.1.2")),
+            node("loopback", Some("10.88.5.0/24"), Some("127.0.0.1")),
+            node("far", Some("10.88.6.0/24"), Some("192.168.7.9")),
+        ];
+        let p = plan(&nodes, "me", LINKS);
+        assert!(p.routes.is_empty(), "{p:?}");
+        // Only a host /32 or loopback prefix holds 10.96.0.10 and 127.0.0.1: neither is a link
+        // another node can be on.
+        assert_eq!(
+            p.off_link,
+            vec![("far".into(), "192.168.7.9".parse().unwrap())]
+        );
+    }
+
+    #[test]
+    fn subnets_parse_with_host_bits_cleared() {
+        let s = Subnet::parse("10.88.1.7/24").expect("subnet");
+        assert_eq!(s.to_string(), "10.88.1.0/24");
+        assert!(s.contains("10.88.1.200".parse().unwrap()));
+        assert!(!s.contains("10.88.2.1".parse().unwrap()));
+        assert_eq!(Subnet::parse("10.88.1.0/33"), None);
+        assert_eq!(Subnet::parse("10.88.1.0"), None);
+        assert_eq!(
+            Subnet::parse("0.0.0.0/0").map(|s| s.contains("1.2.3.4".parse().unwrap())),
+            Some(true)
+        );
+    }
+}
