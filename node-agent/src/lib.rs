@@ -93,6 +93,25 @@ pub async fn run(
     run_with(config, client, cri, cancel).await
 }
 
+/// Removes what node agents leave in the node's network namespace by design (the service
+/// rules, the pod routes and their marks, the cluster DNS address), for `skiff down`; what it
+/// removed. Shared by every agent in the namespace: the caller makes sure none runs.
+pub async fn remove_node_network(
+    cluster_dns: Option<std::net::Ipv4Addr>,
+) -> Result<Vec<String>, AgentError> {
+    let mut removed = Vec::new();
+    if proxy::remove_table().await? {
+        removed.push(format!("nftables table ip {}", proxy::rules::TABLE));
+    }
+    removed.extend(routes::remove().await?);
+    if let Some(ip) = cluster_dns
+        && dns::Loopback::remove(ip).await?
+    {
+        removed.push(format!("cluster DNS address {ip} on {}", dns::LINK));
+    }
+    Ok(removed)
+}
+
 /// Retries `f` with back-off (1 s doubling to 30 s) until it succeeds; `None` if cancelled.
 async fn retry<T, F, Fut>(what: &str, cancel: &CancellationToken, mut f: F) -> Option<T>
 where

@@ -295,6 +295,38 @@ impl RouteTable for NetlinkRoutes {
     }
 }
 
+/// Removes skiff's pod routes and their mark table from the node (`skiff down`); what it
+/// removed.
+pub async fn remove() -> Result<Vec<String>, AgentError> {
+    use nlink::netlink::route::Ipv4Route;
+    use nlink::netlink::types::route::RouteProtocol;
+    let mut removed = Vec::new();
+    let conn = nlink::Connection::<nlink::Route>::new().map_err(routes_err)?;
+    let ours = RouteProtocol::from(ROUTE_PROTOCOL);
+    for r in conn.get_routes().await.map_err(routes_err)? {
+        let (Some(IpAddr::V4(dst)), Some(IpAddr::V4(via))) =
+            (r.destination().copied(), r.gateway().copied())
+        else {
+            continue;
+        };
+        if r.protocol() == ours && r.table_id() == 254 {
+            let route = Ipv4Route::new(dst, r.dst_len()).gateway(via).protocol(ours);
+            if conn.del_route_if_exists(route).await.map_err(routes_err)? {
+                removed.push(format!("route {dst}/{} via {via}", r.dst_len()));
+            }
+        }
+    }
+    let nft = nlink::Connection::<nlink::Nftables>::new().map_err(routes_err)?;
+    if nft
+        .del_table_if_exists(TABLE, nlink::netlink::nftables::Family::Ip)
+        .await
+        .map_err(routes_err)?
+    {
+        removed.push(format!("nftables table ip {TABLE}"));
+    }
+    Ok(removed)
+}
+
 /// How often the routes are re-checked with no change (a route someone deleted comes back).
 const RESYNC: Duration = Duration::from_secs(60);
 

@@ -63,6 +63,7 @@ pub async fn run(kubeconfig: Option<PathBuf>, args: AgentArgs) -> Result<()> {
     let cancel = CancellationToken::new();
     super::up::spawn_signal_handler(cancel.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    let own_runtime = matches!(cri, Cri::Own(_));
     let cri_socket = match cri {
         Cri::Socket(socket) => socket,
         Cri::Own(config) => super::node::start_runtime(*config, &mut tasks, &cancel).await?,
@@ -86,7 +87,11 @@ pub async fn run(kubeconfig: Option<PathBuf>, args: AgentArgs) -> Result<()> {
         c.cancel();
         r.context("node agent")
     });
-    super::node::join_all(tasks, &cancel).await
+    let result = super::node::join_all(tasks, &cancel).await;
+    if own_runtime && let Some(note) = super::node::still_running(&args.data_dir) {
+        eprintln!("{note}");
+    }
+    result
 }
 
 #[cfg(test)]

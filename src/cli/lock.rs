@@ -53,6 +53,20 @@ pub fn hold(data_dir: &Path) -> Result<DataDirLock> {
     Ok(DataDirLock { _file: file })
 }
 
+/// The pid of the process holding the data dir's lock, if one does (`Some(None)`: held, pid
+/// unknown); `None` when it is free.
+pub fn holder(data_dir: &Path) -> Option<Option<u32>> {
+    let mut file = File::open(data_dir.join("skiff.lock")).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => None,
+        Err(_) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Some(pid.trim().parse().ok())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,7 +84,9 @@ mod tests {
                 std::process::id()
             )
         );
+        assert_eq!(holder(dir.path()), Some(Some(std::process::id())));
         drop(first);
+        assert_eq!(holder(dir.path()), None);
         let again = hold(dir.path());
         assert!(again.is_ok(), "{again:?}");
         let pid = std::fs::read_to_string(dir.path().join("skiff.lock")).unwrap();

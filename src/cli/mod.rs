@@ -4,6 +4,7 @@
 mod agent;
 mod client;
 mod controller;
+mod down;
 mod image;
 mod lock;
 mod node;
@@ -33,6 +34,9 @@ enum Command {
     Controller(controller::ControllerArgs),
     /// Run a node against a control plane (`--kubeconfig`): agent and skiff's runtime, or any CRI runtime.
     Agent(agent::AgentArgs),
+    /// Stop what a data dir's `skiff up` or `skiff agent` left running (the process, its
+    /// containers, mounts and network); `--purge` also deletes the data dir.
+    Down(down::DownArgs),
     /// The node's images: `pull` (with progress), `ls`, `rm`, `import` (OCI or docker archives).
     Image(image::ImageArgs),
     /// Create or update the objects in YAML files (multi-document; a directory; `-` for stdin).
@@ -212,6 +216,7 @@ pub fn main() -> ExitCode {
             Command::Controller(args) => controller::run(args).await,
             Command::Image(args) => image::run(args).await,
             Command::Agent(args) => agent::run(kc, args).await,
+            Command::Down(args) => down::run(args).await,
             Command::Apply { files, namespace } => {
                 client::apply(kc, &files, namespace.as_deref()).await
             }

@@ -153,6 +153,23 @@ async fn wait_for_socket(path: &Path, cancel: &CancellationToken) -> Result<()> 
     anyhow::bail!("the runtime did not open {} in 10 s", path.display())
 }
 
+/// What a stopping node says about the containers it leaves running by design (pods survive
+/// a restart of their node), and how to stop them; `None` when none is left.
+pub fn still_running(data_dir: &Path) -> Option<String> {
+    let n = std::fs::read_dir(data_dir.join("runtime/containers"))
+        .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
+        .unwrap_or(0);
+    (n > 0).then(|| {
+        format!(
+            "skiff stopped; {n} container{} keep{} running, as pods outlive their node's restarts: `skiff down --data-dir {}` stops {}",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "s" } else { "" },
+            data_dir.display(),
+            if n == 1 { "it" } else { "them" },
+        )
+    })
+}
+
 /// Waits for every task; the first error, after cancelling the others.
 pub async fn join_all(mut tasks: JoinSet<Result<()>>, cancel: &CancellationToken) -> Result<()> {
     let mut first_err = None;

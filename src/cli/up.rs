@@ -151,7 +151,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
         kubeconfig.display()
     );
 
-    super::node::join_all(tasks, &cancel).await
+    let result = super::node::join_all(tasks, &cancel).await;
+    if let Some(note) = super::node::still_running(&data) {
+        eprintln!("{note}");
+    }
+    result
 }
 
 #[cfg(test)]

@@ -64,6 +64,20 @@ impl LocalAddress for Loopback {
     }
 }
 
+impl Loopback {
+    /// Takes the cluster DNS address off [`LINK`] (`skiff down`); whether it was there.
+    pub async fn remove(ip: Ipv4Addr) -> Result<bool, AgentError> {
+        let fail = |source| AgentError::DnsAddress {
+            address: ip,
+            source,
+        };
+        let conn = nlink::Connection::<nlink::Route>::new().map_err(fail)?;
+        conn.del_address_if_exists(LINK, std::net::IpAddr::V4(ip), 32)
+            .await
+            .map_err(fail)
+    }
+}
+
 /// Sends a query to the node's resolvers and returns the answer's bytes.
 pub trait Upstream: Send + Sync + 'static {
     fn exchange(&self, query: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, std::io::Error>>;

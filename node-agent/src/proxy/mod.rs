@@ -128,6 +128,15 @@ impl Dataplane for NftDataplane {
     }
 }
 
+/// Removes the service rules' table from the node (`skiff down`); whether it was there.
+pub async fn remove_table() -> Result<bool, AgentError> {
+    let proxy = |source| AgentError::Proxy { source };
+    let conn = nlink::Connection::<nlink::Nftables>::new().map_err(proxy)?;
+    conn.del_table_if_exists(rules::TABLE, nlink::netlink::nftables::Family::Ip)
+        .await
+        .map_err(proxy)
+}
+
 /// A whole table is one batch in one netlink message, which the kernel refuses (EMSGSIZE) when
 /// it is larger than the socket's send buffer: with a thousand services it is megabytes, so the
 /// buffer is raised as `nft` raises its own (SO_SNDBUFFORCE, past `wmem_max`, needs

@@ -115,6 +115,61 @@ impl Nft {
     fn find(&self, name: &str) -> Option<PathBuf> {
         self.dirs.iter().map(|d| d.join(name)).find(|p| p.is_file())
     }
+
+    /// Undoes [`Masquerade::ensure`] and the bridge plugin's work for one node's subnet, once
+    /// its pods are gone (`skiff down`): deletes `bridge`, and the whole table when `alone`
+    /// (no other skiff node on this host still uses it), else only `subnet`'s element when the
+    /// set holds it as such (auto-merge may have joined it with a neighbour's, which `nft`
+    /// cannot split). Returns what it removed; a part already gone is not an error.
+    pub fn release(&self, subnet: &str, bridge: &str, alone: bool) -> Result<Vec<String>, String> {
+        let mut removed = Vec::new();
+        let run = |program: &str, args: &[&str]| -> Result<String, String> {
+            let path = self
+                .find(program)
+                .ok_or_else(|| format!("{program} not found in {:?}", self.dirs))?;
+            let mut cmd = Command::new(&path);
+            cmd.args(args);
+            super::exec::run(cmd, b"", self.timeout)
+                .map(|out| String::from_utf8_lossy(&out).into_owned())
+                .map_err(|f| {
+                    format!(
+                        "{} {}: {}: {}",
+                        path.display(),
+                        args.join(" "),
+                        f.status,
+                        f.stderr
+                    )
+                })
+        };
+        if std::path::Path::new("/sys/class/net").join(bridge).exists() {
+            run("ip", &["link", "del", bridge])?;
+            removed.push(format!("bridge {bridge}"));
+        }
+        let Ok(listing) = run("nft", &["list", "set", "ip", TABLE, SUBNETS]) else {
+            // No table (or no nft): nothing of ours there.
+            return Ok(removed);
+        };
+        if alone {
+            run("nft", &["delete", "table", "ip", TABLE])?;
+            removed.push(format!("nftables table ip {TABLE}"));
+        } else if set_holds(&listing, subnet) {
+            let element = format!("{{ {subnet} }}");
+            run(
+                "nft",
+                &["delete", "element", "ip", TABLE, SUBNETS, &element],
+            )?;
+            removed.push(format!("masquerade of {subnet}"));
+        }
+        Ok(removed)
+    }
+}
+
+/// Whether `nft list set` output holds `subnet` as an element (`10.88.0.0/24`, separated by
+/// spaces, commas or braces).
+pub fn set_holds(listing: &str, subnet: &str) -> bool {
+    listing
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '{' || c == '}')
+        .any(|w| w == subnet)
 }
 
 impl Masquerade for Nft {
@@ -236,6 +291,15 @@ mod tests {
         // A /24 of its own: nothing else in the way.
         let got = overlapping_bridges(&addrs, "skiff0a5802", Ipv4Addr::new(10, 88, 2, 1), 24);
         assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn a_subnet_is_found_among_the_elements_of_a_listing() {
+        let listing = "table ip skiff {\n\tset pod-subnets {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tauto-merge\n\t\telements = { 10.88.0.0/24, 10.88.10.0/24 }\n\t}\n}\n";
+        assert!(set_holds(listing, "10.88.0.0/24"));
+        assert!(set_holds(listing, "10.88.10.0/24"));
+        assert!(!set_holds(listing, "10.88.1.0/24"));
+        assert!(!set_holds("", "10.88.0.0/24"));
     }
 
     #[test]

@@ -133,6 +133,30 @@ pub fn default_list(pod_cidr: &str) -> std::result::Result<Value, String> {
     }))
 }
 
+/// Removes the host side of skiff's default network for the runtime set up with `opts` (its
+/// bridge and masquerade; `skiff down`, once the node's pods are gone), read from the default
+/// list the runtime last wrote. Nothing when skiff wrote none (another config, or no subnet
+/// yet). `alone`: no other skiff node on this host uses the masquerade table. Returns what it
+/// removed.
+pub fn remove_default_network(
+    opts: &NetworkOptions,
+    alone: bool,
+) -> std::result::Result<Vec<String>, String> {
+    let path = opts.conf_dir.join(DEFAULT_CONFIG_FILE);
+    let Ok(text) = std::fs::read(&path) else {
+        return Ok(Vec::new());
+    };
+    let list: Value =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let Some(bridge) = list["plugins"][0]["bridge"].as_str() else {
+        return Ok(Vec::new());
+    };
+    let Some(subnet) = list["plugins"][0]["ipam"]["ranges"][0][0]["subnet"].as_str() else {
+        return Ok(Vec::new());
+    };
+    masquerade::Nft::default().release(subnet, bridge, alone)
+}
+
 /// A parsed network config list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetworkList {
