@@ -105,8 +105,8 @@ pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
     out
 }
 
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
+/// A mountinfo field with its octal escapes (space, tab, newline, backslash) decoded.
+pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

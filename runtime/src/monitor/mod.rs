@@ -11,6 +11,7 @@
 //! [`ProcessLauncher`] is the real one.
 
 mod enter;
+pub use enter::unescape as mountinfo_unescape;
 pub mod exec;
 mod filter;
 pub mod plan;
