@@ -78,6 +78,10 @@ pub struct AgentConfig {
     pub service_proxy: bool,
     /// Route other nodes' pod subnets through them (flannel host-gw's job).
     pub pod_routes: bool,
+    /// Labels the Node gets besides the well-known ones (the kubelet's `--node-labels`).
+    pub node_labels: std::collections::BTreeMap<String, String>,
+    /// Taints the Node is created with (the kubelet's `--register-with-taints`).
+    pub register_taints: Vec<k8s_openapi::api::core::v1::Taint>,
 }
 
 /// How long tasks get to finish after `cancel` before they are aborted.
@@ -163,7 +167,13 @@ pub async fn run_with<C: cri::Cri>(
     )]);
     let nodes: Api<Node> = Api::all(client.clone());
     let Some(registered) = retry("register node", &cancel, || {
-        node::register(&nodes, &node_name, &annotations)
+        node::register(
+            &nodes,
+            &node_name,
+            &annotations,
+            &config.node_labels,
+            &config.register_taints,
+        )
     })
     .await
     else {

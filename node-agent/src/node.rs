@@ -256,8 +256,11 @@ pub async fn register(
     api: &Api<Node>,
     node_name: &str,
     annotations: &BTreeMap<String, String>,
+    extra_labels: &BTreeMap<String, String>,
+    taints: &[k8s_openapi::api::core::v1::Taint],
 ) -> Result<Node, AgentError> {
-    let labels = node_labels(node_name);
+    let mut labels = node_labels(node_name);
+    labels.extend(extra_labels.clone());
     match api
         .get_opt(node_name)
         .await
@@ -278,6 +281,12 @@ pub async fn register(
                     annotations: Some(annotations.clone()),
                     ..Default::default()
                 },
+                // As the kubelet's --register-with-taints: on the Node's creation only, so a
+                // taint an admin removed later stays removed.
+                spec: (!taints.is_empty()).then(|| k8s_openapi::api::core::v1::NodeSpec {
+                    taints: Some(taints.to_vec()),
+                    ..Default::default()
+                }),
                 ..Default::default()
             };
             match api.create(&PostParams::default(), &node).await {

@@ -209,6 +209,8 @@ async fn runs_a_pod_reports_status_and_finishes_its_deletion() {
         // No kernel rules from a unit test.
         service_proxy: false,
         pod_routes: false,
+        node_labels: Default::default(),
+        register_taints: Vec::new(),
     };
     let cancel = CancellationToken::new();
     let agent = tokio::spawn(run_with(config, client, cri.clone(), cancel.clone()));

@@ -35,10 +35,67 @@ pub struct AgentArgs {
     /// `runtime/cri.sock`) go.
     #[arg(long, default_value = "/var/lib/skiff-agent")]
     data_dir: PathBuf,
+    /// Labels for the Node besides the well-known ones: key=value,... (the kubelet's flag).
+    #[arg(long, value_delimiter = ',', value_parser = label)]
+    node_labels: Vec<(String, String)>,
+    /// Taints the Node is registered with: key[=value]:Effect,... (the kubelet's flag; on
+    /// the Node's creation only).
+    #[arg(long, value_delimiter = ',', value_parser = taint)]
+    register_with_taints: Vec<k8s_openapi::api::core::v1::Taint>,
     #[command(flatten)]
     runtime: super::node::RuntimeArgs,
     #[command(flatten)]
     dns: super::node::DnsArgs,
+}
+
+/// `key=value` of --node-labels (the value may be empty).
+fn label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("node label {s:?}: expected key=value"))?;
+    let name = k.rsplit('/').next().unwrap_or_default();
+    let ok = |t: &str, max: usize| {
+        t.len() <= max
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && t.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && t.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    if !ok(name, 63) || (k.contains('/') && k.split('/').count() != 2) {
+        return Err(format!(
+            "node label key {k:?}: a name of letters, digits, '-', '_' and '.' (63 at most), with an optional prefix/"
+        ));
+    }
+    if !v.is_empty() && !ok(v, 63) {
+        return Err(format!(
+            "node label {k}={v}: a value is letters, digits, '-', '_' and '.', 63 at most"
+        ));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// `key[=value]:Effect` of --register-with-taints.
+fn taint(s: &str) -> Result<k8s_openapi::api::core::v1::Taint, String> {
+    let (kv, effect) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("taint {s:?}: expected key[=value]:Effect"))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!(
+            "taint {s:?}: the effect must be NoSchedule, PreferNoSchedule or NoExecute"
+        ));
+    }
+    let (key, value) = match kv.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_owned())),
+        None => (kv, None),
+    };
+    label(&format!("{key}={}", value.as_deref().unwrap_or_default()))
+        .map_err(|e| format!("taint {s:?}: {e}"))?;
+    Ok(k8s_openapi::api::core::v1::Taint {
+        key: key.to_owned(),
+        value,
+        effect: effect.to_owned(),
+        time_added: None,
+    })
 }
 
 /// The node's CRI runtime.
@@ -80,6 +137,8 @@ pub async fn run(kubeconfig: Option<PathBuf>, args: AgentArgs) -> Result<()> {
         resolv_conf: args.dns.resolv_conf,
         service_proxy: true,
         pod_routes: true,
+        node_labels: args.node_labels.into_iter().collect(),
+        register_taints: args.register_with_taints,
     };
     let c = cancel.clone();
     tasks.spawn(async move {
@@ -136,5 +195,60 @@ mod tests {
         assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
         let a = parse(&["--node-name", "n1", "--cri-socket", "/s"]).expect("parse");
         assert_eq!(a.cri_socket, Some(PathBuf::from("/s")));
+    }
+
+    #[test]
+    fn labels_and_taints_parse_as_the_kubelets_flags() {
+        let a = parse(&[
+            "--node-name",
+            "n1",
+            "--node-labels",
+            "node-role.kubernetes.io/control-plane=,tier=web",
+            "--register-with-taints",
+            "node-role.kubernetes.io/control-plane:NoSchedule,dedicated=gpu:NoExecute",
+        ])
+        .expect("parse");
+        assert_eq!(
+            a.node_labels,
+            vec![
+                (
+                    "node-role.kubernetes.io/control-plane".to_owned(),
+                    String::new()
+                ),
+                ("tier".to_owned(), "web".to_owned())
+            ]
+        );
+        let t = &a.register_with_taints;
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].key, "node-role.kubernetes.io/control-plane");
+        assert_eq!(t[0].value, None);
+        assert_eq!(t[0].effect, "NoSchedule");
+        assert_eq!(
+            (t[1].key.as_str(), t[1].value.as_deref()),
+            ("dedicated", Some("gpu"))
+        );
+        assert_eq!(t[1].effect, "NoExecute");
+    }
+
+    #[test]
+    fn bad_labels_and_taints_are_named() {
+        for (flag, value, says) in [
+            ("--node-labels", "tier", "expected key=value"),
+            ("--node-labels", "bad-=x", "node label key \"bad-\""),
+            ("--node-labels", "a/b/c=x", "optional prefix"),
+            (
+                "--register-with-taints",
+                "k=v",
+                "expected key[=value]:Effect",
+            ),
+            (
+                "--register-with-taints",
+                "k:Never",
+                "NoSchedule, PreferNoSchedule or NoExecute",
+            ),
+        ] {
+            let err = parse(&["--node-name", "n1", flag, value]).expect_err(value);
+            assert!(err.to_string().contains(says), "{value}: {err}");
+        }
     }
 }

@@ -138,6 +138,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
         resolv_conf: args.dns.resolv_conf.clone(),
         service_proxy: true,
         pod_routes: true,
+        node_labels: Default::default(),
+        register_taints: Vec::new(),
     };
     let c = cancel.clone();
     tasks.spawn(async move {
