@@ -382,10 +382,15 @@ fn print_table(table: &Value, wide: bool, with_ns: bool, header: bool) {
     if rows.len() == usize::from(header) && header {
         return;
     }
+    let _ = write!(std::io::stdout().lock(), "{}", aligned(&rows));
+}
+
+/// Rows as kubectl prints them: columns padded to their widest cell, three spaces apart.
+pub fn aligned(rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
     for r in rows {
         let mut line = String::new();
         for (i, cell) in r.iter().enumerate() {
@@ -395,8 +400,10 @@ fn print_table(table: &Value, wide: bool, with_ns: bool, header: bool) {
                 line.push_str(&format!("{cell:<w$}   ", w = widths[i]));
             }
         }
-        let _ = writeln!(out, "{}", line.trim_end());
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
+    out
 }
 
 fn print_object(v: &Value, output: &str) -> Result<()> {

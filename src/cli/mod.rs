@@ -3,6 +3,7 @@
 
 mod agent;
 mod client;
+mod cluster;
 mod controller;
 mod down;
 mod image;
@@ -34,6 +35,9 @@ enum Command {
     Controller(controller::ControllerArgs),
     /// Run a node against a control plane (`--kubeconfig`): agent and skiff's runtime, or any CRI runtime.
     Agent(agent::AgentArgs),
+    /// Multi-node test clusters on this machine: `create`, `list`, `stop`, `start`, `delete`,
+    /// `load-image` (each node a network namespace running skiff).
+    Cluster(cluster::ClusterArgs),
     /// Stop what a data dir's `skiff up` or `skiff agent` left running (the process, its
     /// containers, mounts and network); `--purge` also deletes the data dir.
     Down(down::DownArgs),
@@ -180,7 +184,8 @@ pub fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Up(_) | Command::Agent(_) => "info",
         Command::Controller(ref a) if controller::is_server(a) => "info",
-        _ => "warn,kube_client=off",
+        // nlink logs each error the kernel answers, which its callers handle.
+        _ => "warn,kube_client=off,nlink=off",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -217,6 +222,7 @@ pub fn main() -> ExitCode {
             Command::Image(args) => image::run(args).await,
             Command::Agent(args) => agent::run(kc, args).await,
             Command::Down(args) => down::run(args).await,
+            Command::Cluster(args) => cluster::run(args).await,
             Command::Apply { files, namespace } => {
                 client::apply(kc, &files, namespace.as_deref()).await
             }

@@ -1,0 +1,337 @@
+//! `skiff cluster`: a control plane and three workers, each a network namespace running real
+//! skiff processes, made by one command; a Deployment spread over the workers whose pods
+//! reach each other across nodes by pod IP, by ClusterIP, by NodePort and by DNS name; stop
+//! and start bring the same objects and workloads back; delete leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use e2e::*;
+use serde_json::Value;
+
+const NAME: &str = "e2e";
+
+const WEB: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}
+      containers:
+      - name: web
+        image: docker.io/library/busybox:1.36
+        imagePullPolicy: IfNotPresent
+        command: [sh, -c, 'mkdir -p /www && echo \"hello from $HOSTNAME\" > /www/index.html && exec busybox httpd -f -p 8080 -h /www']
+        ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+";
+
+struct Env {
+    bin: PathBuf,
+    root: PathBuf,
+    home: PathBuf,
+}
+
+impl Env {
+    fn skiff(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("cluster")
+            .args(args)
+            .env("SKIFF_CLUSTERS_DIR", &self.root)
+            .env("HOME", &self.home)
+            .env_remove("KUBECONFIG");
+        cmd
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Result<String> {
+        run(Command::new(kubectl_path("1.33"))
+            .args(["--context", "skiff-e2e"])
+            .args(args)
+            .env("HOME", &self.home)
+            .env_remove("KUBECONFIG"))
+    }
+
+    fn json(&self, args: &[&str]) -> Result<Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        Ok(serde_json::from_str(&self.kubectl(&all)?)?)
+    }
+
+    /// The output of `sh -c script` in pod `pod`.
+    fn exec(&self, pod: &str, script: &str) -> Result<String> {
+        self.kubectl(&["exec", pod, "--", "sh", "-c", script])
+    }
+}
+
+/// An HTTP GET of `/` through busybox nc, answered with the body's last line.
+fn get(addr: &str, port: u16) -> String {
+    format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {addr} {port} | tail -1")
+}
+
+/// Processes (not yet reaped ones aside) whose command line names `root`.
+fn processes_under(root: &Path) -> Vec<String> {
+    let root = root.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            if stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('Z'))
+            {
+                return None;
+            }
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(&root).then_some(cmdline)
+        })
+        .collect()
+}
+
+fn wait_web(env: &Env) -> Result<Vec<Value>> {
+    wait_for(
+        "3 web pods Running and Ready",
+        Duration::from_secs(90),
+        || {
+            let pods = env.json(&["get", "pods", "-l", "app=web"])?;
+            let items: Vec<Value> = pods["items"].as_array().cloned().unwrap_or_default();
+            let ready = items
+                .iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .filter(|p| condition_true(p, "Ready"))
+                .cloned()
+                .collect::<Vec<_>>();
+            Ok((ready.len() == 3).then_some(ready))
+        },
+    )
+}
+
+#[test]
+fn a_three_worker_cluster_serves_a_deployment_across_its_nodes() -> Result<()> {
+    require_root()?;
+    let tmp = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
+    let env = Env {
+        bin: skiff_bin()?,
+        root: tmp.path().join("clusters"),
+        home: tmp.path().join("home"),
+    };
+    std::fs::create_dir_all(&env.home)?;
+    let result = scenario(&env, tmp.path());
+    if result.is_err() {
+        for log in ["e2e-control-plane/controller.log", "e2e-worker/agent.log"] {
+            let p = env.root.join(NAME).join("nodes").join(log);
+            eprintln!("--- {log} (tail) ---\n{}", tail(&p));
+        }
+    }
+    let _ = env.skiff(&["delete", NAME]).output();
+    result
+}
+
+fn scenario(env: &Env, work: &Path) -> Result<()> {
+    let archive = work.join("busybox.tar");
+    run(Command::new("sh")
+        .arg(workspace().join("scripts/busybox-image.sh"))
+        .arg(&archive))?;
+
+    // Bad input first: nothing may be left of it.
+    let out = env.skiff(&["create", "Bad_Name"]).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("invalid cluster name \"Bad_Name\""),
+        "{err}"
+    );
+
+    let out = run(&mut env.skiff(&[
+        "create",
+        NAME,
+        "--nodes",
+        "3",
+        "--image-archive",
+        archive.to_str().unwrap_or_default(),
+    ]))?;
+    ensure!(
+        out.contains("cluster e2e: 4 nodes Ready"),
+        "create said: {out}"
+    );
+    let out = env.skiff(&["create", NAME]).output()?;
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("cluster \"e2e\" already exists"),
+        "a second create: {out:?}"
+    );
+    let list = run(&mut env.skiff(&["list"]))?;
+    ensure!(
+        list.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("e2e") && l.contains("Running")),
+        "{list}"
+    );
+
+    let nodes = env.json(&["get", "nodes"])?;
+    let items = nodes["items"].as_array().context("nodes")?;
+    let names: Vec<&str> = items
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str())
+        .collect();
+    ensure!(
+        names
+            == [
+                "e2e-control-plane",
+                "e2e-worker",
+                "e2e-worker2",
+                "e2e-worker3"
+            ],
+        "{names:?}"
+    );
+    ensure!(
+        items[0]["spec"]["taints"][0]["key"] == "node-role.kubernetes.io/control-plane",
+        "the control plane is not tainted: {}",
+        items[0]["spec"]
+    );
+    let node_ip = |i: usize| -> String {
+        items[i]["status"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["type"] == "InternalIP")
+            .and_then(|a| a["address"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    let manifest = work.join("web.yaml");
+    std::fs::write(&manifest, WEB)?;
+    env.kubectl(&["apply", "-f", manifest.to_str().unwrap_or_default()])?;
+    let pods = wait_web(env)?;
+    let mut placed: Vec<&str> = pods
+        .iter()
+        .filter_map(|p| p["spec"]["nodeName"].as_str())
+        .collect();
+    placed.sort_unstable();
+    ensure!(
+        placed == ["e2e-worker", "e2e-worker2", "e2e-worker3"],
+        "one pod per worker: {placed:?}"
+    );
+    let name = |i: usize| pods[i]["metadata"]["name"].as_str().unwrap_or_default();
+    let pod_ip = |i: usize| pods[i]["status"]["podIP"].as_str().unwrap_or_default();
+    let svc = env.json(&["get", "service", "web"])?;
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().context("cluster IP")?;
+
+    // Pod IP across nodes.
+    let out = env.exec(name(0), &get(pod_ip(1), 8080))?;
+    ensure!(
+        out.trim() == format!("hello from {}", name(1)),
+        "by pod IP: {out}"
+    );
+    // ClusterIP: every pod answers, wherever it is.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        seen.insert(env.exec(name(0), &get(cluster_ip, 80))?.trim().to_owned());
+        if seen.len() == 3 {
+            break;
+        }
+    }
+    ensure!(seen.len() == 3, "by ClusterIP only {seen:?} answered");
+    // NodePort, on another node's address, from a pod and from the host.
+    let out = env.exec(name(0), &get(&node_ip(2), 30080))?;
+    ensure!(
+        out.starts_with("hello from web-"),
+        "by NodePort from a pod: {out}"
+    );
+    let out = http_get(&format!("{}:30080", node_ip(3)))?;
+    ensure!(
+        out.contains("hello from web-"),
+        "by NodePort from the host: {out}"
+    );
+    // DNS: the Service's name resolves in the pod to its cluster IP, which answers.
+    let out = env.exec(name(2), "busybox nslookup web.default.svc.cluster.local")?;
+    ensure!(out.contains(cluster_ip), "nslookup said: {out}");
+    let out = env.exec(
+        name(2),
+        &get(
+            "$(busybox nslookup web | sed -n 's/^Address: //p' | tail -1)",
+            80,
+        ),
+    )?;
+    ensure!(out.starts_with("hello from web-"), "by DNS name: {out}");
+
+    // Stop: nothing of the cluster runs; start: the same objects and workloads come back.
+    let uid = pods[0]["metadata"]["uid"].clone();
+    run(&mut env.skiff(&["stop", NAME]))?;
+    let left = processes_under(&env.root);
+    ensure!(left.is_empty(), "processes after stop: {left:?}");
+    ensure!(
+        run(&mut env.skiff(&["list"]))?.contains("Stopped"),
+        "list after stop"
+    );
+    let out = run(&mut env.skiff(&["start", NAME]))?;
+    ensure!(out.contains("4 nodes Ready"), "start said: {out}");
+    let back = wait_web(env)?;
+    ensure!(
+        back.iter().any(|p| p["metadata"]["uid"] == uid),
+        "the same pods come back"
+    );
+    // Its endpoints' Ready pods reach the rules moments after the pods are Ready.
+    wait_for("the NodePort after start", Duration::from_secs(20), || {
+        let out = http_get(&format!("{}:30080", node_ip(1))).unwrap_or_default();
+        Ok(out.contains("hello from web-").then_some(()))
+    })?;
+
+    // Delete: nothing left.
+    let out = run(&mut env.skiff(&["delete", NAME]))?;
+    ensure!(out.contains("cluster e2e deleted"), "delete said: {out}");
+    let left = processes_under(&env.root);
+    ensure!(left.is_empty(), "processes after delete: {left:?}");
+    ensure!(
+        !env.root.join(NAME).exists(),
+        "the cluster's directory is left"
+    );
+    let netns = ip(&["netns", "list"])?;
+    ensure!(!netns.contains("skiff-e2e-"), "namespaces left: {netns}");
+    let links = ip(&["-o", "link", "show"])?;
+    ensure!(
+        !links
+            .lines()
+            .any(|l| l.contains(": skc") || l.contains(": skv")),
+        "interfaces left: {links}"
+    );
+    let tables = run(Command::new("nft").args(["list", "tables"]))?;
+    ensure!(
+        !tables.contains("skiff-cluster-e2e"),
+        "nftables left: {tables}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    ensure!(
+        !mounts.contains(env.root.to_string_lossy().as_ref()),
+        "mounts left"
+    );
+    let kubeconfig = std::fs::read_to_string(env.home.join(".kube/config"))?;
+    ensure!(
+        !kubeconfig.contains("skiff-e2e"),
+        "context left: {kubeconfig}"
+    );
+    ensure!(
+        run(&mut env.skiff(&["list"]))?.lines().count() == 1,
+        "list after delete"
+    );
+    Ok(())
+}
