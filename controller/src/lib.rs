@@ -58,6 +58,9 @@ pub struct ControllerConfig {
     /// Where node pod subnets come from (`--cluster-cidr`, `--node-cidr-mask-size`); `None`:
     /// nodes get none, and their runtimes need `--pod-cidr`.
     pub node_ipam: Option<controllers::nodeipam::NodeIpam>,
+    /// How long a node may go without a heartbeat before it is Unknown and tainted
+    /// unreachable (`--node-monitor-grace-period`).
+    pub node_monitor_grace: Duration,
 }
 
 /// The cluster DNS address by default (kubeadm's, the tenth of the service range).
@@ -76,6 +79,7 @@ impl ControllerConfig {
             event_ttl: DEFAULT_EVENT_TTL,
             cluster_dns: Some(DEFAULT_CLUSTER_DNS),
             node_ipam: Some(controllers::nodeipam::NodeIpam::DEFAULT),
+            node_monitor_grace: controllers::nodelifecycle::DEFAULT_GRACE,
         }
     }
 }
@@ -169,6 +173,7 @@ pub async fn run(
         store.clone(),
         config.event_ttl,
         config.node_ipam,
+        config.node_monitor_grace,
         cancel.clone(),
     ));
     let mut app = api::router(ApiState {
@@ -217,6 +222,7 @@ async fn leader_loops(
     store: Store,
     event_ttl: Duration,
     node_ipam: Option<controllers::nodeipam::NodeIpam>,
+    node_monitor_grace: Duration,
     cancel: CancellationToken,
 ) {
     let mut leading = store.leadership();
@@ -244,6 +250,11 @@ async fn leader_loops(
                 term.clone(),
             ))
         });
+        let lifecycle = tokio::spawn(controllers::nodelifecycle::run(
+            objects.clone(),
+            node_monitor_grace,
+            term.clone(),
+        ));
         while *leading.borrow_and_update() {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -255,6 +266,7 @@ async fn leader_loops(
         let _ = namespaces.await;
         let _ = workloads.await;
         let _ = events.await;
+        let _ = lifecycle.await;
         if let Some(ipam) = ipam {
             let _ = ipam.await;
         }

@@ -43,6 +43,32 @@ spec:
   ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
 ";
 
+/// Two pods on two different workers, which leave a failed node after 2 s (the API would give
+/// them 300).
+const API: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      tolerations:
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
+      - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: api}}}
+      containers:
+      - name: api
+        image: docker.io/library/busybox:1.36
+        imagePullPolicy: IfNotPresent
+        command: [sleep, '3600']
+";
+
 struct Env {
     bin: PathBuf,
     root: PathBuf,
@@ -262,6 +288,36 @@ fn scenario(env: &Env, work: &Path) -> Result<()> {
         out.contains("hello from web-"),
         "by NodePort from the host: {out}"
     );
+    // LoadBalancer: every Ready node's address, answered there.
+    let lb = work.join("lb.yaml");
+    std::fs::write(
+        &lb,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web-lb}\nspec:\n  type: LoadBalancer\n  selector: {app: web}\n  ports: [{port: 8081, targetPort: 8080}]\n",
+    )?;
+    env.kubectl(&["apply", "-f", lb.to_str().unwrap_or_default()])?;
+    let ingress = wait_for(
+        "the load balancer's addresses",
+        Duration::from_secs(30),
+        || {
+            let s = env.json(&["get", "service", "web-lb"])?;
+            let ips: Vec<String> = s["status"]["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["ip"].as_str().map(str::to_owned))
+                .collect();
+            Ok((ips.len() == 4).then_some(ips))
+        },
+    )?;
+    ensure!(ingress.contains(&node_ip(0)), "{ingress:?}");
+    for ip in &ingress {
+        let out = http_get(&format!("{ip}:8081"))?;
+        ensure!(
+            out.contains("hello from web-"),
+            "by the load balancer at {ip}: {out}"
+        );
+    }
+
     // DNS: the Service's name resolves in the pod to its cluster IP, which answers.
     let out = env.exec(name(2), "busybox nslookup web.default.svc.cluster.local")?;
     ensure!(out.contains(cluster_ip), "nslookup said: {out}");
@@ -273,6 +329,8 @@ fn scenario(env: &Env, work: &Path) -> Result<()> {
         ),
     )?;
     ensure!(out.starts_with("hello from web-"), "by DNS name: {out}");
+
+    node_failure(env, work)?;
 
     // Stop: nothing of the cluster runs; start: the same objects and workloads come back.
     let uid = pods[0]["metadata"]["uid"].clone();
@@ -333,5 +391,159 @@ fn scenario(env: &Env, work: &Path) -> Result<()> {
         run(&mut env.skiff(&["list"]))?.lines().count() == 1,
         "list after delete"
     );
+    Ok(())
+}
+
+/// Pods (not being deleted) of `app`, by node.
+fn placement(env: &Env, app: &str) -> Result<Vec<(String, String)>> {
+    let pods = env.json(&["get", "pods", "-l", &format!("app={app}")])?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| {
+            Some((
+                p["metadata"]["name"].as_str()?.to_owned(),
+                p["spec"]["nodeName"].as_str()?.to_owned(),
+            ))
+        })
+        .collect())
+}
+
+/// A worker's agent killed with SIGKILL: its node goes Unknown and tainted, its pods leave
+/// Services at once and the node when their tolerations run out, and run elsewhere; started
+/// again, the node is clean: untainted, and the replaced pod gone from it.
+fn node_failure(env: &Env, work: &Path) -> Result<()> {
+    let manifest = work.join("api.yaml");
+    std::fs::write(&manifest, API)?;
+    env.kubectl(&["apply", "-f", manifest.to_str().unwrap_or_default()])?;
+    let before = wait_for("2 api pods Running", Duration::from_secs(60), || {
+        let pods = env.json(&["get", "pods", "-l", "app=api"])?;
+        let running: Vec<Value> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .cloned()
+            .collect();
+        Ok((running.len() == 2).then_some(running))
+    })?;
+    let victim_node = before[0]["spec"]["nodeName"]
+        .as_str()
+        .context("node")?
+        .to_owned();
+    let victim_pod = before[0]["metadata"]["name"]
+        .as_str()
+        .context("name")?
+        .to_owned();
+    let lock = env
+        .root
+        .join(NAME)
+        .join("nodes")
+        .join(&victim_node)
+        .join("agent/skiff.lock");
+    let pid = std::fs::read_to_string(&lock)?.trim().to_owned();
+    run(Command::new("kill").args(["-KILL", &pid]))?;
+
+    // 40 s without a heartbeat: Unknown, and tainted.
+    wait_for("the node to be Unknown", Duration::from_secs(70), || {
+        let n = env.json(&["get", "node", &victim_node])?;
+        let unknown = n["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "Unknown");
+        let tainted = n["spec"]["taints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute");
+        Ok((unknown && tainted).then_some(()))
+    })?;
+    // Its web pod left the Service's endpoints: every request through the cluster IP answers.
+    let svc = env.json(&["get", "service", "web"])?;
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().context("cluster IP")?;
+    let client = placement(env, "web")?
+        .into_iter()
+        .find(|(_, node)| *node != victim_node)
+        .context("a web pod on a live node")?
+        .0;
+    wait_for(
+        "the dead node's endpoint to leave",
+        Duration::from_secs(20),
+        || {
+            let slices = env.json(&[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+            ])?;
+            let ready = slices["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+                .filter(|e| e["conditions"]["ready"] == true)
+                .count();
+            Ok((ready == 2).then_some(()))
+        },
+    )?;
+    for _ in 0..6 {
+        let out = env.exec(&client, &get(cluster_ip, 80))?;
+        ensure!(
+            out.starts_with("hello from web-"),
+            "a request to a dead node: {out:?}"
+        );
+    }
+    // The api pod is evicted after its 2 s and replaced on the free live worker.
+    let after = wait_for(
+        "the api pod to run elsewhere",
+        Duration::from_secs(60),
+        || {
+            let p = placement(env, "api")?;
+            let moved = p.len() == 2
+                && p.iter()
+                    .all(|(name, node)| *node != victim_node && *name != victim_pod);
+            Ok(moved.then_some(p))
+        },
+    )?;
+    wait_for("the replacement to run", Duration::from_secs(60), || {
+        let pods = env.json(&["get", "pods", "-l", "app=api"])?;
+        let running = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
+        Ok((running == 2).then_some(()))
+    })?;
+    let events = env.kubectl(&["get", "events", "-A"])?;
+    ensure!(
+        events.contains("TaintManagerEviction"),
+        "no eviction event: {after:?}"
+    );
+
+    // Back: the node is untainted and Ready, and the evicted pod is gone for good.
+    run(&mut env.skiff(&["start", NAME]))?;
+    wait_for(
+        "the node to come back clean",
+        Duration::from_secs(60),
+        || {
+            let n = env.json(&["get", "node", &victim_node])?;
+            let ready = n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            let untainted = n["spec"]["taints"].as_array().is_none_or(Vec::is_empty);
+            let gone = env
+                .kubectl(&["get", "pod", &victim_pod, "--ignore-not-found"])?
+                .trim()
+                .is_empty();
+            Ok((ready && untainted && gone).then_some(()))
+        },
+    )?;
     Ok(())
 }

@@ -48,6 +48,10 @@ struct RunArgs {
     /// `--cluster-dns`); `none`: no such Service.
     #[arg(long, default_value = "10.96.0.10", value_parser = super::node::cluster_dns)]
     cluster_dns: super::node::ClusterDns,
+    /// How long a node may go without a heartbeat (Lease renewal or status) before it is
+    /// marked Unknown and tainted unreachable, and its pods' eviction clock starts.
+    #[arg(long, default_value = "40s", value_parser = crate::cli::duration)]
+    node_monitor_grace_period: std::time::Duration,
     #[command(flatten)]
     ipam: IpamArgs,
 }
@@ -191,6 +195,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         event_ttl: args.event_ttl,
         cluster_dns: args.cluster_dns.0,
         node_ipam: args.ipam.ipam()?,
+        node_monitor_grace: args.node_monitor_grace_period,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let c = cancel.clone();

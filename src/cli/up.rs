@@ -35,6 +35,10 @@ pub struct UpArgs {
     /// How long an Event is kept after it was last seen (a Go duration: 1h, 30m, 90s).
     #[arg(long, default_value = "1h", value_parser = crate::cli::duration)]
     event_ttl: std::time::Duration,
+    /// How long a node may go without a heartbeat (Lease renewal or status) before it is
+    /// marked Unknown and tainted unreachable, and its pods' eviction clock starts.
+    #[arg(long, default_value = "40s", value_parser = crate::cli::duration)]
+    node_monitor_grace_period: std::time::Duration,
 }
 
 fn hostname() -> String {
@@ -101,6 +105,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         event_ttl: args.event_ttl,
         cluster_dns: args.dns.cluster_dns.0,
         node_ipam: args.ipam.ipam()?,
+        node_monitor_grace: args.node_monitor_grace_period,
         ..controller::ControllerConfig::single(data.join("controller"), args.listen)
     };
     let c = cancel.clone();

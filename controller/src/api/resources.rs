@@ -585,6 +585,9 @@ fn must(group: &str, plural: &str) -> &'static Resource {
 pub fn events() -> &'static Resource {
     must("", "events")
 }
+pub fn leases() -> &'static Resource {
+    must("coordination.k8s.io", "leases")
+}
 pub fn services() -> &'static Resource {
     must("", "services")
 }

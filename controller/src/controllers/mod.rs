@@ -15,7 +15,9 @@ pub mod gc;
 pub mod job;
 pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
+pub mod servicelb;
 pub mod statefulset;
 pub mod storage;
 pub mod taint_eviction;
@@ -35,7 +37,7 @@ use crate::store::state::Event;
 /// ordered and a chain (deployment → replicaset → pods → endpoints) converges within a few
 /// passes.
 pub async fn run(objects: Objects, cancel: CancellationToken) {
-    const PASSES: [(&str, Interest); 12] = [
+    const PASSES: [(&str, Interest); 13] = [
         ("garbage collector", Interest::Ownership),
         (
             "deployment",
@@ -89,6 +91,7 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
             "apiservice",
             Interest::Resources(&["apiservices", "services", "endpointslices"]),
         ),
+        ("servicelb", Interest::Resources(&["services", "nodes"])),
     ];
     let mut due = [true; PASSES.len()];
     let mut quiet_wakes = 0u32;
@@ -110,7 +113,8 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
                 8 => storage::reconcile(&objects).await,
                 9 => taint_eviction::reconcile(&objects).await,
                 10 => disruption::reconcile(&objects).await,
-                _ => apiservice::reconcile(&objects).await,
+                11 => apiservice::reconcile(&objects).await,
+                _ => servicelb::reconcile(&objects).await,
             };
             if let Err(e) = r {
                 tracing::warn!(controller = name, error = %e, "pass failed");

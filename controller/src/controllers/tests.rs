@@ -967,3 +967,97 @@ async fn api_services_are_available_restored_and_explained() {
         "service/api in \"wardle\" is not present"
     );
 }
+
+#[tokio::test]
+async fn a_silent_node_goes_unknown_and_tainted_and_comes_back_clean() {
+    use std::time::Instant;
+    let objects = objects().await;
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "status": {"conditions": [{"type": "Ready", "status": "True",
+            "lastHeartbeatTime": "2026-12-07T10:00:00Z"}]}});
+    objects
+        .create(resources::nodes(), None, node, false)
+        .await
+        .unwrap();
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "n1", "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": "n1", "renewTime": "2026-12-07T10:00:00.000000Z"}});
+    objects
+        .create(resources::leases(), Some("kube-node-lease"), lease, false)
+        .await
+        .unwrap();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}});
+    let pod = objects
+        .create(resources::pods(), Some("default"), pod, false)
+        .await
+        .unwrap();
+    set_phase(&objects, &pod, "Running").await;
+
+    let mut monitor = nodelifecycle::Monitor::default();
+    let grace = Duration::from_secs(40);
+    let t0 = Instant::now();
+    monitor.pass(&objects, grace, t0).await.unwrap();
+    let n = objects.get(resources::nodes(), None, "n1").unwrap();
+    assert!(n.pointer("/spec/taints").is_none(), "a fresh node: {n}");
+
+    // No heartbeat for longer than the grace period.
+    monitor
+        .pass(&objects, grace, t0 + Duration::from_secs(41))
+        .await
+        .unwrap();
+    let n = objects.get(resources::nodes(), None, "n1").unwrap();
+    assert_eq!(n["status"]["conditions"][0]["status"], "Unknown");
+    let keys: Vec<(&str, &str)> = n["spec"]["taints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["key"].as_str().unwrap(), t["effect"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (nodelifecycle::UNREACHABLE, "NoSchedule"),
+            (nodelifecycle::UNREACHABLE, "NoExecute")
+        ]
+    );
+    let p = objects
+        .get(resources::pods(), Some("default"), "p")
+        .unwrap();
+    let ready = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready["status"], "False", "{p}");
+
+    // The agent comes back: renews its lease and posts Ready.
+    objects
+        .modify(
+            resources::leases(),
+            Some("kube-node-lease"),
+            "n1",
+            Part::Main,
+            |l| {
+                l["spec"]["renewTime"] = json!("2026-12-07T10:01:00.000000Z");
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    objects
+        .modify(resources::nodes(), None, "n1", Part::Status, |n| {
+            n["status"]["conditions"] = json!([{"type": "Ready", "status": "True",
+                "lastHeartbeatTime": "2026-12-07T10:01:00Z"}]);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    monitor
+        .pass(&objects, grace, t0 + Duration::from_secs(45))
+        .await
+        .unwrap();
+    let n = objects.get(resources::nodes(), None, "n1").unwrap();
+    assert_eq!(n["spec"]["taints"], json!([]), "{n}");
+}

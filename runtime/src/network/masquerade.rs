@@ -141,7 +141,10 @@ impl Nft {
                     )
                 })
         };
-        if std::path::Path::new("/sys/class/net").join(bridge).exists() {
+        // Not /sys/class/net: that shows the links of the namespace sysfs was mounted in, which
+        // is not this one on a node of `skiff cluster`.
+        let links = run("ip", &["-o", "link", "show"])?;
+        if link_names(&links).iter().any(|l| l == bridge) {
             run("ip", &["link", "del", bridge])?;
             removed.push(format!("bridge {bridge}"));
         }
@@ -162,6 +165,14 @@ impl Nft {
         }
         Ok(removed)
     }
+}
+
+/// The link names in `ip -o link show` output (`2: eth0@if5: <...>` gives `eth0`).
+pub fn link_names(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
 }
 
 /// Whether `nft list set` output holds `subnet` as an element (`10.88.0.0/24`, separated by
@@ -200,9 +211,6 @@ impl Masquerade for Nft {
     }
 
     fn free_gateway(&self, bridge: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), String> {
-        if !std::path::Path::new("/sys/class/net").join(bridge).exists() {
-            return Ok(());
-        }
         let ip = self
             .find("ip")
             .ok_or_else(|| "ip not found (install iproute2)".to_string())?;
@@ -219,6 +227,13 @@ impl Masquerade for Nft {
                 )
             })
         };
+        // `ip`, not /sys/class/net, which shows the namespace sysfs was mounted in.
+        if !link_names(&String::from_utf8_lossy(&run(&["-o", "link", "show"])?))
+            .iter()
+            .any(|l| l == bridge)
+        {
+            return Ok(());
+        }
         let out = run(&["-4", "-o", "addr", "show"])?;
         let all: Vec<(String, Ipv4Addr, u8)> = String::from_utf8_lossy(&out)
             .lines()
@@ -231,8 +246,8 @@ impl Masquerade for Nft {
             })
             .collect();
         for other in overlapping_bridges(&all, bridge, gateway, prefix) {
-            let ports = std::fs::read_dir(format!("/sys/class/net/{other}/brif"))
-                .map(|d| d.count())
+            let ports = run(&["-o", "link", "show", "master", &other])
+                .map(|out| link_names(&String::from_utf8_lossy(&out)).len())
                 .unwrap_or(0);
             if ports > 0 {
                 return Err(format!(
@@ -291,6 +306,13 @@ mod tests {
         // A /24 of its own: nothing else in the way.
         let got = overlapping_bridges(&addrs, "skiff0a5802", Ipv4Addr::new(10, 88, 2, 1), 24);
         assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn link_names_are_read_from_ip_output() {
+        let out = "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue\n2: eth0@if9: <BROADCAST> mtu 1500\n7: skiff0a5800: <BROADCAST,MULTICAST,UP> mtu 1500\n";
+        assert_eq!(link_names(out), ["lo", "eth0", "skiff0a5800"]);
+        assert!(link_names("").is_empty());
     }
 
     #[test]

@@ -28,6 +28,7 @@ impl Strategy for PodStrategy {
     }
 
     fn prepare_create(&self, obj: &mut Value) {
+        default_toleration_seconds(obj_mut(obj, "spec"));
         let qos = qos_class(obj);
         let status = obj_mut(obj, "status");
         set_default(status, "phase", json!("Pending"));
@@ -204,6 +205,35 @@ pub async fn mark_disruption_target(
     match r {
         Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// How long a pod stays on a node that is not ready or unreachable unless it says otherwise
+/// (kube-apiserver's `--default-not-ready-toleration-seconds` and
+/// `--default-unreachable-toleration-seconds`).
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The DefaultTolerationSeconds admission: a new pod that tolerates neither the not-ready nor
+/// the unreachable NoExecute taint gets a toleration of each for
+/// [`DEFAULT_TOLERATION_SECONDS`], so it is evicted from a failed node after that long.
+pub fn default_toleration_seconds(spec: &mut Map<String, Value>) {
+    use crate::controllers::nodelifecycle::{NOT_READY, UNREACHABLE};
+    let tols = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Value::Array(tols) = tols else {
+        return;
+    };
+    for key in [NOT_READY, UNREACHABLE] {
+        let covered = tols.iter().any(|t| {
+            let k = t["key"].as_str().unwrap_or_default();
+            let e = t["effect"].as_str().unwrap_or_default();
+            (k.is_empty() || k == key) && (e.is_empty() || e == "NoExecute")
+        });
+        if !covered {
+            tols.push(
+                json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS}),
+            );
+        }
     }
 }
 
@@ -621,5 +651,54 @@ mod tests {
         let deleting =
             json!({"metadata": {"deletionTimestamp": "x"}, "status": {"phase": "Running"}});
         assert_eq!(pod_status(&deleting), "Terminating");
+    }
+}
+
+#[cfg(test)]
+mod toleration_tests {
+    use super::*;
+
+    fn keys(spec: &Map<String, Value>) -> Vec<(String, Option<i64>)> {
+        spec["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["key"].as_str().unwrap_or_default().to_owned(),
+                    t["tolerationSeconds"].as_i64(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_pods_tolerate_a_failed_node_for_five_minutes_unless_they_say_otherwise() {
+        let mut spec = Map::new();
+        default_toleration_seconds(&mut spec);
+        assert_eq!(
+            keys(&spec),
+            [
+                ("node.kubernetes.io/not-ready".to_owned(), Some(300)),
+                ("node.kubernetes.io/unreachable".to_owned(), Some(300))
+            ]
+        );
+        let mut own = json!({"tolerations": [
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+             "effect": "NoExecute", "tolerationSeconds": 5}]});
+        let own = own.as_object_mut().unwrap();
+        default_toleration_seconds(own);
+        assert_eq!(
+            keys(own),
+            [
+                ("node.kubernetes.io/unreachable".to_owned(), Some(5)),
+                ("node.kubernetes.io/not-ready".to_owned(), Some(300))
+            ]
+        );
+        // A toleration of every taint (as DaemonSets' can be) covers both.
+        let mut all = json!({"tolerations": [{"operator": "Exists"}]});
+        let all = all.as_object_mut().unwrap();
+        default_toleration_seconds(all);
+        assert_eq!(all["tolerations"].as_array().map(Vec::len), Some(1));
     }
 }
