@@ -5,7 +5,7 @@
 # usage: make-busybox-image.sh <workdir> [registry-addr] [image:tag] [httpd]
 #   defaults: registry 127.0.0.1:5055, image busybox:1
 #   `httpd`: the image serves /www on port 80 (busybox httpd) by default, for charts whose
-#   pods have HTTP probes.
+#   pods have HTTP probes, and has wget.
 # Needs root (umoci unpack), busybox-static, umoci, skopeo, docker-registry.
 # The registry's pid is written to <workdir>/registry.pid (kill it when done).
 set -eu
@@ -63,6 +63,8 @@ cmd="--config.cmd sh"
 if [ "$flavour" = httpd ]; then
     umoci unpack --image "$oci:img" "$work/bundle-httpd"
     ln -sf busybox "$work/bundle-httpd/rootfs/bin/httpd"
+    # `helm create`'s test pod runs `wget <service>:<port>` in a busybox image.
+    ln -sf busybox "$work/bundle-httpd/rootfs/bin/wget"
     mkdir -p "$work/bundle-httpd/rootfs/www"
     echo "hello from skiff" >"$work/bundle-httpd/rootfs/www/index.html"
     umoci repack --image "$oci:img" "$work/bundle-httpd"

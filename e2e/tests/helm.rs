@@ -1,6 +1,7 @@
 //! Helm 4 against skiff: the chart `helm create` writes is installed, upgraded, rolled back and
 //! uninstalled with `--wait` (Helm's readiness checks read the objects' status and conditions),
-//! its pods serving the chart's HTTP probes from a busybox httpd image. kubectl 1.35 from the
+//! its pods serving the chart's HTTP probes from a busybox httpd image, and `helm test` runs the
+//! chart's test pod (wget of the release's Service by name). kubectl 1.35 from the
 //! same package reads the result. `e2e/run-tests.sh` fetches both (`SKIFF_HELM_DIR`).
 
 use std::path::{Path, PathBuf};
@@ -43,13 +44,31 @@ impl Helm {
 
 fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     let tools = tools()?;
-    c.start()?;
     run(Command::new("sh")
         .arg(workspace().join("e2e/scripts/make-busybox-image.sh"))
         .arg(work.join("httpd-image"))
         .arg(reg)
         .arg("httpd:1")
         .arg("httpd"))?;
+    // The chart's test pod runs `busybox` (docker.io/library/busybox:latest, always pulled):
+    // the node's registries file sends docker.io to the local registry, which holds it.
+    run(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{reg}/httpd:1"),
+        &format!("docker://{reg}/library/busybox:latest"),
+    ]))?;
+    let registries = work.join("registries.yaml");
+    std::fs::write(
+        &registries,
+        format!("mirrors:\n  docker.io:\n    endpoint: [\"http://{reg}\"]\n"),
+    )?;
+    c.extra_args.extend([
+        "--registries-config".to_owned(),
+        registries.display().to_string(),
+    ]);
+    c.start()?;
     let helm = Helm {
         bin: tools.join("helm"),
         kubeconfig: c.kubeconfig(),
@@ -100,6 +119,15 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
     );
     let status = helm.run(&["status", "demo"])?;
     ensure!(status.contains("STATUS: deployed"), "{status}");
+    // The chart's own test: a pod that fetches the release's Service by name.
+    let tested = helm.run(&["test", "demo", "--timeout", "2m"])?;
+    ensure!(
+        tested.contains("demo-test-connection") && tested.contains("Succeeded"),
+        "helm test said: {tested}"
+    );
+    // A test hook without a delete policy stays after the test (and the release), as in
+    // Kubernetes: the user removes it.
+    k.ok(&["delete", "pod", "demo-test-connection"], None)?;
 
     let mut upgrade = vec!["upgrade", "demo", chart.as_str(), "--set", "replicaCount=2"];
     upgrade.extend(common);
