@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use api::{ApiState, Objects};
 use cluster::{ClusterConfig, ClusterError, GrpcTransport, PeerService};
+use controllers::kubernetes_service;
 use store::{RaftThread, Store, StoreConfig, StoreError, member_id};
 
 /// Errors of starting or running the control plane.
@@ -168,12 +169,24 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().map_err(ControllerError::Serve)?;
     tracing::info!(%addr, "API server listening");
+    // Members others can reach are the `kubernetes` Service's endpoints.
+    let identity = kubernetes_service::advertised(addr).map(|a| {
+        tokio::spawn(kubernetes_service::run_member(
+            objects.clone(),
+            name.clone().unwrap_or_else(|| "single".to_owned()),
+            a,
+            cancel.clone(),
+        ))
+    });
     let loops = tokio::spawn(leader_loops(
         objects.clone(),
         store.clone(),
-        config.event_ttl,
-        config.node_ipam,
-        config.node_monitor_grace,
+        LeaderConfig {
+            event_ttl: config.event_ttl,
+            node_ipam: config.node_ipam,
+            node_monitor_grace: config.node_monitor_grace,
+            api_port: addr.port(),
+        },
         cancel.clone(),
     ));
     let mut app = api::router(ApiState {
@@ -205,6 +218,9 @@ pub async fn run(
         .await;
     cancel.cancel();
     let _ = loops.await;
+    if let Some(t) = identity {
+        let _ = t.await;
+    }
     if let Some(t) = peer_task
         && let Ok(Err(e)) = t.await
     {
@@ -217,14 +233,21 @@ pub async fn run(
 
 /// Runs the scheduler and the controllers while this member leads, and stops them (waiting for
 /// them to finish) as soon as it does not: only one member's loops act on the cluster at a time.
-async fn leader_loops(
-    objects: Objects,
-    store: Store,
+/// What the leader's loops are set up with.
+struct LeaderConfig {
     event_ttl: Duration,
     node_ipam: Option<controllers::nodeipam::NodeIpam>,
     node_monitor_grace: Duration,
-    cancel: CancellationToken,
-) {
+    api_port: u16,
+}
+
+async fn leader_loops(objects: Objects, store: Store, lc: LeaderConfig, cancel: CancellationToken) {
+    let LeaderConfig {
+        event_ttl,
+        node_ipam,
+        node_monitor_grace,
+        api_port,
+    } = lc;
     let mut leading = store.leadership();
     loop {
         while !*leading.borrow_and_update() {
@@ -250,6 +273,18 @@ async fn leader_loops(
                 term.clone(),
             ))
         });
+        let service = kubernetes_service::service(api_port);
+        match objects
+            .create(api::resources::services(), Some("default"), service, false)
+            .await
+        {
+            Ok(_) | Err(api::ApiError::AlreadyExists { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot create the kubernetes Service"),
+        }
+        let apiserver_endpoints = tokio::spawn(kubernetes_service::run_leader(
+            objects.clone(),
+            term.clone(),
+        ));
         let lifecycle = tokio::spawn(controllers::nodelifecycle::run(
             objects.clone(),
             node_monitor_grace,
@@ -267,6 +302,7 @@ async fn leader_loops(
         let _ = workloads.await;
         let _ = events.await;
         let _ = lifecycle.await;
+        let _ = apiserver_endpoints.await;
         if let Some(ipam) = ipam {
             let _ = ipam.await;
         }

@@ -288,6 +288,19 @@ fn scenario(env: &Env, work: &Path) -> Result<()> {
         out.contains("hello from web-"),
         "by NodePort from the host: {out}"
     );
+    // The `kubernetes` Service reaches the API server from any pod (plain HTTP until the API
+    // has TLS).
+    let version = env.exec(
+        name(1),
+        "printf 'GET /version HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 10.96.0.1 443",
+    )?;
+    ensure!(version.contains("gitVersion"), "the kubernetes Service: {version}");
+    let eps = env.json(&["get", "endpoints", "kubernetes"])?;
+    ensure!(
+        eps["subsets"][0]["addresses"][0]["ip"] == node_ip(0).as_str(),
+        "the kubernetes Service's endpoints: {eps}"
+    );
+
     // LoadBalancer: every Ready node's address, answered there.
     let lb = work.join("lb.yaml");
     std::fs::write(

@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod event_ttl;
 pub mod gc;
 pub mod job;
+pub mod kubernetes_service;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
