@@ -294,7 +294,10 @@ fn scenario(env: &Env, work: &Path) -> Result<()> {
         name(1),
         "printf 'GET /version HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 10.96.0.1 443",
     )?;
-    ensure!(version.contains("gitVersion"), "the kubernetes Service: {version}");
+    ensure!(
+        version.contains("gitVersion"),
+        "the kubernetes Service: {version}"
+    );
     let eps = env.json(&["get", "endpoints", "kubernetes"])?;
     ensure!(
         eps["subsets"][0]["addresses"][0]["ip"] == node_ip(0).as_str(),
