@@ -182,8 +182,9 @@ pub fn main() -> ExitCode {
     // `up` logs what it does; client commands report errors themselves (kube's client would
     // also log each failed connection).
     let default_filter = match cli.command {
-        Command::Up(_) | Command::Agent(_) => "info",
-        Command::Controller(ref a) if controller::is_server(a) => "info",
+        // nlink logs each error the kernel answers, which its callers handle.
+        Command::Up(_) | Command::Agent(_) => "info,nlink=off",
+        Command::Controller(ref a) if controller::is_server(a) => "info,nlink=off",
         // nlink logs each error the kernel answers, which its callers handle.
         _ => "warn,kube_client=off,nlink=off",
     };
