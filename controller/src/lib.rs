@@ -273,13 +273,20 @@ async fn leader_loops(objects: Objects, store: Store, lc: LeaderConfig, cancel: 
                 term.clone(),
             ))
         });
-        let service = kubernetes_service::service(api_port);
-        match objects
-            .create(api::resources::services(), Some("default"), service, false)
-            .await
+        // Looked up first: a second create would fail on its address before its name.
+        let services = api::resources::services();
+        if objects
+            .get(services, Some("default"), "kubernetes")
+            .is_err()
         {
-            Ok(_) | Err(api::ApiError::AlreadyExists { .. }) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot create the kubernetes Service"),
+            let service = kubernetes_service::service(api_port);
+            match objects
+                .create(services, Some("default"), service, false)
+                .await
+            {
+                Ok(_) | Err(api::ApiError::AlreadyExists { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot create the kubernetes Service"),
+            }
         }
         let apiserver_endpoints = tokio::spawn(kubernetes_service::run_leader(
             objects.clone(),

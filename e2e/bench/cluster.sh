@@ -60,11 +60,15 @@ for i in $(seq 1 "$RUNS"); do
         "$i" "$(echo "$t1 - $t0" | bc)" "$ready" "$rss" "$del"
 done
 sleep 10
-rss=0
+# RSS counts the skiff binary's pages each node's processes map; they are one copy in memory
+# for all of them, which PSS shares out and anonymous memory leaves out.
+rss=0 anon=0 pss=0
 for pid in $(pgrep -f "nodes/bench-worker/agent" || true); do
     rss=$((rss + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+    anon=$((anon + $(awk '/RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+    pss=$((pss + $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)))
 done
-echo "idle worker node (agent + runtime + zygote) after 10 s: $((rss / 1024)) MiB RSS"
+echo "idle worker node (agent with its runtime) after 10 s: RSS $((rss / 1024)) MiB, of it anonymous $((anon / 1024)) MiB; PSS $((pss / 1024)) MiB (the binary's pages shared with the cluster's other $(($(pgrep -fc "$SKIFF_CLUSTERS_DIR/bench/nodes") - 1)) skiff processes)"
 
 "$skiff" cluster load-image bench "$work/busybox.tar" >/dev/null
 kubectl() { /usr/lib/google-cloud-sdk/bin/kubectl.1.33 --context skiff-bench "$@"; }

@@ -123,7 +123,12 @@ pub async fn run(kubeconfig: Option<PathBuf>, args: AgentArgs) -> Result<()> {
     let own_runtime = matches!(cri, Cri::Own(_));
     let cri_socket = match cri {
         Cri::Socket(socket) => socket,
-        Cri::Own(config) => super::node::start_runtime(*config, &mut tasks, &cancel).await?,
+        Cri::Own(config) => match super::node::start_runtime(*config, &mut tasks, &cancel).await {
+            Ok(s) => s,
+            // SIGTERM while starting: a clean stop, not a failure.
+            Err(_) if cancel.is_cancelled() => return super::node::join_all(tasks, &cancel).await,
+            Err(e) => return Err(e),
+        },
     };
     let config = node_agent::AgentConfig {
         node_name: args.node_name,

@@ -127,7 +127,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let kubeconfig = data.join("kubeconfig");
     write_kubeconfig(&kubeconfig, addr)?;
 
-    let socket = super::node::start_runtime(rcfg, &mut tasks, &cancel).await?;
+    let socket = match super::node::start_runtime(rcfg, &mut tasks, &cancel).await {
+        Ok(s) => s,
+        // SIGTERM while starting: a clean stop, not a failure.
+        Err(_) if cancel.is_cancelled() => return super::node::join_all(tasks, &cancel).await,
+        Err(e) => return Err(e),
+    };
 
     let (client, _) = super::client::connect(Some(kubeconfig.clone())).await?;
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
