@@ -563,3 +563,56 @@ fn node_failure(env: &Env, work: &Path) -> Result<()> {
     )?;
     Ok(())
 }
+
+#[test]
+fn three_control_plane_members_serve_one_cluster() -> Result<()> {
+    require_root()?;
+    let tmp = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
+    let env = Env {
+        bin: skiff_bin()?,
+        root: tmp.path().join("clusters"),
+        home: tmp.path().join("home"),
+    };
+    std::fs::create_dir_all(&env.home)?;
+    let result = (|| {
+        let out = run(&mut env.skiff(&["create", NAME, "--controllers", "3", "--nodes", "1"]))?;
+        ensure!(
+            out.contains("cluster e2e: 4 nodes Ready"),
+            "create said: {out}"
+        );
+        let nodes = env.json(&["get", "nodes"])?;
+        let names: Vec<&str> = nodes["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .collect();
+        ensure!(
+            names
+                == [
+                    "e2e-control-plane",
+                    "e2e-control-plane2",
+                    "e2e-control-plane3",
+                    "e2e-worker"
+                ],
+            "{names:?}"
+        );
+        // Every member is an endpoint of the `kubernetes` Service.
+        let eps = wait_for("three API endpoints", Duration::from_secs(30), || {
+            let eps = env.json(&["get", "endpoints", "kubernetes"])?;
+            let n = eps["subsets"][0]["addresses"]
+                .as_array()
+                .map_or(0, Vec::len);
+            Ok((n == 3).then_some(eps))
+        })?;
+        ensure!(eps["subsets"][0]["ports"][0]["port"] == 6443, "{eps}");
+        run(&mut env.skiff(&["delete", NAME]))?;
+        let left = processes_under(&env.root);
+        ensure!(left.is_empty(), "processes after delete: {left:?}");
+        let netns = ip(&["netns", "list"])?;
+        ensure!(!netns.contains("skiff-e2e-"), "namespaces left: {netns}");
+        Ok(())
+    })();
+    let _ = env.skiff(&["delete", NAME]).output();
+    result
+}
