@@ -106,8 +106,8 @@ impl<H: Host> Clusters<H> {
         write_private(&path, &text)
     }
 
-    /// Every cluster with a record, by name.
-    pub fn list(&self) -> Result<Vec<Status>, ClusterError> {
+    /// The names of the clusters with a record, sorted.
+    fn names(&self) -> Result<Vec<String>, ClusterError> {
         let entries = match std::fs::read_dir(&self.root) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -119,7 +119,12 @@ impl<H: Host> Clusters<H> {
             .filter(|n| self.record(n).exists())
             .collect();
         names.sort();
-        names.iter().map(|n| self.status(n)).collect()
+        Ok(names)
+    }
+
+    /// Every cluster with a record, by name.
+    pub fn list(&self) -> Result<Vec<Status>, ClusterError> {
+        self.names()?.iter().map(|n| self.status(n)).collect()
     }
 
     /// The cluster `name` and how many of its processes run.
@@ -152,7 +157,11 @@ impl<H: Host> Clusters<H> {
                 name: name.to_owned(),
             });
         }
-        let taken: Vec<u8> = self.list()?.iter().map(|s| s.spec.subnet).collect();
+        let taken: Vec<u8> = self
+            .names()?
+            .iter()
+            .map(|n| self.load(n).map(|c| c.subnet))
+            .collect::<Result<_, _>>()?;
         let networks = self.host.networks().await?;
         let subnet = spec::pick_subnet(&taken, &networks).ok_or(ClusterError::NoSubnet)?;
         let spec = ClusterSpec::new(name, controllers, workers, subnet)?;

@@ -116,6 +116,40 @@ impl Nft {
         self.dirs.iter().map(|d| d.join(name)).find(|p| p.is_file())
     }
 
+    /// Runs `ip` or `nft` with `args` and no input; its output, or an error naming the
+    /// command and what it said.
+    fn run(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let package = if program == "ip" {
+            "iproute2"
+        } else {
+            "nftables"
+        };
+        let path = self
+            .find(program)
+            .ok_or_else(|| format!("{program} not found (install {package})"))?;
+        let mut cmd = Command::new(&path);
+        cmd.args(args);
+        super::exec::run(cmd, b"", self.timeout)
+            .map(|out| String::from_utf8_lossy(&out).into_owned())
+            .map_err(|f| {
+                format!(
+                    "{} {}: {}: {}",
+                    path.display(),
+                    args.join(" "),
+                    f.status,
+                    f.stderr
+                )
+            })
+    }
+
+    /// Whether this network namespace has the link `name`. Asked of `ip`, not read from
+    /// /sys/class/net, which shows the namespace sysfs was mounted in: not this one on a node
+    /// of `skiff cluster`.
+    fn has_link(&self, name: &str) -> Result<bool, String> {
+        let links = self.run("ip", &["-o", "link", "show"])?;
+        Ok(link_names(&links).iter().any(|l| l == name))
+    }
+
     /// Undoes [`Masquerade::ensure`] and the bridge plugin's work for one node's subnet, once
     /// its pods are gone (`skiff down`): deletes `bridge`, and the whole table when `alone`
     /// (no other skiff node on this host still uses it), else only `subnet`'s element when the
@@ -123,41 +157,20 @@ impl Nft {
     /// cannot split). Returns what it removed; a part already gone is not an error.
     pub fn release(&self, subnet: &str, bridge: &str, alone: bool) -> Result<Vec<String>, String> {
         let mut removed = Vec::new();
-        let run = |program: &str, args: &[&str]| -> Result<String, String> {
-            let path = self
-                .find(program)
-                .ok_or_else(|| format!("{program} not found in {:?}", self.dirs))?;
-            let mut cmd = Command::new(&path);
-            cmd.args(args);
-            super::exec::run(cmd, b"", self.timeout)
-                .map(|out| String::from_utf8_lossy(&out).into_owned())
-                .map_err(|f| {
-                    format!(
-                        "{} {}: {}: {}",
-                        path.display(),
-                        args.join(" "),
-                        f.status,
-                        f.stderr
-                    )
-                })
-        };
-        // Not /sys/class/net: that shows the links of the namespace sysfs was mounted in, which
-        // is not this one on a node of `skiff cluster`.
-        let links = run("ip", &["-o", "link", "show"])?;
-        if link_names(&links).iter().any(|l| l == bridge) {
-            run("ip", &["link", "del", bridge])?;
+        if self.has_link(bridge)? {
+            self.run("ip", &["link", "del", bridge])?;
             removed.push(format!("bridge {bridge}"));
         }
-        let Ok(listing) = run("nft", &["list", "set", "ip", TABLE, SUBNETS]) else {
+        let Ok(listing) = self.run("nft", &["list", "set", "ip", TABLE, SUBNETS]) else {
             // No table (or no nft): nothing of ours there.
             return Ok(removed);
         };
         if alone {
-            run("nft", &["delete", "table", "ip", TABLE])?;
+            self.run("nft", &["delete", "table", "ip", TABLE])?;
             removed.push(format!("nftables table ip {TABLE}"));
         } else if set_holds(&listing, subnet) {
             let element = format!("{{ {subnet} }}");
-            run(
+            self.run(
                 "nft",
                 &["delete", "element", "ip", TABLE, SUBNETS, &element],
             )?;
@@ -211,31 +224,12 @@ impl Masquerade for Nft {
     }
 
     fn free_gateway(&self, bridge: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), String> {
-        let ip = self
-            .find("ip")
-            .ok_or_else(|| "ip not found (install iproute2)".to_string())?;
-        let run = |args: &[&str]| {
-            let mut cmd = Command::new(&ip);
-            cmd.args(args);
-            super::exec::run(cmd, b"", self.timeout).map_err(|f| {
-                format!(
-                    "{} {}: {}: {}",
-                    ip.display(),
-                    args.join(" "),
-                    f.status,
-                    f.stderr
-                )
-            })
-        };
-        // `ip`, not /sys/class/net, which shows the namespace sysfs was mounted in.
-        if !link_names(&String::from_utf8_lossy(&run(&["-o", "link", "show"])?))
-            .iter()
-            .any(|l| l == bridge)
-        {
+        let run = |args: &[&str]| self.run("ip", args);
+        if !self.has_link(bridge)? {
             return Ok(());
         }
         let out = run(&["-4", "-o", "addr", "show"])?;
-        let all: Vec<(String, Ipv4Addr, u8)> = String::from_utf8_lossy(&out)
+        let all: Vec<(String, Ipv4Addr, u8)> = out
             .lines()
             .filter_map(|l| {
                 let mut w = l.split_whitespace();
@@ -247,7 +241,7 @@ impl Masquerade for Nft {
             .collect();
         for other in overlapping_bridges(&all, bridge, gateway, prefix) {
             let ports = run(&["-o", "link", "show", "master", &other])
-                .map(|out| link_names(&String::from_utf8_lossy(&out)).len())
+                .map(|out| link_names(&out).len())
                 .unwrap_or(0);
             if ports > 0 {
                 return Err(format!(
