@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "policy",
         "storage",
         "rbac",
+        "scheduling",
     ]
     .iter()
     .map(|g| format!("k8s.io/api/{g}/v1/generated.proto"))

@@ -19,7 +19,7 @@ import sys
 api, machinery, aggregator = map(pathlib.Path, sys.argv[1:4])
 PACKAGES = [(api / d, "k8s.io.api." + d.replace("/", "."))
             for d in ["core/v1", "apps/v1", "batch/v1", "coordination/v1", "discovery/v1",
-                      "autoscaling/v1", "policy/v1", "storage/v1", "rbac/v1"]]
+                      "autoscaling/v1", "policy/v1", "storage/v1", "rbac/v1", "scheduling/v1"]]
 PACKAGES.append((machinery / "pkg/apis/meta/v1", "k8s.io.apimachinery.pkg.apis.meta.v1"))
 PACKAGES.append((aggregator / "pkg/apis/apiregistration/v1",
                  "k8s.io.kube_aggregator.pkg.apis.apiregistration.v1"))

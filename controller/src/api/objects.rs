@@ -761,7 +761,8 @@ impl Objects {
         Ok(())
     }
 
-    /// Creates the namespaces every cluster has and the default StorageClass, if missing.
+    /// Creates the namespaces every cluster has, the system PriorityClasses and the default
+    /// StorageClass, if missing.
     pub async fn ensure_system_objects(
         &self,
         cluster_dns: Option<std::net::Ipv4Addr>,
@@ -795,6 +796,15 @@ impl Objects {
                     Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
                     Err(e) => return Err(e),
                 }
+            }
+        }
+        for class in crate::api::kinds::priorityclass::system_classes() {
+            match self
+                .create(resources::priority_classes(), None, class, false)
+                .await
+            {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         let class = crate::api::kinds::storageclass::bootstrap_class();

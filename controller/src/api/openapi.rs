@@ -608,11 +608,12 @@ mod tests {
             "apis/policy/v1",
             "apis/rbac.authorization.k8s.io/v1",
             "apis/apiregistration.k8s.io/v1",
+            "apis/scheduling.k8s.io/v1",
         ] {
             let url = paths[p]["serverRelativeURL"].as_str().unwrap();
             assert!(url.starts_with(&format!("/openapi/v3/{p}?hash=")), "{url}");
         }
-        assert_eq!(paths.len(), 9);
+        assert_eq!(paths.len(), 10);
     }
 
     /// What kubectl's queryParamVerifierV3 checks before it sends `fieldValidation`: a PATCH

@@ -23,6 +23,7 @@ use super::kinds::{
     pod::PodStrategy,
     poddisruptionbudget::PodDisruptionBudgetStrategy,
     podtemplate::PodTemplateStrategy,
+    priorityclass::PriorityClassStrategy,
     rbac::{CLUSTER_ROLE, CLUSTER_ROLE_BINDING, ROLE, ROLE_BINDING},
     replicaset::ReplicaSetStrategy,
     replicationcontroller::ReplicationControllerStrategy,
@@ -467,6 +468,17 @@ pub static RESOURCES: &[Resource] = &[
         &StorageClassStrategy,
     ),
     res(
+        "scheduling.k8s.io",
+        "priorityclasses",
+        "priorityclass",
+        "PriorityClass",
+        false,
+        &["pc"],
+        &[],
+        &[],
+        &PriorityClassStrategy,
+    ),
+    res(
         "policy",
         "poddisruptionbudgets",
         "poddisruptionbudget",
@@ -636,6 +648,9 @@ pub fn storage_classes() -> &'static Resource {
 pub fn pod_disruption_budgets() -> &'static Resource {
     must("policy", "poddisruptionbudgets")
 }
+pub fn priority_classes() -> &'static Resource {
+    must("scheduling.k8s.io", "priorityclasses")
+}
 
 #[cfg(test)]
 mod tests {
@@ -659,6 +674,7 @@ mod tests {
             persistent_volumes(),
             storage_classes(),
             pod_disruption_budgets(),
+            priority_classes(),
         ] {
             assert!(by_kind(r.group, r.kind).is_some());
         }

@@ -1373,3 +1373,129 @@ async fn exec_is_refused_before_the_node_is_asked() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert!(v["message"].as_str().unwrap().contains("nope"), "{v}");
 }
+
+#[tokio::test]
+async fn priority_classes_give_pods_their_priority() {
+    let (app, _) = app().await;
+    let j = "application/json";
+    let (s, list) = call(
+        &app,
+        "GET",
+        "/apis/scheduling.k8s.io/v1/priorityclasses",
+        j,
+        "",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["system-cluster-critical", "system-node-critical"]);
+    let class = |name: &str, value: i64, default: bool| {
+        json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "globalDefault": default})
+        .to_string()
+    };
+    let url = "/apis/scheduling.k8s.io/v1/priorityclasses";
+    let (s, c) = call(&app, "POST", url, j, &class("high", 1000, false)).await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert_eq!(c["preemptionPolicy"], "PreemptLowerPriority");
+    let (s, e) = call(&app, "POST", url, j, &class("huge", 2_000_000_000, false)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(e["message"].as_str().unwrap().contains("1000000000"), "{e}");
+    let (s, e) = call(&app, "POST", url, j, &class("system-mine", 1, false)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (s, _) = call(&app, "POST", url, j, &class("low", -5, true)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, e) = call(&app, "POST", url, j, &class("other", 1, true)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(
+        e["message"],
+        "priorityclasses.scheduling.k8s.io \"other\" is forbidden: PriorityClass low is already marked as default. Only one default can exist"
+    );
+    let (s, _) = call(
+        &app,
+        "PATCH",
+        &format!("{url}/high"),
+        "application/merge-patch+json",
+        r#"{"value": 5}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, e) = call(
+        &app,
+        "DELETE",
+        &format!("{url}/system-node-critical"),
+        j,
+        "",
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str, extra: Value| {
+        let mut p: Value = serde_json::from_str(POD).unwrap();
+        p["metadata"]["name"] = json!(name);
+        for (k, v) in extra.as_object().unwrap() {
+            p["spec"][k] = v.clone();
+        }
+        p.to_string()
+    };
+    let (s, p) = call(
+        &app,
+        "POST",
+        pods,
+        j,
+        &pod("a", json!({"priorityClassName": "high"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(
+        (
+            p["spec"]["priority"].as_i64(),
+            p["spec"]["preemptionPolicy"].as_str()
+        ),
+        (Some(1000), Some("PreemptLowerPriority"))
+    );
+    // No class: the global default's.
+    let (_, p) = call(&app, "POST", pods, j, &pod("b", json!({}))).await;
+    assert_eq!(
+        (
+            p["spec"]["priorityClassName"].as_str(),
+            p["spec"]["priority"].as_i64()
+        ),
+        (Some("low"), Some(-5))
+    );
+    let (s, e) = call(
+        &app,
+        "POST",
+        pods,
+        j,
+        &pod("c", json!({"priorityClassName": "nope"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(
+        e["message"],
+        "pods \"c\" is forbidden: no PriorityClass with name nope was found"
+    );
+    let (s, e) = call(
+        &app,
+        "POST",
+        pods,
+        j,
+        &pod("d", json!({"priorityClassName": "high", "priority": 7})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("must not be provided in pod spec"),
+        "{e}"
+    );
+}

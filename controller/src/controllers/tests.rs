@@ -10,7 +10,8 @@ use super::*;
 use crate::api::{DeleteOptions, Objects, Part, Propagation, resources};
 use crate::store::{Store, StoreConfig, transport::LocalOnly};
 
-async fn objects() -> Objects {
+/// An in-memory single-member store with the system objects in place.
+pub(crate) async fn objects() -> Objects {
     let store = Store::start(
         StoreConfig::single(None),
         Arc::new(LocalOnly),

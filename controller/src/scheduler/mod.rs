@@ -1,28 +1,39 @@
 //! The scheduler: binds each pending pod to the best node that may take it, as Kubernetes'
-//! default scheduler profile filters and scores: Ready and not cordoned, taints tolerated,
-//! `nodeSelector` and node affinity, allocatable cpu, memory and pod count on top of the pods
-//! already there (`nodes`), the pod's PersistentVolumeClaims (`volumes`: WaitForFirstConsumer
-//! claims are provisioned on the chosen node before the pod is bound), topology spread and pod
-//! (anti-)affinity (`pods`); `schedulingGates` hold a pod back. It is level-triggered: every
-//! pass looks at all pending pods, and store events only wake it early.
+//! default scheduler profile filters and scores (`decide`): Ready and not cordoned, taints
+//! tolerated, `nodeSelector` and node affinity, allocatable cpu, memory and pod count on top of
+//! the pods already there (`nodes`), the pod's PersistentVolumeClaims (`volumes`:
+//! WaitForFirstConsumer claims are provisioned on the chosen node before the pod is bound),
+//! topology spread and pod (anti-)affinity (`pods`); `schedulingGates` hold a pod back.
+//!
+//! The loop keeps its own view of the cluster (`view`) current from store events instead of
+//! listing it for every decision, and a queue of pending pods, highest priority and oldest
+//! first: a new pod is tried at once; one that fits nowhere waits until something it could
+//! depend on changes (a node with room for it, a pod leaving a node, storage, namespaces), and
+//! at least every 60 s. A chosen pod counts on its node at once and its binding is written while the next
+//! pods are decided, as kube-scheduler assumes pods and binds them asynchronously.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub mod decide;
 pub mod nodes;
 pub mod pods;
+pub mod view;
 pub mod volumes;
 
-use pods::{Neighbours, Placed};
-use volumes::Storage;
+use view::{Nodes, Placements, View};
 
 use crate::api::{self, ApiError, Objects, Part, resources};
 use crate::quantity;
+use crate::reconcile::Interest;
 use crate::reconcile::events::{self, EventType};
-use crate::reconcile::{Interest, Wake, wait_for_change};
+use crate::store::state::Event;
 
 /// cpu in millicores, memory in bytes, and a pod count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -136,244 +147,10 @@ pub enum Decision {
     },
 }
 
-/// What a scheduling pass reads: the nodes, what is placed on them, and the storage objects.
-pub struct Snapshot<'a> {
-    pub nodes: &'a [Value],
-    /// Requests of the pods on each node.
-    pub used: HashMap<String, Resources>,
-    /// The same with [`DEFAULT_CPU_MILLI`] and [`DEFAULT_MEMORY`] for containers without
-    /// requests, for scoring.
-    pub nonzero: HashMap<String, (i128, i128)>,
-    pub placed: Vec<Placed>,
-    pub namespaces: &'a [Value],
-    pub storage: Storage<'a>,
-}
-
-/// The taint effects that keep pods off a node.
-const HARD_EFFECTS: &[&str] = &["NoSchedule", "NoExecute"];
 /// What the scorer assumes a container without requests uses, as Kubernetes' scorer does, so
 /// pods without requests still spread over nodes.
 const DEFAULT_CPU_MILLI: i128 = 100;
 const DEFAULT_MEMORY: i128 = 200 * 1024 * 1024;
-
-/// min-max normalised to 0..=100 (all equal: 0), reversed when lower is better.
-fn normalise(raw: &[i64], higher_is_better: bool) -> Vec<i64> {
-    let (Some(&min), Some(&max)) = (raw.iter().min(), raw.iter().max()) else {
-        return Vec::new();
-    };
-    raw.iter()
-        .map(|&x| {
-            if max == min {
-                0
-            } else if higher_is_better {
-                (x - min) * 100 / (max - min)
-            } else {
-                (max - x) * 100 / (max - min)
-            }
-        })
-        .collect()
-}
-
-impl Snapshot<'_> {
-    /// Counts `pod` as placed on `node` for the rest of the pass.
-    pub fn assume(&mut self, pod: &Value, node: &str) {
-        let r = pod_requests(pod);
-        let e = self.used.entry(node.to_string()).or_default();
-        e.cpu_milli += r.cpu_milli;
-        e.memory += r.memory;
-        e.pods += 1;
-        let (cpu, mem) = nonzero_requests(pod);
-        let z = self.nonzero.entry(node.to_string()).or_default();
-        z.0 += cpu;
-        z.1 += mem;
-        self.placed.push(Placed {
-            pod: pod.clone(),
-            node: node.to_string(),
-        });
-    }
-
-    /// The first reasons, in Kubernetes' plugin order, why `pod` may not go on `node`.
-    fn problems(&self, pod: &Value, node: &Value, claims: &volumes::Claims<'_>) -> Vec<String> {
-        let spec = pod.get("spec").unwrap_or(&Value::Null);
-        let tols = nodes::tolerations(spec);
-        if !node_ready(node) {
-            return vec!["node(s) were not ready".into()];
-        }
-        if node["spec"]["unschedulable"].as_bool() == Some(true)
-            && !tols
-                .iter()
-                .any(|t| nodes::tolerates(t, &nodes::unschedulable_taint()))
-        {
-            return vec!["node(s) were unschedulable".into()];
-        }
-        if let Some(t) = nodes::untolerated_taint(tols, node, HARD_EFFECTS) {
-            return vec![format!(
-                "node(s) had untolerated taint {}",
-                nodes::describe_taint(t)
-            )];
-        }
-        if !nodes::affinity_matches(spec, node) {
-            return vec!["node(s) didn't match Pod's node affinity/selector".into()];
-        }
-        let around = Neighbours {
-            nodes: self.nodes,
-            placed: &self.placed,
-            namespaces: self.namespaces,
-        };
-        if around.ports_conflict(pod, node) {
-            return vec!["node(s) didn't have free ports for the requested pod ports".into()];
-        }
-        let want = pod_requests(pod);
-        let alloc = allocatable(node);
-        let used = self
-            .used
-            .get(nodes::node_name(node))
-            .copied()
-            .unwrap_or_default();
-        let mut fit = Vec::new();
-        if used.pods + want.pods > alloc.pods {
-            fit.push("Too many pods".to_string());
-        }
-        if used.cpu_milli + want.cpu_milli > alloc.cpu_milli {
-            fit.push("Insufficient cpu".to_string());
-        }
-        if used.memory + want.memory > alloc.memory {
-            fit.push("Insufficient memory".to_string());
-        }
-        if !fit.is_empty() {
-            return fit;
-        }
-        if let Some(p) = claims.problem(node) {
-            return vec![p.into()];
-        }
-        if let Some(p) = around.spread_problem(pod, node) {
-            return vec![p.into()];
-        }
-        if let Some(p) = around.affinity_problem(pod, node) {
-            return vec![p.into()];
-        }
-        Vec::new()
-    }
-
-    /// The best of the feasible nodes, by Kubernetes' default score plugins and weights:
-    /// TaintToleration 3, NodeAffinity 2, PodTopologySpread 2, InterPodAffinity 2,
-    /// NodeResourcesFit (least allocated) 1. Ties go to the first name.
-    fn best<'n>(&self, pod: &Value, feasible: &[&'n Value]) -> Option<&'n Value> {
-        let spec = pod.get("spec").unwrap_or(&Value::Null);
-        let around = Neighbours {
-            nodes: self.nodes,
-            placed: &self.placed,
-            namespaces: self.namespaces,
-        };
-        let raw = |f: &dyn Fn(&Value) -> i64| feasible.iter().map(|n| f(n)).collect::<Vec<_>>();
-        let taints = normalise(
-            &raw(&|n| {
-                n.pointer("/spec/taints")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter(|t| t["effect"] == "PreferNoSchedule")
-                    .filter(|t| {
-                        !nodes::tolerations(spec)
-                            .iter()
-                            .any(|tol| nodes::tolerates(tol, t))
-                    })
-                    .count() as i64
-            }),
-            false,
-        );
-        let affinity = normalise(&raw(&|n| nodes::preferred_affinity_score(spec, n)), true);
-        let spread = normalise(&raw(&|n| around.spread_crowding(pod, n)), false);
-        let inter = normalise(&raw(&|n| around.affinity_score(pod, n)), true);
-        let least = raw(&|n| self.free_percent(pod, n));
-        let total =
-            |i: usize| 3 * taints[i] + 2 * affinity[i] + 2 * spread[i] + 2 * inter[i] + least[i];
-        (0..feasible.len())
-            .max_by(|&a, &b| {
-                total(a)
-                    .cmp(&total(b))
-                    .then_with(|| nodes::node_name(feasible[b]).cmp(nodes::node_name(feasible[a])))
-            })
-            .map(|i| feasible[i])
-    }
-
-    /// The mean share of cpu and memory left free on `node` with `pod` on it (0..=100).
-    fn free_percent(&self, pod: &Value, node: &Value) -> i64 {
-        let alloc = allocatable(node);
-        let (used_cpu, used_mem) = self
-            .nonzero
-            .get(nodes::node_name(node))
-            .copied()
-            .unwrap_or_default();
-        let (cpu, mem) = nonzero_requests(pod);
-        let share = |used: i128, cap: i128| {
-            if cap <= 0 {
-                0
-            } else {
-                i64::try_from((cap - used.min(cap)) * 100 / cap).unwrap_or(0)
-            }
-        };
-        (share(used_cpu + cpu, alloc.cpu_milli) + share(used_mem + mem, alloc.memory)) / 2
-    }
-
-    /// Decides where `pod` goes.
-    pub fn choose(&self, pod: &Value) -> Decision {
-        let gated = pod
-            .pointer("/spec/schedulingGates")
-            .and_then(Value::as_array)
-            .is_some_and(|g| !g.is_empty());
-        if gated {
-            return Decision::Gated;
-        }
-        let total = self.nodes.len();
-        let claims = match self.storage.claims_of(pod) {
-            Ok(c) => c,
-            Err(msg) => {
-                return Decision::Unschedulable(format!("0/{total} nodes are available: {msg}."));
-            }
-        };
-        if let Some(node) = claims.waiting_on() {
-            return Decision::Wait(node.to_string());
-        }
-        let mut reasons: HashMap<String, usize> = HashMap::new();
-        let mut feasible = Vec::new();
-        for node in self.nodes {
-            let problems = self.problems(pod, node, &claims);
-            if problems.is_empty() {
-                feasible.push(node);
-            }
-            for p in problems {
-                *reasons.entry(p).or_default() += 1;
-            }
-        }
-        match self.best(pod, &feasible) {
-            Some(node) => {
-                let node = nodes::node_name(node).to_string();
-                if claims.delayed.is_empty() {
-                    Decision::Bind(node)
-                } else {
-                    Decision::Provision {
-                        node,
-                        claims: claims.delayed,
-                    }
-                }
-            }
-            None => {
-                let mut rs: Vec<String> = reasons
-                    .into_iter()
-                    .map(|(r, n)| format!("{n} {r}"))
-                    .collect();
-                rs.sort();
-                let tail = if rs.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {}.", rs.join(", "))
-                };
-                Decision::Unschedulable(format!("0/{total} nodes are available:{tail}"))
-            }
-        }
-    }
-}
 
 /// Sets the pod's PodScheduled condition to False with `reason` (once per message), and
 /// records FailedScheduling for Unschedulable.
@@ -448,120 +225,622 @@ fn priority(pod: &Value) -> i64 {
     pod["spec"]["priority"].as_i64().unwrap_or(0)
 }
 
-/// One scheduling pass over every pending pod, highest priority and oldest first.
-pub async fn schedule_once(objects: &Objects) -> Result<usize, ApiError> {
-    let (pods, _) = objects.list(resources::pods(), None)?;
-    let (node_list, _) = objects.list(resources::nodes(), None)?;
-    let (namespaces, _) = objects.list(resources::namespaces(), None)?;
-    let (claims, _) = objects.list(resources::persistent_volume_claims(), None)?;
-    let (pvs, _) = objects.list(resources::persistent_volumes(), None)?;
-    let (classes, _) = objects.list(resources::storage_classes(), None)?;
-    let mut snap = Snapshot {
-        nodes: &node_list,
-        used: HashMap::new(),
-        nonzero: HashMap::new(),
-        placed: Vec::new(),
-        namespaces: &namespaces,
-        storage: Storage {
-            claims: &claims,
-            volumes: &pvs,
-            classes: &classes,
-        },
-    };
-    let mut pending = Vec::new();
-    for p in pods {
-        let node = p["spec"]["nodeName"].as_str().unwrap_or("").to_string();
-        if node.is_empty() {
-            let mine = p["spec"]["schedulerName"]
-                .as_str()
-                .unwrap_or("default-scheduler")
-                == "default-scheduler";
-            if mine && p["metadata"]["deletionTimestamp"].is_null() {
-                pending.push(p);
-            }
-        } else if !is_terminal(&p) {
-            snap.assume(&p, &node);
-        }
-    }
-    pending.sort_by(|a, b| {
-        priority(b).cmp(&priority(a)).then_with(|| {
-            a["metadata"]["creationTimestamp"]
-                .as_str()
-                .cmp(&b["metadata"]["creationTimestamp"].as_str())
-        })
-    });
-    let mut placed = 0;
-    for pod in pending {
-        let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let ns = pod["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        match snap.choose(&pod) {
-            Decision::Bind(node) => {
-                let binding = json!({"target": {"kind": "Node", "name": node}});
-                match api::bind_pod(objects, Some(&ns), &name, &binding).await {
-                    Ok(()) => {
-                        tracing::info!(pod = %format!("{ns}/{name}"), node = %node, "bound");
-                        let msg = format!("Successfully assigned {ns}/{name} to {node}");
-                        events::record(
-                            objects,
-                            &pod,
-                            EventType::Normal,
-                            "Scheduled",
-                            &msg,
-                            "default-scheduler",
-                        )
-                        .await;
-                        snap.assume(&pod, &node);
-                        placed += 1;
-                    }
-                    Err(e) => {
-                        tracing::debug!(pod = %name, error = %e, "binding failed; next pass retries")
-                    }
-                }
-            }
-            Decision::Provision { node, claims } => {
-                match select_node(objects, &claims, &node).await {
-                    Ok(()) => {
-                        tracing::info!(pod = %format!("{ns}/{name}"), node = %node, "claims to be provisioned on the chosen node");
-                        snap.assume(&pod, &node);
-                    }
-                    Err(e) => tracing::debug!(pod = %name, error = %e, "cannot select node"),
-                }
-            }
-            Decision::Wait(node) => snap.assume(&pod, &node),
-            Decision::Gated => {
-                not_scheduled(
-                    objects,
-                    &pod,
-                    "SchedulingGated",
-                    "Scheduling is blocked due to non-empty scheduling gates",
-                )
-                .await;
-            }
-            Decision::Unschedulable(msg) => {
-                not_scheduled(objects, &pod, "Unschedulable", &msg).await;
-            }
-        }
-    }
-    Ok(placed)
+/// `namespace/name`.
+fn pod_key(pod: &Value) -> String {
+    format!(
+        "{}/{}",
+        pod["metadata"]["namespace"].as_str().unwrap_or(""),
+        pod["metadata"]["name"].as_str().unwrap_or("")
+    )
 }
 
-/// Runs the scheduler until cancelled: a pass on every pod or node change, and every few seconds.
-pub async fn run(objects: Objects, cancel: CancellationToken) {
-    loop {
-        let after = objects.store.revision();
-        if let Err(e) = schedule_once(&objects).await {
-            tracing::warn!(error = %e, "scheduling pass failed");
-        }
-        let period = Duration::from_secs(5);
-        let interest = Interest::Resources(&["pods", "nodes", "persistentvolumeclaims"]);
-        let wake = wait_for_change(&objects.store, after, period, &cancel, move |e| {
-            interest.matches(e)
+/// Whether this scheduler places the pod: unbound, its `schedulerName`, not being deleted.
+fn is_pending(pod: &Value) -> bool {
+    pod["spec"]["nodeName"].as_str().unwrap_or("").is_empty()
+        && pod["spec"]["schedulerName"]
+            .as_str()
+            .unwrap_or("default-scheduler")
+            == "default-scheduler"
+        && pod["metadata"]["deletionTimestamp"].is_null()
+        && !is_terminal(pod)
+}
+
+/// A pending pod's place in the queue: highest priority, then oldest, first.
+type Order = (Reverse<i64>, String, String);
+
+/// A pod that fits nowhere now.
+#[derive(Debug)]
+struct Waiting {
+    /// It has required pod affinity: another pod's arrival may let it on.
+    wants_neighbours: bool,
+    /// What it asks of a node, for the quick check of whether a changed node could take it.
+    want: Resources,
+    /// When its PodScheduled condition was last written.
+    written: Option<Instant>,
+    /// A newer message than the one written is held back (written at most once a second).
+    stale: bool,
+}
+
+/// The pending pods: those to try (`active`) and those waiting for the cluster to change, both
+/// in queue order.
+#[derive(Debug, Default)]
+struct Queue {
+    pods: HashMap<String, Value>,
+    order: HashMap<String, Order>,
+    active: BTreeSet<Order>,
+    waiting: BTreeMap<Order, Waiting>,
+}
+
+impl Queue {
+    /// Adds or refreshes a pending pod; a new one, or one whose spec or labels changed (a
+    /// scheduling gate lifted, a toleration added), is tried again.
+    fn upsert(&mut self, key: &str, pod: Value) {
+        let retry = self.pods.get(key).is_none_or(|old| {
+            old.get("spec") != pod.get("spec")
+                || old.pointer("/metadata/labels") != pod.pointer("/metadata/labels")
         });
-        if matches!(wake.await, Wake::Cancelled) {
+        if retry {
+            let order = (
+                Reverse(priority(&pod)),
+                pod["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                key.to_string(),
+            );
+            if let Some(old) = self.order.insert(key.to_string(), order.clone()) {
+                self.active.remove(&old);
+                self.waiting.remove(&old);
+            }
+            self.active.insert(order);
+        }
+        self.pods.insert(key.to_string(), pod);
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Value> {
+        if let Some(o) = self.order.remove(key) {
+            self.active.remove(&o);
+            self.waiting.remove(&o);
+        }
+        self.pods.remove(key)
+    }
+
+    /// The next pod to try, taken off the active list (it stays known until removed).
+    fn pop(&mut self) -> Option<(String, Value)> {
+        let order = self.active.pop_first()?;
+        let pod = self.pods.get(&order.2)?.clone();
+        Some((order.2, pod))
+    }
+
+    /// Puts a pod that fits nowhere aside; returns whether its condition may be written now
+    /// (when `changed`: at most once a second, the latest message held back until then).
+    fn wait(&mut self, key: &str, pod: &Value, changed: bool) -> bool {
+        let Some(order) = self.order.get(key) else {
+            return false;
+        };
+        let w = self
+            .waiting
+            .entry(order.clone())
+            .or_insert_with(|| Waiting {
+                wants_neighbours: pods::wants_neighbours(pod),
+                want: pod_requests(pod),
+                written: None,
+                stale: false,
+            });
+        if !changed {
+            w.stale = false;
+            return false;
+        }
+        let now = Instant::now();
+        let may = w
+            .written
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if may {
+            w.written = Some(now);
+        }
+        w.stale = !may;
+        may
+    }
+
+    /// Tries the waiting pods again (those `which` selects).
+    fn wake(&mut self, which: impl Fn(&Waiting) -> bool) {
+        let orders: Vec<Order> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| which(w))
+            .map(|(o, _)| o.clone())
+            .collect();
+        for o in orders {
+            self.waiting.remove(&o);
+            self.active.insert(o);
+        }
+    }
+
+    /// Tries again, in queue order, as many waiting pods as `node` has room for now that it
+    /// changed (a pod that a quick look says it could not take stays waiting), as
+    /// kube-scheduler's queueing hints move only the pods an event may help.
+    fn wake_for(&mut self, view: &View, node: &str) {
+        let Some((n, facts)) = view.nodes.with_facts(node) else {
             return;
+        };
+        let used = view.placed.on(node).map(|h| h.used).unwrap_or_default();
+        let mut free = Resources {
+            cpu_milli: facts.alloc.cpu_milli - used.cpu_milli,
+            memory: facts.alloc.memory - used.memory,
+            pods: facts.alloc.pods - used.pods,
+        };
+        let mut woken = Vec::new();
+        for (order, w) in &self.waiting {
+            if free.pods <= 0 {
+                break;
+            }
+            let Some(pod) = self.pods.get(&order.2) else {
+                continue;
+            };
+            if decide::could_take(pod, &w.want, n, facts, &free) {
+                free.cpu_milli -= w.want.cpu_milli;
+                free.memory -= w.want.memory;
+                free.pods -= 1;
+                woken.push(order.clone());
+            }
+        }
+        for o in woken {
+            self.waiting.remove(&o);
+            self.active.insert(o);
+        }
+    }
+
+    fn any_stale(&self) -> bool {
+        self.waiting.values().any(|w| w.stale)
+    }
+}
+
+/// What a binding task reports back.
+enum Feedback {
+    /// The binding (or the claims' node selection) was not written: forget the assumption.
+    Failed { key: String, node: String },
+}
+
+/// The resources the scheduler follows, with their store key prefixes.
+struct Prefixes {
+    pods: String,
+    nodes: String,
+    namespaces: String,
+    claims: String,
+    volumes: String,
+    classes: String,
+}
+
+const FOLLOWED: Interest = Interest::Resources(&[
+    "pods",
+    "nodes",
+    "namespaces",
+    "persistentvolumeclaims",
+    "persistentvolumes",
+    "storageclasses",
+]);
+
+/// How many bindings may be written at once.
+const BINDINGS_IN_FLIGHT: usize = 256;
+/// Waiting pods are tried again at least this often, whatever happens.
+const RETRY_PERIOD: Duration = Duration::from_secs(60);
+
+/// A pod counted on a node before it is bound there.
+#[derive(Debug)]
+struct Hold {
+    node: String,
+    /// Its binding is being written (otherwise its claims are being provisioned there).
+    binding: bool,
+}
+
+/// Why the loop stopped.
+enum Stop {
+    Cancelled,
+    /// Events were lost: build the view again.
+    Lagged,
+}
+
+struct Scheduler {
+    objects: Objects,
+    view: View,
+    queue: Queue,
+    /// Pods counted on a node before the store says they are there.
+    held: HashMap<String, Hold>,
+    /// The store revision of every object the view reflects, so that events older than the
+    /// listing it started from are skipped.
+    revisions: HashMap<String, u64>,
+    prefixes: Prefixes,
+    feedback: (
+        mpsc::UnboundedSender<Feedback>,
+        mpsc::UnboundedReceiver<Feedback>,
+    ),
+    binds: Arc<Semaphore>,
+    last_retry: Instant,
+}
+
+impl Scheduler {
+    /// Lists what the view needs; events after `after` are applied on top.
+    fn new(objects: Objects) -> Result<Self, ApiError> {
+        let list = |res: &resources::Resource| -> Result<Vec<Value>, ApiError> {
+            Ok(objects.list(res, None)?.0)
+        };
+        let prefixes = Prefixes {
+            pods: resources::pods().prefix(),
+            nodes: resources::nodes().prefix(),
+            namespaces: resources::namespaces().prefix(),
+            claims: resources::persistent_volume_claims().prefix(),
+            volumes: resources::persistent_volumes().prefix(),
+            classes: resources::storage_classes().prefix(),
+        };
+        let mut revisions = HashMap::new();
+        let mut note = |res: &resources::Resource, items: &[Value]| {
+            for o in items {
+                let rv = o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0);
+                let ns = o["metadata"]["namespace"].as_str();
+                let name = o["metadata"]["name"].as_str().unwrap_or("");
+                revisions.insert(res.key(ns, name), rv);
+            }
+        };
+        let nodes = list(resources::nodes())?;
+        note(resources::nodes(), &nodes);
+        let all_pods = list(resources::pods())?;
+        note(resources::pods(), &all_pods);
+        let mut view = View {
+            nodes: Nodes::new(nodes),
+            placed: Placements::default(),
+            namespaces: list(resources::namespaces())?,
+            claims: list(resources::persistent_volume_claims())?,
+            volumes: list(resources::persistent_volumes())?,
+            classes: list(resources::storage_classes())?,
+            next_start: 0,
+        };
+        note(resources::namespaces(), &view.namespaces);
+        note(resources::persistent_volume_claims(), &view.claims);
+        note(resources::persistent_volumes(), &view.volumes);
+        note(resources::storage_classes(), &view.classes);
+        let mut queue = Queue::default();
+        for p in all_pods {
+            let key = pod_key(&p);
+            let node = p["spec"]["nodeName"].as_str().unwrap_or("").to_string();
+            if !node.is_empty() {
+                if !is_terminal(&p) {
+                    view.placed.add(&key, &node, p);
+                }
+            } else if is_pending(&p) {
+                queue.upsert(&key, p);
+            }
+        }
+        Ok(Scheduler {
+            objects,
+            view,
+            queue,
+            held: HashMap::new(),
+            revisions,
+            prefixes,
+            feedback: mpsc::unbounded_channel(),
+            binds: Arc::new(Semaphore::new(BINDINGS_IN_FLIGHT)),
+            last_retry: Instant::now(),
+        })
+    }
+
+    /// Brings the view up to date with one store event.
+    fn apply(&mut self, e: &Event) {
+        if self.revisions.get(&e.key).is_some_and(|&r| e.revision <= r) {
+            return;
+        }
+        let obj = e.record.as_ref().and_then(|r| api::objects::decode(r).ok());
+        match &obj {
+            Some(_) => self.revisions.insert(e.key.clone(), e.revision),
+            None => self.revisions.remove(&e.key),
+        };
+        let p = &self.prefixes;
+        if let Some(key) = e.key.strip_prefix(&p.pods) {
+            let key = key.to_string();
+            self.pod_changed(&key, obj);
+        } else if let Some(name) = e.key.strip_prefix(&p.nodes) {
+            if let Some(n) = obj
+                && self.view.nodes.upsert(n)
+            {
+                let name = name.to_string();
+                self.queue.wake_for(&self.view, &name);
+            } else if e.record.is_none() {
+                self.view.nodes.remove(name);
+            }
+        } else {
+            let list = if e.key.starts_with(&p.namespaces) {
+                &mut self.view.namespaces
+            } else if e.key.starts_with(&p.claims) {
+                &mut self.view.claims
+            } else if e.key.starts_with(&p.volumes) {
+                &mut self.view.volumes
+            } else if e.key.starts_with(&p.classes) {
+                &mut self.view.classes
+            } else {
+                return;
+            };
+            replace(list, &e.key, obj);
+            self.queue.wake(|_| true);
+        }
+    }
+
+    fn pod_changed(&mut self, key: &str, pod: Option<Value>) {
+        let Some(pod) = pod else {
+            self.queue.remove(key);
+            self.held.remove(key);
+            self.leave(key);
+            return;
+        };
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or("").to_string();
+        if node.is_empty() {
+            if self.held.get(key).is_some_and(|h| h.binding) {
+                // Its binding is being written; this is an older state.
+                return;
+            }
+            if is_pending(&pod) {
+                self.queue.upsert(key, pod);
+            } else {
+                self.queue.remove(key);
+                if self.held.remove(key).is_some() {
+                    self.leave(key);
+                }
+            }
+            return;
+        }
+        self.queue.remove(key);
+        self.held.remove(key);
+        if is_terminal(&pod) {
+            self.leave(key);
+            return;
+        }
+        let arrived = self.view.placed.node_of(key) != Some(node.as_str());
+        self.view.placed.add(key, &node, pod);
+        if arrived {
+            self.queue.wake(|w| w.wants_neighbours);
+        }
+    }
+
+    /// Takes a pod off its node and tries the waiting pods its room (or, if it kept others
+    /// away by anti-affinity, its absence) may let on.
+    fn leave(&mut self, key: &str) {
+        let anti = self.view.placed.keeps_others_away(key);
+        let Some(node) = self.view.placed.remove(key) else {
+            return;
+        };
+        if anti {
+            self.queue.wake(|_| true);
+        } else {
+            self.queue.wake_for(&self.view, &node);
+        }
+    }
+
+    /// Tries every active pod, in order.
+    async fn schedule_active(&mut self, cancel: &CancellationToken) {
+        while let Some((key, pod)) = self.queue.pop() {
+            if cancel.is_cancelled() {
+                return;
+            }
+            // A pod held on a node for its claims is decided afresh.
+            if self.held.remove(&key).is_some() {
+                self.view.placed.remove(&key);
+            }
+            let decision = self.view.choose(&pod);
+            self.act(key, pod, decision).await;
+        }
+    }
+
+    async fn act(&mut self, key: String, pod: Value, decision: Decision) {
+        let (ns, name) = key.split_once('/').unwrap_or(("", &key));
+        let (ns, name) = (ns.to_string(), name.to_string());
+        match decision {
+            Decision::Bind(node) => {
+                self.hold(&key, &node, &pod, true);
+                self.queue.remove(&key);
+                let Ok(permit) = self.binds.clone().acquire_owned().await else {
+                    return;
+                };
+                let (objects, tx) = (self.objects.clone(), self.feedback.0.clone());
+                tokio::spawn(async move {
+                    let binding = json!({"target": {"kind": "Node", "name": node}});
+                    match api::bind_pod(&objects, Some(&ns), &name, &binding).await {
+                        Ok(()) => {
+                            tracing::info!(pod = %key, node = %node, "bound");
+                            let msg = format!("Successfully assigned {key} to {node}");
+                            events::record(
+                                &objects,
+                                &pod,
+                                EventType::Normal,
+                                "Scheduled",
+                                &msg,
+                                "default-scheduler",
+                            )
+                            .await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(pod = %key, error = %e, "binding failed; retried");
+                            let _ = tx.send(Feedback::Failed { key, node });
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+            Decision::Provision { node, claims } => {
+                self.hold(&key, &node, &pod, false);
+                self.queue.wait(&key, &pod, false);
+                let (objects, tx) = (self.objects.clone(), self.feedback.0.clone());
+                tokio::spawn(async move {
+                    match select_node(&objects, &claims, &node).await {
+                        Ok(()) => {
+                            tracing::info!(pod = %key, node = %node, "claims to be provisioned on the chosen node")
+                        }
+                        Err(e) => {
+                            tracing::debug!(pod = %key, error = %e, "cannot select node");
+                            let _ = tx.send(Feedback::Failed { key, node });
+                        }
+                    }
+                });
+            }
+            Decision::Wait(node) => {
+                self.hold(&key, &node, &pod, false);
+                self.queue.wait(&key, &pod, false);
+            }
+            Decision::Gated => {
+                let msg = "Scheduling is blocked due to non-empty scheduling gates";
+                let changed = !has_condition(&pod, "SchedulingGated", msg);
+                if self.queue.wait(&key, &pod, changed) {
+                    let objects = self.objects.clone();
+                    tokio::spawn(async move {
+                        not_scheduled(&objects, &pod, "SchedulingGated", msg).await;
+                    });
+                }
+            }
+            Decision::Unschedulable(msg) => {
+                let changed = !has_condition(&pod, "Unschedulable", &msg);
+                if self.queue.wait(&key, &pod, changed) {
+                    let objects = self.objects.clone();
+                    tokio::spawn(async move {
+                        not_scheduled(&objects, &pod, "Unschedulable", &msg).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Counts the pod on `node` until the store says otherwise.
+    fn hold(&mut self, key: &str, node: &str, pod: &Value, binding: bool) {
+        self.view.placed.add(key, node, pod.clone());
+        self.held.insert(
+            key.to_string(),
+            Hold {
+                node: node.to_string(),
+                binding,
+            },
+        );
+    }
+
+    /// A binding that was not written: the pod is taken off the node and looked at again as
+    /// the store has it.
+    fn failed(&mut self, key: &str, node: &str) {
+        if self.held.get(key).is_none_or(|h| h.node != node) {
+            return;
+        }
+        self.held.remove(key);
+        self.leave(key);
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        match self.objects.get(resources::pods(), Some(ns), name) {
+            Ok(pod) => {
+                let rv = pod["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0);
+                self.revisions
+                    .insert(resources::pods().key(Some(ns), name), rv);
+                self.pod_changed(key, Some(pod));
+            }
+            Err(_) => self.pod_changed(key, None),
+        }
+    }
+
+    /// Runs until cancelled or events are lost.
+    async fn run(
+        &mut self,
+        sub: &mut crate::store::watch::FilteredSubscription,
+        cancel: &CancellationToken,
+    ) -> Stop {
+        loop {
+            while let Ok(f) = self.feedback.1.try_recv() {
+                let Feedback::Failed { key, node } = f;
+                self.failed(&key, &node);
+            }
+            self.schedule_active(cancel).await;
+            let period = if self.queue.any_stale() {
+                Duration::from_secs(1)
+            } else {
+                RETRY_PERIOD.saturating_sub(self.last_retry.elapsed())
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return Stop::Cancelled,
+                _ = sub.changed() => {
+                    // Let a burst of changes settle into one pass.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    match sub.take() {
+                        Ok(evs) => {
+                            for e in evs {
+                                self.apply(&e);
+                            }
+                        }
+                        Err(_) => return Stop::Lagged,
+                    }
+                }
+                Some(f) = self.feedback.1.recv() => {
+                    let Feedback::Failed { key, node } = f;
+                    self.failed(&key, &node);
+                }
+                _ = tokio::time::sleep(period) => {
+                    if self.last_retry.elapsed() >= RETRY_PERIOD {
+                        self.last_retry = Instant::now();
+                        self.queue.wake(|_| true);
+                    } else {
+                        self.queue.wake(|w| w.stale);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Replaces (or removes) the object stored at `key` in `list`.
+fn replace(list: &mut Vec<Value>, key: &str, obj: Option<Value>) {
+    let tail = key.rsplit('/').next().unwrap_or("");
+    let ns = key.rsplit('/').nth(1).unwrap_or("");
+    let same = |o: &Value| {
+        o["metadata"]["name"].as_str() == Some(tail)
+            && o["metadata"]["namespace"].as_str().is_none_or(|n| n == ns)
+    };
+    list.retain(|o| !same(o));
+    if let Some(o) = obj {
+        list.push(o);
+    }
+}
+
+fn has_condition(pod: &Value, reason: &str, msg: &str) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "PodScheduled" && c["reason"] == reason && c["message"] == msg)
+}
+
+/// Runs the scheduler until cancelled.
+pub async fn run(objects: Objects, cancel: CancellationToken) {
+    while !cancel.is_cancelled() {
+        let after = objects.store.revision();
+        let sub = objects
+            .store
+            .watch_filtered(after, Box::new(|e| FOLLOWED.matches(e)));
+        let started = sub
+            .map_err(ApiError::from)
+            .and_then(|sub| Ok((sub, Scheduler::new(objects.clone())?)));
+        let (mut sub, mut scheduler) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler cannot start; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        for e in std::mem::take(&mut sub.backlog) {
+            scheduler.apply(&e);
+        }
+        match scheduler.run(&mut sub, &cancel).await {
+            Stop::Cancelled => return,
+            Stop::Lagged => tracing::info!(
+                "scheduler fell behind the store's events; looking at everything again"
+            ),
         }
     }
 }
@@ -569,6 +848,7 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::tests::objects;
 
     fn node(name: &str, cpu: &str, mem: &str, ready: bool) -> Value {
         json!({"metadata": {"name": name}, "status": {
@@ -580,18 +860,10 @@ mod tests {
         json!({"spec": {"containers": [{"resources": {"requests": {"cpu": cpu, "memory": mem}}}]}})
     }
 
-    fn snapshot(nodes: &[Value]) -> Snapshot<'_> {
-        Snapshot {
-            nodes,
-            used: HashMap::new(),
-            nonzero: HashMap::new(),
-            placed: Vec::new(),
-            namespaces: &[],
-            storage: Storage {
-                claims: &[],
-                volumes: &[],
-                classes: &[],
-            },
+    fn view(nodes: &[Value]) -> View {
+        View {
+            nodes: Nodes::new(nodes.to_vec()),
+            ..View::default()
         }
     }
 
@@ -602,25 +874,15 @@ mod tests {
             node("b", "4", "4Gi", false),
             node("c", "2", "2Gi", true),
         ];
-        let mut snap = snapshot(&nodes);
+        let mut v = view(&nodes);
         assert_eq!(
-            snap.choose(&pod("500m", "512Mi")),
+            v.choose(&pod("500m", "512Mi")),
             Decision::Bind("c".into()),
             "the least allocated node"
         );
-        snap.used.insert(
-            "c".to_string(),
-            Resources {
-                cpu_milli: 1900,
-                memory: 0,
-                pods: 1,
-            },
-        );
-        assert_eq!(
-            snap.choose(&pod("500m", "512Mi")),
-            Decision::Bind("a".into())
-        );
-        let Decision::Unschedulable(msg) = snap.choose(&pod("3", "3Gi")) else {
+        v.placed.add("default/big", "c", pod("1900m", "0"));
+        assert_eq!(v.choose(&pod("500m", "512Mi")), Decision::Bind("a".into()));
+        let Decision::Unschedulable(msg) = v.choose(&pod("3", "3Gi")) else {
             panic!("should not fit")
         };
         assert_eq!(
@@ -632,14 +894,14 @@ mod tests {
     #[test]
     fn pods_without_requests_spread_over_nodes() {
         let nodes = vec![node("a", "2", "2Gi", true), node("b", "2", "2Gi", true)];
-        let mut snap = snapshot(&nodes);
+        let mut v = view(&nodes);
         let p = json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [{}]}});
         let mut on = Vec::new();
-        for _ in 0..4 {
-            let Decision::Bind(n) = snap.choose(&p) else {
+        for i in 0..4 {
+            let Decision::Bind(n) = v.choose(&p) else {
                 panic!()
             };
-            snap.assume(&p, &n);
+            v.placed.add(&format!("default/p{i}"), &n, p.clone());
             on.push(n);
         }
         assert_eq!(on, ["a", "b", "a", "b"]);
@@ -654,10 +916,9 @@ mod tests {
             json!({"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]});
         let mut c = node("c", "2", "2Gi", true);
         c["spec"] = json!({"unschedulable": true});
-        let nodes = vec![a, b, c];
-        let snap = snapshot(&nodes);
+        let mut v = view(&[a, b, c]);
         let Decision::Unschedulable(msg) =
-            snap.choose(&json!({"spec": {"nodeSelector": {"disk": "hdd"}}}))
+            v.choose(&json!({"spec": {"nodeSelector": {"disk": "hdd"}}}))
         else {
             panic!()
         };
@@ -670,12 +931,12 @@ mod tests {
             {"key": "dedicated", "operator": "Exists"}],
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "DoesNotExist"}]}]}}}}});
-        assert_eq!(snap.choose(&tolerant), Decision::Bind("b".into()));
+        assert_eq!(v.choose(&tolerant), Decision::Bind("b".into()));
         let gated = json!({"spec": {"schedulingGates": [{"name": "example.com/wait"}]}});
-        assert_eq!(snap.choose(&gated), Decision::Gated);
+        assert_eq!(v.choose(&gated), Decision::Gated);
         let cordon_tolerant = json!({"spec": {"nodeSelector": {"disk": "none"}, "tolerations": [
             {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}});
-        let Decision::Unschedulable(msg) = snap.choose(&cordon_tolerant) else {
+        let Decision::Unschedulable(msg) = v.choose(&cordon_tolerant) else {
             panic!()
         };
         assert!(
@@ -689,30 +950,28 @@ mod tests {
         let mut a = node("a", "2", "2Gi", true);
         a["metadata"]["annotations"] = json!({volumes::ROOT_ANNOTATION: "/s"});
         let nodes = vec![a, node("b", "2", "2Gi", true)];
-        let classes = [json!({"metadata": {"name": "local-path"},
+        let classes = vec![json!({"metadata": {"name": "local-path"},
             "provisioner": crate::api::kinds::storageclass::LOCAL_PATH,
             "volumeBindingMode": "WaitForFirstConsumer"})];
         let mut claims = vec![json!({"metadata": {"name": "data", "namespace": "default"},
             "spec": {"storageClassName": "local-path"}, "status": {"phase": "Pending"}})];
         let pod = json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {
             "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}});
-        let mut snap = snapshot(&nodes);
-        snap.storage.classes = &classes;
-        snap.storage.claims = &claims;
+        let mut v = view(&nodes);
+        v.classes = classes.clone();
+        v.claims = claims.clone();
         let Decision::Provision {
             node,
             claims: delayed,
-        } = snap.choose(&pod)
+        } = v.choose(&pod)
         else {
             panic!()
         };
         assert_eq!(node, "a", "only a offers local-path storage");
         assert_eq!(delayed[0].name, "data");
         claims[0]["metadata"]["annotations"] = json!({volumes::SELECTED_NODE: "a"});
-        let mut snap = snapshot(&nodes);
-        snap.storage.classes = &classes;
-        snap.storage.claims = &claims;
-        assert_eq!(snap.choose(&pod), Decision::Wait("a".into()));
+        v.claims = claims;
+        assert_eq!(v.choose(&pod), Decision::Wait("a".into()));
     }
 
     #[test]
@@ -722,5 +981,180 @@ mod tests {
             "containers": [{"resources": {"requests": {"cpu": "500m", "memory": "1Mi"}}}, {"resources": {"requests": {"cpu": "500m"}}}]}});
         let r = pod_requests(&p);
         assert_eq!((r.cpu_milli, r.memory), (2000, 1 << 20));
+    }
+
+    #[test]
+    fn large_clusters_are_searched_in_turns() {
+        assert_eq!(decide::nodes_to_find(50), 50);
+        assert_eq!(decide::nodes_to_find(150), 100);
+        assert_eq!(decide::nodes_to_find(1000), 420);
+        assert_eq!(decide::nodes_to_find(5000), 500);
+        assert_eq!(decide::nodes_to_find(20_000), 1000);
+        let nodes: Vec<Value> = (0..300)
+            .map(|i| node(&format!("n{i:03}"), "4", "4Gi", true))
+            .collect();
+        let mut v = view(&nodes);
+        let p = pod("100m", "100Mi");
+        // 300 nodes: the first 144 feasible (n000..n143) are scored; ties go to the first name.
+        assert_eq!(decide::nodes_to_find(300), 144);
+        assert_eq!(v.choose(&p), Decision::Bind("n000".into()));
+        // The next search starts where that one stopped, and wraps around.
+        assert_eq!(v.choose(&p), Decision::Bind("n144".into()));
+        assert_eq!(v.choose(&p), Decision::Bind("n000".into()));
+        assert_eq!(v.choose(&p), Decision::Bind("n132".into()));
+        // Nothing feasible: every node is looked at and counted.
+        let Decision::Unschedulable(msg) = v.choose(&pod("8", "1Mi")) else {
+            panic!()
+        };
+        assert_eq!(msg, "0/300 nodes are available: 300 Insufficient cpu.");
+    }
+
+    #[test]
+    fn balanced_allocation_and_image_locality_score() {
+        // Same free share on average, but b would use cpu and memory evenly.
+        let nodes = vec![node("a", "4", "4Gi", true), node("b", "4", "4Gi", true)];
+        let mut v = view(&nodes);
+        v.placed.add("default/x", "a", pod("2", "0"));
+        v.placed.add("default/y", "b", pod("1", "1Gi"));
+        assert_eq!(v.choose(&pod("0", "0")), Decision::Bind("b".into()));
+        // A node that has the pod's large image wins an otherwise even choice.
+        let mut with_image = node("z", "4", "4Gi", true);
+        with_image["status"]["images"] =
+            json!([{"names": ["docker.io/library/app:1"], "sizeBytes": 900_000_000}]);
+        let mut v = view(&[node("y", "4", "4Gi", true), with_image]);
+        let p = json!({"spec": {"containers": [{"image": "app:1"}]}});
+        assert_eq!(v.choose(&p), Decision::Bind("z".into()));
+        assert_eq!(
+            decide::full_image_name("registry.local:5000/team/app"),
+            "registry.local:5000/team/app:latest"
+        );
+        assert_eq!(
+            decide::full_image_name("team/app@sha256:ab"),
+            "docker.io/team/app@sha256:ab"
+        );
+    }
+
+    #[test]
+    fn a_changed_node_wakes_only_the_pods_it_has_room_for() {
+        let mut v = view(&[node("n", "2", "2Gi", true)]);
+        let mut q = Queue::default();
+        for (i, cpu) in ["1", "1", "1", "500m"].iter().enumerate() {
+            let mut p = pod(cpu, "0");
+            p["metadata"] = json!({"name": format!("p{i}"), "namespace": "default",
+                "creationTimestamp": format!("2026-01-01T00:00:0{i}Z")});
+            let key = format!("default/p{i}");
+            q.upsert(&key, p.clone());
+            q.pop();
+            q.wait(&key, &p, true);
+        }
+        q.wake_for(&v, "n");
+        let woken: Vec<&str> = q.active.iter().map(|o| o.2.as_str()).collect();
+        assert_eq!(
+            woken,
+            ["default/p0", "default/p1"],
+            "two 1-cpu pods fill it"
+        );
+        // With one cpu taken, the oldest pod that still fits comes next.
+        v.placed.add("default/other", "n", pod("1500m", "0"));
+        q.wake_for(&v, "n");
+        assert!(q.active.iter().any(|o| o.2 == "default/p3"));
+        assert!(!q.active.iter().any(|o| o.2 == "default/p2"));
+    }
+
+    async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..200 {
+            if let Some(t) = f() {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    fn node_of(objects: &Objects, name: &str) -> Option<String> {
+        let p = objects.get(resources::pods(), Some("default"), name).ok()?;
+        p["spec"]["nodeName"].as_str().map(str::to_string)
+    }
+
+    #[tokio::test]
+    async fn the_loop_binds_waits_for_room_and_frees_it() {
+        let objects = objects().await;
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(objects.clone(), cancel.clone()));
+        let mk = |name: &str, cpu: &str| {
+            json!({"metadata": {"name": name}, "spec": {"containers": [
+                {"name": "c", "image": "busybox", "resources": {"requests": {"cpu": cpu}}}]}})
+        };
+        objects
+            .create(
+                resources::pods(),
+                Some("default"),
+                mk("first", "1500m"),
+                false,
+            )
+            .await
+            .unwrap();
+        // No node yet: the pod says why and waits.
+        let msg = eventually("PodScheduled=False", || {
+            let p = objects
+                .get(resources::pods(), Some("default"), "first")
+                .ok()?;
+            p["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+                .and_then(|c| c["message"].as_str().map(str::to_string))
+        })
+        .await;
+        assert_eq!(msg, "0/0 nodes are available:");
+        let mut n = node("n1", "2", "2Gi", true);
+        n["apiVersion"] = json!("v1");
+        n["kind"] = json!("Node");
+        objects
+            .create(resources::nodes(), None, n, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            eventually("first bound", || node_of(&objects, "first")).await,
+            "n1"
+        );
+        // The node is full for a second such pod until the first goes.
+        objects
+            .create(
+                resources::pods(),
+                Some("default"),
+                mk("second", "1500m"),
+                false,
+            )
+            .await
+            .unwrap();
+        let msg = eventually("second unschedulable", || {
+            let p = objects
+                .get(resources::pods(), Some("default"), "second")
+                .ok()?;
+            p["status"]["conditions"][0]["message"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .await;
+        assert_eq!(msg, "0/1 nodes are available: 1 Insufficient cpu.");
+        objects
+            .delete(
+                resources::pods(),
+                Some("default"),
+                "first",
+                &crate::api::DeleteOptions {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            eventually("second bound", || node_of(&objects, "second")).await,
+            "n1"
+        );
+        cancel.cancel();
+        task.await.unwrap();
     }
 }

@@ -4,22 +4,17 @@
 //! score, and `topologySpreadConstraints` (DoNotSchedule filters, ScheduleAnyway scores).
 //!
 //! Topology domains are node label values: a term with `topologyKey: kubernetes.io/hostname`
-//! speaks of single nodes, one with a zone label of groups of them.
+//! speaks of single nodes, one with a zone label of groups of them. What a pod's spread
+//! constraints count is worked out once per pod (`Spread`), as the plugin's PreFilter does.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
 use super::nodes::{affinity_matches, label, node_name, tolerations, untolerated_taint};
+use super::view::{Nodes, Placements};
 use crate::api::selectors::selector_matches;
 use crate::api::strategy::str_at as s;
-
-/// A pod already on a node (bound before this pass, or placed earlier in it).
-#[derive(Debug, Clone)]
-pub struct Placed {
-    pub pod: Value,
-    pub node: String,
-}
 
 fn arr<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
     v.pointer(ptr)
@@ -108,8 +103,8 @@ fn host_ports(pod: &Value) -> Vec<(String, String, i64)> {
 
 /// What the pods around a node say about placing a pod there.
 pub struct Neighbours<'a> {
-    pub nodes: &'a [Value],
-    pub placed: &'a [Placed],
+    pub nodes: &'a Nodes,
+    pub placed: &'a Placements,
     pub namespaces: &'a [Value],
 }
 
@@ -120,14 +115,25 @@ const PREF_AFFINITY: &str =
 const PREF_ANTI: &str =
     "/spec/affinity/podAntiAffinity/preferredDuringSchedulingIgnoredDuringExecution";
 
-impl Neighbours<'_> {
-    fn node(&self, name: &str) -> Option<&Value> {
-        self.nodes.iter().find(|n| node_name(n) == name)
-    }
+/// Whether the pod has required pod affinity or anti-affinity terms of its own.
+pub fn has_required_terms(pod: &Value) -> bool {
+    !arr(pod, AFFINITY).is_empty() || !arr(pod, ANTI).is_empty()
+}
 
-    /// The domain (`topologyKey` value) of a placed pod.
-    fn domain_of(&self, p: &Placed, key: &str) -> Option<&str> {
-        self.node(&p.node).and_then(|n| label(n, key))
+/// Whether the pod has preferred pod affinity or anti-affinity terms.
+pub fn has_preferred_terms(pod: &Value) -> bool {
+    !arr(pod, PREF_AFFINITY).is_empty() || !arr(pod, PREF_ANTI).is_empty()
+}
+
+/// Whether the pod asks for pods to be near it (so another pod's arrival may let it on).
+pub fn wants_neighbours(pod: &Value) -> bool {
+    !arr(pod, AFFINITY).is_empty()
+}
+
+impl Neighbours<'_> {
+    /// The domain (`topologyKey` value) of the node a placed pod is on.
+    fn domain_of(&self, node: &str, key: &str) -> Option<&str> {
+        self.nodes.get(node).and_then(|n| label(n, key))
     }
 
     /// Why `pod` may not go on `node` by pod (anti-)affinity, in the scheduler's words.
@@ -137,16 +143,14 @@ impl Neighbours<'_> {
             let Some(domain) = label(node, key) else {
                 return Some("node(s) didn't match pod affinity rules");
             };
-            let matching: Vec<&Placed> = self
+            let mut matching = self
                 .placed
-                .iter()
-                .filter(|p| term_selects(term, pod, &p.pod, self.namespaces))
-                .collect();
-            let here = matching
-                .iter()
-                .any(|p| self.domain_of(p, key) == Some(domain));
+                .all()
+                .filter(|(_, p)| term_selects(term, pod, p, self.namespaces))
+                .peekable();
+            let first = matching.peek().is_none() && term_selects(term, pod, pod, self.namespaces);
+            let here = matching.any(|(n, _)| self.domain_of(n, key) == Some(domain));
             // The first pod of a group that selects itself may go anywhere.
-            let first = matching.is_empty() && term_selects(term, pod, pod, self.namespaces);
             if !here && !first {
                 return Some("node(s) didn't match pod affinity rules");
             }
@@ -156,21 +160,21 @@ impl Neighbours<'_> {
             let Some(domain) = label(node, key) else {
                 continue;
             };
-            if self.placed.iter().any(|p| {
-                self.domain_of(p, key) == Some(domain)
-                    && term_selects(term, pod, &p.pod, self.namespaces)
+            if self.placed.all().any(|(n, p)| {
+                self.domain_of(n, key) == Some(domain)
+                    && term_selects(term, pod, p, self.namespaces)
             }) {
                 return Some("node(s) didn't match pod anti-affinity rules");
             }
         }
-        for p in self.placed {
-            for term in arr(&p.pod, ANTI) {
+        for (n, p) in self.placed.with_anti() {
+            for term in arr(p, ANTI) {
                 let key = s(term, "/topologyKey");
                 let Some(domain) = label(node, key) else {
                     continue;
                 };
-                if self.domain_of(p, key) == Some(domain)
-                    && term_selects(term, &p.pod, pod, self.namespaces)
+                if self.domain_of(n, key) == Some(domain)
+                    && term_selects(term, p, pod, self.namespaces)
                 {
                     return Some("node(s) didn't satisfy existing pods anti-affinity rules");
                 }
@@ -186,11 +190,12 @@ impl Neighbours<'_> {
         if wanted.is_empty() {
             return false;
         }
-        let name = node_name(node);
-        self.placed
-            .iter()
-            .filter(|p| p.node == name)
-            .flat_map(|p| host_ports(&p.pod))
+        let Some(here) = self.placed.on(node_name(node)) else {
+            return false;
+        };
+        here.pods
+            .values()
+            .flat_map(host_ports)
             .any(|(ip, proto, port)| {
                 wanted.iter().any(|(wip, wproto, wport)| {
                     *wport == port
@@ -214,10 +219,10 @@ impl Neighbours<'_> {
                 };
                 let n = self
                     .placed
-                    .iter()
-                    .filter(|p| {
-                        self.domain_of(p, key) == Some(domain)
-                            && term_selects(term, pod, &p.pod, self.namespaces)
+                    .all()
+                    .filter(|(n, p)| {
+                        self.domain_of(n, key) == Some(domain)
+                            && term_selects(term, pod, p, self.namespaces)
                     })
                     .count();
                 score += sign * weight * i64::try_from(n).unwrap_or(i64::MAX);
@@ -252,51 +257,91 @@ impl Neighbours<'_> {
             .collect();
         let names: BTreeSet<&str> = counted.iter().map(|n| node_name(n)).collect();
         let sel = effective_selector(constraint, pod);
-        for p in self.placed {
-            if !names.contains(p.node.as_str())
-                || s(&p.pod, "/metadata/namespace") != s(pod, "/metadata/namespace")
-                || p.pod
-                    .pointer("/metadata/deletionTimestamp")
+        for (node, p) in self.placed.all() {
+            if !names.contains(node)
+                || s(p, "/metadata/namespace") != s(pod, "/metadata/namespace")
+                || p.pointer("/metadata/deletionTimestamp")
                     .is_some_and(|d| !d.is_null())
-                || !selector_matches(
-                    &sel,
-                    p.pod.pointer("/metadata/labels").unwrap_or(&Value::Null),
-                )
+                || !selector_matches(&sel, p.pointer("/metadata/labels").unwrap_or(&Value::Null))
             {
                 continue;
             }
-            if let Some(d) = self.domain_of(p, key) {
+            if let Some(d) = self.domain_of(node, key) {
                 *counts.entry(d.to_string()).or_default() += 1;
             }
         }
         counts
     }
 
-    /// Whether placing `pod` on `node` keeps every DoNotSchedule constraint within its skew.
-    pub fn spread_problem(&self, pod: &Value, node: &Value) -> Option<&'static str> {
-        for c in arr(pod, "/spec/topologySpreadConstraints") {
-            if s(c, "/whenUnsatisfiable") == "ScheduleAnyway" {
-                continue;
-            }
-            let key = s(c, "/topologyKey");
-            let Some(domain) = label(node, key) else {
+    /// What the pod's spread constraints count, once for every node it is tried on.
+    pub fn spread(&self, pod: &Value) -> Spread {
+        let constraints = arr(pod, "/spec/topologySpreadConstraints")
+            .iter()
+            .map(|c| {
+                let counts = self.spread_counts(pod, c);
+                let min_domains = c["minDomains"].as_i64().unwrap_or(1);
+                let global_min = if i64::try_from(counts.len()).unwrap_or(0) < min_domains {
+                    0
+                } else {
+                    counts.values().copied().min().unwrap_or(0)
+                };
+                let own = selector_matches(
+                    &effective_selector(c, pod),
+                    pod.pointer("/metadata/labels").unwrap_or(&Value::Null),
+                );
+                Counted {
+                    key: s(c, "/topologyKey").to_string(),
+                    hard: s(c, "/whenUnsatisfiable") != "ScheduleAnyway",
+                    max_skew: c["maxSkew"].as_i64().unwrap_or(1),
+                    counts,
+                    global_min,
+                    own: i64::from(own),
+                }
+            })
+            .collect();
+        Spread { constraints }
+    }
+}
+
+/// One spread constraint, counted.
+#[derive(Debug)]
+struct Counted {
+    key: String,
+    /// DoNotSchedule (a filter) rather than ScheduleAnyway (a score).
+    hard: bool,
+    max_skew: i64,
+    counts: BTreeMap<String, i64>,
+    global_min: i64,
+    /// 1 when the pod matches its own selector (placing it adds to the count).
+    own: i64,
+}
+
+/// A pod's topology spread constraints with the matching pods counted per domain.
+#[derive(Debug, Default)]
+pub struct Spread {
+    constraints: Vec<Counted>,
+}
+
+impl Spread {
+    pub fn is_empty(&self) -> bool {
+        self.constraints.is_empty()
+    }
+
+    /// Whether it has ScheduleAnyway constraints (which score).
+    pub fn scores(&self) -> bool {
+        self.constraints.iter().any(|c| !c.hard)
+    }
+
+    /// Whether placing the pod on `node` keeps every DoNotSchedule constraint within its skew.
+    pub fn problem(&self, node: &Value) -> Option<&'static str> {
+        for c in self.constraints.iter().filter(|c| c.hard) {
+            let Some(domain) = label(node, &c.key) else {
                 return Some(
                     "node(s) didn't match pod topology spread constraints (missing required label)",
                 );
             };
-            let counts = self.spread_counts(pod, c);
-            let min_domains = c["minDomains"].as_i64().unwrap_or(1);
-            let global_min = if i64::try_from(counts.len()).unwrap_or(0) < min_domains {
-                0
-            } else {
-                counts.values().copied().min().unwrap_or(0)
-            };
-            let own = selector_matches(
-                &effective_selector(c, pod),
-                pod.pointer("/metadata/labels").unwrap_or(&Value::Null),
-            );
-            let here = counts.get(domain).copied().unwrap_or(0) + i64::from(own);
-            if here - global_min > c["maxSkew"].as_i64().unwrap_or(1) {
+            let here = c.counts.get(domain).copied().unwrap_or(0) + c.own;
+            if here - c.global_min > c.max_skew {
                 return Some("node(s) didn't match pod topology spread constraints");
             }
         }
@@ -305,14 +350,13 @@ impl Neighbours<'_> {
 
     /// Matching pods already in the node's domains of the ScheduleAnyway constraints (fewer is
     /// better).
-    pub fn spread_crowding(&self, pod: &Value, node: &Value) -> i64 {
-        arr(pod, "/spec/topologySpreadConstraints")
+    pub fn crowding(&self, node: &Value) -> i64 {
+        self.constraints
             .iter()
-            .filter(|c| s(c, "/whenUnsatisfiable") == "ScheduleAnyway")
+            .filter(|c| !c.hard)
             .map(|c| {
-                let counts = self.spread_counts(pod, c);
-                label(node, s(c, "/topologyKey"))
-                    .and_then(|d| counts.get(d).copied())
+                label(node, &c.key)
+                    .and_then(|d| c.counts.get(d).copied())
                     .unwrap_or(0)
             })
             .sum()
@@ -332,11 +376,13 @@ mod tests {
                "spec": spec})
     }
 
-    fn on(app: &str, node: &str, spec: Value) -> Placed {
-        Placed {
-            pod: pod(app, spec),
-            node: node.into(),
+    /// Pods `(app, node, spec)` placed on nodes.
+    fn placed(pods: &[(&str, &str, Value)]) -> Placements {
+        let mut p = Placements::default();
+        for (i, (app, node, spec)) in pods.iter().enumerate() {
+            p.add(&format!("default/{app}-{i}"), node, pod(app, spec.clone()));
         }
+        p
     }
 
     fn term(app: &str, key: &str) -> Value {
@@ -345,11 +391,12 @@ mod tests {
 
     #[test]
     fn anti_affinity_keeps_replicas_apart_both_ways() {
-        let nodes = [node("a", "z1"), node("b", "z1"), node("c", "z2")];
-        let placed = [on("web", "a", json!({}))];
+        let list = [node("a", "z1"), node("b", "z1"), node("c", "z2")];
+        let nodes = Nodes::new(list.clone());
+        let placements = placed(&[("web", "a", json!({}))]);
         let n = Neighbours {
             nodes: &nodes,
-            placed: &placed,
+            placed: &placements,
             namespaces: &[],
         };
         let p = pod(
@@ -358,100 +405,104 @@ mod tests {
                 term("web", "kubernetes.io/hostname")]}}}),
         );
         assert_eq!(
-            n.affinity_problem(&p, &nodes[0]),
+            n.affinity_problem(&p, &list[0]),
             Some("node(s) didn't match pod anti-affinity rules")
         );
-        assert_eq!(n.affinity_problem(&p, &nodes[1]), None);
+        assert_eq!(n.affinity_problem(&p, &list[1]), None);
         let zoned = pod(
             "web",
             json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
                 term("web", "zone")]}}}),
         );
-        assert!(n.affinity_problem(&zoned, &nodes[1]).is_some());
-        assert_eq!(n.affinity_problem(&zoned, &nodes[2]), None);
+        assert!(n.affinity_problem(&zoned, &list[1]).is_some());
+        assert_eq!(n.affinity_problem(&zoned, &list[2]), None);
         // A placed pod's anti-affinity keeps others away from it too.
-        let placed = [on(
+        let placements = placed(&[(
             "db",
             "a",
             json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
                 term("web", "kubernetes.io/hostname")]}}}),
-        )];
+        )]);
         let n = Neighbours {
             nodes: &nodes,
-            placed: &placed,
+            placed: &placements,
             namespaces: &[],
         };
         assert_eq!(
-            n.affinity_problem(&pod("web", json!({})), &nodes[0]),
+            n.affinity_problem(&pod("web", json!({})), &list[0]),
             Some("node(s) didn't satisfy existing pods anti-affinity rules")
         );
     }
 
     #[test]
     fn affinity_follows_its_group_and_the_first_pod_goes_anywhere() {
-        let nodes = [node("a", "z1"), node("b", "z2")];
+        let list = [node("a", "z1"), node("b", "z2")];
+        let nodes = Nodes::new(list.clone());
         let want_cache = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
             term("cache", "kubernetes.io/hostname")]}}});
+        let empty = Placements::default();
         let n = Neighbours {
             nodes: &nodes,
-            placed: &[],
+            placed: &empty,
             namespaces: &[],
         };
         // No cache anywhere, and the pod is not a cache itself: nowhere.
         assert!(
-            n.affinity_problem(&pod("web", want_cache.clone()), &nodes[0])
+            n.affinity_problem(&pod("web", want_cache.clone()), &list[0])
                 .is_some()
         );
         // A cache pod with affinity to caches is the first of its group.
         assert_eq!(
-            n.affinity_problem(&pod("cache", want_cache.clone()), &nodes[0]),
+            n.affinity_problem(&pod("cache", want_cache.clone()), &list[0]),
             None
         );
-        let placed = [on("cache", "b", json!({}))];
+        let placements = placed(&[("cache", "b", json!({}))]);
         let n = Neighbours {
             nodes: &nodes,
-            placed: &placed,
+            placed: &placements,
             namespaces: &[],
         };
         let web = pod("web", want_cache);
-        assert!(n.affinity_problem(&web, &nodes[0]).is_some());
-        assert_eq!(n.affinity_problem(&web, &nodes[1]), None);
+        assert!(n.affinity_problem(&web, &list[0]).is_some());
+        assert_eq!(n.affinity_problem(&web, &list[1]), None);
         let pref = pod(
             "web",
             json!({"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
                 {"weight": 50, "podAffinityTerm": term("cache", "kubernetes.io/hostname")}]}}}),
         );
-        assert_eq!(n.affinity_score(&pref, &nodes[1]), -50);
-        assert_eq!(n.affinity_score(&pref, &nodes[0]), 0);
+        assert_eq!(n.affinity_score(&pref, &list[1]), -50);
+        assert_eq!(n.affinity_score(&pref, &list[0]), 0);
     }
 
     #[test]
     fn host_ports_conflict_on_the_same_node_only() {
-        let nodes = [node("a", "z1"), node("b", "z1")];
+        let list = [node("a", "z1"), node("b", "z1")];
+        let nodes = Nodes::new(list.clone());
         let ports = |port: i64, ip: &str| json!({"containers": [{"ports": [{"containerPort": 80, "hostPort": port, "hostIP": ip}]}]});
-        let placed = [on("web", "a", ports(8080, ""))];
+        let placements = placed(&[("web", "a", ports(8080, ""))]);
         let n = Neighbours {
             nodes: &nodes,
-            placed: &placed,
+            placed: &placements,
             namespaces: &[],
         };
-        assert!(n.ports_conflict(&pod("x", ports(8080, "127.0.0.1")), &nodes[0]));
-        assert!(!n.ports_conflict(&pod("x", ports(8080, "")), &nodes[1]));
-        assert!(!n.ports_conflict(&pod("x", ports(8081, "")), &nodes[0]));
-        assert!(!n.ports_conflict(&pod("x", json!({"containers": [{}]})), &nodes[0]));
+        assert!(n.ports_conflict(&pod("x", ports(8080, "127.0.0.1")), &list[0]));
+        assert!(!n.ports_conflict(&pod("x", ports(8080, "")), &list[1]));
+        assert!(!n.ports_conflict(&pod("x", ports(8081, "")), &list[0]));
+        assert!(!n.ports_conflict(&pod("x", json!({"containers": [{}]})), &list[0]));
     }
 
     #[test]
     fn topology_spread_bounds_the_skew() {
-        let nodes = [node("a", "z1"), node("b", "z2")];
-        let placed = [
-            on("web", "a", json!({})),
-            on("web", "a", json!({})),
-            on("web", "b", json!({})),
-        ];
+        let list = [node("a", "z1"), node("b", "z2")];
+        let nodes = Nodes::new(list.clone());
+        let placements = placed(&[
+            ("web", "a", json!({})),
+            ("web", "a", json!({})),
+            ("web", "b", json!({})),
+        ]);
         let n = Neighbours {
             nodes: &nodes,
-            placed: &placed,
+            placed: &placements,
             namespaces: &[],
         };
         let spread = |when: &str| {
@@ -461,18 +512,18 @@ mod tests {
                     "whenUnsatisfiable": when, "labelSelector": {"matchLabels": {"app": "web"}}}]}),
             )
         };
-        let p = spread("DoNotSchedule");
+        let hard = n.spread(&spread("DoNotSchedule"));
         assert_eq!(
-            n.spread_problem(&p, &nodes[0]),
+            hard.problem(&list[0]),
             Some("node(s) didn't match pod topology spread constraints")
         );
-        assert_eq!(n.spread_problem(&p, &nodes[1]), None);
+        assert_eq!(hard.problem(&list[1]), None);
         assert!(
-            n.spread_problem(&p, &json!({"metadata": {"name": "c", "labels": {}}}))
+            hard.problem(&json!({"metadata": {"name": "c", "labels": {}}}))
                 .is_some()
         );
-        let soft = spread("ScheduleAnyway");
-        assert_eq!(n.spread_problem(&soft, &nodes[0]), None);
-        assert!(n.spread_crowding(&soft, &nodes[0]) > n.spread_crowding(&soft, &nodes[1]));
+        let soft = n.spread(&spread("ScheduleAnyway"));
+        assert_eq!(soft.problem(&list[0]), None);
+        assert!(soft.crowding(&list[0]) > soft.crowding(&list[1]));
     }
 }

@@ -22,6 +22,7 @@ pub mod pod;
 pub mod poddisruptionbudget;
 pub mod podspec;
 pub mod podtemplate;
+pub mod priorityclass;
 pub mod rbac;
 pub mod replicaset;
 pub mod replicationcontroller;

@@ -1,5 +1,5 @@
 //! Pods (core/v1): Kubernetes' defaulting and validation of a pod spec (also used for workload
-//! templates), the QoS class, graceful deletion of scheduled pods, the selectable fields and
+//! templates), the Priority admission (`priorityclass`), the QoS class, graceful deletion of scheduled pods, the selectable fields and
 //! the columns `kubectl get pods` prints.
 
 use serde_json::{Map, Value, json};
@@ -7,10 +7,10 @@ use serde_json::{Map, Value, json};
 use super::podspec;
 use crate::api::admission::dns_label_problem;
 use crate::api::error::{ApiError, FieldError};
-use crate::api::objects::{DeleteOptions, Part, after};
+use crate::api::objects::{DeleteOptions, Objects, Part, after};
 use crate::api::strategy::{
-    AGE, Column, Deletion, NAME, Strategy, TypeOps, being_deleted, has_finalizers, mark_deleted,
-    obj_mut, set_default, str_at,
+    AGE, Allocation, Column, Deletion, Hook, NAME, Strategy, TypeOps, being_deleted,
+    has_finalizers, mark_deleted, obj_mut, set_default, str_at,
 };
 use crate::api::table::age;
 use crate::quantity;
@@ -49,6 +49,23 @@ impl Strategy for PodStrategy {
 
     fn warnings(&self, obj: &Value) -> Vec<String> {
         podspec::unsupported(obj.get("spec").unwrap_or(&Value::Null), "spec")
+    }
+
+    /// The Priority admission: a new pod's `priority` and `preemptionPolicy` come from its
+    /// PriorityClass.
+    fn admit<'a>(
+        &'a self,
+        objects: &'a Objects,
+        obj: &'a mut Value,
+        old: Option<&'a Value>,
+        _key: &'a str,
+    ) -> Hook<'a, Allocation> {
+        Box::pin(async move {
+            if old.is_none() {
+                super::priorityclass::admit_pod(objects, obj).await?;
+            }
+            Ok(Vec::new())
+        })
     }
 
     fn owns_deletion(&self) -> bool {
@@ -320,7 +337,6 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
     set_default(spec, "schedulerName", json!("default-scheduler"));
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "enableServiceLinks", json!(true));
-    set_default(spec, "priority", json!(0));
     for list in ["initContainers", "containers"] {
         if let Some(Value::Array(cs)) = spec.get_mut(list) {
             for c in cs.iter_mut().filter_map(Value::as_object_mut) {

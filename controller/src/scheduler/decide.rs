@@ -1,0 +1,474 @@
+//! One scheduling decision, as Kubernetes' default profile makes it: the filters in plugin order
+//! until enough feasible nodes are found (`nodes_to_find`, kube-scheduler's adaptive
+//! percentageOfNodesToScore, each search starting where the last one stopped), then the score
+//! plugins with their default weights, or the `0/N nodes are available: ...` message.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use super::nodes::{self, node_name};
+use super::pods::{Neighbours, Spread, has_preferred_terms, has_required_terms};
+use super::view::{NodeFacts, View};
+use super::volumes::{Claims, Storage};
+use super::{Decision, Resources, nonzero_requests, pod_requests};
+
+/// The taint effects that keep pods off a node.
+const HARD_EFFECTS: &[&str] = &["NoSchedule", "NoExecute"];
+
+/// How many feasible nodes to find before choosing among them: every node in a small cluster,
+/// then a share that shrinks from 50% to 5% as the cluster grows, never fewer than 100.
+pub fn nodes_to_find(total: usize) -> usize {
+    const MIN: usize = 100;
+    if total < MIN {
+        return total;
+    }
+    let pct = (50 - i64::try_from(total / 125).unwrap_or(45)).max(5);
+    (total * usize::try_from(pct).unwrap_or(5) / 100).max(MIN)
+}
+
+/// What the filters and scores read of the pod being placed, worked out once per decision.
+struct Candidate<'p> {
+    pod: &'p Value,
+    spec: &'p Value,
+    tolerations: &'p [Value],
+    tolerates_cordon: bool,
+    /// It has a `nodeSelector` or required node affinity.
+    selects_nodes: bool,
+    want: Resources,
+    nonzero: (i128, i128),
+    spread: Spread,
+    /// Pod (anti-)affinity must be checked: its own required terms, or placed pods' anti terms.
+    pod_terms: bool,
+    images: Vec<String>,
+}
+
+/// Why a node may not take the pod.
+enum Problem {
+    Reason(Cow<'static, str>),
+    /// NodeResourcesFit: what is short.
+    Short {
+        pods: bool,
+        cpu: bool,
+        memory: bool,
+    },
+}
+
+/// Reasons with the number of nodes each ruled out (few distinct ones: a list beats a map).
+#[derive(Default)]
+struct Tally(Vec<(Cow<'static, str>, usize)>);
+
+impl Tally {
+    fn add(&mut self, reason: Cow<'static, str>) {
+        match self.0.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((reason, 1)),
+        }
+    }
+
+    fn message(self, total: usize) -> String {
+        let mut rs: Vec<String> = self
+            .0
+            .into_iter()
+            .map(|(r, n)| format!("{n} {r}"))
+            .collect();
+        rs.sort();
+        let tail = if rs.is_empty() {
+            String::new()
+        } else {
+            format!(" {}.", rs.join(", "))
+        };
+        format!("0/{total} nodes are available:{tail}")
+    }
+}
+
+/// min-max normalised to 0..=100 (all equal: 0), reversed when lower is better.
+fn normalise(raw: &[i64], higher_is_better: bool) -> Vec<i64> {
+    let (Some(&min), Some(&max)) = (raw.iter().min(), raw.iter().max()) else {
+        return Vec::new();
+    };
+    raw.iter()
+        .map(|&x| {
+            if max == min {
+                0
+            } else if higher_is_better {
+                (x - min) * 100 / (max - min)
+            } else {
+                (max - x) * 100 / (max - min)
+            }
+        })
+        .collect()
+}
+
+/// An image reference in full (`registry/repository:tag`), as node status names images.
+pub fn full_image_name(image: &str) -> String {
+    let (name, digest) = match image.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (image, None),
+    };
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    let (repo, tag) = match name[last_slash..].rfind(':') {
+        Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
+        None => (name, None),
+    };
+    let first = repo.split('/').next().unwrap_or("");
+    let has_registry =
+        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let repo = if has_registry {
+        repo.to_string()
+    } else if repo.contains('/') {
+        format!("docker.io/{repo}")
+    } else {
+        format!("docker.io/library/{repo}")
+    };
+    match (digest, tag) {
+        (Some(d), _) => format!("{repo}@{d}"),
+        (None, Some(t)) => format!("{repo}:{t}"),
+        (None, None) => format!("{repo}:latest"),
+    }
+}
+
+/// A quick look at whether `node` could take the pod, with `free` room left on it: its
+/// readiness, cordon, taints, node selection and room, not what other pods or storage say.
+pub fn could_take(
+    pod: &Value,
+    want: &Resources,
+    node: &Value,
+    facts: &NodeFacts,
+    free: &Resources,
+) -> bool {
+    let spec = pod.get("spec").unwrap_or(&Value::Null);
+    let tolerations = nodes::tolerations(spec);
+    facts.ready
+        && (!facts.unschedulable
+            || tolerations
+                .iter()
+                .any(|t| nodes::tolerates(t, &nodes::unschedulable_taint())))
+        && (!facts.hard_taints
+            || nodes::untolerated_taint(tolerations, node, HARD_EFFECTS).is_none())
+        && nodes::affinity_matches(spec, node)
+        && want.pods <= free.pods
+        && want.cpu_milli <= free.cpu_milli
+        && want.memory <= free.memory
+}
+
+impl View {
+    fn candidate<'p>(&self, pod: &'p Value) -> Candidate<'p> {
+        let spec = pod.get("spec").unwrap_or(&Value::Null);
+        let tolerations = nodes::tolerations(spec);
+        let cordon = nodes::unschedulable_taint();
+        let selects_nodes = spec
+            .get("nodeSelector")
+            .and_then(Value::as_object)
+            .is_some_and(|s| !s.is_empty())
+            || spec
+                .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution")
+                .is_some_and(|r| !r.is_null());
+        let images = ["containers", "initContainers"]
+            .iter()
+            .flat_map(|list| spec[*list].as_array().into_iter().flatten())
+            .filter_map(|c| c["image"].as_str())
+            .map(full_image_name)
+            .collect();
+        Candidate {
+            pod,
+            spec,
+            tolerations,
+            tolerates_cordon: tolerations.iter().any(|t| nodes::tolerates(t, &cordon)),
+            selects_nodes,
+            want: pod_requests(pod),
+            nonzero: nonzero_requests(pod),
+            spread: self.neighbours().spread(pod),
+            pod_terms: has_required_terms(pod) || self.placed.with_anti().next().is_some(),
+            images,
+        }
+    }
+
+    fn neighbours(&self) -> Neighbours<'_> {
+        Neighbours {
+            nodes: &self.nodes,
+            placed: &self.placed,
+            namespaces: &self.namespaces,
+        }
+    }
+
+    /// The first reason, in Kubernetes' plugin order, why the pod may not go on `node`.
+    fn problem(
+        &self,
+        c: &Candidate<'_>,
+        node: &Value,
+        facts: &NodeFacts,
+        claims: &Claims<'_>,
+    ) -> Option<Problem> {
+        let reason = |r: &'static str| Some(Problem::Reason(Cow::Borrowed(r)));
+        if !facts.ready {
+            return reason("node(s) were not ready");
+        }
+        if facts.unschedulable && !c.tolerates_cordon {
+            return reason("node(s) were unschedulable");
+        }
+        if facts.hard_taints
+            && let Some(t) = nodes::untolerated_taint(c.tolerations, node, HARD_EFFECTS)
+        {
+            return Some(Problem::Reason(Cow::Owned(format!(
+                "node(s) had untolerated taint {}",
+                nodes::describe_taint(t)
+            ))));
+        }
+        if c.selects_nodes && !nodes::affinity_matches(c.spec, node) {
+            return reason("node(s) didn't match Pod's node affinity/selector");
+        }
+        let around = self.neighbours();
+        if around.ports_conflict(c.pod, node) {
+            return reason("node(s) didn't have free ports for the requested pod ports");
+        }
+        let used = self
+            .placed
+            .on(node_name(node))
+            .map(|h| h.used)
+            .unwrap_or_default();
+        let alloc = facts.alloc;
+        let short = (
+            used.pods + c.want.pods > alloc.pods,
+            used.cpu_milli + c.want.cpu_milli > alloc.cpu_milli,
+            used.memory + c.want.memory > alloc.memory,
+        );
+        if short.0 || short.1 || short.2 {
+            return Some(Problem::Short {
+                pods: short.0,
+                cpu: short.1,
+                memory: short.2,
+            });
+        }
+        if let Some(p) = claims.problem(node) {
+            return reason(p);
+        }
+        if let Some(p) = c.spread.problem(node) {
+            return reason(p);
+        }
+        if c.pod_terms
+            && let Some(p) = around.affinity_problem(c.pod, node)
+        {
+            return reason(p);
+        }
+        None
+    }
+
+    /// The mean share of cpu and memory left free on `node` with the pod on it (0..=100):
+    /// NodeResourcesFit's LeastAllocated.
+    fn least_allocated(&self, c: &Candidate<'_>, node: &Value, facts: &NodeFacts) -> i64 {
+        let (used_cpu, used_mem) = self
+            .placed
+            .on(node_name(node))
+            .map(|h| h.nonzero)
+            .unwrap_or_default();
+        let share = |used: i128, cap: i128| {
+            if cap <= 0 {
+                0
+            } else {
+                i64::try_from((cap - used.min(cap)) * 100 / cap).unwrap_or(0)
+            }
+        };
+        (share(used_cpu + c.nonzero.0, facts.alloc.cpu_milli)
+            + share(used_mem + c.nonzero.1, facts.alloc.memory))
+            / 2
+    }
+
+    /// How evenly cpu and memory would be used with the pod on `node` (0..=100):
+    /// NodeResourcesBalancedAllocation, one minus the standard deviation of the two fractions.
+    fn balanced(&self, c: &Candidate<'_>, node: &Value, facts: &NodeFacts) -> i64 {
+        let used = self
+            .placed
+            .on(node_name(node))
+            .map(|h| h.used)
+            .unwrap_or_default();
+        let fraction = |used: i128, cap: i128| {
+            if cap <= 0 {
+                1.0
+            } else {
+                (used as f64 / cap as f64).min(1.0)
+            }
+        };
+        let cpu = fraction(used.cpu_milli + c.want.cpu_milli, facts.alloc.cpu_milli);
+        let mem = fraction(used.memory + c.want.memory, facts.alloc.memory);
+        ((1.0 - (cpu - mem).abs() / 2.0) * 100.0) as i64
+    }
+
+    /// ImageLocality: the sizes of the pod's images already on `node`, each scaled by the share
+    /// of nodes that have it (so an image everywhere does not pull every pod to one node),
+    /// between 23 MB and 1000 MB per container (0..=100).
+    fn image_locality(&self, c: &Candidate<'_>, facts: &NodeFacts) -> i64 {
+        const MIN: f64 = 23.0 * 1024.0 * 1024.0;
+        const MAX_PER_CONTAINER: f64 = 1000.0 * 1024.0 * 1024.0;
+        if c.images.is_empty() {
+            return 0;
+        }
+        let total = self.nodes.len().max(1) as f64;
+        let sum: f64 = c
+            .images
+            .iter()
+            .filter_map(|img| {
+                let size = *facts.images.get(img)?;
+                let spread = self.nodes.nodes_with_image(img) as f64 / total;
+                Some(size as f64 * spread)
+            })
+            .sum();
+        let max = MAX_PER_CONTAINER * c.images.len() as f64;
+        let sum = sum.clamp(MIN, max);
+        ((sum - MIN) * 100.0 / (max - MIN)) as i64
+    }
+
+    /// The best of the feasible nodes by Kubernetes' default score plugins and weights:
+    /// TaintToleration 3, NodeAffinity 2, PodTopologySpread 2, InterPodAffinity 2,
+    /// NodeResourcesFit (least allocated) 1, NodeResourcesBalancedAllocation 1, ImageLocality 1.
+    /// Ties go to the first name.
+    fn best(&self, c: &Candidate<'_>, feasible: &[usize]) -> Option<usize> {
+        let at = |i: usize| self.nodes.at(i);
+        let raw = |f: &dyn Fn(&Value, &NodeFacts) -> i64| {
+            feasible
+                .iter()
+                .map(|&i| {
+                    let (n, facts) = at(i);
+                    f(n, facts)
+                })
+                .collect::<Vec<_>>()
+        };
+        let zeros = vec![0; feasible.len()];
+        let taints = if feasible.iter().any(|&i| at(i).1.soft_taints) {
+            normalise(
+                &raw(&|n, _| {
+                    n.pointer("/spec/taints")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter(|t| t["effect"] == "PreferNoSchedule")
+                        .filter(|t| !c.tolerations.iter().any(|tol| nodes::tolerates(tol, t)))
+                        .count() as i64
+                }),
+                false,
+            )
+        } else {
+            zeros.clone()
+        };
+        let affinity = if c
+            .spec
+            .pointer("/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution")
+            .is_some()
+        {
+            normalise(
+                &raw(&|n, _| nodes::preferred_affinity_score(c.spec, n)),
+                true,
+            )
+        } else {
+            zeros.clone()
+        };
+        let spread = if c.spread.scores() {
+            normalise(&raw(&|n, _| c.spread.crowding(n)), false)
+        } else {
+            zeros.clone()
+        };
+        let inter = if has_preferred_terms(c.pod) {
+            let around = self.neighbours();
+            normalise(&raw(&|n, _| around.affinity_score(c.pod, n)), true)
+        } else {
+            zeros.clone()
+        };
+        let least = raw(&|n, f| self.least_allocated(c, n, f));
+        let balanced = raw(&|n, f| self.balanced(c, n, f));
+        let images = if c.images.iter().any(|i| self.nodes.nodes_with_image(i) > 0) {
+            raw(&|_, f| self.image_locality(c, f))
+        } else {
+            zeros
+        };
+        let total = |k: usize| {
+            3 * taints[k]
+                + 2 * affinity[k]
+                + 2 * spread[k]
+                + 2 * inter[k]
+                + least[k]
+                + balanced[k]
+                + images[k]
+        };
+        (0..feasible.len())
+            .max_by(|&a, &b| {
+                total(a)
+                    .cmp(&total(b))
+                    .then_with(|| node_name(at(feasible[b]).0).cmp(node_name(at(feasible[a]).0)))
+            })
+            .map(|k| feasible[k])
+    }
+
+    /// Decides where `pod` goes.
+    pub fn choose(&mut self, pod: &Value) -> Decision {
+        let gated = pod
+            .pointer("/spec/schedulingGates")
+            .and_then(Value::as_array)
+            .is_some_and(|g| !g.is_empty());
+        if gated {
+            return Decision::Gated;
+        }
+        let total = self.nodes.len();
+        let storage = Storage {
+            claims: &self.claims,
+            volumes: &self.volumes,
+            classes: &self.classes,
+        };
+        let claims = match storage.claims_of(pod) {
+            Ok(c) => c,
+            Err(msg) => {
+                return Decision::Unschedulable(format!("0/{total} nodes are available: {msg}."));
+            }
+        };
+        if let Some(node) = claims.waiting_on() {
+            return Decision::Wait(node.to_string());
+        }
+        let c = self.candidate(pod);
+        let enough = nodes_to_find(total);
+        let start = if total == 0 {
+            0
+        } else {
+            self.next_start % total
+        };
+        let mut tally = Tally::default();
+        let mut feasible = Vec::new();
+        let mut looked = 0;
+        for k in 0..total {
+            if feasible.len() >= enough {
+                break;
+            }
+            let i = (start + k) % total;
+            looked += 1;
+            let (node, facts) = self.nodes.at(i);
+            match self.problem(&c, node, facts, &claims) {
+                None => feasible.push(i),
+                Some(Problem::Reason(r)) => tally.add(r),
+                Some(Problem::Short { pods, cpu, memory }) => {
+                    for (short, r) in [
+                        (pods, "Too many pods"),
+                        (cpu, "Insufficient cpu"),
+                        (memory, "Insufficient memory"),
+                    ] {
+                        if short {
+                            tally.add(Cow::Borrowed(r));
+                        }
+                    }
+                }
+            }
+        }
+        if total > 0 {
+            self.next_start = (start + looked) % total;
+        }
+        let Some(best) = self.best(&c, &feasible) else {
+            return Decision::Unschedulable(tally.message(total));
+        };
+        let node = node_name(self.nodes.at(best).0).to_string();
+        if claims.delayed.is_empty() {
+            Decision::Bind(node)
+        } else {
+            Decision::Provision {
+                node,
+                claims: claims.delayed,
+            }
+        }
+    }
+}
