@@ -234,6 +234,23 @@ impl Objects {
         Ok((items, rev))
     }
 
+    /// The objects of `res` whose stored form contains `needle` (a field name, a value), decoded;
+    /// the others are skipped undecoded, so a pass that wants a few of many objects does not
+    /// pay for parsing them all.
+    pub fn list_containing(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        needle: &[u8],
+    ) -> Result<Vec<Value>, ApiError> {
+        let (items, _) = self.store.list(&res.list_prefix(ns));
+        items
+            .iter()
+            .filter(|(_, r)| memchr::memmem::find(&r.value, needle).is_some())
+            .map(|(_, r)| decode(r))
+            .collect()
+    }
+
     fn check_namespace(&self, ns: &str) -> Result<(), ApiError> {
         let nsres = resources::namespaces();
         let Some(rec) = self.store.get(&nsres.key(None, ns)) else {

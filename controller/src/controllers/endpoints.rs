@@ -14,15 +14,20 @@ use crate::api::{ApiError, Objects, Part, resources};
 /// One pass over every service.
 pub async fn reconcile(objects: &Objects) -> Result<(), ApiError> {
     let (services, _) = objects.list(resources::services(), None)?;
+    // Services without a selector (the `kubernetes` Service, hand-made endpoints) are not
+    // this controller's: without others, the pods need not be read at all.
+    let services: Vec<Value> = services
+        .into_iter()
+        .filter(|svc| {
+            let selector = svc.pointer("/spec/selector").and_then(Value::as_object);
+            !deleting(svc) && selector.is_some_and(|s| !s.is_empty())
+        })
+        .collect();
     if services.is_empty() {
         return Ok(());
     }
     let (pods, _) = objects.list(resources::pods(), None)?;
     for svc in services {
-        let selector = svc.pointer("/spec/selector").and_then(Value::as_object);
-        if deleting(&svc) || selector.is_none_or(|s| s.is_empty()) {
-            continue;
-        }
         if let Err(e) = sync(objects, &svc, &pods).await {
             tracing::debug!(service = %name(&svc), error = %e, "sync failed; next pass retries");
         }

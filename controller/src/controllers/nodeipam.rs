@@ -199,9 +199,17 @@ pub async fn reconcile(objects: &Objects, ipam: NodeIpam) -> Result<(), ApiError
     Ok(())
 }
 
-/// Allocates node subnets as nodes come, until cancelled.
+/// Allocates node subnets as nodes come, until cancelled: woken by a node without a subnet
+/// (a node that has one changes nothing here, and on a large cluster every such write would
+/// otherwise cost a pass over every node), and every 30 s.
 pub async fn run(objects: Objects, ipam: NodeIpam, cancel: CancellationToken) {
     const NODES: Interest = Interest::Resources(&["nodes"]);
+    let without_subnet = |e: &crate::store::state::Event| {
+        NODES.matches(e)
+            && e.record
+                .as_ref()
+                .is_some_and(|r| memchr::memmem::find(&r.value, b"\"podCIDR\"").is_none())
+    };
     loop {
         let after = objects.store.revision();
         if let Err(e) = reconcile(&objects, ipam).await {
@@ -212,7 +220,7 @@ pub async fn run(objects: Objects, ipam: NodeIpam, cancel: CancellationToken) {
             after,
             Duration::from_secs(30),
             &cancel,
-            |e| NODES.matches(e),
+            without_subnet,
         )
         .await;
         if matches!(wake, Wake::Cancelled) {

@@ -141,11 +141,14 @@ impl Monitor {
     ) -> Result<(), ApiError> {
         let (nodes, _) = objects.list(resources::nodes(), None)?;
         let (leases, _) = objects.list(resources::leases(), Some(NODE_LEASE_NAMESPACE))?;
-        self.seen
-            .retain(|n, _| nodes.iter().any(|node| name(node) == n.as_str()));
+        // By name, so a pass costs the same per node however many nodes there are.
+        let names: std::collections::HashSet<&str> = nodes.iter().map(name).collect();
+        let leases: std::collections::HashMap<&str, &Value> =
+            leases.iter().map(|l| (name(l), l)).collect();
+        self.seen.retain(|n, _| names.contains(n.as_str()));
         for node in &nodes {
             let node_name = name(node);
-            let lease = leases.iter().find(|l| name(l) == node_name);
+            let lease = leases.get(node_name).copied();
             let beat = heartbeat(node, lease);
             let entry = self
                 .seen
@@ -265,14 +268,22 @@ async fn mark_not_ready(objects: &Objects, pod: &Value) -> Result<(), ApiError> 
     }
 }
 
-/// Watches nodes until cancelled: every [`PERIOD`], and at once when a node or Lease changes.
+/// Watches nodes until cancelled: every [`PERIOD`], and when a node or Lease changes, at most
+/// once a second (a pass reads every node; heartbeats come every 10 s and the grace period is
+/// tens of seconds, so a second's delay changes nothing, while thousands of node writes a
+/// second would otherwise each cost a pass).
 pub async fn run(objects: Objects, grace: Duration, cancel: CancellationToken) {
     const NODES: Interest = Interest::Resources(&["nodes", "leases"]);
     let mut monitor = Monitor::default();
     loop {
         let after = objects.store.revision();
-        if let Err(e) = monitor.pass(&objects, grace, Instant::now()).await {
+        let started = Instant::now();
+        if let Err(e) = monitor.pass(&objects, grace, started).await {
             tracing::warn!(error = %e, "node lifecycle pass failed");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed())) => {}
         }
         let wake =
             wait_for_change(&objects.store, after, PERIOD, &cancel, |e| NODES.matches(e)).await;

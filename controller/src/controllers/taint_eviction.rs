@@ -44,7 +44,7 @@ pub fn deadline(pod: &Value, taints: &[&Value]) -> Option<Option<jiff::Timestamp
 
 /// One pass over the pods of nodes with NoExecute taints.
 pub async fn reconcile(objects: &Objects) -> Result<(), ApiError> {
-    let (nodes, _) = objects.list(resources::nodes(), None)?;
+    let nodes = objects.list_containing(resources::nodes(), None, b"NoExecute")?;
     let tainted: Vec<(&str, Vec<&Value>)> = nodes
         .iter()
         .map(|n| {
