@@ -48,7 +48,11 @@ impl Strategy for PodStrategy {
     }
 
     fn warnings(&self, obj: &Value) -> Vec<String> {
-        podspec::unsupported(obj.get("spec").unwrap_or(&Value::Null), "spec")
+        let mut w = podspec::unsupported(obj.get("spec").unwrap_or(&Value::Null), "spec");
+        if !str_at(obj, "/spec/priorityClassName").is_empty() {
+            w.push(super::priorityclass::NO_PREEMPTION.to_string());
+        }
+        w
     }
 
     /// The Priority admission: a new pod's `priority` and `preemptionPolicy` come from its
