@@ -56,17 +56,24 @@ pub fn require_root() -> Result<()> {
 pub fn free_port() -> Result<u16> {
     // Below the kernel's ephemeral range (32768 and up by default): a port the kernel handed
     // out here could be taken again by any outgoing connection of the processes under test
-    // before they bind it ("Address already in use" at start).
+    // before they bind it ("Address already in use" at start). Below NodePorts' 30000 too.
+    // A port handed out but not yet bound by its user is still free to `bind`: remember every
+    // one so two callers (a cluster's API and agent ports) never get the same.
     use std::hash::{BuildHasher as _, Hasher as _};
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..500 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
-        let port = 20000 + (h.finish() % 12000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let port = 20000 + (h.finish() % 10000) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return Ok(port);
         }
     }
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    given.push(port);
+    Ok(port)
 }
 
 /// Polls `f` until it returns `Some`, or fails after `timeout` saying what it waited for and
