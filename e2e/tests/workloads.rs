@@ -2,14 +2,14 @@
 //! keep their local-path volumes across a pod deletion and a restart of skiff, scaled down and
 //! deleted (its volumes reclaimed); an Indexed Job; a CronJob that fires on its schedule; a
 //! claim naming an unknown StorageClass that stays Pending with an event; the scheduler's
-//! nodeSelector and taints; `kubectl cordon|drain|uncordon` held back by a
+//! nodeSelector and taints; a higher-priority pod preempting a running one; `kubectl cordon|drain|uncordon` held back by a
 //! PodDisruptionBudget; and `kubectl rollout history|undo|pause|resume|restart|status` on
 //! Deployments and StatefulSets, with a progress deadline that passes.
 
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use e2e::*;
 use serde_json::Value;
 
@@ -28,6 +28,7 @@ fn scenario(c: &mut Cluster, _work: &Path, reg: &str) -> Result<()> {
     c.start()?;
     let k = c.kubectl("1.33");
     scheduling(&k, reg)?;
+    preemption(&k, reg)?;
     stateful_set(c, &k, reg)?;
     indexed_job(&k, reg)?;
     unknown_class(&k)?;
@@ -199,7 +200,8 @@ spec:
         Ok(cond.filter(|c| {
             c["reason"] == "Unschedulable"
                 && c["message"]
-                    == "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+                    == "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. \
+                        preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
         }))
     })?;
     // A taint the pod tolerates does not keep it off; the label lets it on.
@@ -232,6 +234,69 @@ spec:
         &["delete", "pod", "picky", "plain", "--grace-period=1"],
         None,
     )?;
+    Ok(())
+}
+
+/// A pod of a higher PriorityClass that fits nowhere preempts a running lower-priority pod:
+/// the victim is marked, stopped and deleted, and the preemptor nominated and run there.
+fn preemption(k: &Kubectl, reg: &str) -> Result<()> {
+    let node = json(k, &["get", "node", "e2e-node"])?;
+    let cpu = node["status"]["allocatable"]["cpu"]
+        .as_str()
+        .context("no allocatable cpu")?;
+    let milli: u64 = match cpu.strip_suffix('m') {
+        Some(m) => m.parse()?,
+        None => cpu.parse::<u64>()? * 1000,
+    };
+    let most = milli * 3 / 4;
+    let pod = |name: &str, class: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  priorityClassName: {class}\n  \
+             terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {reg}/busybox:1.36\n    \
+             command: [sleep, \"3600\"]\n    resources: {{requests: {{cpu: {most}m}}}}\n"
+        )
+    };
+    let classes = "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: batch}\nvalue: 10\n---\n\
+                   apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: urgent}\nvalue: 1000\n";
+    k.ok(&["apply", "-f", "-"], Some(classes))?;
+    k.ok(&["apply", "-f", "-"], Some(&pod("filler", "batch")))?;
+    wait_for("filler running", Duration::from_secs(60), || {
+        let p = json(k, &["get", "pod", "filler"])?;
+        Ok((p["status"]["phase"] == "Running").then_some(()))
+    })?;
+    k.ok(&["apply", "-f", "-"], Some(&pod("rush", "urgent")))?;
+    let rush = wait_for(
+        "rush running in filler's place",
+        Duration::from_secs(90),
+        || {
+            let p = json(k, &["get", "pod", "rush"])?;
+            Ok((p["status"]["phase"] == "Running").then_some(p))
+        },
+    )?;
+    ensure!(
+        rush["status"]["nominatedNodeName"] == "e2e-node" && rush["spec"]["priority"] == 1000,
+        "{rush}"
+    );
+    let gone = k.output(&["get", "pod", "filler"], None)?;
+    ensure!(!gone.status.success(), "filler is still there");
+    let uid = rush["metadata"]["uid"].as_str().unwrap_or("");
+    let events = k.ok(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=filler",
+            "-o",
+            "json",
+        ],
+        None,
+    )?;
+    ensure!(
+        events.contains(&format!("Preempted by pod {uid} on node e2e-node")),
+        "no Preempted event: {events}"
+    );
+    k.ok(&["delete", "pod", "rush", "--grace-period=1"], None)?;
+    k.ok(&["delete", "priorityclass", "batch", "urgent"], None)?;
     Ok(())
 }
 

@@ -28,8 +28,11 @@ pub fn nodes_to_find(total: usize) -> usize {
 }
 
 /// What the filters and scores read of the pod being placed, worked out once per decision.
-struct Candidate<'p> {
+pub(super) struct Candidate<'p> {
     pod: &'p Value,
+    /// `namespace/name`.
+    key: String,
+    priority: i64,
     spec: &'p Value,
     tolerations: &'p [Value],
     tolerates_cordon: bool,
@@ -44,7 +47,7 @@ struct Candidate<'p> {
 }
 
 /// Why a node may not take the pod.
-enum Problem {
+pub(super) enum Problem {
     Reason(Cow<'static, str>),
     /// NodeResourcesFit: what is short.
     Short {
@@ -54,19 +57,67 @@ enum Problem {
     },
 }
 
-/// Reasons with the number of nodes each ruled out (few distinct ones: a list beats a map).
-#[derive(Default)]
-struct Tally(Vec<(Cow<'static, str>, usize)>);
-
-impl Tally {
-    fn add(&mut self, reason: Cow<'static, str>) {
-        match self.0.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, n)) => *n += 1,
-            None => self.0.push((reason, 1)),
+impl Problem {
+    /// Whether taking pods off the node could remove it (kube-scheduler's `Unschedulable`, not
+    /// `UnschedulableAndUnresolvable`): room, host ports, anti-affinity and spread skew.
+    pub(super) fn resolvable(&self) -> bool {
+        match self {
+            Problem::Short { .. } => true,
+            Problem::Reason(r) => matches!(
+                r.as_ref(),
+                "node(s) didn't have free ports for the requested pod ports"
+                    | "node(s) didn't match pod anti-affinity rules"
+                    | "node(s) didn't satisfy existing pods anti-affinity rules"
+                    | "node(s) didn't match pod topology spread constraints"
+            ),
         }
     }
 
-    fn message(self, total: usize) -> String {
+    /// Counts the problem in `tally`, one reason per resource that is short.
+    pub(super) fn count(self, tally: &mut Tally) {
+        match self {
+            Problem::Reason(r) => tally.add(r),
+            Problem::Short { pods, cpu, memory } => {
+                for (short, r) in [
+                    (pods, "Too many pods"),
+                    (cpu, "Insufficient cpu"),
+                    (memory, "Insufficient memory"),
+                ] {
+                    if short {
+                        tally.add(Cow::Borrowed(r));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reasons with the number of nodes each ruled out (few distinct ones: a list beats a map).
+#[derive(Default)]
+pub(super) struct Tally(Vec<(Cow<'static, str>, usize)>);
+
+impl Tally {
+    pub(super) fn add(&mut self, reason: Cow<'static, str>) {
+        self.add_n(reason, 1);
+    }
+
+    /// Counts `reason` for `n` nodes.
+    pub(super) fn add_n(&mut self, reason: Cow<'static, str>, n: usize) {
+        if n == 0 {
+            return;
+        }
+        match self.0.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, c)) => *c += n,
+            None => self.0.push((reason, n)),
+        }
+    }
+
+    /// The reasons counted, without their counts.
+    pub(super) fn into_reasons(self) -> Vec<Cow<'static, str>> {
+        self.0.into_iter().map(|(r, _)| r).collect()
+    }
+
+    pub(super) fn message(self, total: usize) -> String {
         let mut rs: Vec<String> = self
             .0
             .into_iter()
@@ -153,7 +204,7 @@ pub fn could_take(
 }
 
 impl View {
-    fn candidate<'p>(&self, pod: &'p Value) -> Candidate<'p> {
+    pub(super) fn candidate<'p>(&self, pod: &'p Value) -> Candidate<'p> {
         let spec = pod.get("spec").unwrap_or(&Value::Null);
         let tolerations = nodes::tolerations(spec);
         let cordon = nodes::unschedulable_taint();
@@ -172,6 +223,8 @@ impl View {
             .collect();
         Candidate {
             pod,
+            key: super::pod_key(pod),
+            priority: super::priority(pod),
             spec,
             tolerations,
             tolerates_cordon: tolerations.iter().any(|t| nodes::tolerates(t, &cordon)),
@@ -184,6 +237,14 @@ impl View {
         }
     }
 
+    pub(super) fn storage(&self) -> Storage<'_> {
+        Storage {
+            claims: &self.claims,
+            volumes: &self.volumes,
+            classes: &self.classes,
+        }
+    }
+
     fn neighbours(&self) -> Neighbours<'_> {
         Neighbours {
             nodes: &self.nodes,
@@ -193,7 +254,7 @@ impl View {
     }
 
     /// The first reason, in Kubernetes' plugin order, why the pod may not go on `node`.
-    fn problem(
+    pub(super) fn problem(
         &self,
         c: &Candidate<'_>,
         node: &Value,
@@ -222,11 +283,15 @@ impl View {
         if around.ports_conflict(c.pod, node) {
             return reason("node(s) didn't have free ports for the requested pod ports");
         }
-        let used = self
+        let mut used = self
             .placed
             .on(node_name(node))
             .map(|h| h.used)
             .unwrap_or_default();
+        let kept = self.nominated.reserved(node_name(node), c.priority, &c.key);
+        used.cpu_milli += kept.cpu_milli;
+        used.memory += kept.memory;
+        used.pods += kept.pods;
         let alloc = facts.alloc;
         let short = (
             used.pods + c.want.pods > alloc.pods,
@@ -400,14 +465,25 @@ impl View {
 
     /// Decides where `pod` goes.
     pub fn choose(&mut self, pod: &Value) -> Decision {
+        self.decide(pod).0
+    }
+
+    /// Decides where `pod` goes; when it fits nowhere, also the nodes that taking pods off
+    /// could open to it (for preemption).
+    pub fn decide(&mut self, pod: &Value) -> (Decision, Vec<usize>) {
         let gated = pod
             .pointer("/spec/schedulingGates")
             .and_then(Value::as_array)
             .is_some_and(|g| !g.is_empty());
         if gated {
-            return Decision::Gated;
+            return (Decision::Gated, Vec::new());
         }
         let total = self.nodes.len();
+        if total == 0 {
+            let msg = "no nodes available to schedule pods".to_string();
+            return (Decision::Unschedulable(msg), Vec::new());
+        }
+        // The fields themselves, not `self.storage()`: `next_start` changes while they are read.
         let storage = Storage {
             claims: &self.claims,
             volumes: &self.volumes,
@@ -416,13 +492,22 @@ impl View {
         let claims = match storage.claims_of(pod) {
             Ok(c) => c,
             Err(msg) => {
-                return Decision::Unschedulable(format!("0/{total} nodes are available: {msg}."));
+                let msg = format!("0/{total} nodes are available: {msg}.");
+                return (Decision::Unschedulable(msg), Vec::new());
             }
         };
         if let Some(node) = claims.waiting_on() {
-            return Decision::Wait(node.to_string());
+            return (Decision::Wait(node.to_string()), Vec::new());
         }
         let c = self.candidate(pod);
+        // A pod that preempted others goes where it made room, if it still fits there.
+        if claims.delayed.is_empty()
+            && let Some(node) = self.nominated.node_of(&c.key)
+            && let Some((n, facts)) = self.nodes.with_facts(node)
+            && self.problem(&c, n, facts, &claims).is_none()
+        {
+            return (Decision::Bind(node.to_string()), Vec::new());
+        }
         let enough = nodes_to_find(total);
         let start = if total == 0 {
             0
@@ -431,6 +516,7 @@ impl View {
         };
         let mut tally = Tally::default();
         let mut feasible = Vec::new();
+        let mut resolvable = Vec::new();
         let mut looked = 0;
         for k in 0..total {
             if feasible.len() >= enough {
@@ -441,17 +527,11 @@ impl View {
             let (node, facts) = self.nodes.at(i);
             match self.problem(&c, node, facts, &claims) {
                 None => feasible.push(i),
-                Some(Problem::Reason(r)) => tally.add(r),
-                Some(Problem::Short { pods, cpu, memory }) => {
-                    for (short, r) in [
-                        (pods, "Too many pods"),
-                        (cpu, "Insufficient cpu"),
-                        (memory, "Insufficient memory"),
-                    ] {
-                        if short {
-                            tally.add(Cow::Borrowed(r));
-                        }
+                Some(p) => {
+                    if p.resolvable() {
+                        resolvable.push(i);
                     }
+                    p.count(&mut tally);
                 }
             }
         }
@@ -459,16 +539,17 @@ impl View {
             self.next_start = (start + looked) % total;
         }
         let Some(best) = self.best(&c, &feasible) else {
-            return Decision::Unschedulable(tally.message(total));
+            return (Decision::Unschedulable(tally.message(total)), resolvable);
         };
         let node = node_name(self.nodes.at(best).0).to_string();
-        if claims.delayed.is_empty() {
+        let decision = if claims.delayed.is_empty() {
             Decision::Bind(node)
         } else {
             Decision::Provision {
                 node,
                 claims: claims.delayed,
             }
-        }
+        };
+        (decision, Vec::new())
     }
 }

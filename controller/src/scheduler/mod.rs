@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub mod decide;
 pub mod nodes;
 pub mod pods;
+pub mod preempt;
 pub mod view;
 pub mod volumes;
 
@@ -221,6 +222,32 @@ async fn select_node(
     Ok(())
 }
 
+/// `status.nominatedNodeName`, when set.
+fn nominated_node(pod: &Value) -> Option<&str> {
+    pod.pointer("/status/nominatedNodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+}
+
+/// Writes (or clears) the pod's `status.nominatedNodeName`.
+async fn write_nomination(objects: &Objects, key: &str, node: Option<&str>) {
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    let r = objects
+        .modify(resources::pods(), Some(ns), name, Part::Status, |p| {
+            if let Some(st) = p["status"].as_object_mut() {
+                match node {
+                    Some(n) => st.insert("nominatedNodeName".into(), json!(n)),
+                    None => st.remove("nominatedNodeName"),
+                };
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::debug!(pod = %key, error = %e, "cannot write the nominated node");
+    }
+}
+
 fn priority(pod: &Value) -> i64 {
     pod["spec"]["priority"].as_i64().unwrap_or(0)
 }
@@ -395,10 +422,12 @@ impl Queue {
     }
 }
 
-/// What a binding task reports back.
+/// What a binding or preemption task reports back.
 enum Feedback {
     /// The binding (or the claims' node selection) was not written: forget the assumption.
     Failed { key: String, node: String },
+    /// The pod's victims were told to go and its nomination written.
+    Preempted { key: String },
 }
 
 /// The resources the scheduler follows, with their store key prefixes.
@@ -456,6 +485,8 @@ struct Scheduler {
     ),
     binds: Arc<Semaphore>,
     last_retry: Instant,
+    /// Pods whose victims are being deleted; they do not preempt again meanwhile.
+    preempting: std::collections::HashSet<String>,
 }
 
 impl Scheduler {
@@ -496,6 +527,7 @@ impl Scheduler {
             volumes: list(resources::persistent_volumes())?,
             classes: list(resources::storage_classes())?,
             next_start: 0,
+            nominated: view::Nominated::default(),
         };
         note(resources::namespaces(), &view.namespaces);
         note(resources::persistent_volume_claims(), &view.claims);
@@ -510,6 +542,9 @@ impl Scheduler {
                     view.placed.add(&key, &node, p);
                 }
             } else if is_pending(&p) {
+                if let Some(n) = nominated_node(&p) {
+                    view.nominated.set(&key, n, &p);
+                }
                 queue.upsert(&key, p);
             }
         }
@@ -523,6 +558,7 @@ impl Scheduler {
             feedback: mpsc::unbounded_channel(),
             binds: Arc::new(Semaphore::new(BINDINGS_IN_FLIGHT)),
             last_retry: Instant::now(),
+            preempting: Default::default(),
         })
     }
 
@@ -570,6 +606,7 @@ impl Scheduler {
         let Some(pod) = pod else {
             self.queue.remove(key);
             self.held.remove(key);
+            self.unnominate(key);
             self.leave(key);
             return;
         };
@@ -580,9 +617,20 @@ impl Scheduler {
                 return;
             }
             if is_pending(&pod) {
+                match nominated_node(&pod) {
+                    Some(n) if self.view.nominated.node_of(key) != Some(n) => {
+                        if let Some(old) = self.view.nominated.set(key, n, &pod) {
+                            self.queue.wake_for(&self.view, &old);
+                        }
+                    }
+                    // Until the preemption task writes it, the store does not know it yet.
+                    None if !self.preempting.contains(key) => self.unnominate(key),
+                    _ => {}
+                }
                 self.queue.upsert(key, pod);
             } else {
                 self.queue.remove(key);
+                self.unnominate(key);
                 if self.held.remove(key).is_some() {
                     self.leave(key);
                 }
@@ -591,6 +639,7 @@ impl Scheduler {
         }
         self.queue.remove(key);
         self.held.remove(key);
+        self.unnominate(key);
         if is_terminal(&pod) {
             self.leave(key);
             return;
@@ -600,6 +649,113 @@ impl Scheduler {
         if arrived {
             self.queue.wake(|w| w.wants_neighbours);
         }
+    }
+
+    /// Drops the pod's nomination and tries the waiting pods the room it kept may let on.
+    fn unnominate(&mut self, key: &str) {
+        if let Some(node) = self.view.nominated.remove(key) {
+            self.queue.wake_for(&self.view, &node);
+        }
+    }
+
+    /// kube-scheduler's PostFilter for a pod that fits nowhere: preempts lower-priority pods
+    /// where that makes room (the message stays the filters'), or adds why it cannot.
+    fn post_filter(&mut self, key: &str, pod: &Value, msg: String, resolvable: &[usize]) -> String {
+        if self.preempting.contains(key) || self.view.nodes.is_empty() {
+            return msg;
+        }
+        if let Err(why) = preempt::eligible(&self.view, pod, key) {
+            return format!("{msg} preemption: {why}");
+        }
+        let objects = &self.objects;
+        let outcome = self.view.preempt(pod, resolvable, || {
+            objects
+                .list(resources::pod_disruption_budgets(), None)
+                .map(|(l, _)| l.iter().filter_map(preempt::Budget::of).collect())
+                .unwrap_or_default()
+        });
+        match outcome {
+            Ok(plan) => {
+                self.start_preemption(key, pod, plan);
+                msg
+            }
+            Err(why) => {
+                self.unnominate(key);
+                if nominated_node(pod).is_some() {
+                    let (objects, key) = (self.objects.clone(), key.to_string());
+                    tokio::spawn(async move { write_nomination(&objects, &key, None).await });
+                }
+                format!("{msg} preemption: {why}")
+            }
+        }
+    }
+
+    /// Nominates the pod to the plan's node, where it keeps its room from lower priorities,
+    /// and deletes the victims in a task (each marked a DisruptionTarget first, with a
+    /// Preempted event), as kube-scheduler's preemption does.
+    fn start_preemption(&mut self, key: &str, pod: &Value, plan: preempt::Plan) {
+        let p = priority(pod);
+        let displaced = self.view.nominated.below(&plan.node, p);
+        for k in &displaced {
+            self.view.nominated.remove(k);
+        }
+        self.view.nominated.set(key, &plan.node, pod);
+        self.preempting.insert(key.to_string());
+        tracing::info!(pod = %key, node = %plan.node, victims = plan.victims.len(), "preempting");
+        let (objects, tx) = (self.objects.clone(), self.feedback.0.clone());
+        let key = key.to_string();
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let scheduler = pod["spec"]["schedulerName"]
+            .as_str()
+            .unwrap_or("default-scheduler")
+            .to_string();
+        tokio::spawn(async move {
+            let node = plan.node;
+            for (vkey, victim) in plan.victims {
+                let (ns, name) = vkey.split_once('/').unwrap_or(("", &vkey));
+                let why = format!("{scheduler}: preempting to accommodate a higher priority pod");
+                let r = crate::api::kinds::pod::mark_disruption_target(
+                    &objects,
+                    Some(ns),
+                    name,
+                    preempt::REASON,
+                    &why,
+                )
+                .await;
+                let r = match r {
+                    Ok(()) => objects
+                        .delete(
+                            resources::pods(),
+                            Some(ns),
+                            name,
+                            &api::DeleteOptions::default(),
+                        )
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(()) | Err(ApiError::NotFound { .. }) => {
+                        let msg = format!("Preempted by pod {uid} on node {node}");
+                        events::record(
+                            &objects,
+                            &victim,
+                            EventType::Normal,
+                            "Preempted",
+                            &msg,
+                            "default-scheduler",
+                        )
+                        .await;
+                    }
+                    Err(e) => tracing::warn!(pod = %vkey, error = %e, "cannot preempt"),
+                }
+            }
+            for k in displaced {
+                write_nomination(&objects, &k, None).await;
+            }
+            write_nomination(&objects, &key, Some(&node)).await;
+            let _ = tx.send(Feedback::Preempted { key });
+        });
     }
 
     /// Takes a pod off its node and tries the waiting pods its room (or, if it kept others
@@ -626,7 +782,12 @@ impl Scheduler {
             if self.held.remove(&key).is_some() {
                 self.view.placed.remove(&key);
             }
-            let decision = self.view.choose(&pod);
+            let decision = match self.view.decide(&pod) {
+                (Decision::Unschedulable(msg), resolvable) => {
+                    Decision::Unschedulable(self.post_filter(&key, &pod, msg, &resolvable))
+                }
+                (d, _) => d,
+            };
             self.act(key, pod, decision).await;
         }
     }
@@ -743,6 +904,15 @@ impl Scheduler {
         }
     }
 
+    fn feedback(&mut self, f: Feedback) {
+        match f {
+            Feedback::Failed { key, node } => self.failed(&key, &node),
+            Feedback::Preempted { key } => {
+                self.preempting.remove(&key);
+            }
+        }
+    }
+
     /// Runs until cancelled or events are lost.
     async fn run(
         &mut self,
@@ -751,8 +921,7 @@ impl Scheduler {
     ) -> Stop {
         loop {
             while let Ok(f) = self.feedback.1.try_recv() {
-                let Feedback::Failed { key, node } = f;
-                self.failed(&key, &node);
+                self.feedback(f);
             }
             self.schedule_active(cancel).await;
             let period = if self.queue.any_stale() {
@@ -774,10 +943,7 @@ impl Scheduler {
                         Err(_) => return Stop::Lagged,
                     }
                 }
-                Some(f) = self.feedback.1.recv() => {
-                    let Feedback::Failed { key, node } = f;
-                    self.failed(&key, &node);
-                }
+                Some(f) = self.feedback.1.recv() => self.feedback(f),
                 _ = tokio::time::sleep(period) => {
                     if self.last_retry.elapsed() >= RETRY_PERIOD {
                         self.last_retry = Instant::now();
@@ -1071,6 +1237,17 @@ mod tests {
         panic!("timed out waiting for {what}");
     }
 
+    async fn force_delete(objects: &Objects, name: &str) {
+        let now = crate::api::DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        objects
+            .delete(resources::pods(), Some("default"), name, &now)
+            .await
+            .unwrap();
+    }
+
     fn node_of(objects: &Objects, name: &str) -> Option<String> {
         let p = objects.get(resources::pods(), Some("default"), name).ok()?;
         p["spec"]["nodeName"].as_str().map(str::to_string)
@@ -1106,7 +1283,7 @@ mod tests {
                 .and_then(|c| c["message"].as_str().map(str::to_string))
         })
         .await;
-        assert_eq!(msg, "0/0 nodes are available:");
+        assert_eq!(msg, "no nodes available to schedule pods");
         let mut n = node("n1", "2", "2Gi", true);
         n["apiVersion"] = json!("v1");
         n["kind"] = json!("Node");
@@ -1137,23 +1314,106 @@ mod tests {
                 .map(str::to_string)
         })
         .await;
-        assert_eq!(msg, "0/1 nodes are available: 1 Insufficient cpu.");
-        objects
-            .delete(
-                resources::pods(),
-                Some("default"),
-                "first",
-                &crate::api::DeleteOptions {
-                    grace_period_seconds: Some(0),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        assert_eq!(
+            msg,
+            "0/1 nodes are available: 1 Insufficient cpu. \
+             preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+        );
+        force_delete(&objects, "first").await;
         assert_eq!(
             eventually("second bound", || node_of(&objects, "second")).await,
             "n1"
         );
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_loop_preempts_lower_priority_pods_and_keeps_their_room() {
+        let objects = objects().await;
+        for (name, value) in [("low", 10), ("mid", 50), ("high", 100)] {
+            let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name}, "value": value});
+            objects
+                .create(resources::priority_classes(), None, class, false)
+                .await
+                .unwrap();
+        }
+        let mut n = node("n1", "2", "2Gi", true);
+        n["apiVersion"] = json!("v1");
+        n["kind"] = json!("Node");
+        objects
+            .create(resources::nodes(), None, n, false)
+            .await
+            .unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(objects.clone(), cancel.clone()));
+        let create = |name: &'static str, class: &'static str| {
+            let objects = objects.clone();
+            async move {
+                let p = json!({"metadata": {"name": name}, "spec": {"priorityClassName": class,
+                    "containers": [{"name": "c", "image": "busybox",
+                        "resources": {"requests": {"cpu": "1500m"}}}]}});
+                objects
+                    .create(resources::pods(), Some("default"), p, false)
+                    .await
+                    .unwrap()
+            }
+        };
+        create("victim", "low").await;
+        eventually("victim bound", || node_of(&objects, "victim")).await;
+        let high = create("preemptor", "high").await;
+        let get = |name: &str| {
+            objects
+                .get(resources::pods(), Some("default"), name)
+                .unwrap()
+        };
+        eventually("the victim marked and deleted", || {
+            let v = get("victim");
+            let marked = v["status"]["conditions"].as_array()?.iter().any(|c| {
+                c["type"] == "DisruptionTarget"
+                    && c["reason"] == "PreemptionByScheduler"
+                    && c["message"]
+                        == "default-scheduler: preempting to accommodate a higher priority pod"
+            });
+            (marked && !v["metadata"]["deletionTimestamp"].is_null()).then_some(())
+        })
+        .await;
+        eventually("the preemptor nominated", || {
+            (get("preemptor")["status"]["nominatedNodeName"] == "n1").then_some(())
+        })
+        .await;
+        let uid = high["metadata"]["uid"].as_str().unwrap().to_string();
+        eventually("a Preempted event", || {
+            let (evs, _) = objects.list(resources::events(), Some("default")).ok()?;
+            evs.iter()
+                .any(|e| {
+                    e["reason"] == "Preempted"
+                        && e["involvedObject"]["name"] == "victim"
+                        && e["message"] == format!("Preempted by pod {uid} on node n1")
+                })
+                .then_some(())
+        })
+        .await;
+        // A pod between the two arrives while the victim terminates: the room is kept for the
+        // preemptor, and the preemptor is not preempted in turn.
+        create("middle", "mid").await;
+        force_delete(&objects, "victim").await;
+        assert_eq!(
+            eventually("the preemptor bound", || node_of(&objects, "preemptor")).await,
+            "n1"
+        );
+        let msg = eventually("the middle pod's reason", || {
+            get("middle")["status"]["conditions"][0]["message"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .await;
+        assert!(
+            msg.starts_with("0/1 nodes are available: 1 Insufficient cpu. preemption: "),
+            "{msg}"
+        );
+        assert!(node_of(&objects, "middle").is_none());
         cancel.cancel();
         task.await.unwrap();
     }

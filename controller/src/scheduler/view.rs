@@ -4,7 +4,7 @@
 //! store events (as kube-scheduler's informer cache and snapshot do), so the cost of placing a
 //! pod does not grow with every pod and event in the cluster.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -23,6 +23,8 @@ pub struct View {
     pub classes: Vec<Value>,
     /// Where the next search for feasible nodes starts, so every node gets its turn.
     pub next_start: usize,
+    /// Pods that preempted others and wait for their room (`status.nominatedNodeName`).
+    pub nominated: Nominated,
 }
 
 /// What most filters need to know about a node, worked out when it changes.
@@ -161,6 +163,11 @@ impl Nodes {
         self.index.get(name).map(|&i| &self.list[i].0)
     }
 
+    /// The node's position, for [`Nodes::at`].
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
     pub fn with_facts(&self, name: &str) -> Option<(&Value, &NodeFacts)> {
         self.index.get(name).map(|&i| self.at(i))
     }
@@ -202,6 +209,9 @@ pub struct Placements {
     node_of: HashMap<String, String>,
     /// The placed pods with required anti-affinity terms, which every placement must respect.
     anti: HashSet<String>,
+    /// How many placed pods have each priority, so preemption knows at once when no pod is
+    /// below a pending one.
+    priorities: BTreeMap<i64, usize>,
 }
 
 const ANTI: &str = "/spec/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution";
@@ -219,6 +229,7 @@ impl Placements {
         {
             self.anti.insert(key.to_string());
         }
+        *self.priorities.entry(super::priority(&pod)).or_default() += 1;
         let here = self.by_node.entry(node.to_string()).or_default();
         here.used.cpu_milli += r.cpu_milli;
         here.used.memory += r.memory;
@@ -235,6 +246,13 @@ impl Placements {
         self.anti.remove(key);
         if let Some(here) = self.by_node.get_mut(&node) {
             if let Some(pod) = here.pods.remove(key) {
+                let p = super::priority(&pod);
+                if let Some(n) = self.priorities.get_mut(&p) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.priorities.remove(&p);
+                    }
+                }
                 let r = pod_requests(&pod);
                 let (cpu, mem) = nonzero_requests(&pod);
                 here.used.cpu_milli -= r.cpu_milli;
@@ -276,9 +294,94 @@ impl Placements {
         })
     }
 
+    /// The lowest priority of any placed pod.
+    pub fn lowest_priority(&self) -> Option<i64> {
+        self.priorities.keys().next().copied()
+    }
+
     /// Whether the placed pod `key` has required anti-affinity terms.
     pub fn keeps_others_away(&self, key: &str) -> bool {
         self.anti.contains(key)
+    }
+}
+
+/// A pending pod's claim on a node whose pods it preempted.
+#[derive(Debug, Clone)]
+struct Nomination {
+    node: String,
+    priority: i64,
+    want: Resources,
+}
+
+/// The pending pods nominated to nodes, whose requests those nodes keep for them against pods
+/// of lower priority (as kube-scheduler's nominator adds nominated pods in its filters), so the
+/// room their victims leave is not taken by others.
+#[derive(Debug, Default)]
+pub struct Nominated {
+    by_pod: HashMap<String, Nomination>,
+    by_node: HashMap<String, BTreeSet<String>>,
+}
+
+impl Nominated {
+    /// Nominates the pod `key` to `node`; returns the node it was nominated to before.
+    pub fn set(&mut self, key: &str, node: &str, pod: &Value) -> Option<String> {
+        let old = self.remove(key);
+        let n = Nomination {
+            node: node.to_string(),
+            priority: super::priority(pod),
+            want: pod_requests(pod),
+        };
+        self.by_node
+            .entry(node.to_string())
+            .or_default()
+            .insert(key.to_string());
+        self.by_pod.insert(key.to_string(), n);
+        old
+    }
+
+    /// Drops the pod's nomination; returns the node it had.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let n = self.by_pod.remove(key)?;
+        if let Some(keys) = self.by_node.get_mut(&n.node) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_node.remove(&n.node);
+            }
+        }
+        Some(n.node)
+    }
+
+    pub fn node_of(&self, key: &str) -> Option<&str> {
+        self.by_pod.get(key).map(|n| n.node.as_str())
+    }
+
+    /// What `node` keeps for pods nominated to it with at least `priority`, other than `key`.
+    pub fn reserved(&self, node: &str, priority: i64, key: &str) -> Resources {
+        let mut r = Resources::default();
+        for k in self.by_node.get(node).into_iter().flatten() {
+            if k == key {
+                continue;
+            }
+            if let Some(n) = self.by_pod.get(k)
+                && n.priority >= priority
+            {
+                r.cpu_milli += n.want.cpu_milli;
+                r.memory += n.want.memory;
+                r.pods += n.want.pods;
+            }
+        }
+        r
+    }
+
+    /// The pods nominated to `node` with less than `priority`.
+    pub fn below(&self, node: &str, priority: i64) -> Vec<String> {
+        self.by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter(|k| self.by_pod.get(*k).is_some_and(|n| n.priority < priority))
+            .cloned()
+            .collect()
     }
 }
 
@@ -309,6 +412,20 @@ mod tests {
         assert!(p.on("n1").is_none());
         assert_eq!(p.all().count(), 1);
         assert_eq!(p.remove("default/b"), None);
+    }
+
+    #[test]
+    fn lowest_priority_follows_placements() {
+        let mut p = Placements::default();
+        assert_eq!(p.lowest_priority(), None);
+        let with = |prio: i64| json!({"spec": {"priority": prio, "containers": [{}]}});
+        p.add("default/a", "n1", with(5));
+        p.add("default/b", "n2", with(-3));
+        assert_eq!(p.lowest_priority(), Some(-3));
+        p.add("default/b", "n2", with(7));
+        assert_eq!(p.lowest_priority(), Some(5));
+        p.remove("default/a");
+        assert_eq!(p.lowest_priority(), Some(7));
     }
 
     #[test]

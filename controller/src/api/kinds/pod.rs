@@ -48,11 +48,7 @@ impl Strategy for PodStrategy {
     }
 
     fn warnings(&self, obj: &Value) -> Vec<String> {
-        let mut w = podspec::unsupported(obj.get("spec").unwrap_or(&Value::Null), "spec");
-        if !str_at(obj, "/spec/priorityClassName").is_empty() {
-            w.push(super::priorityclass::NO_PREEMPTION.to_string());
-        }
-        w
+        podspec::unsupported(obj.get("spec").unwrap_or(&Value::Null), "spec")
     }
 
     /// The Priority admission: a new pod's `priority` and `preemptionPolicy` come from its

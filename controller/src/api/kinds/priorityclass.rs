@@ -20,9 +20,6 @@ pub struct PriorityClassStrategy;
 pub const HIGHEST_USER_DEFINABLE: i64 = 1_000_000_000;
 const PREEMPT: &str = "PreemptLowerPriority";
 const POLICIES: &[&str] = &[PREEMPT, "Never"];
-/// What a client that names a priority is told: the order is kept, preemption is not done.
-pub const NO_PREEMPTION: &str = "spec.priorityClassName: pods are scheduled in priority order, \
-     but skiff does not preempt lower-priority pods yet (preemptionPolicy is not acted on)";
 
 /// The classes Kubernetes reserves for its own components, as every cluster has them.
 pub fn system_classes() -> [Value; 2] {
@@ -66,19 +63,6 @@ impl Strategy for PriorityClassStrategy {
         if let Some(o) = obj.as_object_mut() {
             set_default(o, "preemptionPolicy", json!(PREEMPT));
         }
-    }
-
-    fn warnings(&self, obj: &Value) -> Vec<String> {
-        // The system classes are the cluster's own, made at start: nobody to tell.
-        if str_at(obj, "/preemptionPolicy") == "Never"
-            || system_value(str_at(obj, "/metadata/name")).is_some()
-        {
-            return Vec::new();
-        }
-        vec![
-            "preemptionPolicy: skiff schedules pods in priority order but does not preempt lower-priority pods yet"
-                .to_string(),
-        ]
     }
 
     fn validate(&self, obj: &Value, old: Option<&Value>, _part: Part) -> Vec<FieldError> {
@@ -273,25 +257,4 @@ pub async fn admit_pod(objects: &Objects, pod: &mut Value) -> Result<(), ApiErro
         spec.insert("preemptionPolicy".into(), json!(policy));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn preemption_not_done_is_said() {
-        let class = json!({"metadata": {"name": "high"}, "value": 5, "preemptionPolicy": PREEMPT});
-        assert_eq!(PriorityClassStrategy.warnings(&class).len(), 1);
-        let never = json!({"metadata": {"name": "quiet"}, "value": 5, "preemptionPolicy": "Never"});
-        assert!(PriorityClassStrategy.warnings(&never).is_empty());
-        assert!(
-            PriorityClassStrategy
-                .warnings(&system_classes()[0])
-                .is_empty()
-        );
-        let pod = json!({"spec": {"priorityClassName": "high", "containers": []}});
-        let w = crate::api::kinds::pod::PodStrategy.warnings(&pod);
-        assert!(w.iter().any(|w| w == NO_PREEMPTION), "{w:?}");
-    }
 }
