@@ -295,6 +295,24 @@ fn preemption(k: &Kubectl, reg: &str) -> Result<()> {
         events.contains(&format!("Preempted by pod {uid} on node e2e-node")),
         "no Preempted event: {events}"
     );
+    // The node reports the image it pulled (the scheduler's ImageLocality reads it).
+    wait_for(
+        "the node to list its images",
+        Duration::from_secs(30),
+        || {
+            let node = json(k, &["get", "node", "e2e-node"])?;
+            let listed = node["status"]["images"].as_array().is_some_and(|imgs| {
+                imgs.iter().any(|i| {
+                    i["sizeBytes"].as_i64().unwrap_or(0) > 0
+                        && i["names"].as_array().is_some_and(|ns| {
+                            ns.iter()
+                                .any(|n| n.as_str() == Some(&format!("{reg}/busybox:1.36")))
+                        })
+                })
+            });
+            Ok(listed.then_some(()))
+        },
+    )?;
     k.ok(&["delete", "pod", "rush", "--grace-period=1"], None)?;
     k.ok(&["delete", "priorityclass", "batch", "urgent"], None)?;
     Ok(())

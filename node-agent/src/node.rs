@@ -5,8 +5,8 @@
 use crate::AgentError;
 use crate::cri::{Cri, v1};
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
-    NodeSystemInfo,
+    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
+    NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -153,6 +153,27 @@ pub struct StatusInput<'a> {
     pub node_ip: IpAddr,
     pub port: u16,
     pub runtime_version: &'a str,
+}
+
+/// How many images the node reports, largest first (the kubelet's `--node-status-max-images`).
+pub const MAX_IMAGES: usize = 50;
+
+/// The runtime's images as `status.images` lists them: every name (tags, then digests) with
+/// the size, the largest [`MAX_IMAGES`] first; the scheduler's ImageLocality reads them.
+pub fn node_images(images: Vec<v1::Image>) -> Vec<ContainerImage> {
+    let mut images: Vec<v1::Image> = images
+        .into_iter()
+        .filter(|i| !i.repo_tags.is_empty() || !i.repo_digests.is_empty())
+        .collect();
+    images.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.id.cmp(&b.id)));
+    images.truncate(MAX_IMAGES);
+    images
+        .into_iter()
+        .map(|i| ContainerImage {
+            names: Some(i.repo_tags.into_iter().chain(i.repo_digests).collect()),
+            size_bytes: i64::try_from(i.size).ok(),
+        })
+        .collect()
 }
 
 /// The Node status the agent writes, keeping `lastTransitionTime` from `previous` while a
@@ -344,7 +365,11 @@ pub async fn run_status_loop<C: Cri>(
             runtime_version: &runtime_version,
         };
         let now = Time(jiff::Timestamp::now());
-        let status = node_status(&input, &readiness, &previous, &now);
+        let mut status = node_status(&input, &readiness, &previous, &now);
+        match cri.list_images().await {
+            Ok(images) => status.images = Some(node_images(images)),
+            Err(e) => tracing::debug!(node = %node_name, error = %e, "cri list images failed"),
+        }
         let patch = serde_json::json!({ "status": status });
         match api
             .patch_status(&node_name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -420,6 +445,43 @@ pub async fn run_pod_cidr<C: Cri>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_are_reported_largest_first_up_to_the_limit() {
+        let image = |id: &str, tag: &str, size: u64| v1::Image {
+            id: id.to_owned(),
+            repo_tags: if tag.is_empty() {
+                vec![]
+            } else {
+                vec![tag.to_owned()]
+            },
+            repo_digests: vec![format!("registry/x@sha256:{id}")],
+            size,
+            ..Default::default()
+        };
+        let mut all: Vec<v1::Image> = (0..60)
+            .map(|i| image(&format!("{i:02}"), &format!("t:{i}"), 1000 + i))
+            .collect();
+        all.push(image("big", "", 1 << 30));
+        all.push(v1::Image {
+            id: "nameless".to_owned(),
+            size: 1 << 40,
+            ..Default::default()
+        });
+        let listed = node_images(all);
+        assert_eq!(listed.len(), MAX_IMAGES);
+        assert_eq!(
+            listed[0].names.as_deref(),
+            Some(&["registry/x@sha256:big".to_owned()][..]),
+            "an image without tags still has its digest; one without names is left out"
+        );
+        assert_eq!(listed[0].size_bytes, Some(1 << 30));
+        assert_eq!(
+            listed[1].names.as_deref(),
+            Some(&["t:59".to_owned(), "registry/x@sha256:59".to_owned()][..])
+        );
+        assert_eq!(listed[49].size_bytes, Some(1000 + 11));
+    }
 
     #[test]
     fn parses_meminfo_and_os_release() {

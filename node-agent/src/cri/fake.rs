@@ -25,6 +25,9 @@ pub struct FakeContainer {
     pub image_ref: String,
 }
 
+/// The size every fake image has.
+pub const FAKE_IMAGE_SIZE: u64 = 4 * 1024 * 1024;
+
 /// Everything the fake knows; tests read and change it through [`FakeCri::state`].
 #[derive(Debug, Default)]
 pub struct FakeState {
@@ -489,6 +492,21 @@ impl Cri for FakeCri {
             log_path: c.config.log_path.clone(),
             ..Default::default()
         })
+    }
+
+    async fn list_images(&self) -> Result<Vec<v1::Image>, AgentError> {
+        // Not recorded: the status loop asks every heartbeat.
+        let st = self.state();
+        Ok(st
+            .images
+            .iter()
+            .map(|(name, id)| v1::Image {
+                id: id.clone(),
+                repo_tags: vec![name.clone()],
+                size: FAKE_IMAGE_SIZE,
+                ..Default::default()
+            })
+            .collect())
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<v1::Image>, AgentError> {

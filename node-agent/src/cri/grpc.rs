@@ -314,6 +314,15 @@ impl Cri for GrpcCri {
         })
     }
 
+    async fn list_images(&self) -> Result<Vec<v1::Image>, AgentError> {
+        let mut c = self.image.clone();
+        let msg = v1::ListImagesRequest { filter: None };
+        match c.list_images(request(msg, CALL_TIMEOUT)).await {
+            Ok(r) => Ok(r.into_inner().images),
+            Err(s) => Err(AgentError::cri("ListImages", "every image".to_owned(), s)),
+        }
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<v1::Image>, AgentError> {
         let msg = v1::ImageStatusRequest {
             image: Some(v1::ImageSpec {

@@ -68,6 +68,8 @@ pub trait Cri: Send + Sync + 'static {
         &self,
         id: &str,
     ) -> impl Future<Output = Result<v1::ContainerStatus, AgentError>> + Send;
+    /// Every image the runtime holds.
+    fn list_images(&self) -> impl Future<Output = Result<Vec<v1::Image>, AgentError>> + Send;
     /// `None` when the image is not on the node.
     fn image_status(
         &self,
