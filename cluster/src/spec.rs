@@ -210,6 +210,11 @@ impl ClusterSpec {
         self.dir(root).join("nodes").join(node)
     }
 
+    /// The image blobs the cluster's nodes share, so each is fetched from outside once.
+    pub fn image_cache(&self, root: &Path) -> PathBuf {
+        self.dir(root).join("image-cache")
+    }
+
     /// The kubeconfig the nodes' agents use.
     pub fn kubeconfig(&self, root: &Path) -> PathBuf {
         self.dir(root).join("kubeconfig")
@@ -262,6 +267,13 @@ impl ClusterSpec {
                 n.ip.to_string(),
                 "--data-dir".into(),
                 data_dir.display().to_string(),
+                "--image-cache".into(),
+                self.image_cache(root).display().to_string(),
+                // A registry on the host's end of the cluster's bridge is as local as a
+                // loopback one (no other machine reaches the bridge): plain HTTP, as kind's
+                // local-registry recipe sets up.
+                "--insecure-registry".into(),
+                format!("{}/32", self.gateway()),
             ];
             if n.control_plane {
                 args.extend(["--node-labels".into(), format!("{CONTROL_PLANE_ROLE}=")]);
@@ -399,6 +411,22 @@ mod tests {
                 .any(|w| w == ["--node-ip", "172.30.7.4"])
         );
         assert!(!worker.args.iter().any(|a| a.contains("control-plane")));
+        // Every node's runtime shares the cluster's blob cache and may pull from a registry
+        // on the bridge over plain HTTP.
+        for agent in &l[1..] {
+            assert!(
+                agent
+                    .args
+                    .windows(2)
+                    .any(|w| w == ["--image-cache", "/r/dev/image-cache"])
+            );
+            assert!(
+                agent
+                    .args
+                    .windows(2)
+                    .any(|w| w == ["--insecure-registry", "172.30.7.1/32"])
+            );
+        }
         // A lone control plane takes the workloads.
         let alone = ClusterSpec::new("one", 1, 0, 7).expect("spec");
         assert!(

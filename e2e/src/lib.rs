@@ -171,8 +171,13 @@ pub fn start_registry(dir: &Path) -> Result<(Proc, String)> {
 /// Like [`start_registry`], with files named after `name` and `extra` appended to its
 /// configuration (an `auth:` section, say).
 pub fn start_registry_with(dir: &Path, name: &str, extra: &str) -> Result<(Proc, String)> {
-    let port = free_port()?;
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let p = start_registry_at(dir, name, &addr, extra)?;
+    Ok((p, addr))
+}
+
+/// Debian's docker-registry listening on `addr`, its files and log named after `name` in `dir`.
+pub fn start_registry_at(dir: &Path, name: &str, addr: &str, extra: &str) -> Result<Proc> {
     let data = dir.join(format!("{name}-data"));
     std::fs::create_dir_all(&data)?;
     let cfg = dir.join(format!("{name}.yml"));
@@ -191,9 +196,9 @@ pub fn start_registry_with(dir: &Path, name: &str, extra: &str) -> Result<(Proc,
         &dir.join(format!("{name}.log")),
     )?;
     wait_for("the registry to listen", Duration::from_secs(20), || {
-        Ok(std::net::TcpStream::connect(&addr).ok().map(|_| ()))
+        Ok(std::net::TcpStream::connect(addr).ok().map(|_| ()))
     })?;
-    Ok((p, addr))
+    Ok(p)
 }
 
 /// Builds the busybox-static test image and pushes it as `<registry>/<image>`.

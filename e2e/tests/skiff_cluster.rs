@@ -346,6 +346,8 @@ fn scenario(env: &Env, work: &Path) -> Result<()> {
     )?;
     ensure!(out.starts_with("hello from web-"), "by DNS name: {out}");
 
+    shared_pulls(env, work, &node_ip(0))?;
+
     node_failure(env, work)?;
 
     // Stop: nothing of the cluster runs; start: the same objects and workloads come back.
@@ -407,6 +409,75 @@ fn scenario(env: &Env, work: &Path) -> Result<()> {
         run(&mut env.skiff(&["list"]))?.lines().count() == 1,
         "list after delete"
     );
+    Ok(())
+}
+
+/// A registry on the host's end of the cluster's bridge serves the nodes over plain HTTP, and
+/// the nodes' shared blob cache fetches each blob from it once while every node still asks it
+/// for the manifest.
+fn shared_pulls(env: &Env, work: &Path, control_plane_ip: &str) -> Result<()> {
+    let (net, _) = control_plane_ip.rsplit_once('.').context("a node IP")?;
+    let addr = format!("{net}.1:{}", free_port()?);
+    let _registry = start_registry_at(work, "bridge-registry", &addr, "")?;
+    push_busybox(&work.join("cached-image"), &addr, "cached:1")?;
+    let manifest = format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: puller}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: puller}}}}
+  template:
+    metadata: {{labels: {{app: puller}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - {{topologyKey: kubernetes.io/hostname, labelSelector: {{matchLabels: {{app: puller}}}}}}
+      containers:
+      - {{name: c, image: '{addr}/cached:1', command: [sleep, '3600']}}
+"
+    );
+    let file = work.join("puller.yaml");
+    std::fs::write(&file, manifest)?;
+    env.kubectl(&["apply", "-f", file.to_str().unwrap_or_default()])?;
+    wait_for("a puller on every worker", Duration::from_secs(120), || {
+        let pods = env.json(&["get", "pods", "-l", "app=puller"])?;
+        let running = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
+        Ok((running == 3).then_some(()))
+    })?;
+    // The access log: `<client> - - [time] "GET /v2/cached/blobs/sha256:... HTTP/1.1" 200 ...`.
+    let log = std::fs::read_to_string(work.join("bridge-registry.log"))?;
+    let from_nodes = |what: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| {
+                l.starts_with(&format!("{net}."))
+                    && l.contains(&format!("\"GET /v2/cached/{what}/"))
+            })
+            .filter_map(|l| l.split(&format!("/v2/cached/{what}/")).nth(1))
+            .filter_map(|rest| rest.split(' ').next().map(str::to_owned))
+            .collect()
+    };
+    let blobs = from_nodes("blobs");
+    let mut distinct = blobs.clone();
+    distinct.sort();
+    distinct.dedup();
+    ensure!(
+        distinct.len() >= 2 && distinct.len() == blobs.len(),
+        "each blob fetched once for three nodes: {blobs:?}"
+    );
+    let manifests = from_nodes("manifests");
+    ensure!(
+        manifests.len() >= 3,
+        "every node asks for the manifest itself: {manifests:?}"
+    );
+    env.kubectl(&["delete", "deployment", "puller"])?;
     Ok(())
 }
 

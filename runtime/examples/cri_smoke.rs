@@ -70,6 +70,7 @@ async fn smoke() -> anyhow::Result<()> {
             registries: runtime::image::hosts::Registries::default(),
             defaults: runtime::ContainerDefaults::default(),
             network: runtime::network::NetworkOptions::under(&root),
+            image_cache: None,
         },
         cancel.clone(),
     ));

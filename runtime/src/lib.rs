@@ -60,6 +60,9 @@ pub struct RuntimeConfig {
     pub defaults: ContainerDefaults,
     /// The pod network (CNI config, plugin directories, pod subnet).
     pub network: network::NetworkOptions,
+    /// A blob cache shared with other nodes on this machine (`skiff cluster`), so a layer is
+    /// fetched from its registry once.
+    pub image_cache: Option<PathBuf>,
 }
 
 /// Where default run dirs live: a tmpfs, mounted by the runtime if it is not one already.
@@ -137,9 +140,14 @@ pub fn build_runtime(
 ) -> Result<Arc<cri::Runtime>, RuntimeError> {
     let exe = std::env::current_exe().map_err(RuntimeError::io("current exe", "/proc/self/exe"))?;
     let run_dir = prepare_run_dir(config)?;
+    let mut registry: Arc<dyn image::registry::Registry> =
+        Arc::new(image::registry::OciRegistry::new(config.registries.clone()));
+    if let Some(dir) = &config.image_cache {
+        registry = Arc::new(image::shared::SharedBlobs::new(dir, registry));
+    }
     let images = image::ImageStore::open(
         &config.root_dir,
-        Arc::new(image::registry::OciRegistry::new(config.registries.clone())),
+        registry,
         Arc::new(image::unpack::OverlayWhiteouts),
     )?;
     Ok(Arc::new(

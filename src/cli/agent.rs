@@ -19,7 +19,7 @@ pub struct AgentArgs {
     // Not the CNI binaries' directories: they may come from the environment.
     #[arg(long, conflicts_with_all = [
         "insecure_registries", "registries_config", "pids_limit", "container_log_max_size",
-        "container_log_max_files", "pod_cidr", "cni_conf_dir",
+        "container_log_max_files", "pod_cidr", "cni_conf_dir", "image_cache",
     ])]
     cri_socket: Option<PathBuf>,
     /// Name of this node.

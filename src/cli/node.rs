@@ -48,8 +48,8 @@ pub fn cluster_dns(s: &str) -> Result<ClusterDns, String> {
 /// Options of skiff's own runtime.
 #[derive(Debug, clap::Args)]
 pub struct RuntimeArgs {
-    /// A registry (host[:port]) that may be reached over plain HTTP; repeatable. Loopback
-    /// registries always may.
+    /// A registry (host[:port], or a network such as 172.30.0.0/16 holding its address) that
+    /// may be reached over plain HTTP; repeatable. Loopback registries always may.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
     /// The node's registries file (k3s's registries.yaml format): mirrors tried before a
@@ -75,6 +75,11 @@ pub struct RuntimeArgs {
     /// <data-dir>/runtime/cni, where skiff writes its own config when there is none].
     #[arg(long)]
     cni_conf_dir: Option<PathBuf>,
+    /// A directory of image blobs shared with the other nodes on this machine (`skiff cluster`
+    /// gives its nodes one): a layer one node fetched is not fetched again by another. Each
+    /// node still asks the registry for the manifest with its own credentials.
+    #[arg(long)]
+    image_cache: Option<PathBuf>,
     /// Directories holding the CNI plugin binaries, searched in order.
     #[arg(
         long,
@@ -118,6 +123,7 @@ impl RuntimeArgs {
                 log_max_files: self.container_log_max_files,
             },
             network,
+            image_cache: self.image_cache.clone(),
         })
     }
 }

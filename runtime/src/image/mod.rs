@@ -7,6 +7,7 @@ pub mod hosts;
 pub mod import;
 pub mod reference;
 pub mod registry;
+pub mod shared;
 pub mod unpack;
 
 use std::collections::{HashMap, HashSet};

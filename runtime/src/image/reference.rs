@@ -133,7 +133,8 @@ impl fmt::Display for ImageRef {
 }
 
 /// Whether a registry may be reached over plain HTTP: loopback hosts always (they never leave the
-/// machine), and hosts the operator listed as insecure.
+/// machine), and hosts the operator listed as insecure: `host:port` exactly, or, as Docker's
+/// `insecure-registries`, a network (`172.30.0.0/16`) holding the registry's address.
 pub fn allows_plain_http(registry: &str, insecure: &[String]) -> bool {
     if insecure.iter().any(|h| h == registry) {
         return true;
@@ -143,7 +144,31 @@ pub fn allows_plain_http(registry: &str, insecure: &[String]) -> bool {
     } else {
         registry.rsplit_once(':').map_or(registry, |(h, _)| h)
     };
-    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    let ip = host.parse::<IpAddr>().ok();
+    host == "localhost"
+        || ip.is_some_and(|ip| ip.is_loopback())
+        || ip.is_some_and(|ip| insecure.iter().any(|n| in_network(ip, n)))
+}
+
+/// Whether `ip` is in the network `cidr` (`a.b.c.d/len`, IPv4 or IPv6).
+fn in_network(ip: IpAddr, cidr: &str) -> bool {
+    let Some((net, len)) = cidr.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(len)) = (net.parse::<IpAddr>(), len.parse::<u32>()) else {
+        return false;
+    };
+    match (ip, net) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) if len <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) if len <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -238,5 +263,13 @@ mod tests {
         assert!(!allows_plain_http("reg.lan", &insecure));
         assert!(!allows_plain_http("docker.io", &insecure));
         assert!(!allows_plain_http("10.0.0.1:5000", &insecure));
+        let nets = vec!["172.30.4.1/32".to_string(), "fd00::/8".to_string()];
+        assert!(allows_plain_http("172.30.4.1:5000", &nets));
+        assert!(allows_plain_http("172.30.4.1", &nets));
+        assert!(!allows_plain_http("172.30.4.2:5000", &nets));
+        assert!(allows_plain_http("[fd00::5]:5000", &nets));
+        assert!(!allows_plain_http("reg.lan:5000", &nets));
+        let wide = vec!["0.0.0.0/0".to_string()];
+        assert!(allows_plain_http("8.8.8.8:443", &wide));
     }
 }
