@@ -21,8 +21,14 @@ use super::resources::Resource;
 /// A field path: object keys and list items by merge key (`k:{"name":"c"}`).
 type FieldPath = Vec<String>;
 
-/// The leaf paths a configuration sets (metadata bookkeeping excluded).
-fn leaf_paths(v: &Value, prefix: &mut FieldPath, parent_key: &str, out: &mut Vec<FieldPath>) {
+/// The leaf paths a configuration sets (metadata bookkeeping excluded). `v` is the value (or a
+/// list item) of field `name` of an object that is the value of field `owner`.
+fn leaf_paths(
+    v: &Value,
+    prefix: &mut FieldPath,
+    (name, owner): (&str, &str),
+    out: &mut Vec<FieldPath>,
+) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, child) in m {
@@ -39,17 +45,17 @@ fn leaf_paths(v: &Value, prefix: &mut FieldPath, parent_key: &str, out: &mut Vec
                     continue;
                 }
                 prefix.push(format!("f:{k}"));
-                leaf_paths(child, prefix, k, out);
+                leaf_paths(child, prefix, (k, name), out);
                 prefix.pop();
             }
         }
         Value::Array(items) if !items.is_empty() => {
-            match super::patch::list_merge_key(parent_key, v) {
+            match super::patch::list_merge_key(owner, name, v) {
                 Some(key) if items.iter().all(|i| i.get(key).is_some()) => {
                     for item in items {
                         let id = json!({key: item[key]}).to_string();
                         prefix.push(format!("k:{id}"));
-                        leaf_paths(item, prefix, "", out);
+                        leaf_paths(item, prefix, (name, owner), out);
                         prefix.pop();
                     }
                 }
@@ -273,7 +279,7 @@ pub async fn apply(
         )));
     }
     let mut applied = Vec::new();
-    leaf_paths(config, &mut Vec::new(), "", &mut applied);
+    leaf_paths(config, &mut Vec::new(), ("", ""), &mut applied);
     let applied: BTreeSet<FieldPath> = applied.into_iter().collect();
     for attempt in 0..8 {
         let cur = match objects.get(res, ns, name) {
@@ -367,7 +373,7 @@ mod tests {
             "metadata": {"name": "d", "labels": {"a": "1"}},
             "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}});
         let mut paths = Vec::new();
-        leaf_paths(&cfg, &mut Vec::new(), "", &mut paths);
+        leaf_paths(&cfg, &mut Vec::new(), ("", ""), &mut paths);
         let set: BTreeSet<FieldPath> = paths.into_iter().collect();
         let fv1 = to_fields_v1(&set);
         assert!(fv1["f:spec"]["f:replicas"].is_object(), "{fv1}");

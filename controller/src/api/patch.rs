@@ -243,21 +243,37 @@ pub fn declared_merge_key(type_name: &str, field: &str) -> Option<&'static str> 
     }
 }
 
-/// The merge key of list `field` given its items: `ports` of a container merge by
-/// `containerPort`, `ports` of a service (items with `port` and no `containerPort`) by `port`.
-pub fn list_merge_key(field: &str, items: &Value) -> Option<&'static str> {
-    let key = merge_key(field)?;
-    let is_service_ports = field == "ports"
-        && items.as_array().is_some_and(|a| {
-            a.iter()
-                .any(|i| i.get("port").is_some() && i.get("containerPort").is_none())
-        });
-    Some(if is_service_ports { "port" } else { key })
+/// The merge key of list `field` of an object that is itself the value (or a list item) of
+/// field `owner`, given the list's items: `ports` of a container merge by `containerPort`,
+/// `ports` of a Service's spec by `port`, and any other `ports` (an EndpointSlice's, a
+/// NetworkPolicy rule's) are atomic, as Kubernetes declares them; `addresses` merge by `type`
+/// only in a status (a Node's), not in an EndpointSlice's or Endpoints' lists.
+pub fn list_merge_key(owner: &str, field: &str, items: &Value) -> Option<&'static str> {
+    match field {
+        "ports" => match owner {
+            "containers" | "initContainers" | "ephemeralContainers" => Some("containerPort"),
+            "spec" => items
+                .as_array()
+                .is_some_and(|a| {
+                    a.iter()
+                        .any(|i| i.get("port").is_some() && i.get("containerPort").is_none())
+                })
+                .then_some("port"),
+            _ => None,
+        },
+        "addresses" => (owner == "status").then_some("type"),
+        _ => merge_key(field),
+    }
 }
 
 /// Kubernetes strategic merge patch over JSON, with the merge keys of the built-in types and the
 /// `$patch` directives `delete`, `replace` and `merge`. Lists without a merge key are replaced.
 pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
+    merge_object(target, patch, "");
+}
+
+/// [`strategic_merge_patch`] of the object that is the value (or a list item) of field `name`.
+fn merge_object(target: &mut Value, patch: &Value, name: &str) {
     let Value::Object(p) = patch else {
         *target = patch.clone();
         return;
@@ -284,7 +300,7 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
             t.remove(k);
             continue;
         }
-        match (v, list_merge_key(k, v)) {
+        match (v, list_merge_key(name, k, v)) {
             (Value::Array(items), Some(key)) if t.get(k).is_some_and(Value::is_array) => {
                 let Some(Value::Array(existing)) = t.get_mut(k) else {
                     continue;
@@ -300,10 +316,10 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
                             existing.remove(i);
                         }
                         (Some("delete"), None) => {}
-                        (_, Some(i)) => strategic_merge_patch(&mut existing[i], item),
+                        (_, Some(i)) => merge_object(&mut existing[i], item, k),
                         (_, None) => {
                             let mut fresh = Value::Null;
-                            strategic_merge_patch(&mut fresh, item);
+                            merge_object(&mut fresh, item, k);
                             existing.push(fresh);
                         }
                     }
@@ -322,7 +338,7 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
                 );
             }
             (Value::Object(_), _) => {
-                strategic_merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                merge_object(t.entry(k.clone()).or_insert(Value::Null), v, k);
             }
             _ => {
                 t.insert(k.clone(), v.clone());
@@ -412,6 +428,51 @@ mod tests {
         assert_eq!(
             svc,
             json!({"spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 80, "name": "http"}]}})
+        );
+    }
+
+    #[test]
+    fn other_ports_and_addresses_lists_are_atomic() {
+        // An EndpointSlice's ports and addresses, and a NetworkPolicy rule's ports, are
+        // replaced whole, as Kubernetes declares them.
+        let mut slice = json!({"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}],
+            "endpoints": [{"addresses": ["10.0.0.1"]}]});
+        strategic_merge_patch(
+            &mut slice,
+            &json!({"ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}]}),
+        );
+        assert_eq!(
+            slice["ports"],
+            json!([{"name": "dns", "port": 5353, "protocol": "UDP"}])
+        );
+        let mut policy = json!({"spec": {"ingress": [{"ports": [{"port": 80}]}]}});
+        strategic_merge_patch(
+            &mut policy,
+            &json!({"spec": {"ingress": [{"ports": [{"port": 443}]}]}}),
+        );
+        assert_eq!(
+            policy["spec"]["ingress"],
+            json!([{"ports": [{"port": 443}]}])
+        );
+        // A container's ports still merge by containerPort, a Node's addresses by type.
+        let mut pod =
+            json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80}]}]}});
+        strategic_merge_patch(
+            &mut pod,
+            &json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 81}]}]}}),
+        );
+        assert_eq!(
+            pod["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 80}, {"containerPort": 81}])
+        );
+        let mut node = json!({"status": {"addresses": [{"type": "InternalIP", "address": "a"}]}});
+        strategic_merge_patch(
+            &mut node,
+            &json!({"status": {"addresses": [{"type": "Hostname", "address": "h"}]}}),
+        );
+        assert_eq!(
+            node["status"]["addresses"].as_array().map(Vec::len),
+            Some(2)
         );
     }
 }
