@@ -195,20 +195,21 @@ spec:
     );
 
     // UDP to what a hand-written EndpointSlice names (a Service without a selector).
-    let server = UdpSocket::bind("0.0.0.0:0")?;
-    let udp_port = server.local_addr()?.port();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        while let Ok((n, from)) = server.recv_from(&mut buf) {
-            let mut reply = b"udp-ok:".to_vec();
-            reply.extend_from_slice(&buf[..n]);
-            let _ = server.send_to(&reply, from);
-        }
-    });
-    c.apply_yaml(
-        work,
-        "udp",
-        &format!(
+    let echo = |label: &'static str| -> Result<u16> {
+        let server = UdpSocket::bind("0.0.0.0:0")?;
+        let port = server.local_addr()?.port();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = server.recv_from(&mut buf) {
+                let mut reply = format!("{label}:").into_bytes();
+                reply.extend_from_slice(&buf[..n]);
+                let _ = server.send_to(&reply, from);
+            }
+        });
+        Ok(port)
+    };
+    let udp_slice = |port: u16| {
+        format!(
             r#"apiVersion: v1
 kind: Service
 metadata: {{name: udp}}
@@ -221,31 +222,43 @@ metadata:
   name: udp-1
   labels: {{kubernetes.io/service-name: udp}}
 addressType: IPv4
-ports: [{{name: echo, port: {udp_port}, protocol: UDP}}]
+ports: [{{name: echo, port: {port}, protocol: UDP}}]
 endpoints: [{{addresses: ["{node}"]}}]
 "#
-        ),
-    )?;
+        )
+    };
+    c.apply_yaml(work, "udp", &udp_slice(echo("udp-ok")?))?;
     let udp = format!("{}:53", ip_of("udp")?);
     let client = UdpSocket::bind("0.0.0.0:0")?;
     client.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let ask = |want: &str| -> Result<Option<(String, std::net::SocketAddr)>> {
+        client.send_to(b"ping", &udp)?;
+        let mut buf = [0u8; 64];
+        Ok(client
+            .recv_from(&mut buf)
+            .ok()
+            .map(|(n, from)| (String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+            .filter(|(r, _)| r.starts_with(want)))
+    };
     let reply = wait_for(
         "a UDP answer through the Service",
         Duration::from_secs(15),
-        || {
-            client.send_to(b"ping", &udp)?;
-            let mut buf = [0u8; 64];
-            Ok(client
-                .recv_from(&mut buf)
-                .ok()
-                .map(|(n, from)| (String::from_utf8_lossy(&buf[..n]).into_owned(), from)))
-        },
+        || ask("udp-ok"),
     )?;
     ensure!(reply.0 == "udp-ok:ping", "UDP reply {reply:?}");
     ensure!(
         reply.1.to_string() == udp,
         "the reply comes from the Service address: {reply:?}"
     );
+    // The endpoint changes while the client keeps sending from the same port: its flow, which
+    // would stay on the old endpoint for as long as it sends, is cleared, and the next
+    // datagram reaches the new one.
+    c.apply_yaml(work, "udp", &udp_slice(echo("udp-new")?))?;
+    wait_for(
+        "the same client's datagrams to reach the new endpoint",
+        Duration::from_secs(15),
+        || ask("udp-new"),
+    )?;
 
     // A pod that stops being ready takes no new connections.
     kubectl.ok(&["exec", &pods[1], "--", "sh", "-c", "rm /www/ready"], None)?;

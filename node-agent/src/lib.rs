@@ -291,7 +291,10 @@ pub async fn run_with<C: cri::Cri>(
         let proxy_task = proxy::run(
             view.clone(),
             node_name.clone(),
-            Arc::new(proxy::NftDataplane::default()),
+            (
+                Arc::new(proxy::NftDataplane::default()),
+                Arc::new(proxy::conntrack::NetlinkConntrack::default()),
+            ),
             proxy::host_options(),
             config.cluster_dns,
             inner.clone(),

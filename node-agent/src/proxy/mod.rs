@@ -7,6 +7,7 @@
 //! stay when the agent stops, as kube-proxy's do, so connections keep working across a
 //! restart; a new agent replaces the table in one transaction.
 
+pub mod conntrack;
 pub mod model;
 pub mod rules;
 
@@ -170,12 +171,13 @@ const SETTLE: Duration = Duration::from_millis(10);
 /// How often a sync runs with no change (it sends nothing when nothing changed).
 const RESYNC: Duration = Duration::from_secs(60);
 
-/// Keeps the node's service rules until `cancel`. Ports at `skip` (the cluster DNS address,
-/// which every node answers itself) are left out.
-pub async fn run<D: Dataplane>(
+/// Keeps the node's service rules until `cancel`, and clears the UDP flows their changes left
+/// stale (`conntrack`). Ports at `skip` (the cluster DNS address, which every node answers
+/// itself) are left out.
+pub async fn run<D: Dataplane, K: conntrack::Conntrack>(
     view: ServiceView,
     node: String,
-    dataplane: Arc<D>,
+    (dataplane, tracked): (Arc<D>, Arc<K>),
     opts: Options,
     skip: Option<std::net::Ipv4Addr>,
     cancel: CancellationToken,
@@ -186,6 +188,8 @@ pub async fn run<D: Dataplane>(
         listed = view.wait_listed() => if !listed { return Ok(()) },
     }
     let mut failures = 0u32;
+    // The UDP ports whose stale flows were last cleared.
+    let mut cleared = conntrack::UdpFrontends::default();
     loop {
         changes.mark_unchanged();
         let svcs = view.services.state();
@@ -202,6 +206,20 @@ pub async fn run<D: Dataplane>(
                 failures = 0;
                 if ops > 0 {
                     tracing::debug!(ports = ports.len(), ops, took = ?started.elapsed(), "service rules synced");
+                }
+                let udp = conntrack::UdpFrontends::of(&ports);
+                if udp != cleared {
+                    let node_ips = conntrack::node_addresses();
+                    match conntrack::clear_stale(&*tracked, &cleared, &udp, &node_ips).await {
+                        Ok(n) => {
+                            if n > 0 {
+                                tracing::debug!(flows = n, "stale UDP flows cleared");
+                            }
+                            cleared = udp;
+                        }
+                        // Tried again on the next change or resync.
+                        Err(e) => tracing::warn!(error = %e, "cannot clear stale UDP flows"),
+                    }
                 }
                 None
             }
