@@ -62,6 +62,12 @@ pub enum ClusterError {
         #[source]
         source: nix::Error,
     },
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start {what}")]
     Spawn {
         what: String,

@@ -395,5 +395,6 @@ fn role_name(launch: &Launch) -> &'static str {
     match launch.role {
         crate::spec::Role::Controller => "the controller",
         crate::spec::Role::Agent => "the agent",
+        crate::spec::Role::Balancer => "the API load balancer",
     }
 }

@@ -4,11 +4,13 @@
 //! runtime on every node) in a data dir of its own under `<root>/<name>/nodes/<node>/`.
 //!
 //! [`Clusters`] creates, starts, stops, deletes and lists them and loads images into their
-//! nodes; `spec` decides names, addresses and command lines; `kubeconfig` writes the
+//! nodes; `spec` decides names, addresses and command lines; `balancer` is the API load
+//! balancer of clusters with several control-plane members; `kubeconfig` writes the
 //! cluster's kubeconfig and its context in the user's; [`host::Host`] is the boundary with the
 //! kernel and processes ([`host::LinuxHost`]). A cluster's record is `<root>/<name>/cluster.json`;
 //! whether a node's process runs is whether it holds its data dir's lock.
 
+pub mod balancer;
 mod error;
 pub mod host;
 pub mod kubeconfig;
@@ -194,7 +196,7 @@ impl<H: Host> Clusters<H> {
 
     async fn bring_up(&self, spec: &ClusterSpec) -> Result<(), ClusterError> {
         self.host.ensure_bridge(spec).await?;
-        for node in &spec.nodes {
+        for node in spec.namespaces() {
             self.host.ensure_node(spec, node).await?;
         }
         for launch in spec.launches(&self.root) {
@@ -239,7 +241,7 @@ impl<H: Host> Clusters<H> {
                 async move { self.host.run(Some(&l.netns), &args).await }
             });
         let results = futures::future::join_all(downs).await;
-        for l in launches.iter().filter(|l| l.role == Role::Controller) {
+        for l in launches.iter().filter(|l| l.role != Role::Agent) {
             if let Some(pid) = self.host.holder(&l.data_dir) {
                 self.host.terminate(pid, STOP_GRACE).await?;
             }
@@ -263,7 +265,7 @@ impl<H: Host> Clusters<H> {
         };
         self.stop_nodes(&spec, true).await?;
         let mut removed = Vec::new();
-        for node in &spec.nodes {
+        for node in spec.namespaces() {
             if self.host.remove_node(node).await? {
                 removed.push(format!("network namespace {}", node.netns));
             }

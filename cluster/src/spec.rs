@@ -20,6 +20,8 @@ pub const SUBNET_BASE: [u8; 2] = [172, 30];
 pub const PREFIX: u8 = 24;
 /// The longest cluster name: node names (`NAME-control-plane3`) stay DNS labels.
 pub const MAX_NAME: usize = 40;
+/// The API load balancer's address in a cluster's subnet (nodes have `.2` to `.201`).
+pub const BALANCER_HOST: u8 = 254;
 /// The label (and, with workers, the NoSchedule taint) of control-plane nodes, as kubeadm's.
 pub const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
 
@@ -43,6 +45,10 @@ pub struct ClusterSpec {
     pub subnet: u8,
     pub bridge: String,
     pub nodes: Vec<NodeSpec>,
+    /// With several control-plane members: the API load balancer's namespace and address,
+    /// which the kubeconfigs name (kind's `NAME-external-load-balancer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<NodeSpec>,
 }
 
 /// Which skiff process of a node a [`Launch`] is.
@@ -52,6 +58,8 @@ pub enum Role {
     Controller,
     /// `skiff agent`: the node agent with skiff's runtime.
     Agent,
+    /// `skiff cluster balance`: the API load balancer.
+    Balancer,
 }
 
 /// One process to start: in which node's namespace, with which arguments, logging where.
@@ -141,27 +149,30 @@ impl ClusterSpec {
         if names.len() > 200 {
             return Err(ClusterError::TooManyNodes { count: names.len() });
         }
+        let node = |node: String, control_plane: bool, host: u8| NodeSpec {
+            ip: Ipv4Addr::new(SUBNET_BASE[0], SUBNET_BASE[1], subnet, host),
+            netns: format!("skiff-{node}"),
+            veth: format!("skv{}", short_hash(&node)),
+            name: node,
+            control_plane,
+        };
         let nodes = names
             .into_iter()
             .enumerate()
-            .map(|(i, (node, control_plane))| NodeSpec {
-                ip: Ipv4Addr::new(
-                    SUBNET_BASE[0],
-                    SUBNET_BASE[1],
-                    subnet,
-                    u8::try_from(i + 2).unwrap_or(u8::MAX),
-                ),
-                netns: format!("skiff-{node}"),
-                veth: format!("skv{}", short_hash(&node)),
-                name: node,
-                control_plane,
-            })
+            .map(|(i, (name, cp))| node(name, cp, u8::try_from(i + 2).unwrap_or(u8::MAX)))
             .collect();
         Ok(Self {
             name: name.to_owned(),
             subnet,
             bridge: format!("skc{}", short_hash(name)),
             nodes,
+            balancer: (controllers > 1).then(|| {
+                node(
+                    format!("{name}-external-load-balancer"),
+                    false,
+                    BALANCER_HOST,
+                )
+            }),
         })
     }
 
@@ -186,13 +197,20 @@ impl ClusterSpec {
         self.nodes.iter().any(|n| !n.control_plane)
     }
 
-    /// The API server clients and agents use: the first control-plane node's.
+    /// The API server clients and agents use: the load balancer's with several members, else
+    /// the control-plane node's.
     pub fn server(&self) -> String {
         let ip = self
-            .control_planes()
-            .next()
+            .balancer
+            .as_ref()
+            .or_else(|| self.control_planes().next())
             .map_or(Ipv4Addr::LOCALHOST, |n| n.ip);
         format!("http://{ip}:{API_PORT}")
+    }
+
+    /// Every network namespace of the cluster: its nodes' and the load balancer's.
+    pub fn namespaces(&self) -> impl Iterator<Item = &NodeSpec> {
+        self.nodes.iter().chain(self.balancer.iter())
     }
 
     /// The kubeconfig context name, as kind's `kind-NAME`.
@@ -220,8 +238,8 @@ impl ClusterSpec {
         self.dir(root).join("kubeconfig")
     }
 
-    /// Every process of the cluster: a controller on each control-plane node, then an agent
-    /// on every node.
+    /// Every process of the cluster: a controller on each control-plane node, the API load
+    /// balancer if there are several, then an agent on every node.
     pub fn launches(&self, root: &Path) -> Vec<Launch> {
         let members = self
             .control_planes()
@@ -252,6 +270,29 @@ impl ClusterSpec {
                 ],
                 data_dir,
                 log: dir.join("controller.log"),
+            });
+        }
+        if let Some(b) = &self.balancer {
+            let dir = self.node_dir(root, &b.name);
+            let data_dir = dir.join("balancer");
+            let mut args = vec![
+                "cluster".into(),
+                "balance".into(),
+                "--listen".into(),
+                format!("{}:{API_PORT}", b.ip),
+                "--data-dir".into(),
+                data_dir.display().to_string(),
+            ];
+            for n in self.control_planes() {
+                args.extend(["--member".into(), format!("{}:{API_PORT}", n.ip)]);
+            }
+            out.push(Launch {
+                node: b.name.clone(),
+                netns: b.netns.clone(),
+                role: Role::Balancer,
+                args,
+                data_dir,
+                log: dir.join("balancer.log"),
             });
         }
         for n in &self.nodes {
@@ -427,6 +468,57 @@ mod tests {
                     .any(|w| w == ["--insecure-registry", "172.30.7.1/32"])
             );
         }
+        assert!(c.balancer.is_none(), "one member needs no load balancer");
+        assert_eq!(c.server(), "http://172.30.7.2:6443");
+        // Several members: a load balancer in front of them, which the kubeconfigs name.
+        let ha = ClusterSpec::new("ha", 3, 1, 7).expect("spec");
+        let b = ha.balancer.as_ref().expect("a balancer");
+        assert_eq!(
+            (b.name.as_str(), b.ip, b.netns.as_str()),
+            (
+                "ha-external-load-balancer",
+                Ipv4Addr::new(172, 30, 7, 254),
+                "skiff-ha-external-load-balancer"
+            )
+        );
+        assert_eq!(ha.server(), "http://172.30.7.254:6443");
+        assert_eq!(ha.namespaces().count(), 5);
+        let l = ha.launches(root);
+        assert_eq!(
+            l.iter().map(|l| l.role).collect::<Vec<_>>(),
+            [
+                Role::Controller,
+                Role::Controller,
+                Role::Controller,
+                Role::Balancer,
+                Role::Agent,
+                Role::Agent,
+                Role::Agent,
+                Role::Agent
+            ]
+        );
+        assert_eq!(
+            l[3].args,
+            [
+                "cluster",
+                "balance",
+                "--listen",
+                "172.30.7.254:6443",
+                "--data-dir",
+                "/r/ha/nodes/ha-external-load-balancer/balancer",
+                "--member",
+                "172.30.7.2:6443",
+                "--member",
+                "172.30.7.3:6443",
+                "--member",
+                "172.30.7.4:6443"
+            ]
+        );
+        // A record written before load balancers existed still reads.
+        let old: ClusterSpec =
+            serde_json::from_str(r#"{"name": "o", "subnet": 2, "bridge": "skcx", "nodes": []}"#)
+                .expect("old record");
+        assert!(old.balancer.is_none());
         // A lone control plane takes the workloads.
         let alone = ClusterSpec::new("one", 1, 0, 7).expect("spec");
         assert!(

@@ -677,6 +677,34 @@ fn three_control_plane_members_serve_one_cluster() -> Result<()> {
             Ok((n == 3).then_some(eps))
         })?;
         ensure!(eps["subsets"][0]["ports"][0]["port"] == 6443, "{eps}");
+        // The kubeconfig names the load balancer in front of the members, so losing the
+        // first member (SIGKILL) loses neither kubectl nor writes.
+        let config = std::fs::read_to_string(env.home.join(".kube/config"))?;
+        ensure!(
+            config.contains(".254:6443"),
+            "the kubeconfig does not name the load balancer: {config}"
+        );
+        let lock = env
+            .root
+            .join(NAME)
+            .join("nodes/e2e-control-plane/controller/skiff.lock");
+        let pid: u32 = std::fs::read_to_string(&lock)?.trim().parse()?;
+        run(Command::new("kill").args(["-KILL", &pid.to_string()]))?;
+        wait_for(
+            "a write through the load balancer without the first member",
+            Duration::from_secs(60),
+            || {
+                Ok(env
+                    .kubectl(&["create", "configmap", "after-loss", "--from-literal=a=b"])
+                    .ok())
+            },
+        )?;
+        ensure!(
+            env.json(&["get", "configmap", "after-loss"])?["data"]["a"] == "b",
+            "the write is not there"
+        );
+        let out = run(&mut env.skiff(&["start", NAME]))?;
+        ensure!(out.contains("4 nodes Ready"), "start said: {out}");
         run(&mut env.skiff(&["delete", NAME]))?;
         let left = processes_under(&env.root);
         ensure!(left.is_empty(), "processes after delete: {left:?}");

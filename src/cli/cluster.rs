@@ -57,6 +57,39 @@ enum ClusterCommand {
     /// Load an image archive (OCI layout or `docker save`) into every node, as kind's
     /// `load image-archive`.
     LoadImage { name: String, archive: PathBuf },
+    /// The API load balancer of a cluster with several control-plane members (started by
+    /// `create` and `start` in its own namespace).
+    #[command(hide = true)]
+    Balance {
+        /// The address to serve on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Its data dir, whose lock it holds while it runs.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// A control-plane member's API address; repeatable.
+        #[arg(long = "member", required = true)]
+        members: Vec<std::net::SocketAddr>,
+    },
+}
+
+/// Runs the API load balancer until SIGTERM.
+async fn balance(
+    listen: std::net::SocketAddr,
+    data_dir: &Path,
+    members: Vec<std::net::SocketAddr>,
+) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let _lock = crate::cli::lock::hold(data_dir)?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    super::up::spawn_signal_handler(cancel.clone());
+    skiff_cluster::balancer::run(listen, members, cancel).await?;
+    Ok(())
 }
 
 pub async fn run(args: ClusterArgs) -> Result<()> {
@@ -140,6 +173,11 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
             }
             Ok(())
         }
+        ClusterCommand::Balance {
+            listen,
+            data_dir,
+            members,
+        } => balance(listen, &data_dir, members).await,
         ClusterCommand::LoadImage { name, archive } => {
             for (node, out) in clusters.load_image(&name, &archive).await? {
                 for line in out.lines() {
@@ -334,6 +372,38 @@ mod tests {
             parse(&["list"]).expect("parse").command,
             ClusterCommand::List
         ));
+    }
+
+    #[test]
+    fn the_balancer_takes_an_address_a_data_dir_and_members() {
+        let a = parse(&[
+            "balance",
+            "--listen",
+            "172.30.1.254:6443",
+            "--data-dir",
+            "/d",
+            "--member",
+            "172.30.1.2:6443",
+            "--member",
+            "172.30.1.3:6443",
+        ])
+        .expect("parse");
+        let ClusterCommand::Balance { members, .. } = a.command else {
+            panic!("not balance")
+        };
+        assert_eq!(members.len(), 2);
+        let err = parse(&[
+            "balance",
+            "--listen",
+            "x",
+            "--data-dir",
+            "/d",
+            "--member",
+            "a:1",
+        ])
+        .expect_err("not an address");
+        assert!(err.to_string().contains("--listen"), "{err}");
+        assert!(parse(&["balance", "--listen", "1.2.3.4:5", "--data-dir", "/d"]).is_err());
     }
 
     #[test]
