@@ -7,8 +7,10 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use super::nodes::{self, node_name};
-use super::pods::{Neighbours, Spread, has_preferred_terms, has_required_terms};
+use super::nodes;
+use super::pods::{
+    HostPort, Neighbours, Spread, has_preferred_terms, has_required_terms, host_ports,
+};
 use super::view::{NodeFacts, View};
 use super::volumes::{Claims, Storage};
 use super::{Decision, Resources, nonzero_requests, pod_requests};
@@ -44,6 +46,8 @@ pub(super) struct Candidate<'p> {
     /// Pod (anti-)affinity must be checked: its own required terms, or placed pods' anti terms.
     pod_terms: bool,
     images: Vec<String>,
+    /// Its hostPorts (most pods have none, and skip the check).
+    host_ports: Vec<HostPort>,
 }
 
 /// Why a node may not take the pod.
@@ -234,6 +238,7 @@ impl View {
             spread: self.neighbours().spread(pod),
             pod_terms: has_required_terms(pod) || self.placed.with_anti().next().is_some(),
             images,
+            host_ports: host_ports(pod),
         }
     }
 
@@ -280,15 +285,15 @@ impl View {
             return reason("node(s) didn't match Pod's node affinity/selector");
         }
         let around = self.neighbours();
-        if around.ports_conflict(c.pod, node) {
+        if !c.host_ports.is_empty() && around.ports_conflict(&c.host_ports, &facts.name) {
             return reason("node(s) didn't have free ports for the requested pod ports");
         }
         let mut used = self
             .placed
-            .on(node_name(node))
+            .on(&facts.name)
             .map(|h| h.used)
             .unwrap_or_default();
-        let kept = self.nominated.reserved(node_name(node), c.priority, &c.key);
+        let kept = self.nominated.reserved(&facts.name, c.priority, &c.key);
         used.cpu_milli += kept.cpu_milli;
         used.memory += kept.memory;
         used.pods += kept.pods;
@@ -321,10 +326,10 @@ impl View {
 
     /// The mean share of cpu and memory left free on `node` with the pod on it (0..=100):
     /// NodeResourcesFit's LeastAllocated.
-    fn least_allocated(&self, c: &Candidate<'_>, node: &Value, facts: &NodeFacts) -> i64 {
+    fn least_allocated(&self, c: &Candidate<'_>, facts: &NodeFacts) -> i64 {
         let (used_cpu, used_mem) = self
             .placed
-            .on(node_name(node))
+            .on(&facts.name)
             .map(|h| h.nonzero)
             .unwrap_or_default();
         let share = |used: i128, cap: i128| {
@@ -341,10 +346,10 @@ impl View {
 
     /// How evenly cpu and memory would be used with the pod on `node` (0..=100):
     /// NodeResourcesBalancedAllocation, one minus the standard deviation of the two fractions.
-    fn balanced(&self, c: &Candidate<'_>, node: &Value, facts: &NodeFacts) -> i64 {
+    fn balanced(&self, c: &Candidate<'_>, facts: &NodeFacts) -> i64 {
         let used = self
             .placed
-            .on(node_name(node))
+            .on(&facts.name)
             .map(|h| h.used)
             .unwrap_or_default();
         let fraction = |used: i128, cap: i128| {
@@ -438,8 +443,8 @@ impl View {
         } else {
             zeros.clone()
         };
-        let least = raw(&|n, f| self.least_allocated(c, n, f));
-        let balanced = raw(&|n, f| self.balanced(c, n, f));
+        let least = raw(&|_, f| self.least_allocated(c, f));
+        let balanced = raw(&|_, f| self.balanced(c, f));
         let images = if c.images.iter().any(|i| self.nodes.nodes_with_image(i) > 0) {
             raw(&|_, f| self.image_locality(c, f))
         } else {
@@ -458,7 +463,7 @@ impl View {
             .max_by(|&a, &b| {
                 total(a)
                     .cmp(&total(b))
-                    .then_with(|| node_name(at(feasible[b]).0).cmp(node_name(at(feasible[a]).0)))
+                    .then_with(|| at(feasible[b]).1.name.cmp(&at(feasible[a]).1.name))
             })
             .map(|k| feasible[k])
     }
@@ -541,7 +546,7 @@ impl View {
         let Some(best) = self.best(&c, &feasible) else {
             return (Decision::Unschedulable(tally.message(total)), resolvable);
         };
-        let node = node_name(self.nodes.at(best).0).to_string();
+        let node = self.nodes.at(best).1.name.clone();
         let decision = if claims.delayed.is_empty() {
             Decision::Bind(node)
         } else {

@@ -80,8 +80,11 @@ fn term_selects(term: &Value, owner: &Value, target: &Value, namespaces: &[Value
         )
 }
 
-/// The pod's hostPorts as (host IP, protocol, port).
-fn host_ports(pod: &Value) -> Vec<(String, String, i64)> {
+/// A hostPort: host IP, protocol, port.
+pub type HostPort = (String, String, i64);
+
+/// The pod's hostPorts.
+pub fn host_ports(pod: &Value) -> Vec<HostPort> {
     ["/spec/containers", "/spec/initContainers"]
         .iter()
         .flat_map(|ptr| arr(pod, ptr))
@@ -185,12 +188,11 @@ impl Neighbours<'_> {
 
     /// Whether one of the pod's hostPorts is taken on `node` (same port and protocol, and the
     /// same host IP or either one the wildcard), as the NodePorts plugin checks.
-    pub fn ports_conflict(&self, pod: &Value, node: &Value) -> bool {
-        let wanted = host_ports(pod);
+    pub fn ports_conflict(&self, wanted: &[HostPort], node: &str) -> bool {
         if wanted.is_empty() {
             return false;
         }
-        let Some(here) = self.placed.on(node_name(node)) else {
+        let Some(here) = self.placed.on(node) else {
             return false;
         };
         here.pods
@@ -485,10 +487,11 @@ mod tests {
             placed: &placements,
             namespaces: &[],
         };
-        assert!(n.ports_conflict(&pod("x", ports(8080, "127.0.0.1")), &list[0]));
-        assert!(!n.ports_conflict(&pod("x", ports(8080, "")), &list[1]));
-        assert!(!n.ports_conflict(&pod("x", ports(8081, "")), &list[0]));
-        assert!(!n.ports_conflict(&pod("x", json!({"containers": [{}]})), &list[0]));
+        let wants = |spec: Value| host_ports(&pod("x", spec));
+        assert!(n.ports_conflict(&wants(ports(8080, "127.0.0.1")), "a"));
+        assert!(!n.ports_conflict(&wants(ports(8080, "")), "b"));
+        assert!(!n.ports_conflict(&wants(ports(8081, "")), "a"));
+        assert!(!n.ports_conflict(&wants(json!({"containers": [{}]})), "a"));
     }
 
     #[test]

@@ -12,7 +12,6 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use super::decide::Tally;
-use super::nodes::node_name;
 use super::priority;
 use super::view::View;
 use crate::api::selectors::selector_matches;
@@ -200,7 +199,7 @@ impl View {
             return Err(tally.message(total));
         };
         Ok(Plan {
-            node: node_name(self.nodes.at(best.node).0).to_string(),
+            node: self.nodes.at(best.node).1.name.clone(),
             victims: best.victims,
         })
     }
@@ -214,7 +213,7 @@ impl View {
         budgets: &[Budget],
     ) -> Result<(Victims, usize), Vec<Cow<'static, str>>> {
         let p = priority(pod);
-        let name = node_name(self.nodes.at(i).0).to_string();
+        let name = self.nodes.at(i).1.name.clone();
         let mut lower: Vec<(String, Value)> = self
             .placed
             .on(&name)

@@ -30,6 +30,8 @@ pub struct View {
 /// What most filters need to know about a node, worked out when it changes.
 #[derive(Debug, Clone, Default)]
 pub struct NodeFacts {
+    /// The node's name (read for every node of every decision).
+    pub name: String,
     pub ready: bool,
     pub unschedulable: bool,
     /// It has a NoSchedule or NoExecute taint.
@@ -51,6 +53,7 @@ impl NodeFacts {
             .filter_map(|t| t["effect"].as_str())
             .collect();
         NodeFacts {
+            name: node_name(node).to_string(),
             ready: node_ready(node),
             unschedulable: node["spec"]["unschedulable"].as_bool() == Some(true),
             hard_taints: effects
