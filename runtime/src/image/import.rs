@@ -320,20 +320,7 @@ impl Registry for Staged {
             let file = tokio::fs::File::open(path)
                 .await
                 .map_err(RuntimeError::io("open", path))?;
-            let stream = futures::stream::unfold(file, |mut f| async move {
-                use tokio::io::AsyncReadExt;
-                let mut buf = vec![0u8; 64 * 1024];
-                match f.read(&mut buf).await {
-                    Ok(0) => None,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Some((Ok(Bytes::from(buf)), f))
-                    }
-                    Err(e) => Some((Err(e), f)),
-                }
-            });
-            let stream: BlobStream = Box::pin(stream);
-            Ok(stream)
+            Ok(super::registry::file_stream(file))
         })
     }
 }

@@ -41,6 +41,20 @@ impl std::fmt::Debug for Credentials {
 /// A stream of blob bytes.
 pub type BlobStream = BoxStream<'static, std::io::Result<Bytes>>;
 
+/// A blob stored in a file, as a stream (ends at the first read error).
+pub fn file_stream(file: tokio::fs::File) -> BlobStream {
+    Box::pin(futures::stream::try_unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok(Some((Bytes::from(buf), f)))
+    }))
+}
+
 /// Something that serves manifests and blobs for image references.
 pub trait Registry: Send + Sync {
     /// Fetches the manifest `reference` (a tag or a digest) of `image`'s repository, raw.

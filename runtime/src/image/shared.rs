@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::io::AsyncReadExt as _;
 
 use super::content::{ContentStore, digest_hex};
 use super::reference::ImageRef;
@@ -67,16 +66,7 @@ impl SharedBlobs {
         let file = tokio::fs::File::open(&path)
             .await
             .map_err(RuntimeError::io("open blob", &path))?;
-        let chunks = futures::stream::try_unfold(file, |mut f| async move {
-            let mut buf = vec![0u8; 256 * 1024];
-            let n = f.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            buf.truncate(n);
-            Ok(Some((Bytes::from(buf), f)))
-        });
-        Ok(Box::pin(chunks))
+        Ok(super::registry::file_stream(file))
     }
 }
 
