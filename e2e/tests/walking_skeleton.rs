@@ -227,20 +227,33 @@ fn scenario(c: &mut Cluster, work: &Path, reg: &str) -> Result<()> {
         Ok((restarts >= 1 && p["status"]["phase"] != "Failed").then_some(()))
     })?;
     ensure!(c.pod("once")?["status"]["containerStatuses"][0]["restartCount"] == 0);
-    // `--wait=false` returns while the pods are still terminating (sh ignores SIGTERM as pid
-    // 1: each takes its grace period).
+    c.skiff(&["delete", "-f", policies.to_str().unwrap_or_default()])?;
+    // `--wait=false` returns while a pod is still terminating: `sleep` as pid 1 ignores SIGTERM,
+    // so the pod takes its whole grace period (a pod whose container already exited, or waits
+    // in back-off, has nothing to stop and goes at once, so it cannot show this).
+    let linger = write(
+        work,
+        "linger.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: linger\nspec:\n  terminationGracePeriodSeconds: 30\n  containers:\n  - name: c\n    image: {reg}/busybox:1.36\n    command: [\"sleep\", \"3600\"]\n"
+        ),
+    )?;
+    c.skiff(&["apply", "-f", linger.to_str().unwrap_or_default()])?;
+    wait_for("pod linger to run", Duration::from_secs(60), || {
+        Ok((c.pod("linger")?["status"]["phase"] == "Running").then_some(()))
+    })?;
     c.skiff(&[
         "delete",
         "-f",
-        policies.to_str().unwrap_or_default(),
-        "--grace-period",
-        "2",
+        linger.to_str().unwrap_or_default(),
         "--wait=false",
     ])?;
+    let gone = c.pod("linger")?;
     ensure!(
-        c.skiff(&["get", "pod", "retry"]).is_ok(),
-        "delete --wait=false waited for pod retry to go"
+        gone["metadata"]["deletionTimestamp"].is_string(),
+        "delete --wait=false waited for pod linger to go, or did not delete it: {gone}"
     );
+    c.skiff(&["delete", "pod", "linger", "--grace-period", "0", "--force"])?;
     // A timeout shorter than the grace period: an error naming the pod.
     let slow = write(
         work,
