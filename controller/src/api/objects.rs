@@ -243,10 +243,10 @@ impl Objects {
         ns: Option<&str>,
         needle: &[u8],
     ) -> Result<Vec<Value>, ApiError> {
-        let (items, _) = self.store.list(&res.list_prefix(ns));
-        items
+        let finder = memchr::memmem::Finder::new(needle);
+        self.store
+            .list_where(&res.list_prefix(ns), |r| finder.find(&r.value).is_some())
             .iter()
-            .filter(|(_, r)| memchr::memmem::find(&r.value, needle).is_some())
             .map(|(_, r)| decode(r))
             .collect()
     }
@@ -406,7 +406,7 @@ impl Objects {
         res: &Resource,
         ns: Option<&str>,
         name: &str,
-        mut obj: Value,
+        obj: Value,
         part: Part,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
@@ -429,6 +429,25 @@ impl Objects {
             .get(&key)
             .ok_or_else(|| ApiError::not_found(&res.qualified(), name))?;
         let cur = decode(&cur_rec)?;
+        self.update_from(res, ns, name, obj, part, dry_run, (cur_rec, cur))
+            .await
+    }
+
+    /// [`Objects::update`] against `current`, the record at the key and it decoded (which
+    /// [`Objects::modify`] has read already).
+    #[allow(clippy::too_many_arguments)]
+    async fn update_from(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+        part: Part,
+        dry_run: bool,
+        current: (Record, Value),
+    ) -> Result<Value, ApiError> {
+        let key = res.key(ns, name);
+        let (cur_rec, cur) = current;
         let expect = match obj
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
@@ -464,8 +483,11 @@ impl Objects {
                 res.strategy.prepare_update(&cur, &mut obj);
                 // Defaulting before comparing specs: a replacement that leaves defaults out
                 // does not change the spec, so it does not bump the generation. Types are
-                // checked first, as defaulting expects them right.
-                admission::prune_unknown(res, &mut obj)?;
+                // checked first, as defaulting expects them right. A binding is the stored
+                // pod with its node set: nothing in it to check.
+                if part != Part::Binding {
+                    admission::prune_unknown(res, &mut obj)?;
+                }
                 res.strategy.default(&mut obj);
                 let generation = cur
                     .pointer("/metadata/generation")
@@ -591,9 +613,17 @@ impl Objects {
         f: impl Fn(&mut Value) -> Result<(), ApiError>,
     ) -> Result<Value, ApiError> {
         for _ in 0..16 {
-            let mut obj = self.get(res, ns, name)?;
+            let rec = self
+                .store
+                .get(&res.key(ns, name))
+                .ok_or_else(|| ApiError::not_found(&res.qualified(), name))?;
+            let cur = decode(&rec)?;
+            let mut obj = cur.clone();
             f(&mut obj)?;
-            match self.update(res, ns, name, obj, part, false).await {
+            match self
+                .update_from(res, ns, name, obj, part, false, (rec, cur))
+                .await
+            {
                 Err(ApiError::Conflict { .. }) => continue,
                 other => return other,
             }

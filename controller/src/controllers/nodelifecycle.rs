@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::name;
+use crate::api::objects::decode;
 use crate::api::{ApiError, Objects, Part, resources};
 use crate::reconcile::events::{EventType, record};
 use crate::reconcile::{Interest, Wake, wait_for_change};
@@ -124,40 +125,74 @@ pub fn unknown_conditions(current: &[Value], now: &str) -> Option<Vec<Value>> {
     changed.then_some(out)
 }
 
+/// What the controller remembers of one node between passes.
+struct Seen {
+    /// Its last heartbeat, and when this member saw it change.
+    beat: String,
+    at: Instant,
+    /// The store revisions of the node and its Lease when a pass last went through it: while
+    /// they stay, only the clock can change what a pass would do.
+    revisions: (u64, Option<u64>),
+}
+
 /// What the controller remembers of each node between passes.
 #[derive(Default)]
 pub struct Monitor {
-    /// The node's last heartbeat, and when this member saw it change.
-    seen: HashMap<String, (String, Instant)>,
+    seen: HashMap<String, Seen>,
 }
 
 impl Monitor {
-    /// One pass over every node at `now`.
+    /// One pass over every node at `now`. Nodes and Leases are decoded only when they changed
+    /// since the last pass or the node's grace period is over, so a pass over thousands of
+    /// quiet nodes reads no JSON.
     pub async fn pass(
         &mut self,
         objects: &Objects,
         grace: Duration,
         now: Instant,
     ) -> Result<(), ApiError> {
-        let (nodes, _) = objects.list(resources::nodes(), None)?;
-        let (leases, _) = objects.list(resources::leases(), Some(NODE_LEASE_NAMESPACE))?;
+        let node_prefix = resources::nodes().list_prefix(None);
+        let lease_prefix = resources::leases().list_prefix(Some(NODE_LEASE_NAMESPACE));
+        let (nodes, _) = objects.store.list(&node_prefix);
+        let (leases, _) = objects.store.list(&lease_prefix);
         // By name, so a pass costs the same per node however many nodes there are.
-        let names: std::collections::HashSet<&str> = nodes.iter().map(name).collect();
-        let leases: std::collections::HashMap<&str, &Value> =
-            leases.iter().map(|l| (name(l), l)).collect();
+        let leases: HashMap<&str, &crate::store::Record> = leases
+            .iter()
+            .filter_map(|(k, r)| Some((k.strip_prefix(&lease_prefix)?, r)))
+            .collect();
+        let names: std::collections::HashSet<&str> = nodes
+            .iter()
+            .filter_map(|(k, _)| k.strip_prefix(&node_prefix))
+            .collect();
         self.seen.retain(|n, _| names.contains(n.as_str()));
-        for node in &nodes {
-            let node_name = name(node);
-            let lease = leases.get(node_name).copied();
-            let beat = heartbeat(node, lease);
+        for (key, rec) in &nodes {
+            let Some(node_name) = key.strip_prefix(&node_prefix) else {
+                continue;
+            };
+            let lease_rec = leases.get(node_name).copied();
+            let revisions = (rec.mod_revision, lease_rec.map(|l| l.mod_revision));
+            if let Some(seen) = self.seen.get(node_name)
+                && seen.revisions == revisions
+                && now.duration_since(seen.at) <= grace
+            {
+                continue;
+            }
+            let node = &decode(rec)?;
+            let lease = lease_rec.map(decode).transpose()?;
+            let beat = heartbeat(node, lease.as_ref());
             let entry = self
                 .seen
                 .entry(node_name.to_owned())
-                .or_insert_with(|| (beat.clone(), now));
-            if entry.0 != beat {
-                *entry = (beat, now);
+                .or_insert_with(|| Seen {
+                    beat: beat.clone(),
+                    at: now,
+                    revisions: (0, None),
+                });
+            if entry.beat != beat {
+                entry.beat = beat;
+                entry.at = now;
             }
-            let stale = now.duration_since(entry.1) > grace;
+            let stale = now.duration_since(entry.at) > grace;
             let mut status = ready(node).map(str::to_owned);
             if stale {
                 let stamp = crate::api::objects::now();
@@ -172,6 +207,7 @@ impl Monitor {
                 status = Some("Unknown".to_owned());
             } else if status.is_none() {
                 // A new node that has not posted yet: its grace period is not over.
+                entry.revisions = revisions;
                 continue;
             }
             let current: Vec<Value> = node
@@ -192,6 +228,11 @@ impl Monitor {
                     Err(e) => return Err(e),
                 }
                 tracing::info!(node = %node_name, taints = ?wanted, "node taints updated");
+            }
+            // Only once everything for the node is written: a pass that failed on it comes
+            // back to it.
+            if let Some(seen) = self.seen.get_mut(node_name) {
+                seen.revisions = revisions;
             }
         }
         Ok(())

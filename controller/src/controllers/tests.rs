@@ -1061,4 +1061,29 @@ async fn a_silent_node_goes_unknown_and_tainted_and_comes_back_clean() {
         .unwrap();
     let n = objects.get(resources::nodes(), None, "n1").unwrap();
     assert_eq!(n["spec"]["taints"], json!([]), "{n}");
+
+    // A pass skips the nodes that did not change since the last, not those that did: the
+    // agent says it is not Ready, and the next pass taints the node for it.
+    monitor
+        .pass(&objects, grace, t0 + Duration::from_secs(46))
+        .await
+        .unwrap();
+    objects
+        .modify(resources::nodes(), None, "n1", Part::Status, |n| {
+            n["status"]["conditions"] = json!([{"type": "Ready", "status": "False",
+                "lastHeartbeatTime": "2026-12-07T10:01:10Z"}]);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    monitor
+        .pass(&objects, grace, t0 + Duration::from_secs(47))
+        .await
+        .unwrap();
+    let n = objects.get(resources::nodes(), None, "n1").unwrap();
+    assert_eq!(
+        n["spec"]["taints"][0]["key"],
+        nodelifecycle::NOT_READY,
+        "{n}"
+    );
 }

@@ -19,6 +19,9 @@ use crate::api::{ApiError, Objects, Part, objects::now, resources};
 pub const AGGREGATE_WINDOW: Duration = Duration::from_secs(30);
 /// Past this many remembered events, the ones not seen for a window are forgotten.
 const MAX_REMEMBERED: usize = 4096;
+/// Past this many even after that (a burst of distinct events within one window), all are
+/// forgotten: a forgotten event's next occurrence is written as a new event, nothing worse.
+const HARD_LIMIT: usize = 65_536;
 
 /// What makes two events the same one: the object, and what is said about it by whom.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -41,7 +44,14 @@ struct Seen {
     at: Instant,
 }
 
-static SEEN: LazyLock<Mutex<HashMap<Key, Seen>>> = LazyLock::new(Default::default);
+/// The events recorded lately, and the size past which they are next swept.
+#[derive(Default)]
+struct Memory {
+    seen: HashMap<Key, Seen>,
+    sweep_at: usize,
+}
+
+static SEEN: LazyLock<Mutex<Memory>> = LazyLock::new(Default::default);
 
 /// What [`record`] should do for an occurrence.
 enum Plan {
@@ -55,13 +65,22 @@ enum Plan {
 }
 
 fn plan(key: &Key, now: Instant) -> Plan {
-    let mut seen = SEEN
+    let mut memory = SEEN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if seen.len() > MAX_REMEMBERED {
-        seen.retain(|_, s| now.duration_since(s.at) < AGGREGATE_WINDOW);
+    // Swept when it has doubled since the last sweep, not on every event past the limit: a
+    // burst of thousands of distinct events a second (a scheduler binding a large cluster)
+    // would otherwise walk the whole map for each one.
+    if memory.seen.len() > memory.sweep_at.max(MAX_REMEMBERED) {
+        memory
+            .seen
+            .retain(|_, s| now.duration_since(s.at) < AGGREGATE_WINDOW);
+        if memory.seen.len() > HARD_LIMIT {
+            memory.seen.clear();
+        }
+        memory.sweep_at = memory.seen.len() * 2;
     }
-    let Some(s) = seen.get_mut(key) else {
+    let Some(s) = memory.seen.get_mut(key) else {
         return Plan::Create;
     };
     s.pending += 1;
@@ -79,10 +98,10 @@ fn plan(key: &Key, now: Instant) -> Plan {
 }
 
 fn remember(key: Key, namespace: &str, name: &str, count: u64) {
-    let mut seen = SEEN
+    let mut memory = SEEN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    seen.insert(
+    memory.seen.insert(
         key,
         Seen {
             namespace: namespace.to_string(),

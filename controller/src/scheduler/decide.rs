@@ -96,6 +96,10 @@ impl Problem {
     }
 }
 
+/// Why a node that is not Ready, or one that is cordoned, takes no pod.
+const NOT_READY: &str = "node(s) were not ready";
+const UNSCHEDULABLE: &str = "node(s) were unschedulable";
+
 /// Reasons with the number of nodes each ruled out (few distinct ones: a list beats a map).
 #[derive(Default)]
 pub(super) struct Tally(Vec<(Cow<'static, str>, usize)>);
@@ -268,10 +272,10 @@ impl View {
     ) -> Option<Problem> {
         let reason = |r: &'static str| Some(Problem::Reason(Cow::Borrowed(r)));
         if !facts.ready {
-            return reason("node(s) were not ready");
+            return reason(NOT_READY);
         }
         if facts.unschedulable && !c.tolerates_cordon {
-            return reason("node(s) were unschedulable");
+            return reason(UNSCHEDULABLE);
         }
         if facts.hard_taints
             && let Some(t) = nodes::untolerated_taint(c.tolerations, node, HARD_EFFECTS)
@@ -450,19 +454,21 @@ impl View {
         } else {
             zeros
         };
-        let total = |k: usize| {
-            3 * taints[k]
-                + 2 * affinity[k]
-                + 2 * spread[k]
-                + 2 * inter[k]
-                + least[k]
-                + balanced[k]
-                + images[k]
-        };
+        let total: Vec<i64> = (0..feasible.len())
+            .map(|k| {
+                3 * taints[k]
+                    + 2 * affinity[k]
+                    + 2 * spread[k]
+                    + 2 * inter[k]
+                    + least[k]
+                    + balanced[k]
+                    + images[k]
+            })
+            .collect();
         (0..feasible.len())
             .max_by(|&a, &b| {
-                total(a)
-                    .cmp(&total(b))
+                total[a]
+                    .cmp(&total[b])
                     .then_with(|| at(feasible[b]).1.name.cmp(&at(feasible[a]).1.name))
             })
             .map(|k| feasible[k])
@@ -522,13 +528,22 @@ impl View {
         let mut tally = Tally::default();
         let mut feasible = Vec::new();
         let mut resolvable = Vec::new();
-        let mut looked = 0;
-        for k in 0..total {
+        // A pod that does not tolerate a cordon can only go to open nodes: the others are
+        // counted at once, for the reason `problem` would give each of them.
+        let order: Box<dyn Iterator<Item = usize> + '_> = if c.tolerates_cordon {
+            Box::new((0..total).map(|k| (start + k) % total))
+        } else {
+            let (not_ready, cordoned) = self.nodes.closed();
+            tally.add_n(Cow::Borrowed(NOT_READY), not_ready);
+            tally.add_n(Cow::Borrowed(UNSCHEDULABLE), cordoned);
+            Box::new(self.nodes.open_from(start))
+        };
+        let mut next = None;
+        for i in order {
             if feasible.len() >= enough {
                 break;
             }
-            let i = (start + k) % total;
-            looked += 1;
+            next = Some(i + 1);
             let (node, facts) = self.nodes.at(i);
             match self.problem(&c, node, facts, &claims) {
                 None => feasible.push(i),
@@ -540,8 +555,8 @@ impl View {
                 }
             }
         }
-        if total > 0 {
-            self.next_start = (start + looked) % total;
+        if let Some(next) = next {
+            self.next_start = next % total;
         }
         let Some(best) = self.best(&c, &feasible) else {
             return (Decision::Unschedulable(tally.message(total)), resolvable);

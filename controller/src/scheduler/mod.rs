@@ -1176,6 +1176,52 @@ mod tests {
     }
 
     #[test]
+    fn closed_nodes_are_counted_without_being_tried_and_follow_their_changes() {
+        let cordon = |mut n: Value| {
+            n["spec"] = json!({"unschedulable": true});
+            n
+        };
+        let nodes = vec![
+            cordon(node("c1", "4", "4Gi", true)),
+            node("open1", "1", "4Gi", true),
+            cordon(node("c2", "4", "4Gi", true)),
+            node("down", "4", "4Gi", false),
+            node("open2", "1", "4Gi", true),
+        ];
+        let mut v = view(&nodes);
+        let big = pod("2", "1Mi");
+        let Decision::Unschedulable(msg) = v.choose(&big) else {
+            panic!()
+        };
+        assert_eq!(
+            msg,
+            "0/5 nodes are available: 1 node(s) were not ready, 2 Insufficient cpu, 2 node(s) were unschedulable."
+        );
+        // A pod that tolerates the cordon is tried on every node, as before.
+        let mut tolerant = big.clone();
+        tolerant["spec"]["tolerations"] =
+            json!([{"key": "node.kubernetes.io/unschedulable", "operator": "Exists"}]);
+        assert_eq!(v.choose(&tolerant), Decision::Bind("c1".into()));
+        // Removing nodes moves others into their places: the open set follows.
+        assert!(v.nodes.remove("c1"));
+        assert!(v.nodes.remove("open1"));
+        assert_eq!(v.nodes.closed(), (1, 1));
+        assert_eq!(v.nodes.open_from(0).count(), 1);
+        // Uncordoned, c2 takes the pod; cordoned again, it is counted as before.
+        v.nodes.upsert(node("c2", "4", "4Gi", true));
+        assert_eq!(v.nodes.closed(), (1, 0));
+        assert_eq!(v.choose(&big), Decision::Bind("c2".into()));
+        v.nodes.upsert(cordon(node("c2", "4", "4Gi", true)));
+        let Decision::Unschedulable(msg) = v.choose(&big) else {
+            panic!()
+        };
+        assert_eq!(
+            msg,
+            "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) were not ready, 1 node(s) were unschedulable."
+        );
+    }
+
+    #[test]
     fn balanced_allocation_and_image_locality_score() {
         // Same free share on average, but b would use cpu and memory evenly.
         let nodes = vec![node("a", "4", "4Gi", true), node("b", "4", "4Gi", true)];

@@ -352,6 +352,19 @@ impl Store {
         (items, s.revision())
     }
 
+    /// The keys under `prefix` whose records `keep` selects; the others are not copied.
+    pub fn list_where(
+        &self,
+        prefix: &str,
+        keep: impl Fn(&Record) -> bool,
+    ) -> Vec<(String, Record)> {
+        self.state()
+            .range_prefix(prefix)
+            .filter(|(_, r)| keep(r))
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect()
+    }
+
     /// Counts keys under `prefix` without copying them.
     pub fn count(&self, prefix: &str) -> usize {
         self.state().range_prefix(prefix).count()
