@@ -17,12 +17,7 @@ const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,applica
 /// A client from the kubeconfig the user named, or the one `skiff up` wrote.
 pub async fn connect(kubeconfig: Option<PathBuf>) -> Result<(Client, String)> {
     let path = kubeconfig.unwrap_or_else(|| PathBuf::from(DEFAULT_KUBECONFIG));
-    let kc = Kubeconfig::read_from(&path).with_context(|| {
-        format!(
-            "cannot read kubeconfig {} (is `skiff up` running? --kubeconfig or KUBECONFIG name another)",
-            path.display()
-        )
-    })?;
+    let kc = read_kubeconfig(&path)?;
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("invalid kubeconfig {}", path.display()))?;
@@ -30,6 +25,24 @@ pub async fn connect(kubeconfig: Option<PathBuf>) -> Result<(Client, String)> {
     SERVER.get_or_init(|| config.cluster_url.to_string());
     let client = Client::try_from(config).context("cannot build the API client")?;
     Ok((client, ns))
+}
+
+/// Reads and parses the kubeconfig at `path`, saying what is wrong once, in the user's terms
+/// (kube's own error would name the path twice and the cause twice).
+fn read_kubeconfig(path: &Path) -> Result<Kubeconfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                " (is `skiff up` running? --kubeconfig or KUBECONFIG name another)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (skiff writes it for root only: run as root, or name another with --kubeconfig)"
+            }
+            _ => "",
+        };
+        anyhow!("cannot read kubeconfig {}: {e}{hint}", path.display())
+    })?;
+    Kubeconfig::from_yaml(&text).map_err(|e| anyhow!("invalid kubeconfig {}: {e}", path.display()))
 }
 
 /// The API server the client talks to, for messages.
@@ -724,4 +737,40 @@ pub async fn logs(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_kubeconfig;
+
+    #[test]
+    fn kubeconfig_errors_name_the_file_and_the_cause_once() {
+        let dir = std::env::temp_dir().join(format!("skiff-kc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing");
+        let msg = read_kubeconfig(&missing).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "cannot read kubeconfig {}: No such file or directory (os error 2) (is `skiff up` running? --kubeconfig or KUBECONFIG name another)",
+                missing.display()
+            )
+        );
+        let bad = dir.join("bad");
+        std::fs::write(&bad, "clusters: [\n").unwrap();
+        let msg = read_kubeconfig(&bad).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&format!("invalid kubeconfig {}: ", bad.display()))
+                && msg.matches(&bad.display().to_string()).count() == 1,
+            "{msg}"
+        );
+        let good = dir.join("good");
+        std::fs::write(
+            &good,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'http://127.0.0.1:6443'}\n",
+        )
+        .unwrap();
+        assert_eq!(read_kubeconfig(&good).unwrap().clusters.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

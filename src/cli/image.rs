@@ -80,12 +80,19 @@ pub async fn run(args: ImageArgs) -> Result<()> {
         .runtime_endpoint
         .clone()
         .unwrap_or_else(|| args.data_dir.join("runtime").join("cri.sock"));
+    // A wrong file is the user's first problem to hear about, before whether skiff runs.
+    let archive = match &args.command {
+        ImageCommand::Import { file, .. } => Some(archive_path(file)?),
+        _ => None,
+    };
     let ch = channel(&socket).await?;
     match args.command {
         ImageCommand::Pull { image, creds } => pull(ch, &image, creds.as_deref()).await,
         ImageCommand::Ls => list(ch).await,
         ImageCommand::Rm { images } => remove(ch, &images).await,
-        ImageCommand::Import { file, base_name } => import(ch, &file, &base_name).await,
+        ImageCommand::Import { file, base_name } => {
+            import(ch, &archive.unwrap_or(file), &base_name).await
+        }
     }
 }
 
@@ -264,12 +271,22 @@ async fn remove(ch: Channel, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-async fn import(ch: Channel, file: &Path, base_name: &str) -> Result<()> {
+/// The archive to import, as an absolute path (the runtime resolves it, not this process),
+/// once it is known to be a readable file.
+fn archive_path(file: &Path) -> Result<PathBuf> {
     let path =
         std::path::absolute(file).with_context(|| format!("cannot resolve {}", file.display()))?;
-    if !path.is_file() {
-        bail!("{} is not a file", path.display());
+    match std::fs::metadata(&path) {
+        Err(e) => bail!("cannot read {}: {e}", path.display()),
+        Ok(m) if !m.is_file() => bail!(
+            "{} is not a file (an image archive: `docker save`, or skopeo's docker-archive: or oci-archive:)",
+            path.display()
+        ),
+        Ok(_) => Ok(path),
     }
+}
+
+async fn import(ch: Channel, path: &Path, base_name: &str) -> Result<()> {
     let mut images = ImagesClient::new(ch);
     let req = cri_api::images::ImportRequest {
         path: path.to_string_lossy().into_owned(),
@@ -285,4 +302,32 @@ async fn import(ch: Channel, file: &Path, base_name: &str) -> Result<()> {
         println!("imported {} ({})", i.repo_tags.join(", "), i.id);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::archive_path;
+
+    #[test]
+    fn an_archive_that_is_not_a_readable_file_is_named_with_its_cause() {
+        let dir = std::env::temp_dir().join(format!("skiff-archive-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.tar");
+        assert_eq!(
+            archive_path(&missing).unwrap_err().to_string(),
+            format!(
+                "cannot read {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+        let msg = archive_path(&dir).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&format!("{} is not a file", dir.display())),
+            "{msg}"
+        );
+        let tar = dir.join("image.tar");
+        std::fs::write(&tar, b"").unwrap();
+        assert_eq!(archive_path(&tar).unwrap(), tar);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
