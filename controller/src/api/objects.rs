@@ -217,11 +217,22 @@ impl Objects {
     }
 
     pub fn get(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        self.current(res, ns, name).map(|(_, obj)| obj)
+    }
+
+    /// The stored record of an object and the object decoded from it.
+    fn current(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<(Record, Value), ApiError> {
         let rec = self
             .store
             .get(&res.key(ns, name))
             .ok_or_else(|| ApiError::not_found(&res.qualified(), name))?;
-        decode(&rec)
+        let obj = decode(&rec)?;
+        Ok((rec, obj))
     }
 
     /// Every object of `res` (in `ns`, or everywhere) and the revision of the listing.
@@ -423,13 +434,8 @@ impl Objects {
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        let key = res.key(ns, name);
-        let cur_rec = self
-            .store
-            .get(&key)
-            .ok_or_else(|| ApiError::not_found(&res.qualified(), name))?;
-        let cur = decode(&cur_rec)?;
-        self.update_from(res, ns, name, obj, part, dry_run, (cur_rec, cur))
+        let current = self.current(res, ns, name)?;
+        self.update_from(res, ns, name, obj, part, dry_run, current)
             .await
     }
 
@@ -613,15 +619,11 @@ impl Objects {
         f: impl Fn(&mut Value) -> Result<(), ApiError>,
     ) -> Result<Value, ApiError> {
         for _ in 0..16 {
-            let rec = self
-                .store
-                .get(&res.key(ns, name))
-                .ok_or_else(|| ApiError::not_found(&res.qualified(), name))?;
-            let cur = decode(&rec)?;
-            let mut obj = cur.clone();
+            let current = self.current(res, ns, name)?;
+            let mut obj = current.1.clone();
             f(&mut obj)?;
             match self
-                .update_from(res, ns, name, obj, part, false, (rec, cur))
+                .update_from(res, ns, name, obj, part, false, current)
                 .await
             {
                 Err(ApiError::Conflict { .. }) => continue,

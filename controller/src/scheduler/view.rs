@@ -82,9 +82,7 @@ impl NodeFacts {
                 .collect(),
         }
     }
-}
 
-impl NodeFacts {
     /// Ready and not cordoned: a node most pods may go to.
     fn open(&self) -> bool {
         self.ready && !self.unschedulable
@@ -424,9 +422,6 @@ impl Nominated {
     /// What `node` keeps for pods nominated to it with at least `priority`, other than `key`.
     pub fn reserved(&self, node: &str, priority: i64, key: &str) -> Resources {
         let mut r = Resources::default();
-        if self.by_node.is_empty() {
-            return r;
-        }
         for k in self.by_node.get(node).into_iter().flatten() {
             if k == key {
                 continue;
