@@ -1,11 +1,12 @@
-//! Admission that is the same for every kind: type checking against the Kubernetes schema
-//! (k8s-openapi types, through each kind's strategy), pruning and reporting unknown fields, and
+//! Admission that is the same for every kind: type checking against the kind's schema
+//! (`shape`), pruning and reporting unknown fields, and
 //! the metadata rules (names, labels, annotations). What differs per kind is in `kinds/`.
 
 use serde_json::{Value, json};
 
 use super::error::{ApiError, FieldError};
 use super::resources::Resource;
+use super::shape::Shape;
 
 pub fn dns_label_problem(s: &str) -> Option<String> {
     if s.is_empty() {
@@ -34,86 +35,31 @@ pub fn dns_subdomain_problem(s: &str) -> Option<String> {
     })
 }
 
-/// The object as its Kubernetes type sees it: wrong types are a 400 naming the field.
-fn typed(res: &Resource, obj: &Value) -> Result<Value, ApiError> {
-    res.strategy.types().round_trip(obj, res.kind, res.version)
-}
-
+/// Checks the types of `obj`'s fields against its kind's schema: a wrong one is a 400 in the
+/// words of Kubernetes' decoder.
 pub fn check_types(res: &Resource, obj: &Value) -> Result<(), ApiError> {
-    typed(res, obj).map(|_| ())
+    Shape::of(res).check(obj).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}",
+            kind = res.kind,
+            version = res.version
+        ))
+    })
 }
 
-/// The paths of fields in `obj` that its Kubernetes type does not know (`spec.foo`,
+/// The paths of fields in `obj` that its kind does not know (`spec.foo`,
 /// `spec.containers[0].bar`), as strict field validation reports them.
 pub fn unknown_fields(res: &Resource, obj: &Value) -> Result<Vec<String>, ApiError> {
-    let known = typed(res, obj)?;
-    let mut out = Vec::new();
-    diff_unknown(obj, &known, "", &mut out);
-    Ok(out)
+    check_types(res, obj)?;
+    Ok(Shape::of(res).unknown_fields(obj))
 }
 
 /// Removes the fields `unknown_fields` reports: Kubernetes drops them when it decodes a body, so
 /// they are never stored.
 pub fn prune_unknown(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
-    let known = typed(res, obj)?;
-    prune(obj, &known);
+    check_types(res, obj)?;
+    Shape::of(res).prune(obj);
     Ok(())
-}
-
-fn prune(body: &mut Value, known: &Value) {
-    match (body, known) {
-        (Value::Object(b), Value::Object(k)) => {
-            b.retain(|key, v| {
-                k.contains_key(key)
-                    || v.is_null()
-                    || v.as_object().is_some_and(|m| m.is_empty())
-                    || v.as_array().is_some_and(|a| a.is_empty())
-            });
-            for (key, v) in b.iter_mut() {
-                if let Some(kv) = k.get(key) {
-                    prune(v, kv);
-                }
-            }
-        }
-        (Value::Array(b), Value::Array(k)) => {
-            for (bv, kv) in b.iter_mut().zip(k) {
-                prune(bv, kv);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn diff_unknown(body: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
-    match (body, known) {
-        (Value::Object(b), Value::Object(k)) => {
-            for (key, v) in b {
-                let p = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
-                match k.get(key) {
-                    Some(kv) => diff_unknown(v, kv, &p, out),
-                    // A null or empty value of a known field may be dropped by the round trip.
-                    None if v.is_null() => {}
-                    None if v.as_object().is_some_and(|m| m.is_empty())
-                        || v.as_array().is_some_and(|a| a.is_empty()) =>
-                    {
-                        // Empty containers of known optional fields are dropped as well; an
-                        // unknown field holding `{}` is the one case this misses.
-                    }
-                    None => out.push(p),
-                }
-            }
-        }
-        (Value::Array(b), Value::Array(k)) => {
-            for (i, (bv, kv)) in b.iter().zip(k).enumerate() {
-                diff_unknown(bv, kv, &format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Validates metadata common to every kind.

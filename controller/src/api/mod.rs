@@ -17,6 +17,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod resources;
 pub mod selectors;
+pub mod shape;
 pub mod strategy;
 mod stream;
 pub mod subresources;

@@ -9,8 +9,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 use k8s_openapi::schemars::{JsonSchema, SchemaGenerator};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, FieldError};
@@ -19,11 +17,11 @@ use super::objects::{DeleteOptions, Objects, Part, Propagation};
 /// The future of an asynchronous hook (one that writes to the store).
 pub type Hook<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;
 
-/// What can be done with the k8s-openapi type of a kind, as plain functions made once per type,
-/// so a strategy can name its type without making the trait generic.
+/// The k8s-openapi type of a kind, as plain functions made once per type, so a strategy can
+/// name its type without making the trait generic. Only its schema is used: it is served as
+/// OpenAPI and holds bodies to their types (`shape`).
 #[derive(Clone, Copy)]
 pub struct TypeOps {
-    round_trip: fn(&Value, &str, &str) -> Result<Value, ApiError>,
     register: fn(&mut SchemaGenerator) -> String,
     schema_name: fn() -> Cow<'static, str>,
 }
@@ -36,21 +34,6 @@ impl std::fmt::Debug for TypeOps {
     }
 }
 
-fn round_trip<T: DeserializeOwned + Serialize>(
-    obj: &Value,
-    kind: &str,
-    version: &str,
-) -> Result<Value, ApiError> {
-    let typed = serde_path_to_error::deserialize::<_, T>(obj).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "{kind} in version \"{version}\" cannot be handled as a {kind}: {}: {}",
-            e.path(),
-            e.inner()
-        ))
-    })?;
-    serde_json::to_value(&typed).map_err(|e| ApiError::Internal(format!("re-encode {kind}: {e}")))
-}
-
 fn register<T: JsonSchema>(generator: &mut SchemaGenerator) -> String {
     // Registers the type and everything it references under their schema names.
     generator.subschema_for::<T>();
@@ -58,18 +41,11 @@ fn register<T: JsonSchema>(generator: &mut SchemaGenerator) -> String {
 }
 
 impl TypeOps {
-    pub const fn of<T: DeserializeOwned + Serialize + JsonSchema>() -> Self {
+    pub const fn of<T: JsonSchema>() -> Self {
         TypeOps {
-            round_trip: round_trip::<T>,
             register: register::<T>,
             schema_name: T::schema_name,
         }
-    }
-
-    /// Decodes `obj` as the type and encodes it again: wrong types are a 400 naming the field,
-    /// as the Kubernetes decoder reports them; what comes back is what the type knows.
-    pub fn round_trip(&self, obj: &Value, kind: &str, version: &str) -> Result<Value, ApiError> {
-        (self.round_trip)(obj, kind, version)
     }
 
     /// Adds the type's schema (and those it references) to `generator`; returns its name.

@@ -11,8 +11,6 @@ use std::marker::PhantomData;
 
 use k8s_openapi::api::rbac::v1 as rbac;
 use k8s_openapi::schemars::JsonSchema;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::error::FieldError;
@@ -251,8 +249,8 @@ fn default_subjects(obj: &mut Value) {
 }
 
 /// The type bounds `TypeOps::of` needs.
-pub trait Kind: DeserializeOwned + Serialize + JsonSchema + 'static {}
-impl<T: DeserializeOwned + Serialize + JsonSchema + 'static> Kind for T {}
+pub trait Kind: JsonSchema + 'static {}
+impl<T: JsonSchema + 'static> Kind for T {}
 
 impl<T: Kind> Strategy for Rules<T> {
     fn types(&self) -> TypeOps {
