@@ -96,6 +96,14 @@ impl Problem {
     }
 }
 
+/// What the pods placed on a node take: their requests, and the same with the defaults the
+/// scores give pods that request nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Taken {
+    used: Resources,
+    nonzero: (i128, i128),
+}
+
 /// Why a node that is not Ready, or one that is cordoned, takes no pod.
 const NOT_READY: &str = "node(s) were not ready";
 const UNSCHEDULABLE: &str = "node(s) were unschedulable";
@@ -270,7 +278,20 @@ impl View {
         facts: &NodeFacts,
         claims: &Claims<'_>,
     ) -> Option<Problem> {
-        let reason = |r: &'static str| Some(Problem::Reason(Cow::Borrowed(r)));
+        self.fit(c, node, facts, claims).err()
+    }
+
+    /// What the pods placed on `node` take, if the pod may go there; else the first reason, in
+    /// Kubernetes' plugin order, why not. The scores read the totals from here: looking a node
+    /// up among the placements by name is a cache miss at thousands of nodes, once is enough.
+    fn fit(
+        &self,
+        c: &Candidate<'_>,
+        node: &Value,
+        facts: &NodeFacts,
+        claims: &Claims<'_>,
+    ) -> Result<Taken, Problem> {
+        let reason = |r: &'static str| Err(Problem::Reason(Cow::Borrowed(r)));
         if !facts.ready {
             return reason(NOT_READY);
         }
@@ -280,7 +301,7 @@ impl View {
         if facts.hard_taints
             && let Some(t) = nodes::untolerated_taint(c.tolerations, node, HARD_EFFECTS)
         {
-            return Some(Problem::Reason(Cow::Owned(format!(
+            return Err(Problem::Reason(Cow::Owned(format!(
                 "node(s) had untolerated taint {}",
                 nodes::describe_taint(t)
             ))));
@@ -292,11 +313,15 @@ impl View {
         if !c.host_ports.is_empty() && around.ports_conflict(&c.host_ports, &facts.name) {
             return reason("node(s) didn't have free ports for the requested pod ports");
         }
-        let mut used = self
+        let taken = self
             .placed
             .on(&facts.name)
-            .map(|h| h.used)
+            .map(|h| Taken {
+                used: h.used,
+                nonzero: h.nonzero,
+            })
             .unwrap_or_default();
+        let mut used = taken.used;
         let kept = self.nominated.reserved(&facts.name, c.priority, &c.key);
         used.cpu_milli += kept.cpu_milli;
         used.memory += kept.memory;
@@ -308,7 +333,7 @@ impl View {
             used.memory + c.want.memory > alloc.memory,
         );
         if short.0 || short.1 || short.2 {
-            return Some(Problem::Short {
+            return Err(Problem::Short {
                 pods: short.0,
                 cpu: short.1,
                 memory: short.2,
@@ -325,17 +350,13 @@ impl View {
         {
             return reason(p);
         }
-        None
+        Ok(taken)
     }
 
     /// The mean share of cpu and memory left free on `node` with the pod on it (0..=100):
     /// NodeResourcesFit's LeastAllocated.
-    fn least_allocated(&self, c: &Candidate<'_>, facts: &NodeFacts) -> i64 {
-        let (used_cpu, used_mem) = self
-            .placed
-            .on(&facts.name)
-            .map(|h| h.nonzero)
-            .unwrap_or_default();
+    fn least_allocated(c: &Candidate<'_>, facts: &NodeFacts, taken: &Taken) -> i64 {
+        let (used_cpu, used_mem) = taken.nonzero;
         let share = |used: i128, cap: i128| {
             if cap <= 0 {
                 0
@@ -350,12 +371,8 @@ impl View {
 
     /// How evenly cpu and memory would be used with the pod on `node` (0..=100):
     /// NodeResourcesBalancedAllocation, one minus the standard deviation of the two fractions.
-    fn balanced(&self, c: &Candidate<'_>, facts: &NodeFacts) -> i64 {
-        let used = self
-            .placed
-            .on(&facts.name)
-            .map(|h| h.used)
-            .unwrap_or_default();
+    fn balanced(c: &Candidate<'_>, facts: &NodeFacts, taken: &Taken) -> i64 {
+        let used = taken.used;
         let fraction = |used: i128, cap: i128| {
             if cap <= 0 {
                 1.0
@@ -396,19 +413,20 @@ impl View {
     /// TaintToleration 3, NodeAffinity 2, PodTopologySpread 2, InterPodAffinity 2,
     /// NodeResourcesFit (least allocated) 1, NodeResourcesBalancedAllocation 1, ImageLocality 1.
     /// Ties go to the first name.
-    fn best(&self, c: &Candidate<'_>, feasible: &[usize]) -> Option<usize> {
+    fn best(&self, c: &Candidate<'_>, feasible: &[(usize, Taken)]) -> Option<usize> {
         let at = |i: usize| self.nodes.at(i);
-        let raw = |f: &dyn Fn(&Value, &NodeFacts) -> i64| {
+        let scored = |f: &dyn Fn(&Value, &NodeFacts, &Taken) -> i64| {
             feasible
                 .iter()
-                .map(|&i| {
-                    let (n, facts) = at(i);
-                    f(n, facts)
+                .map(|(i, taken)| {
+                    let (n, facts) = at(*i);
+                    f(n, facts, taken)
                 })
                 .collect::<Vec<_>>()
         };
+        let raw = |f: &dyn Fn(&Value, &NodeFacts) -> i64| scored(&|n, facts, _| f(n, facts));
         let zeros = vec![0; feasible.len()];
-        let taints = if feasible.iter().any(|&i| at(i).1.soft_taints) {
+        let taints = if feasible.iter().any(|&(i, _)| at(i).1.soft_taints) {
             normalise(
                 &raw(&|n, _| {
                     n.pointer("/spec/taints")
@@ -447,8 +465,8 @@ impl View {
         } else {
             zeros.clone()
         };
-        let least = raw(&|_, f| self.least_allocated(c, f));
-        let balanced = raw(&|_, f| self.balanced(c, f));
+        let least = scored(&|_, f, t| Self::least_allocated(c, f, t));
+        let balanced = scored(&|_, f, t| Self::balanced(c, f, t));
         let images = if c.images.iter().any(|i| self.nodes.nodes_with_image(i) > 0) {
             raw(&|_, f| self.image_locality(c, f))
         } else {
@@ -469,9 +487,9 @@ impl View {
             .max_by(|&a, &b| {
                 total[a]
                     .cmp(&total[b])
-                    .then_with(|| at(feasible[b]).1.name.cmp(&at(feasible[a]).1.name))
+                    .then_with(|| at(feasible[b].0).1.name.cmp(&at(feasible[a].0).1.name))
             })
-            .map(|k| feasible[k])
+            .map(|k| feasible[k].0)
     }
 
     /// Decides where `pod` goes.
@@ -545,9 +563,9 @@ impl View {
             }
             next = Some(i + 1);
             let (node, facts) = self.nodes.at(i);
-            match self.problem(&c, node, facts, &claims) {
-                None => feasible.push(i),
-                Some(p) => {
+            match self.fit(&c, node, facts, &claims) {
+                Ok(taken) => feasible.push((i, taken)),
+                Err(p) => {
                     if p.resolvable() {
                         resolvable.push(i);
                     }

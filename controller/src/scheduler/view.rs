@@ -422,6 +422,10 @@ impl Nominated {
     /// What `node` keeps for pods nominated to it with at least `priority`, other than `key`.
     pub fn reserved(&self, node: &str, priority: i64, key: &str) -> Resources {
         let mut r = Resources::default();
+        if self.by_pod.is_empty() {
+            // The usual case, asked for every node a pod is tried on: no lookup by name.
+            return r;
+        }
         for k in self.by_node.get(node).into_iter().flatten() {
             if k == key {
                 continue;
