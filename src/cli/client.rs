@@ -64,6 +64,38 @@ async fn request_json(client: &Client, req: http::Request<Vec<u8>>) -> Result<Va
 }
 
 /// A served resource, found by discovery.
+/// Failures already printed, one line per object as kubectl prints them: the command only has
+/// to exit non-zero.
+#[derive(Debug)]
+pub struct Reported {
+    pub count: usize,
+    pub verb: &'static str,
+}
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} object(s) could not be {}", self.count, self.verb)
+    }
+}
+
+impl std::error::Error for Reported {}
+
+/// What kubectl asks for by default (`--validate=strict`): a field the server does not know
+/// is an error naming it, not dropped in silence.
+const STRICT: &str = "fieldValidation=Strict";
+
+/// A YAML parser's error on one line: its first line without a leading `error:` (the rest is a
+/// snippet of the input, and the line and column are in the first line already).
+fn yaml_error_line(e: &impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default().trim();
+    first
+        .strip_prefix("error:")
+        .unwrap_or(first)
+        .trim()
+        .to_string()
+}
+
 #[derive(Debug, Clone)]
 struct ApiResource {
     /// `/api/v1` or `/apis/<group>/<version>`.
@@ -160,6 +192,7 @@ async fn find_by_kind(client: &Client, api_version: &str, kind: &str) -> Result<
 }
 
 /// One YAML document from a file, with where it came from for error messages.
+#[derive(Debug)]
 struct Doc {
     source: String,
     index: usize,
@@ -203,7 +236,7 @@ fn load_docs(files: &[String]) -> Result<Vec<Doc>> {
     for f in files {
         for (source, text) in read_source(f)? {
             let values: Vec<Value> = serde_saphyr::from_multiple(&text)
-                .map_err(|e| anyhow!("{source}: invalid YAML: {e}"))?;
+                .map_err(|e| anyhow!("{source}: invalid YAML: {}", yaml_error_line(&e)))?;
             for (i, value) in values.into_iter().enumerate() {
                 if value.is_null() {
                     continue;
@@ -297,7 +330,11 @@ pub async fn apply(kc: Option<PathBuf>, files: &[String], ns: Option<&str>) -> R
         }
     }
     if failed > 0 {
-        bail!("{failed} object(s) could not be applied");
+        return Err(Reported {
+            count: failed,
+            verb: "applied",
+        }
+        .into());
     }
     Ok(())
 }
@@ -316,7 +353,7 @@ async fn apply_one(
     match current {
         Err(kube::Error::Api(s)) if s.code == 404 => {
             let body = serde_json::to_vec(obj)?;
-            let req = http::Request::post(res.collection(ns))
+            let req = http::Request::post(format!("{}?{STRICT}", res.collection(ns)))
                 .header("content-type", "application/json")
                 .body(body)?;
             request_json(client, req).await?;
@@ -328,7 +365,7 @@ async fn apply_one(
             if let Some(m) = patch["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
-            let req = http::Request::patch(&url)
+            let req = http::Request::patch(format!("{url}?{STRICT}"))
                 .header("content-type", "application/strategic-merge-patch+json")
                 .body(serde_json::to_vec(&patch)?)?;
             let after = request_json(client, req).await?;
@@ -668,7 +705,11 @@ pub async fn delete(
         }
     }
     if failed > 0 {
-        bail!("{failed} object(s) could not be deleted");
+        return Err(Reported {
+            count: failed,
+            verb: "deleted",
+        }
+        .into());
     }
     Ok(())
 }
@@ -742,6 +783,29 @@ pub async fn logs(
 #[cfg(test)]
 mod tests {
     use super::read_kubeconfig;
+
+    #[test]
+    fn bad_yaml_is_one_line_naming_the_file_and_the_place() {
+        let dir = std::env::temp_dir().join(format!("skiff-yaml-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("bad.yaml");
+        std::fs::write(
+            &f,
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n  labels: a: b\n",
+        )
+        .unwrap();
+        let name = f.display().to_string();
+        let msg = super::load_docs(std::slice::from_ref(&name))
+            .unwrap_err()
+            .to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(
+            msg.starts_with(&format!("{name}: invalid YAML: line 5 column ")),
+            "{msg}"
+        );
+        assert!(!msg.contains("error:"), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn kubeconfig_errors_name_the_file_and_the_cause_once() {

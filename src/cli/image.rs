@@ -271,19 +271,32 @@ async fn remove(ch: Channel, names: &[String]) -> Result<()> {
     Ok(())
 }
 
+const ARCHIVE_KINDS: &str = "an image archive: `docker save`, or skopeo's docker-archive: or oci-archive:, plain or gzipped";
+
 /// The archive to import, as an absolute path (the runtime resolves it, not this process),
-/// once it is known to be a readable file.
+/// once it is known to be a readable file that starts as a tar or gzip file does.
 fn archive_path(file: &Path) -> Result<PathBuf> {
+    use std::io::Read as _;
     let path =
         std::path::absolute(file).with_context(|| format!("cannot resolve {}", file.display()))?;
     match std::fs::metadata(&path) {
         Err(e) => bail!("cannot read {}: {e}", path.display()),
-        Ok(m) if !m.is_file() => bail!(
-            "{} is not a file (an image archive: `docker save`, or skopeo's docker-archive: or oci-archive:)",
-            path.display()
-        ),
-        Ok(_) => Ok(path),
+        Ok(m) if !m.is_file() => bail!("{} is not a file ({ARCHIVE_KINDS})", path.display()),
+        Ok(_) => {}
     }
+    let mut head = Vec::with_capacity(512);
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(512).read_to_end(&mut head))
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    // A POSIX or GNU tar header has "ustar" at byte 257; gzip starts with 1f 8b.
+    let tar = head.get(257..262) == Some(b"ustar".as_slice());
+    if !tar && !head.starts_with(&[0x1f, 0x8b]) {
+        bail!(
+            "{} is not a tar or gzip file ({ARCHIVE_KINDS})",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 async fn import(ch: Channel, path: &Path, base_name: &str) -> Result<()> {
@@ -325,9 +338,21 @@ mod tests {
             msg.starts_with(&format!("{} is not a file", dir.display())),
             "{msg}"
         );
+        let text = dir.join("hostname");
+        std::fs::write(&text, b"vm\n").unwrap();
+        let msg = archive_path(&text).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&format!("{} is not a tar or gzip file (", text.display())),
+            "{msg}"
+        );
+        let mut header = vec![0u8; 512];
+        header[257..262].copy_from_slice(b"ustar");
         let tar = dir.join("image.tar");
-        std::fs::write(&tar, b"").unwrap();
+        std::fs::write(&tar, &header).unwrap();
         assert_eq!(archive_path(&tar).unwrap(), tar);
+        let gz = dir.join("image.tar.gz");
+        std::fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
+        assert_eq!(archive_path(&gz).unwrap(), gz);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

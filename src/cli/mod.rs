@@ -194,6 +194,8 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a terminal: a log file or journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // One TLS provider for the whole process (kube's and the registry client's rustls).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -300,6 +302,7 @@ pub fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<client::Reported>().is_some() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {}", error_line(&e));
             ExitCode::FAILURE
