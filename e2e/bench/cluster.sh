@@ -100,7 +100,9 @@ server_pid=$(pgrep -f '^sleep 3601$' | head -1)
 client_pid=$(pgrep -f '^sleep 3602$' | head -1)
 in_server() { nsenter --net="/proc/$server_pid/ns/net" "$@"; }
 in_client() { nsenter --net="/proc/$client_pid/ns/net" "$@"; }
-in_server "$tcpbench" serve 9000 &
+# Started directly, not through the function: a backgrounded function is a subshell, and
+# killing it would leave the server running after the benchmark.
+nsenter --net="/proc/$server_pid/ns/net" "$tcpbench" serve 9000 &
 pids+=($!)
 pod_ip=$(kubectl get pod server -o jsonpath='{.status.podIP}')
 cluster_ip=$(kubectl get service server -o jsonpath='{.spec.clusterIP}')
